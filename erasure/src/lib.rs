@@ -1,0 +1,36 @@
+//! Cairn's erasure layer: how an object becomes shards and how shards become an object again.
+//!
+//! An object is cut into *segments* of at most a configured size (64 MiB by default). Each
+//! segment is padded to `k × shard_len` bytes and split into `k` contiguous *data shards*;
+//! Reed-Solomon coding adds `m` *parity shards* of the same length. The code is systematic:
+//! the data shards are the segment's own bytes, so a read with nothing lost never decodes.
+//! Every shard is named by its [`ShardRoot`], the BLAKE3 hash of its bytes, which is all the
+//! catalog keeps; [`slice`] proves any byte range of a shard against that root.
+//!
+//! The crate does no network or disk I/O of its own. [`SegmentEncoder`] pulls an object from
+//! any async reader, holding one segment at a time, and does the CPU work off the async
+//! threads.
+
+mod codec;
+mod error;
+pub mod layout;
+mod root;
+mod segment;
+pub mod slice;
+mod stream;
+
+pub use codec::{Codec, Decoded, Rebuilt};
+pub use error::{CodecError, DecodeError, EncodeError};
+pub use root::{ParseRootError, ShardRoot};
+pub use segment::EncodedSegment;
+pub use stream::SegmentEncoder;
+
+/// Default largest segment: bounds the memory of one stream and the work of one repair.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Shard lengths are rounded up to this many bytes.
+///
+/// The Reed-Solomon engine works on 64-byte blocks; with shard lengths and stripe boundaries
+/// on multiples of it, every 64-byte column of a segment is coded independently, which is
+/// what lets a degraded range read decode only the columns it needs.
+pub const SHARD_ALIGN: usize = 64;

@@ -1,0 +1,23 @@
+//! `cairn bench`: measurements of this machine, printed for people and as one JSON line.
+
+mod erasure;
+mod measure;
+
+use clap::Subcommand;
+
+/// What to measure.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Erasure coding on one core: memcpy, BLAKE3, encode, encode+hash, rebuild, streaming.
+    ///
+    /// Prints a table, then one JSON line (GiB/s of user data) for scripts and
+    /// docs/benchmarks.md.
+    Erasure(erasure::ErasureArgs),
+}
+
+/// Runs one benchmark.
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Erasure(args) => erasure::run(args),
+    }
+}

@@ -1,0 +1,46 @@
+//! `cairn bench erasure` runs end to end and ends with the JSON line scripts rely on.
+
+use std::process::Command;
+
+#[test]
+fn bench_erasure_prints_a_table_and_a_json_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "erasure", "--k", "4", "--m", "2", "--size", "1MiB"])
+        .args(["--iterations", "1", "--stream", "8MiB"])
+        .output()
+        .expect("run cairn");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("encode + hash all shards"), "{stdout}");
+    let last = stdout.lines().last().expect("some output");
+    let json: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    for key in [
+        "memcpy_gib_s",
+        "encode_gib_s",
+        "encode_hash_gib_s",
+        "rebuild_gib_s",
+        "stream_gib_s",
+    ] {
+        let value = json[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {last}"));
+        assert!(value > 0.0, "{key} = {value}");
+    }
+    assert_eq!(json["k"], 4);
+    assert_eq!(json["m"], 2);
+}
+
+#[test]
+fn bench_erasure_refuses_an_impossible_code() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "erasure", "--k", "0", "--stream", "0"])
+        .output()
+        .expect("run cairn");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("at least one data shard"), "{stderr}");
+}
