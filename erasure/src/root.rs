@@ -7,7 +7,9 @@ use std::str::FromStr;
 ///
 /// It is also the root of the shard's verified-streaming tree, so any slice of the shard can
 /// be proven against it (see [`crate::slice`]).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ShardRoot([u8; 32]);
 
 impl ShardRoot {

@@ -1,0 +1,7 @@
+//! Types shared by the node, the coordinator and the gateway: who is talking (ed25519
+//! identities), what they may do (coordinator-signed orders, node-signed receipts), how
+//! messages are framed on the wire, and the QUIC transport that pins every peer's key.
+//!
+//! Nothing here holds state or does policy; it is the vocabulary the other crates share.
+
+pub mod ids;
