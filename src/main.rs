@@ -4,7 +4,7 @@
 //! module and the real work in the library crates.
 
 mod bench;
-mod bytesize;
+mod cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -13,6 +13,9 @@ use clap::{Parser, Subcommand};
 /// Objects arrive through an S3-compatible API, are cut into segments, Reed-Solomon coded
 /// into shards and stored on untrusted volunteer nodes; a Raft-replicated coordinator keeps
 /// the catalog and checks that every node still holds what it promised.
+///
+/// Logs go to stderr; set CAIRN_LOG to change what they show (e.g. `debug` or
+/// `info,cairn_node=debug`).
 #[derive(Parser)]
 #[command(name = "cairn", version, about, long_about)]
 struct Cli {
@@ -22,14 +25,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure this machine: erasure coding and hashing speed.
+    /// Run a storage node: offer disk to a cluster, serve shards on coordinator-signed orders.
+    Node(Box<cmd::node::NodeArgs>),
+    /// Measure this machine: erasure coding, hashing and shard transfer speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
+    init_logging();
     let cli = Cli::parse();
     match cli.command {
+        Command::Node(args) => cmd::node::run(*args),
         Command::Bench(command) => bench::run(command),
     }
+}
+
+/// Structured logs on stderr, filtered by `CAIRN_LOG` (default `info`).
+fn init_logging() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter = std::env::var("CAIRN_LOG")
+        .ok()
+        .and_then(|text| text.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
 }

@@ -1,5 +1,18 @@
 //! The storage node: the daemon a volunteer runs to offer disk to a Cairn cluster.
 //!
-//! It will hold shards on local disk under a quota, serve them over QUIC only on orders
-//! signed by the coordinator, answer storage audits and heartbeat to the coordinator.
-//! Nothing is built here yet; the crate exists so the workspace has its final shape.
+//! A node keeps shards on local disk within the space its owner offered ([`store`]), serves
+//! them over QUIC only on orders signed by the coordinator ([`server`]), proves on demand
+//! that it still holds them, re-hashes them in the background ([`scrub`]) and tells the
+//! coordinator how it is doing ([`heartbeat`]). It trusts nobody but the coordinator's key.
+//! [`client`] is the other end of the protocol, used by gateways, the coordinator and tests;
+//! [`daemon`] wires everything together from a [`config::NodeConfig`].
+
+pub mod bandwidth;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod heartbeat;
+pub mod metrics;
+pub mod scrub;
+pub mod server;
+pub mod store;

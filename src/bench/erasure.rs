@@ -11,7 +11,7 @@ use clap::Args;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::measure::{gib_per_s, median_time, peak_rss_bytes, pseudo_random, time};
-use crate::bytesize::ByteSize;
+use cairn_proto::bytesize::ByteSize;
 
 /// Options of `cairn bench erasure`.
 #[derive(Args)]

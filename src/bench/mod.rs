@@ -2,6 +2,7 @@
 
 mod erasure;
 mod measure;
+mod node;
 
 use clap::Subcommand;
 
@@ -13,11 +14,16 @@ pub enum BenchCommand {
     /// Prints a table, then one JSON line (GiB/s of user data) for scripts and
     /// docs/benchmarks.md.
     Erasure(erasure::ErasureArgs),
+    /// Shard PUT and GET over loopback QUIC to a real node, beside a plain TCP copy.
+    ///
+    /// Prints a table, then one JSON line with MiB/s and the QUIC ÷ TCP ratios.
+    Node(node::NodeBenchArgs),
 }
 
 /// Runs one benchmark.
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Erasure(args) => erasure::run(args),
+        BenchCommand::Node(args) => node::run(args),
     }
 }

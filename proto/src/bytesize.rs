@@ -1,4 +1,4 @@
-//! [`ByteSize`]: sizes on the command line, `65536`, `64KiB`, `64MiB`, `1GiB` or `1.5GB`.
+//! [`ByteSize`]: sizes in flags and config files: `65536`, `64KiB`, `64MiB`, `1GiB`, `1.5GB`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -54,6 +54,38 @@ impl fmt::Display for ByteSize {
         } else {
             write!(f, "{value:.1} {}", UNITS[unit])
         }
+    }
+}
+
+/// Written as a plain number of bytes.
+impl serde::Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+/// Read from a number of bytes or a string with a unit (`"500GiB"`).
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte count or a size such as \"64MiB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 

@@ -1,0 +1,270 @@
+//! [`NodeClient`]: how gateways, the coordinator and tests talk to one node.
+//!
+//! Nothing a node returns is taken on trust: receipts are checked against the node's key and
+//! the order, shard bytes against the root named in the order.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use cairn_erasure::slice::{ProofError, SliceProof};
+use cairn_proto::identity::{NodeId, SecretKey};
+use cairn_proto::ids::ShardId;
+use cairn_proto::order::{Action, SignedOrder, SignedReceipt};
+use cairn_proto::transport::{TransportError, connect};
+use cairn_proto::wire::{
+    ErrorCode, NODE_ALPN, NodeRequest, NodeResponse, WireError, read_frame, write_frame,
+};
+use tokio::sync::Mutex;
+
+/// A connection to one storage node, pinned to its key and reopened when it drops.
+pub struct NodeClient {
+    endpoint: quinn::Endpoint,
+    key: SecretKey,
+    addr: SocketAddr,
+    node: NodeId,
+    conn: Mutex<Option<quinn::Connection>>,
+}
+
+/// What went wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made (or the node is not who it should be).
+    #[error("cannot reach node: {0}")]
+    Connect(#[from] TransportError),
+    /// The connection or stream failed mid-request.
+    #[error("stream to node failed: {0}")]
+    Stream(String),
+    /// The node refused the request.
+    #[error("node refused ({code}): {message}")]
+    Refused {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
+    /// The node answered something that does not fit the request.
+    #[error("node broke the protocol: {0}")]
+    Protocol(String),
+    /// A receipt that is unsigned, signed by another key or about another shard.
+    #[error("node returned a bad receipt: {0}")]
+    BadReceipt(String),
+    /// Shard bytes that do not verify against the order's root.
+    #[error("node returned bytes that fail verification: {0}")]
+    BadProof(#[from] ProofError),
+}
+
+impl From<WireError> for ClientError {
+    fn from(err: WireError) -> Self {
+        ClientError::Stream(err.to_string())
+    }
+}
+
+/// Proof bytes allowed per byte of range: chunk-group hashes cost well under 1/64, and the
+/// partial groups at either end add at most a few KiB.
+fn max_proof_len(range: &Range<u64>) -> u64 {
+    let len = range.end.saturating_sub(range.start);
+    len + len / 32 + 64 * 1024
+}
+
+impl NodeClient {
+    /// A client for the node `node` at `addr`, connecting from `endpoint` as `key`.
+    pub fn new(endpoint: quinn::Endpoint, key: SecretKey, addr: SocketAddr, node: NodeId) -> Self {
+        Self {
+            endpoint,
+            key,
+            addr,
+            node,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The node this client talks to.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    async fn open(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(conn) = guard.as_ref()
+            && conn.close_reason().is_none()
+            && let Ok(streams) = conn.open_bi().await
+        {
+            return Ok(streams);
+        }
+        let conn = connect(&self.endpoint, &self.key, self.addr, &self.node, NODE_ALPN).await?;
+        let streams = conn
+            .open_bi()
+            .await
+            .map_err(|err| ClientError::Stream(err.to_string()))?;
+        *guard = Some(conn);
+        Ok(streams)
+    }
+
+    /// Sends `request` (and `body` after it), returns the first response frame and the
+    /// stream for anything that follows.
+    async fn exchange(
+        &self,
+        request: &NodeRequest,
+        body: Option<&[u8]>,
+    ) -> Result<(NodeResponse, quinn::RecvStream), ClientError> {
+        let (mut send, mut recv) = self.open().await?;
+        write_frame(&mut send, request).await?;
+        if let Some(body) = body {
+            // A node that refuses the order stops reading; its answer explains why, so a
+            // failed write is not the error to report.
+            let _ = send.write_all(body).await;
+        }
+        let _ = send.finish();
+        match read_frame::<_, NodeResponse>(&mut recv).await? {
+            NodeResponse::Error { code, message } => Err(ClientError::Refused { code, message }),
+            response => Ok((response, recv)),
+        }
+    }
+
+    /// Stores `bytes` under a put order and returns the node's receipt, checked against the
+    /// node's key and the order.
+    pub async fn put_shard(
+        &self,
+        order: &SignedOrder,
+        bytes: &[u8],
+    ) -> Result<SignedReceipt, ClientError> {
+        let request = NodeRequest::PutShard {
+            order: order.clone(),
+        };
+        let (response, _) = self.exchange(&request, Some(bytes)).await?;
+        let NodeResponse::Stored { receipt } = response else {
+            return Err(ClientError::Protocol(format!(
+                "expected Stored, got {response:?}"
+            )));
+        };
+        let signed = receipt
+            .verify()
+            .map_err(|err| ClientError::BadReceipt(err.to_string()))?;
+        let Action::Put { shard, root, size } = order.order.action else {
+            return Err(ClientError::Protocol("put_shard needs a put order".into()));
+        };
+        if signed.node != self.node
+            || signed.shard != shard
+            || signed.root != root
+            || signed.size != size
+            || signed.serial != order.order.serial
+        {
+            return Err(ClientError::BadReceipt(format!(
+                "receipt {signed:?} does not match the order"
+            )));
+        }
+        Ok(receipt)
+    }
+
+    /// Reads bytes `range` (the whole shard by default) under a get order, verified against
+    /// the order's root before they are returned.
+    pub async fn get_shard(
+        &self,
+        order: &SignedOrder,
+        range: Option<Range<u64>>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let Action::Get { root, size, .. } = order.order.action else {
+            return Err(ClientError::Protocol("get_shard needs a get order".into()));
+        };
+        let wanted = range.clone().unwrap_or(0..size);
+        let request = NodeRequest::GetShard {
+            order: order.clone(),
+            range,
+        };
+        let (response, mut recv) = self.exchange(&request, None).await?;
+        let NodeResponse::Shard {
+            range: got,
+            proof_len,
+        } = response
+        else {
+            return Err(ClientError::Protocol(format!(
+                "expected Shard, got {response:?}"
+            )));
+        };
+        if got != wanted || proof_len > max_proof_len(&wanted) {
+            return Err(ClientError::Protocol(format!(
+                "answer for {got:?} with a {proof_len}-byte proof, asked for {wanted:?}"
+            )));
+        }
+        let proof = recv
+            .read_to_end(proof_len as usize)
+            .await
+            .map_err(|err| ClientError::Stream(err.to_string()))?;
+        if proof.len() as u64 != proof_len {
+            return Err(ClientError::Protocol(format!(
+                "proof is {} bytes, header said {proof_len}",
+                proof.len()
+            )));
+        }
+        if size == 0 && wanted.is_empty() {
+            return if proof.is_empty() {
+                Ok(Vec::new())
+            } else {
+                Err(ClientError::Protocol(
+                    "non-empty proof for an empty shard".into(),
+                ))
+            };
+        }
+        Ok(SliceProof::from_bytes(proof).verify(&root, size, wanted)?)
+    }
+
+    /// Asks for slice proofs of `ranges` under an audit order; the caller verifies them.
+    pub async fn audit(
+        &self,
+        order: &SignedOrder,
+        ranges: Vec<Range<u64>>,
+    ) -> Result<Vec<SliceProof>, ClientError> {
+        let expected = ranges.len();
+        let request = NodeRequest::Audit {
+            order: order.clone(),
+            ranges,
+        };
+        let (response, _) = self.exchange(&request, None).await?;
+        let NodeResponse::Audit { proofs } = response else {
+            return Err(ClientError::Protocol(format!(
+                "expected Audit, got {response:?}"
+            )));
+        };
+        if proofs.len() != expected {
+            return Err(ClientError::Protocol(format!(
+                "{} proofs for {expected} ranges",
+                proofs.len()
+            )));
+        }
+        Ok(proofs.into_iter().map(SliceProof::from_bytes).collect())
+    }
+
+    /// Deletes a shard under a delete order; returns whether the node held it.
+    pub async fn delete_shard(&self, order: &SignedOrder) -> Result<bool, ClientError> {
+        let request = NodeRequest::DeleteShard {
+            order: order.clone(),
+        };
+        match self.exchange(&request, None).await? {
+            (NodeResponse::Deleted { existed }, _) => Ok(existed),
+            (other, _) => Err(ClientError::Protocol(format!(
+                "expected Deleted, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Every shard id the node says it holds (a claim to check, not a fact).
+    pub async fn inventory(&self, order: &SignedOrder) -> Result<Vec<ShardId>, ClientError> {
+        let request = NodeRequest::Inventory {
+            order: order.clone(),
+        };
+        let (mut response, mut recv) = self.exchange(&request, None).await?;
+        let mut all = Vec::new();
+        loop {
+            let NodeResponse::Inventory { shards, more } = response else {
+                return Err(ClientError::Protocol(format!(
+                    "expected Inventory, got {response:?}"
+                )));
+            };
+            all.extend(shards);
+            if !more {
+                return Ok(all);
+            }
+            response = read_frame(&mut recv).await?;
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The node's QUIC service: one bi-directional stream per request, each carrying an order
+//! signed by the coordinator that is checked before anything else happens.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
+use cairn_proto::order::{
+    Action, Order, OrderError, Receipt, SignedOrder, SignedReceipt, unix_now,
+};
+use cairn_proto::transport::peer_key;
+use cairn_proto::wire::{ErrorCode, NodeRequest, NodeResponse, read_frame, write_frame};
+use quinn::{RecvStream, SendStream};
+use tokio::sync::Semaphore;
+
+use crate::bandwidth::Bandwidth;
+use crate::metrics::NodeMetrics;
+use crate::store::{ShardStore, StoreError};
+
+/// How long a client may take to send a request header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an upload may stall between two chunks before it is abandoned.
+const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes moved per bandwidth-limiter call: small enough to keep the cap smooth.
+const IO_CHUNK: usize = 1 << 20;
+/// Most ranges one audit may ask for, and most bytes all of them may cover: an audit is a
+/// spot check, and its answer must fit one frame.
+const MAX_AUDIT_RANGES: usize = 64;
+const MAX_AUDIT_BYTES: u64 = 512 * 1024;
+/// Shard ids per inventory frame (16 bytes each, well inside one frame).
+const INVENTORY_PAGE: usize = 32 * 1024;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct NodeState {
+    /// The node's identity key: signs receipts, and is its TLS identity.
+    pub key: SecretKey,
+    /// The node's id (its public key).
+    pub id: NodeId,
+    /// The only key whose orders are obeyed.
+    pub coordinator: PublicKey,
+    /// Shard bytes and index.
+    pub store: Arc<ShardStore>,
+    /// Prometheus metrics.
+    pub metrics: Arc<NodeMetrics>,
+    /// Cap on bytes sent.
+    pub upload: Bandwidth,
+    /// Cap on bytes received.
+    pub download: Bandwidth,
+    /// Bounds concurrent uploads, and so the memory they hold.
+    pub puts: Semaphore,
+    /// Largest shard accepted.
+    pub max_shard_size: u64,
+}
+
+/// Why a request was refused: sent back to the client as [`NodeResponse::Error`].
+#[derive(Debug)]
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<OrderError> for Refusal {
+    fn from(err: OrderError) -> Self {
+        let code = match err {
+            OrderError::BadSignature => ErrorCode::BadSignature,
+            OrderError::WrongNode => ErrorCode::WrongNode,
+            OrderError::WrongClient => ErrorCode::WrongClient,
+            OrderError::Expired => ErrorCode::Expired,
+        };
+        Refusal::new(code, err.to_string())
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(err: StoreError) -> Self {
+        let code = match &err {
+            StoreError::OverQuota { .. } => ErrorCode::OverQuota,
+            StoreError::RootMismatch { .. } => ErrorCode::RootMismatch,
+            StoreError::SizeMismatch { .. } => ErrorCode::SizeMismatch,
+            StoreError::NotFound(_) => ErrorCode::NotFound,
+            StoreError::Damaged(_) => ErrorCode::Damaged,
+            StoreError::BadRange { .. } => ErrorCode::BadRange,
+            StoreError::Conflict(_) => ErrorCode::RootMismatch,
+            StoreError::Io(_) | StoreError::Db(_) => ErrorCode::Internal,
+        };
+        Refusal::new(code, err.to_string())
+    }
+}
+
+/// Accepts connections until the endpoint is closed.
+pub async fn serve(endpoint: quinn::Endpoint, state: Arc<NodeState>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => serve_connection(conn, state).await,
+                Err(err) => tracing::debug!(%remote, %err, "handshake failed"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, state: Arc<NodeState>) {
+    let Some(peer) = peer_key(&conn) else {
+        conn.close(1u32.into(), b"no peer identity");
+        return;
+    };
+    tracing::debug!(remote = %conn.remote_address(), %peer, "connection");
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let state = state.clone();
+                tokio::spawn(async move { serve_stream(&state, peer, send, recv).await });
+            }
+            Err(err) => {
+                tracing::debug!(%peer, %err, "connection closed");
+                return;
+            }
+        }
+    }
+}
+
+async fn serve_stream(
+    state: &NodeState,
+    peer: PublicKey,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    let request =
+        match tokio::time::timeout(HEADER_TIMEOUT, read_frame::<_, NodeRequest>(&mut recv)).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(err)) => {
+                let refusal =
+                    Refusal::new(ErrorCode::Malformed, format!("unreadable request: {err}"));
+                finish(state, "unknown", &mut send, Err(refusal)).await;
+                return;
+            }
+            Err(_) => {
+                let refusal = Refusal::new(ErrorCode::Malformed, "no request within 30 s");
+                finish(state, "unknown", &mut send, Err(refusal)).await;
+                return;
+            }
+        };
+    let (op, result) = match request {
+        NodeRequest::PutShard { order } => {
+            ("put", put(state, peer, &order, &mut send, &mut recv).await)
+        }
+        NodeRequest::GetShard { order, range } => {
+            ("get", get(state, peer, &order, range, &mut send).await)
+        }
+        NodeRequest::Audit { order, ranges } => {
+            ("audit", audit(state, peer, &order, ranges, &mut send).await)
+        }
+        NodeRequest::DeleteShard { order } => {
+            ("delete", delete(state, peer, &order, &mut send).await)
+        }
+        NodeRequest::Inventory { order } => {
+            ("inventory", inventory(state, peer, &order, &mut send).await)
+        }
+    };
+    finish(state, op, &mut send, result).await;
+}
+
+/// Reports a refusal (if any) to the client and in the metrics, then closes the stream.
+async fn finish(state: &NodeState, op: &str, send: &mut SendStream, result: Result<(), Refusal>) {
+    match result {
+        Ok(()) => state.metrics.requests.with_label_values(&[op, "ok"]).inc(),
+        Err(refusal) => {
+            let code = refusal.code.to_string();
+            state
+                .metrics
+                .requests
+                .with_label_values(&[op, code.as_str()])
+                .inc();
+            tracing::info!(op, code = %code, message = %refusal.message, "request refused");
+            let response = NodeResponse::Error {
+                code: refusal.code,
+                message: refusal.message,
+            };
+            let _ = write_frame(send, &response).await;
+        }
+    }
+    let _ = send.finish();
+}
+
+/// Checks an order's signature, recipient, client and expiry, then burns its serial.
+///
+/// `durable` makes the serial survive a crash; reads skip the fsync because replaying a
+/// read order gains nothing a fresh one would not.
+async fn authorize<'a>(
+    state: &NodeState,
+    peer: PublicKey,
+    signed: &'a SignedOrder,
+    durable: bool,
+) -> Result<&'a Order, Refusal> {
+    let order = signed.verify(&state.coordinator)?;
+    order.check(&state.id, &peer, unix_now())?;
+    let store = state.store.clone();
+    let (serial, expires_at) = (order.serial, order.expires_at);
+    let fresh = blocking(move || store.record_serial(serial, expires_at, durable)).await??;
+    if !fresh {
+        return Err(Refusal::new(
+            ErrorCode::Replayed,
+            format!("order serial {serial} was already used"),
+        ));
+    }
+    Ok(order)
+}
+
+async fn put(
+    state: &NodeState,
+    peer: PublicKey,
+    signed: &SignedOrder,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Result<(), Refusal> {
+    let order = authorize(state, peer, signed, true).await?;
+    let Action::Put { shard, root, size } = order.action else {
+        return Err(Refusal::new(
+            ErrorCode::WrongAction,
+            "PutShard needs a put order",
+        ));
+    };
+    if size > state.max_shard_size {
+        return Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!(
+                "shard of {size} bytes exceeds this node's limit of {}",
+                state.max_shard_size
+            ),
+        ));
+    }
+    // Quota first: an upload that cannot fit is refused before a byte of it is read.
+    let reservation = state.store.reserve(size)?;
+    let _permit = state
+        .puts
+        .acquire()
+        .await
+        .map_err(|_| Refusal::new(ErrorCode::Internal, "node is shutting down"))?;
+    let bytes = receive_body(state, recv, size).await?;
+    let store = state.store.clone();
+    let meta = blocking(move || store.put(reservation, shard, root, &bytes)).await??;
+    state.metrics.received_bytes.inc_by(size);
+    state.metrics.stored_bytes.set(state.store.used() as i64);
+    state
+        .metrics
+        .stored_shards
+        .set(state.store.shard_count() as i64);
+    let receipt = SignedReceipt::sign(
+        Receipt {
+            node: state.id,
+            shard,
+            root,
+            size,
+            serial: order.serial,
+            stored_at: meta.stored_at,
+        },
+        &state.key,
+    );
+    tracing::debug!(%shard, size, "stored shard");
+    write_frame(send, &NodeResponse::Stored { receipt })
+        .await
+        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))
+}
+
+/// Reads exactly `size` body bytes, at the download cap, and refuses short or long bodies.
+async fn receive_body(
+    state: &NodeState,
+    recv: &mut RecvStream,
+    size: u64,
+) -> Result<Vec<u8>, Refusal> {
+    let size_usize =
+        usize::try_from(size).map_err(|_| Refusal::new(ErrorCode::TooLarge, "shard too large"))?;
+    let mut bytes = Vec::with_capacity(size_usize);
+    while bytes.len() < size_usize {
+        let want = (size_usize - bytes.len()).min(IO_CHUNK);
+        let chunk = tokio::time::timeout(BODY_STALL_TIMEOUT, recv.read_chunk(want, true))
+            .await
+            .map_err(|_| Refusal::new(ErrorCode::Malformed, "upload stalled"))?
+            .map_err(|err| Refusal::new(ErrorCode::Malformed, format!("upload failed: {err}")))?;
+        let Some(chunk) = chunk else {
+            return Err(Refusal::new(
+                ErrorCode::SizeMismatch,
+                format!("upload ended after {} of {size} bytes", bytes.len()),
+            ));
+        };
+        state.download.take(chunk.bytes.len() as u64).await;
+        bytes.extend_from_slice(&chunk.bytes);
+    }
+    let extra = tokio::time::timeout(BODY_STALL_TIMEOUT, recv.read_chunk(1, true))
+        .await
+        .map_err(|_| Refusal::new(ErrorCode::Malformed, "upload not finished"))?
+        .map_err(|err| Refusal::new(ErrorCode::Malformed, format!("upload failed: {err}")))?;
+    if extra.is_some() {
+        return Err(Refusal::new(
+            ErrorCode::SizeMismatch,
+            format!("upload is longer than the order's {size} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Looks up a shard and checks that it is the one the order names.
+async fn held(
+    state: &NodeState,
+    shard: cairn_proto::ids::ShardId,
+    root: cairn_erasure::ShardRoot,
+    size: u64,
+) -> Result<(), Refusal> {
+    let store = state.store.clone();
+    let meta = blocking(move || store.meta(shard)).await??;
+    match meta {
+        None => Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("shard {shard} is not held here"),
+        )),
+        Some(meta) if meta.root != root || meta.size != size => Err(Refusal::new(
+            ErrorCode::RootMismatch,
+            format!("shard {shard} held here has another root or size than the order's"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+async fn get(
+    state: &NodeState,
+    peer: PublicKey,
+    signed: &SignedOrder,
+    range: Option<Range<u64>>,
+    send: &mut SendStream,
+) -> Result<(), Refusal> {
+    let order = authorize(state, peer, signed, false).await?;
+    let Action::Get { shard, root, size } = order.action else {
+        return Err(Refusal::new(
+            ErrorCode::WrongAction,
+            "GetShard needs a get order",
+        ));
+    };
+    held(state, shard, root, size).await?;
+    let range = range.unwrap_or(0..size);
+    let proof = if size == 0 && range.is_empty() {
+        Vec::new()
+    } else {
+        prove(state, shard, range.clone()).await?
+    };
+    let header = NodeResponse::Shard {
+        range,
+        proof_len: proof.len() as u64,
+    };
+    write_frame(send, &header)
+        .await
+        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))?;
+    for chunk in proof.chunks(IO_CHUNK) {
+        state.upload.take(chunk.len() as u64).await;
+        send.write_all(chunk)
+            .await
+            .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))?;
+        state.metrics.sent_bytes.inc_by(chunk.len() as u64);
+    }
+    Ok(())
+}
+
+/// A slice proof from the store; a damaged shard is counted as well as refused.
+async fn prove(
+    state: &NodeState,
+    shard: cairn_proto::ids::ShardId,
+    range: Range<u64>,
+) -> Result<Vec<u8>, Refusal> {
+    let store = state.store.clone();
+    let result = blocking(move || store.prove(shard, range)).await?;
+    if let Err(StoreError::Damaged(_)) = &result {
+        state.metrics.verification_failures.inc();
+        tracing::warn!(%shard, "stored shard is damaged");
+        crate::scrub::refresh_damaged(&state.store, &state.metrics).await;
+    }
+    Ok(result?)
+}
+
+async fn audit(
+    state: &NodeState,
+    peer: PublicKey,
+    signed: &SignedOrder,
+    ranges: Vec<Range<u64>>,
+    send: &mut SendStream,
+) -> Result<(), Refusal> {
+    let order = authorize(state, peer, signed, false).await?;
+    let Action::Audit { shard, root, size } = order.action else {
+        return Err(Refusal::new(
+            ErrorCode::WrongAction,
+            "Audit needs an audit order",
+        ));
+    };
+    let total: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+    if ranges.is_empty() || ranges.len() > MAX_AUDIT_RANGES || total > MAX_AUDIT_BYTES {
+        return Err(Refusal::new(
+            ErrorCode::BadRange,
+            format!(
+                "an audit asks for 1 to {MAX_AUDIT_RANGES} ranges of at most {MAX_AUDIT_BYTES} bytes in all"
+            ),
+        ));
+    }
+    held(state, shard, root, size).await?;
+    let mut proofs = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        proofs.push(prove(state, shard, range).await?);
+    }
+    let bytes: u64 = proofs.iter().map(|p| p.len() as u64).sum();
+    state.upload.take(bytes).await;
+    state.metrics.sent_bytes.inc_by(bytes);
+    write_frame(send, &NodeResponse::Audit { proofs })
+        .await
+        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))
+}
+
+async fn delete(
+    state: &NodeState,
+    peer: PublicKey,
+    signed: &SignedOrder,
+    send: &mut SendStream,
+) -> Result<(), Refusal> {
+    let order = authorize(state, peer, signed, true).await?;
+    let Action::Delete { shard } = order.action else {
+        return Err(Refusal::new(
+            ErrorCode::WrongAction,
+            "DeleteShard needs a delete order",
+        ));
+    };
+    let store = state.store.clone();
+    let existed = blocking(move || store.delete(shard)).await??;
+    state.metrics.stored_bytes.set(state.store.used() as i64);
+    state
+        .metrics
+        .stored_shards
+        .set(state.store.shard_count() as i64);
+    write_frame(send, &NodeResponse::Deleted { existed })
+        .await
+        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))
+}
+
+async fn inventory(
+    state: &NodeState,
+    peer: PublicKey,
+    signed: &SignedOrder,
+    send: &mut SendStream,
+) -> Result<(), Refusal> {
+    let order = authorize(state, peer, signed, false).await?;
+    let Action::Inventory = order.action else {
+        return Err(Refusal::new(
+            ErrorCode::WrongAction,
+            "Inventory needs an inventory order",
+        ));
+    };
+    let store = state.store.clone();
+    let shards = blocking(move || store.inventory()).await??;
+    // Pages of one frame each; the last says there is no more.
+    let mut pages = shards.chunks(INVENTORY_PAGE).peekable();
+    if pages.peek().is_none() {
+        return write_frame(
+            send,
+            &NodeResponse::Inventory {
+                shards: Vec::new(),
+                more: false,
+            },
+        )
+        .await
+        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()));
+    }
+    while let Some(page) = pages.next() {
+        let response = NodeResponse::Inventory {
+            shards: page.to_vec(),
+            more: pages.peek().is_some(),
+        };
+        write_frame(send, &response)
+            .await
+            .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| Refusal::new(ErrorCode::Internal, format!("store task failed: {err}")))
+}

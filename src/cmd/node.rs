@@ -1,0 +1,103 @@
+//! `cairn node`: run a storage node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use cairn_node::config::NodeConfig;
+use cairn_proto::bytesize::ByteSize;
+use clap::Args;
+use serde::Serialize;
+
+/// Options of `cairn node`. Every field of the config file has a flag of the same name
+/// (with dashes); a flag overrides the file.
+#[derive(Args, Serialize)]
+pub struct NodeArgs {
+    /// TOML config file (fields as the flags below, with underscores).
+    #[arg(long, short)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Directory for shards, their index and the node's identity key [default: cairn-node].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// QUIC address to serve shards on [default: 0.0.0.0:7400].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    /// Address gateways should dial, if not the listen address (e.g. behind NAT).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise: Option<String>,
+    /// A coordinator member's address for heartbeats; repeat for each member.
+    #[arg(long = "coordinator")]
+    #[serde(rename = "coordinators", skip_serializing_if = "Vec::is_empty")]
+    coordinators: Vec<SocketAddr>,
+    /// The coordinator's public key; the node obeys only orders it signed.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coordinator_key: Option<String>,
+    /// Disk space offered for shards, e.g. 500GiB [default: 100GiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capacity: Option<ByteSize>,
+    /// Cap on bytes per second sent, e.g. 20MiB; 0 for none [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_limit: Option<ByteSize>,
+    /// Cap on bytes per second received; 0 for none [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    download_limit: Option<ByteSize>,
+    /// Organisation running this node: placement never puts too many shards of one object
+    /// in one organisation.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org: Option<String>,
+    /// Site or region of this node.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site: Option<String>,
+    /// Address for Prometheus metrics at /metrics [default: off].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<SocketAddr>,
+    /// Milliseconds between heartbeats [default: 5000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Bytes per second the background scrub re-hashes; 0 turns it off [default: 8MiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrub_rate: Option<ByteSize>,
+    /// Milliseconds the scrub rests after each full pass [default: 600000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrub_pause_ms: Option<u64>,
+    /// Largest shard accepted [default: 256MiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_shard_size: Option<ByteSize>,
+    /// Uploads handled at once [default: 16].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrent_puts: Option<usize>,
+}
+
+/// Runs a node until Ctrl-C or SIGTERM.
+pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let config: NodeConfig = super::merge_config(args.config.as_deref(), &args)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let node = cairn_node::daemon::start(config).await?;
+        // Plain lines on stdout for people and scripts; logs go to stderr.
+        println!("node id: {}", node.id);
+        println!("listening on {}", node.quic_addr);
+        if let Some(addr) = node.metrics_addr {
+            println!("metrics on http://{addr}/metrics");
+        }
+        super::shutdown_signal().await;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        anyhow::Ok(())
+    })
+}
