@@ -89,7 +89,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     metrics.stored_bytes.set(store.used() as i64);
     metrics.stored_shards.set(store.shard_count() as i64);
 
-    let endpoint = server_endpoint(config.listen, &key, NODE_ALPN, PeerPolicy::Any)?;
+    let endpoint = server_endpoint(config.listen, &key, &[NODE_ALPN], PeerPolicy::Any)?;
     let quic_addr = endpoint.local_addr()?;
     let state = Arc::new(NodeState {
         key: key.clone(),

@@ -120,8 +120,8 @@ pub enum TransportError {
     },
 }
 
-/// A QUIC endpoint that accepts connections on `listen` with ALPN `alpn`, presenting `key`
-/// and admitting clients by `clients`.
+/// A QUIC endpoint that accepts connections on `listen` speaking any of `alpns` (see
+/// [`negotiated_alpn`]), presenting `key` and admitting clients by `clients`.
 ///
 /// Clients must present a key (mutual authentication); read it with [`peer_key`]. The
 /// endpoint can also make outgoing connections with [`connect`]. Must be called inside a
@@ -129,7 +129,7 @@ pub enum TransportError {
 pub fn server_endpoint(
     listen: SocketAddr,
     key: &SecretKey,
-    alpn: &[u8],
+    alpns: &[&[u8]],
     clients: PeerPolicy,
 ) -> Result<quinn::Endpoint, TransportError> {
     let provider = provider();
@@ -144,7 +144,7 @@ pub fn server_endpoint(
         .with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(
             certified_key(key)?,
         )));
-    tls.alpn_protocols = vec![alpn.to_vec()];
+    tls.alpn_protocols = alpns.iter().map(|alpn| alpn.to_vec()).collect();
     tls.session_storage = Arc::new(NoServerSessionStorage {});
     tls.send_tls13_tickets = 0;
     tls.max_early_data_size = 0;
@@ -153,6 +153,14 @@ pub fn server_endpoint(
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config());
     quinn::Endpoint::server(config, listen).map_err(TransportError::Bind)
+}
+
+/// The protocol (ALPN) a connection agreed on, for servers that speak several.
+pub fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
 }
 
 /// A QUIC endpoint for outgoing connections only, bound to `bind` (port 0 for any).

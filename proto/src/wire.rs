@@ -47,12 +47,22 @@ where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
+    write_frame_within(w, msg, MAX_FRAME).await
+}
+
+/// [`write_frame`] with another size limit, for channels between trusted, authenticated
+/// peers (coordinator members) whose messages are legitimately larger.
+pub async fn write_frame_within<W, T>(w: &mut W, msg: &T, max: u32) -> Result<(), WireError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
     // Length and body in one buffer and one write, so a frame never leaves as two packets.
     let buf = postcard::to_extend(msg, vec![0u8; 4])
         .map_err(|e| WireError::Malformed(format!("cannot encode message: {e}")))?;
     let len = buf.len() - 4;
     let len32 = match u32::try_from(len) {
-        Ok(n) if n <= MAX_FRAME => n,
+        Ok(n) if n <= max => n,
         _ => return Err(WireError::TooLarge { len: len as u64 }),
     };
     let mut buf = buf;
@@ -72,6 +82,15 @@ where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
 {
+    read_frame_within(r, MAX_FRAME).await
+}
+
+/// [`read_frame`] with another size limit (see [`write_frame_within`]).
+pub async fn read_frame_within<R, T>(r: &mut R, max: u32) -> Result<T, WireError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < header.len() {
@@ -82,7 +101,7 @@ where
         }
     }
     let len = u32::from_be_bytes(header);
-    if len > MAX_FRAME {
+    if len > max {
         return Err(WireError::TooLarge {
             len: u64::from(len),
         });

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use cairn_proto::identity::{PublicKey, SecretKey};
 use cairn_proto::transport::{
-    PeerPolicy, TransportError, client_endpoint, connect, peer_key, server_endpoint,
+    PeerPolicy, TransportError, client_endpoint, connect, negotiated_alpn, peer_key,
+    server_endpoint,
 };
 use cairn_proto::wire::{COORDINATOR_ALPN, NODE_ALPN};
 
@@ -25,7 +26,7 @@ fn echo_server(
     SocketAddr,
     tokio::sync::mpsc::UnboundedReceiver<Option<PublicKey>>,
 ) {
-    let endpoint = server_endpoint(LOOPBACK, key, alpn, policy).unwrap();
+    let endpoint = server_endpoint(LOOPBACK, key, &[alpn], policy).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let accept = endpoint.clone();
@@ -189,7 +190,7 @@ async fn server_endpoint_can_also_connect_out() {
         let node_key = SecretKey::generate();
         let (_coordinator, addr, mut accepted) =
             echo_server(&coordinator_key, COORDINATOR_ALPN, PeerPolicy::Any);
-        let node = server_endpoint(LOOPBACK, &node_key, NODE_ALPN, PeerPolicy::Any).unwrap();
+        let node = server_endpoint(LOOPBACK, &node_key, &[NODE_ALPN], PeerPolicy::Any).unwrap();
         let conn = connect(
             &node,
             &node_key,
@@ -209,10 +210,10 @@ async fn server_endpoint_can_also_connect_out() {
 #[tokio::test]
 async fn bind_failure_is_reported() {
     let key = SecretKey::generate();
-    let first = server_endpoint(LOOPBACK, &key, NODE_ALPN, PeerPolicy::Any).unwrap();
+    let first = server_endpoint(LOOPBACK, &key, &[NODE_ALPN], PeerPolicy::Any).unwrap();
     let taken = first.local_addr().unwrap();
     assert!(matches!(
-        server_endpoint(taken, &key, NODE_ALPN, PeerPolicy::Any),
+        server_endpoint(taken, &key, &[NODE_ALPN], PeerPolicy::Any),
         Err(TransportError::Bind(_))
     ));
 }
@@ -304,4 +305,35 @@ async fn client_without_a_key_is_refused() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_server_speaking_two_protocols_tells_which_one_was_chosen() {
+    let server_key = SecretKey::generate();
+    let client_key = SecretKey::generate();
+    let server = server_endpoint(
+        LOOPBACK,
+        &server_key,
+        &[NODE_ALPN, COORDINATOR_ALPN],
+        PeerPolicy::Any,
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let client = client_endpoint(LOOPBACK, &client_key).unwrap();
+    for alpn in [COORDINATOR_ALPN, NODE_ALPN] {
+        let accepted = tokio::spawn({
+            let server = server.clone();
+            async move { server.accept().await.unwrap().await.unwrap() }
+        });
+        let conn = tokio::time::timeout(
+            TEST_TIMEOUT,
+            connect(&client, &client_key, addr, &server_key.public(), alpn),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let seen = accepted.await.unwrap();
+        assert_eq!(negotiated_alpn(&seen).as_deref(), Some(alpn));
+        assert_eq!(negotiated_alpn(&conn).as_deref(), Some(alpn));
+    }
 }

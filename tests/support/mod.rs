@@ -223,7 +223,7 @@ impl FakeCoordinator {
         let endpoint = server_endpoint(
             "127.0.0.1:0".parse().unwrap(),
             key,
-            COORDINATOR_ALPN,
+            &[COORDINATOR_ALPN],
             PeerPolicy::Any,
         )
         .unwrap();

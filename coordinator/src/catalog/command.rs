@@ -1,0 +1,134 @@
+//! [`Command`]: every change to the catalog, as it travels through the Raft log.
+//!
+//! Applying a command must give the same result on every member, so commands carry
+//! everything that could differ between members (the leader's clock, generated ids) instead
+//! of letting `apply` look it up.
+
+use cairn_proto::identity::NodeId;
+use serde::{Deserialize, Serialize};
+
+use super::model::{AccessKey, Bucket, NodeRecord, NodeState, ObjectRecord};
+
+/// A change to the catalog. Entries of the Raft log carry one each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Creates a bucket; fails if the name is taken or invalid.
+    CreateBucket {
+        /// The new bucket.
+        bucket: Bucket,
+    },
+    /// Deletes an empty bucket.
+    DeleteBucket {
+        /// Bucket name.
+        name: String,
+    },
+    /// Adds an access key; fails if the id exists (revoked ids are never reused).
+    CreateAccessKey {
+        /// The key, secret included.
+        key: AccessKey,
+    },
+    /// Revokes an access key.
+    RevokeAccessKey {
+        /// Access key id.
+        id: String,
+    },
+    /// Registers a node, or updates the address and domains of a known one.
+    RegisterNode {
+        /// The node as it joins.
+        node: NodeRecord,
+    },
+    /// Moves a node to another lifecycle state.
+    SetNodeState {
+        /// The node.
+        node: NodeId,
+        /// Its new state.
+        state: NodeState,
+        /// Leader's clock when decided, ms since the epoch.
+        now_ms: u64,
+    },
+    /// Makes an object visible, replacing any previous version of the key atomically; the
+    /// replaced version's shards become garbage.
+    PutObject {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The object, with receipts already checked by the leader.
+        object: ObjectRecord,
+        /// Leader's clock when committed, ms since the epoch.
+        now_ms: u64,
+    },
+    /// Removes an object; its shards become garbage.
+    DeleteObject {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// Leader's clock when committed, ms since the epoch.
+        now_ms: u64,
+    },
+}
+
+impl Command {
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::CreateBucket { .. } => "create_bucket",
+            Command::DeleteBucket { .. } => "delete_bucket",
+            Command::CreateAccessKey { .. } => "create_access_key",
+            Command::RevokeAccessKey { .. } => "revoke_access_key",
+            Command::RegisterNode { .. } => "register_node",
+            Command::SetNodeState { .. } => "set_node_state",
+            Command::PutObject { .. } => "put_object",
+            Command::DeleteObject { .. } => "delete_object",
+        }
+    }
+}
+
+/// What applying a command did. Logical refusals are results, not storage errors: they
+/// are the same on every member and the log entry stays applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Entries that carry no command (blank and membership entries).
+    #[default]
+    Done,
+    /// An object replaced an older version (`replaced`) or was deleted (`existed`).
+    Object {
+        /// Whether a previous version existed.
+        existed: bool,
+    },
+    /// The command was refused; nothing changed.
+    Refused(CatalogError),
+}
+
+/// Why the catalog refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CatalogError {
+    /// The bucket does not exist.
+    #[error("no such bucket: {0}")]
+    NoSuchBucket(String),
+    /// A bucket of that name exists.
+    #[error("bucket {0} already exists")]
+    BucketExists(String),
+    /// The bucket still holds objects.
+    #[error("bucket {0} is not empty")]
+    BucketNotEmpty(String),
+    /// The bucket name breaks S3's naming rules.
+    #[error("{0}")]
+    InvalidBucketName(String),
+    /// An access key with that id exists or existed.
+    #[error("access key {0} already exists")]
+    AccessKeyExists(String),
+    /// No access key with that id.
+    #[error("no such access key: {0}")]
+    NoSuchAccessKey(String),
+    /// No node with that id.
+    #[error("no such node: {0}")]
+    NoSuchNode(String),
+    /// The object's shards name a node the catalog does not know.
+    #[error("object references unknown node {0}")]
+    UnknownNode(String),
+    /// The object key is empty or too long.
+    #[error("invalid object key: {0}")]
+    InvalidKey(String),
+}

@@ -1,0 +1,266 @@
+//! The records the catalog keeps: buckets, access keys, objects and their segments, nodes.
+//!
+//! Every record is serialised with postcard into redb; field order is part of the on-disk
+//! format, so new fields go at the end of a struct and old ones are never reordered.
+
+use cairn_erasure::ShardRoot;
+use cairn_proto::identity::NodeId;
+use cairn_proto::ids::ShardId;
+use serde::{Deserialize, Serialize};
+
+/// A bucket and the policy its objects live under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// S3 bucket name.
+    pub name: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Whether anonymous GET and HEAD are allowed.
+    pub public_read: bool,
+    /// What uploads must prove to be accepted.
+    pub mode: BucketMode,
+    /// How new objects are coded.
+    pub erasure: ErasureProfile,
+    /// Organisations that may be lost at once while every segment stays readable.
+    pub failure_tolerance: u8,
+}
+
+/// Upload policy of a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BucketMode {
+    /// Any authenticated upload is accepted.
+    Plain,
+    /// A Nix binary cache: narinfos must carry a signature by one of `trusted_keys`
+    /// (`name:base64` public keys) and NARs must hash to their names.
+    NixCache {
+        /// Public keys whose narinfo signatures are accepted.
+        trusted_keys: Vec<String>,
+    },
+}
+
+/// Erasure code and segment size for new objects of a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureProfile {
+    /// Data shards per segment.
+    pub k: u16,
+    /// Parity shards per segment.
+    pub m: u16,
+    /// Largest segment, in bytes.
+    pub segment_size: u64,
+}
+
+impl ErasureProfile {
+    /// The production default: 10 + 6 in 64 MiB segments.
+    pub const PRODUCTION: ErasureProfile = ErasureProfile {
+        k: 10,
+        m: 6,
+        segment_size: 64 << 20,
+    };
+}
+
+/// An S3 access key. The secret never leaves the coordinator except to authenticated
+/// gateways, which need it to check SigV4 signatures.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    /// Access key id (public).
+    pub id: String,
+    /// Secret access key.
+    pub secret: String,
+    /// What the key is for, as told by the operator.
+    pub name: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Revoked keys are kept (so ids are never reused) but refused.
+    pub revoked: bool,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One stored object version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Size in bytes.
+    pub size: u64,
+    /// S3 ETag, with its quotes.
+    pub etag: String,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub last_modified_ms: u64,
+    /// HTTP metadata that must round-trip byte-exact.
+    pub headers: ObjectHeaders,
+    /// Where the bytes are.
+    pub body: ObjectBody,
+}
+
+/// The HTTP metadata stored with an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectHeaders {
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Content-Encoding` (Nix sets it on compressed narinfos, listings and logs).
+    pub content_encoding: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `x-amz-meta-*` pairs, names without the prefix, in the order given.
+    pub user_metadata: Vec<(String, String)>,
+}
+
+/// Where an object's bytes live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectBody {
+    /// Small bodies (narinfos) live in the catalog itself, replicated by Raft.
+    Inline(Vec<u8>),
+    /// Larger bodies are segments of erasure-coded shards on nodes.
+    Segments {
+        /// The code every segment of this object uses.
+        erasure: ErasureProfile,
+        /// The segments in order.
+        segments: Vec<SegmentRecord>,
+    },
+}
+
+impl ObjectBody {
+    /// Every shard this body references.
+    pub fn shards(&self) -> impl Iterator<Item = &ShardRecord> {
+        let segments: &[SegmentRecord] = match self {
+            ObjectBody::Inline(_) => &[],
+            ObjectBody::Segments { segments, .. } => segments,
+        };
+        segments.iter().flat_map(|segment| segment.shards.iter())
+    }
+}
+
+/// One segment: its length and where each of its `k + m` shards is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    /// Bytes of object data in the segment.
+    pub len: u64,
+    /// Shard `i` of the segment is `shards[i]`.
+    pub shards: Vec<ShardRecord>,
+}
+
+/// One placed shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// The shard's cluster-wide id.
+    pub id: ShardId,
+    /// The node holding it.
+    pub node: NodeId,
+    /// BLAKE3 root of its bytes.
+    pub root: ShardRoot,
+}
+
+/// A storage node as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's key, which is its id.
+    pub id: NodeId,
+    /// QUIC address gateways dial.
+    pub addr: String,
+    /// Organisation (failure domain).
+    pub org: String,
+    /// Site or region (wider failure domain).
+    pub site: String,
+    /// Space offered, bytes.
+    pub capacity: u64,
+    /// Lifecycle state.
+    pub state: NodeState,
+    /// When the node joined, milliseconds since the Unix epoch.
+    pub joined_ms: u64,
+    /// When `state` last changed.
+    pub state_since_ms: u64,
+}
+
+/// Where a node is in its life. Only transitions are committed to the log; liveness itself
+/// is tracked in the leader's memory from heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NodeState {
+    /// New: receives a small share of shards until it has passed enough audits.
+    Vetting,
+    /// Fully trusted with new shards.
+    Active,
+    /// Missed heartbeats past the grace period; its shards are not repaired yet.
+    Suspect,
+    /// Silent too long: its shards count as lost and are repaired elsewhere.
+    Lost,
+    /// Leaving: its shards are being moved off.
+    Draining,
+    /// Left; nothing depends on it any more.
+    Gone,
+    /// Failed audits: refused new work, its shards repaired elsewhere.
+    Disqualified,
+}
+
+impl NodeState {
+    /// Lower-case name for status pages and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Vetting => "vetting",
+            NodeState::Active => "active",
+            NodeState::Suspect => "suspect",
+            NodeState::Lost => "lost",
+            NodeState::Draining => "draining",
+            NodeState::Gone => "gone",
+            NodeState::Disqualified => "disqualified",
+        }
+    }
+
+    /// Whether shards on a node in this state still count toward a segment's margin.
+    pub fn holds_data(self) -> bool {
+        matches!(
+            self,
+            NodeState::Vetting | NodeState::Active | NodeState::Suspect | NodeState::Draining
+        )
+    }
+
+    /// Whether new shards may be placed on a node in this state.
+    pub fn accepts_new_shards(self) -> bool {
+        matches!(self, NodeState::Vetting | NodeState::Active)
+    }
+}
+
+/// A shard no object references any more, waiting to be deleted from its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GarbageShard {
+    /// The node holding it.
+    pub node: NodeId,
+    /// When it stopped being referenced, milliseconds since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// Checks an S3 bucket name: 3–63 characters of lower-case letters, digits, `-` and `.`,
+/// starting and ending with a letter or digit, no `..`, not an IP address.
+pub fn validate_bucket_name(name: &str) -> Result<(), String> {
+    let bytes = name.as_bytes();
+    if !(3..=63).contains(&bytes.len()) {
+        return Err(format!(
+            "bucket name {name:?} must be 3 to 63 characters long"
+        ));
+    }
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.';
+    if !bytes.iter().all(allowed) {
+        return Err(format!(
+            "bucket name {name:?} may only hold lower-case letters, digits, '-' and '.'"
+        ));
+    }
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !edge(bytes[0]) || !edge(bytes[bytes.len() - 1]) {
+        return Err(format!(
+            "bucket name {name:?} must start and end with a letter or digit"
+        ));
+    }
+    if name.contains("..") {
+        return Err(format!("bucket name {name:?} must not contain '..'"));
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(format!("bucket name {name:?} must not be an IP address"));
+    }
+    Ok(())
+}

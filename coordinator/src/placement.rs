@@ -1,0 +1,392 @@
+//! Placement: which nodes receive the `k + m` shards of a new segment.
+//!
+//! Storage nodes are run by volunteer organisations, and whole organisations disappear at
+//! once (a budget cut, a data-centre move, a bad upgrade rolled out everywhere). The design
+//! therefore asks that losing any `f` organisations together (default two) still leaves `k`
+//! shards of every segment. That holds when no organisation holds more than `⌊m / f⌋`
+//! shards of a segment: `f` organisations then take at most `f · ⌊m / f⌋ ≤ m` shards away.
+//!
+//! [`place`] is a pure function — no I/O, no clock, no global randomness — so the same
+//! inputs and seed give the same answer in tests and on every coordinator member. When the
+//! cluster is too small or too concentrated for the full guarantee it degrades step by step
+//! (fewer organisations, then sites, then plain distinct nodes) and says in the returned
+//! [`Guarantee`] what it achieved, so the caller can report the weaker state instead of
+//! refusing writes.
+
+use std::collections::{BTreeMap, HashSet};
+
+use cairn_proto::identity::NodeId;
+
+/// How many organisations may be lost at once, by default (the design's "any two").
+pub const DEFAULT_FAILURE_TOLERANCE: usize = 2;
+
+/// Weight multiplier for vetting nodes, by default: a new node gets a small share of new
+/// shards until audits show it keeps what it is given.
+pub const DEFAULT_VETTING_WEIGHT: f64 = 0.05;
+
+/// A storage node that may receive a shard, as the coordinator currently sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Candidate {
+    /// The node's identity.
+    pub node: NodeId,
+    /// The organisation that runs the node: the main failure domain. Compared as an exact
+    /// string, so nodes that declared the same (even empty) organisation are grouped
+    /// together, which can only make the spread stricter, never weaker.
+    pub org: String,
+    /// The node's site or region. Compared as an exact string across organisations, because
+    /// a region outage takes down every organisation's nodes there.
+    pub site: String,
+    /// Space the node can still take, in bytes.
+    pub free_bytes: u64,
+    /// Whether the node is new and still being vetted by audits; such nodes get only a
+    /// [`PlacementRequest::vetting_weight`] share of shards.
+    pub vetting: bool,
+}
+
+/// What a new segment needs from placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacementRequest {
+    /// Data shards per segment (at least 1).
+    pub k: usize,
+    /// Parity shards per segment: how many shards may be lost.
+    pub m: usize,
+    /// Size of one shard; a node needs at least this much free space to be eligible.
+    pub shard_size: u64,
+    /// `f`: how many organisations may be lost at once while `k` shards remain.
+    pub failure_tolerance: usize,
+    /// Weight multiplier for vetting nodes (finite, not negative).
+    pub vetting_weight: f64,
+}
+
+impl PlacementRequest {
+    /// A request for a `k + m` segment of `shard_size`-byte shards with the default failure
+    /// tolerance and vetting weight.
+    pub fn new(k: usize, m: usize, shard_size: u64) -> Self {
+        Self {
+            k,
+            m,
+            shard_size,
+            failure_tolerance: DEFAULT_FAILURE_TOLERANCE,
+            vetting_weight: DEFAULT_VETTING_WEIGHT,
+        }
+    }
+}
+
+/// The kind of failure domain a placement is spread over, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpreadLevel {
+    /// Shards are capped per organisation.
+    Org,
+    /// Too few organisations: shards are capped per site instead.
+    Site,
+    /// Too few sites as well: shards are only on distinct nodes.
+    Node,
+}
+
+impl SpreadLevel {
+    /// A short lowercase name (`org`, `site`, `node`), for metric labels and status pages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpreadLevel::Org => "org",
+            SpreadLevel::Site => "site",
+            SpreadLevel::Node => "node",
+        }
+    }
+}
+
+/// The failure a placement is guaranteed to survive with `k` shards left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Guarantee {
+    /// The kind of failure domain counted by `tolerated`.
+    pub level: SpreadLevel,
+    /// How many failure domains of `level` may be lost at once while `k` shards remain
+    /// (for [`SpreadLevel::Node`]: how many nodes, which is `m`).
+    pub tolerated: usize,
+}
+
+/// The nodes chosen for one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `k + m` distinct nodes; index `i` receives shard `i` (data shards first).
+    pub nodes: Vec<NodeId>,
+    /// What this placement survives.
+    pub guarantee: Guarantee,
+}
+
+/// Why no placement could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    /// The request itself is unusable (`k = 0`, a bad vetting weight, `k + m` overflowing).
+    #[error("invalid placement request: {0}")]
+    InvalidRequest(String),
+    /// Fewer distinct nodes with enough free space than shards to place.
+    #[error("not enough nodes: {needed} shards to place, {eligible} eligible nodes")]
+    NotEnoughNodes {
+        /// Shards in the segment (`k + m`).
+        needed: usize,
+        /// Distinct nodes with at least `shard_size` bytes free.
+        eligible: usize,
+    },
+}
+
+/// Chooses `k + m` distinct nodes for a new segment, spread over organisations as far as the
+/// cluster allows, drawing more often from nodes with more free space.
+///
+/// The spread tried, strongest first: at most `⌊m / t⌋` shards per organisation for
+/// `t = f, f − 1, …, 1`; the same per site; finally just distinct nodes. The first one the
+/// eligible nodes can fill is used and reported in [`Placement::guarantee`].
+///
+/// `seed` drives every random choice, so equal inputs and seed give equal placements; the
+/// caller passes a fresh random seed per segment.
+pub fn place(
+    candidates: &[Candidate],
+    request: &PlacementRequest,
+    seed: u64,
+) -> Result<Placement, PlacementError> {
+    let pool = eligible(candidates, request.shard_size);
+    let spread = plan(&pool, request)?;
+    let mut rng = SplitMix64(seed);
+    let Some(mut nodes) = select(&pool, &spread, request.vetting_weight, &mut rng) else {
+        // Unreachable while `plan` checks the slot sum (see `select`); an error rather than
+        // a panic keeps a bug here from taking the coordinator down.
+        return Err(PlacementError::NotEnoughNodes {
+            needed: spread.needed,
+            eligible: pool.len(),
+        });
+    };
+    // Picks are biased towards big nodes, so the earliest picks would otherwise tend to be
+    // the biggest nodes; shuffling keeps data shards (the ones every normal read fetches)
+    // from landing systematically on them.
+    shuffle(&mut nodes, &mut rng);
+    Ok(Placement {
+        nodes,
+        guarantee: spread.guarantee,
+    })
+}
+
+/// The guarantee [`place`] would give for this request on these candidates, or `None` if it
+/// would fail; for status pages and durability metrics.
+pub fn best_guarantee(candidates: &[Candidate], request: &PlacementRequest) -> Option<Guarantee> {
+    let pool = eligible(candidates, request.shard_size);
+    plan(&pool, request).ok().map(|spread| spread.guarantee)
+}
+
+/// The distinct candidates with room for a shard.
+///
+/// A node listed twice counts once, and its first entry wins even if a later one has more
+/// space: the caller's list should hold one entry per node, and double-counting a repeat
+/// could put two shards on one node.
+fn eligible(candidates: &[Candidate], shard_size: u64) -> Vec<&Candidate> {
+    let mut seen = HashSet::with_capacity(candidates.len());
+    candidates
+        .iter()
+        .filter(|c| seen.insert(c.node))
+        .filter(|c| c.free_bytes >= shard_size)
+        .collect()
+}
+
+/// The spread chosen for a request: a guarantee and the per-domain cap that yields it.
+struct Spread {
+    /// `k + m`.
+    needed: usize,
+    guarantee: Guarantee,
+    /// For each pool entry, the index of its failure domain.
+    domain_of: Vec<usize>,
+    /// Number of distinct domains.
+    domains: usize,
+    /// Most shards one domain may hold.
+    cap: usize,
+}
+
+/// Checks the request and finds the strongest spread the pool can fill.
+fn plan(pool: &[&Candidate], request: &PlacementRequest) -> Result<Spread, PlacementError> {
+    if request.k == 0 {
+        return Err(PlacementError::InvalidRequest(
+            "k must be at least 1".to_owned(),
+        ));
+    }
+    // Negative or NaN weights would make the sampling meaningless; infinity would swamp
+    // every other node.
+    if !(request.vetting_weight.is_finite() && request.vetting_weight >= 0.0) {
+        return Err(PlacementError::InvalidRequest(format!(
+            "vetting weight must be finite and not negative, not {}",
+            request.vetting_weight
+        )));
+    }
+    let needed = request.k.checked_add(request.m).ok_or_else(|| {
+        PlacementError::InvalidRequest(format!("k + m overflows ({} + {})", request.k, request.m))
+    })?;
+    if needed > pool.len() {
+        return Err(PlacementError::NotEnoughNodes {
+            needed,
+            eligible: pool.len(),
+        });
+    }
+
+    for level in [SpreadLevel::Org, SpreadLevel::Site] {
+        let (domain_of, sizes) = group(pool, level);
+        // For t > m the cap ⌊m/t⌋ is 0, so starting at min(f, m) skips only infeasible
+        // tolerances, and bounds the loop even for an absurd f.
+        for tolerated in (1..=request.failure_tolerance.min(request.m)).rev() {
+            let cap = request.m / tolerated;
+            // Each domain can take at most `cap` shards and at most one per node.
+            let slots = sizes
+                .iter()
+                .fold(0usize, |sum, &size| sum.saturating_add(size.min(cap)));
+            if slots >= needed {
+                return Ok(Spread {
+                    needed,
+                    guarantee: Guarantee { level, tolerated },
+                    domains: sizes.len(),
+                    domain_of,
+                    cap,
+                });
+            }
+        }
+    }
+
+    // Every node is its own domain with room for one shard: distinct nodes, so any `m` of
+    // them may fail. With m = 0 this is the only level there is.
+    Ok(Spread {
+        needed,
+        guarantee: Guarantee {
+            level: SpreadLevel::Node,
+            tolerated: request.m,
+        },
+        domain_of: (0..pool.len()).collect(),
+        domains: pool.len(),
+        cap: 1,
+    })
+}
+
+/// Numbers the failure domains of `level` (org or site) in the pool: each entry's domain
+/// index, and how many pool entries each domain has.
+fn group(pool: &[&Candidate], level: SpreadLevel) -> (Vec<usize>, Vec<usize>) {
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut sizes = Vec::new();
+    let domain_of = pool
+        .iter()
+        .map(|c| {
+            let name = match level {
+                SpreadLevel::Site => c.site.as_str(),
+                SpreadLevel::Org | SpreadLevel::Node => c.org.as_str(),
+            };
+            let next = sizes.len();
+            let domain = *index.entry(name).or_insert(next);
+            if domain == next {
+                sizes.push(0);
+            }
+            sizes[domain] += 1;
+            domain
+        })
+        .collect();
+    (domain_of, sizes)
+}
+
+/// Weighted sampling without replacement under the spread's per-domain cap.
+///
+/// Picking greedily cannot dead-end: a node is available only if its domain is below the
+/// cap and has an unchosen node, i.e. the domain has a free slot of `min(cap, size)`; each
+/// pick uses exactly one slot, and `plan` made sure there are at least `needed` slots. So
+/// `None` (no available node before `needed` picks) never happens.
+fn select(
+    pool: &[&Candidate],
+    spread: &Spread,
+    vetting_weight: f64,
+    rng: &mut SplitMix64,
+) -> Option<Vec<NodeId>> {
+    let weights: Vec<f64> = pool
+        .iter()
+        .map(|c| {
+            // u64 → f64 never overflows (it rounds), and the factor is finite and ≥ 0, so
+            // every weight is finite and ≥ 0.
+            let space = c.free_bytes as f64;
+            if c.vetting {
+                space * vetting_weight
+            } else {
+                space
+            }
+        })
+        .collect();
+    let mut taken = vec![false; pool.len()];
+    let mut used = vec![0usize; spread.domains];
+    let mut chosen = Vec::with_capacity(spread.needed);
+    let mut available = Vec::with_capacity(pool.len());
+    while chosen.len() < spread.needed {
+        available.clear();
+        available.extend(
+            (0..pool.len()).filter(|&i| !taken[i] && used[spread.domain_of[i]] < spread.cap),
+        );
+        debug_assert!(
+            !available.is_empty(),
+            "placement dead-ended after {} of {} picks despite enough slots",
+            chosen.len(),
+            spread.needed
+        );
+        let pick = pick_weighted(&available, &weights, rng)?;
+        taken[pick] = true;
+        used[spread.domain_of[pick]] += 1;
+        chosen.push(pool[pick].node);
+    }
+    Some(chosen)
+}
+
+/// One index from `available`, with probability proportional to its weight, or uniformly if
+/// all of them weigh nothing. `None` only if `available` is empty.
+fn pick_weighted(available: &[usize], weights: &[f64], rng: &mut SplitMix64) -> Option<usize> {
+    if available.is_empty() {
+        return None;
+    }
+    let total: f64 = available.iter().map(|&i| weights[i]).sum();
+    // Zero total (only empty or zero-weight nodes left) still has to place shards; so does a
+    // total that is not finite, which cannot happen with finite weights but costs nothing
+    // to handle.
+    if !(total > 0.0 && total.is_finite()) {
+        return Some(available[rng.below(available.len())]);
+    }
+    let target = rng.next_f64() * total;
+    let mut sum = 0.0;
+    for &i in available {
+        sum += weights[i];
+        if target < sum {
+            return Some(i);
+        }
+    }
+    // Rounding can leave `target` at or just above the final sum; the last node that weighs
+    // anything is the one the draw fell on.
+    available.iter().rev().copied().find(|&i| weights[i] > 0.0)
+}
+
+/// Fisher–Yates shuffle driven by the placement's generator.
+fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i + 1);
+        items.swap(i, j);
+    }
+}
+
+/// SplitMix64: a tiny, well-mixed generator. Placement needs reproducible draws from a seed,
+/// not unpredictability (the caller already supplies a random seed per segment), so a few
+/// lines beat a dependency.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`, from the top 53 bits.
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in `0..n` for `n ≥ 1` (multiply-shift; the bias of at most n/2⁶⁴ is
+    /// irrelevant here).
+    fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}

@@ -1,0 +1,249 @@
+//! Raft RPCs between coordinator members, over QUIC on ALPN `cairn-raft/1`.
+//!
+//! Each RPC is one bi-directional stream: a request frame, a response frame. Both ends
+//! present the shared coordinator key, so a member accepts Raft traffic only from holders
+//! of that key and dials other members pinned to it.
+
+// openraft fixes the RPC error types, which are large.
+#![allow(clippy::result_large_err)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cairn_proto::identity::{PublicKey, SecretKey};
+use cairn_proto::transport::connect;
+use cairn_proto::wire::{WireError, read_frame_within, write_frame_within};
+use openraft::Raft;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use super::types::{Member, TypeConfig};
+
+/// Protocol name (and version) of member-to-member Raft traffic.
+pub const RAFT_ALPN: &[u8] = b"cairn-raft/1";
+
+/// Largest Raft frame: entry batches and snapshot chunks between trusted members are far
+/// larger than anything an untrusted peer may send.
+pub const MAX_RAFT_FRAME: u32 = 64 << 20;
+
+/// A Raft RPC.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRequest {
+    /// Replicate entries (or heartbeat).
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Ask for a vote.
+    Vote(VoteRequest<u64>),
+    /// One chunk of a snapshot.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The answer to a [`RaftRequest`], as the receiving member's Raft produced it.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftResponse {
+    /// Answer to `AppendEntries`.
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// Answer to `Vote`.
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// Answer to `InstallSnapshot`.
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+}
+
+/// Makes [`Peer`]s for openraft; one per target member.
+pub struct Network {
+    endpoint: quinn::Endpoint,
+    key: SecretKey,
+}
+
+impl Network {
+    /// Dials from `endpoint` as `key` (the coordinator key).
+    pub fn new(endpoint: quinn::Endpoint, key: SecretKey) -> Self {
+        Self { endpoint, key }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &Member) -> Peer {
+        Peer {
+            endpoint: self.endpoint.clone(),
+            key: self.key.clone(),
+            target,
+            member: node.clone(),
+            conn: None,
+        }
+    }
+}
+
+/// The connection to one other member, reopened when it drops.
+pub struct Peer {
+    endpoint: quinn::Endpoint,
+    key: SecretKey,
+    target: u64,
+    member: Member,
+    conn: Option<quinn::Connection>,
+}
+
+/// Why an RPC did not get an answer.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("member {0} has an unusable address: {1}")]
+    Address(String, String),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("stream failed: {0}")]
+    Stream(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("answer does not match the request")]
+    Mismatch,
+}
+
+impl From<WireError> for CallError {
+    fn from(err: WireError) -> Self {
+        CallError::Stream(err.to_string())
+    }
+}
+
+impl Peer {
+    async fn call(
+        &mut self,
+        request: &RaftRequest,
+        ttl: Duration,
+    ) -> Result<RaftResponse, CallError> {
+        tokio::time::timeout(ttl, self.call_inner(request))
+            .await
+            .map_err(|_| CallError::Timeout(ttl))?
+    }
+
+    async fn call_inner(&mut self, request: &RaftRequest) -> Result<RaftResponse, CallError> {
+        let conn = match self.conn.take() {
+            Some(conn) if conn.close_reason().is_none() => conn,
+            _ => {
+                let addr: SocketAddr =
+                    self.member
+                        .addr
+                        .parse()
+                        .map_err(|err: std::net::AddrParseError| {
+                            CallError::Address(self.member.addr.clone(), err.to_string())
+                        })?;
+                let expected: PublicKey = self.key.public();
+                connect(&self.endpoint, &self.key, addr, &expected, RAFT_ALPN)
+                    .await
+                    .map_err(|err| CallError::Connect(err.to_string()))?
+            }
+        };
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|err| CallError::Stream(err.to_string()))?;
+        write_frame_within(&mut send, request, MAX_RAFT_FRAME).await?;
+        let _ = send.finish();
+        let response = read_frame_within(&mut recv, MAX_RAFT_FRAME).await?;
+        self.conn = Some(conn);
+        Ok(response)
+    }
+
+    fn unreachable<E: std::error::Error>(&self, err: CallError) -> RPCError<u64, Member, E> {
+        tracing::debug!(target_member = self.target, %err, "raft rpc failed");
+        match err {
+            CallError::Connect(_) | CallError::Address(..) => {
+                RPCError::Unreachable(Unreachable::new(&err))
+            }
+            _ => RPCError::Network(NetworkError::new(&err)),
+        }
+    }
+
+    fn remote<E: std::error::Error>(&self, err: E) -> RPCError<u64, Member, E> {
+        RPCError::RemoteError(RemoteError::new_with_node(
+            self.target,
+            self.member.clone(),
+            err,
+        ))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        match self
+            .call(&RaftRequest::AppendEntries(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(RaftResponse::AppendEntries(result)) => result.map_err(|err| self.remote(err)),
+            Ok(_) => Err(self.unreachable(CallError::Mismatch)),
+            Err(err) => Err(self.unreachable(err)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>,
+    > {
+        match self
+            .call(&RaftRequest::InstallSnapshot(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(RaftResponse::InstallSnapshot(result)) => result.map_err(|err| self.remote(err)),
+            Ok(_) => Err(self.unreachable(CallError::Mismatch)),
+            Err(err) => Err(self.unreachable(err)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        match self.call(&RaftRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(RaftResponse::Vote(result)) => result.map_err(|err| self.remote(err)),
+            Ok(_) => Err(self.unreachable(CallError::Mismatch)),
+            Err(err) => Err(self.unreachable(err)),
+        }
+    }
+}
+
+/// Answers Raft RPCs arriving on `conn` (already checked to be a member holding the
+/// coordinator key) until it closes.
+pub async fn serve_connection(conn: quinn::Connection, raft: Raft<TypeConfig>) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let request = match read_frame_within::<_, RaftRequest>(&mut recv, MAX_RAFT_FRAME).await
+            {
+                Ok(request) => request,
+                Err(err) => {
+                    tracing::warn!(%err, "unreadable raft request");
+                    return;
+                }
+            };
+            let response = match request {
+                RaftRequest::AppendEntries(rpc) => {
+                    RaftResponse::AppendEntries(raft.append_entries(rpc).await)
+                }
+                RaftRequest::Vote(rpc) => RaftResponse::Vote(raft.vote(rpc).await),
+                RaftRequest::InstallSnapshot(rpc) => {
+                    RaftResponse::InstallSnapshot(raft.install_snapshot(rpc).await)
+                }
+            };
+            if let Err(err) = write_frame_within(&mut send, &response, MAX_RAFT_FRAME).await {
+                tracing::debug!(%err, "raft response not delivered");
+            }
+            let _ = send.finish();
+        });
+    }
+}
