@@ -25,19 +25,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a coordinator member: the Raft-replicated catalog and the cluster's brain.
+    Coordinator(Box<cmd::coordinator::CoordinatorArgs>),
     /// Run a storage node: offer disk to a cluster, serve shards on coordinator-signed orders.
     Node(Box<cmd::node::NodeArgs>),
+    /// Operate a cluster through a coordinator's admin API (status, members, buckets, keys).
+    Admin(Box<cmd::admin::AdminArgs>),
     /// Measure this machine: erasure coding, hashing and shard transfer speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     init_logging();
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
+        Command::Coordinator(args) => cmd::coordinator::run(*args),
         Command::Node(args) => cmd::node::run(*args),
+        Command::Admin(args) => cmd::admin::run(*args),
         Command::Bench(command) => bench::run(command),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // The whole chain of causes on one line, without a backtrace: this is for the
+            // person at the terminal.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -8,6 +8,10 @@
 //! `cairn coordinator` process that serves nodes, gateways and operators on top of them is
 //! not built yet.
 
+pub mod admin;
 pub mod catalog;
+pub mod config;
+pub mod daemon;
+pub mod liveness;
 pub mod placement;
 pub mod raft;

@@ -152,6 +152,7 @@ async fn commits_survive_leader_loss_restart_and_snapshot_catch_up() {
                 i as u64 + 1,
                 Member {
                     addr: addrs[i].to_string(),
+                    admin: String::new(),
                 },
             )
         })

@@ -1,5 +1,7 @@
 //! The long-running subcommands: each turns flags and a config file into a running part.
 
+pub mod admin;
+pub mod coordinator;
 pub mod node;
 
 use std::path::Path;

@@ -15,11 +15,13 @@ use crate::catalog::{Command, CommandResult};
 pub struct Member {
     /// QUIC address of the member's endpoint (Raft, nodes and gateways all use it).
     pub addr: String,
+    /// HTTP address of the member's admin API, so followers can point clients to the leader.
+    pub admin: String,
 }
 
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.addr)
+        write!(f, "{} (admin {})", self.addr, self.admin)
     }
 }
 

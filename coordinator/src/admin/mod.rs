@@ -1,0 +1,461 @@
+//! The admin HTTP API: JSON under `/v1/`, behind a bearer token; `/health` and `/metrics`
+//! are open. Writes go through Raft on the leader; a follower answers 503 with the
+//! leader's admin address so clients can retry there.
+
+pub mod views;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+
+use crate::catalog::model::{AccessKey, Bucket, BucketMode, ErasureProfile};
+use crate::catalog::{Catalog, CatalogError, Command, CommandResult};
+use crate::liveness::Liveness;
+use crate::raft::types::{Member, TypeConfig};
+use views::*;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft<TypeConfig>,
+    catalog: Catalog,
+    token: String,
+    id: u64,
+    liveness: Arc<Liveness>,
+    default_k: u16,
+    default_m: u16,
+}
+
+impl AdminState {
+    /// Bundles what the API needs.
+    pub fn new(
+        raft: Raft<TypeConfig>,
+        catalog: Catalog,
+        token: String,
+        id: u64,
+        liveness: Arc<Liveness>,
+        default_k: u16,
+        default_m: u16,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                raft,
+                catalog,
+                token,
+                id,
+                liveness,
+                default_k,
+                default_m,
+            }),
+        }
+    }
+}
+
+/// An error answer: status plus JSON body.
+struct ApiError(StatusCode, ErrorView);
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError(
+            status,
+            ErrorView {
+                error: message.into(),
+                leader: None,
+            },
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Serves the API on `listener` until the task is aborted.
+pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
+    let api = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/members", get(members).post(add_member))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/buckets", get(buckets).post(create_bucket))
+        .route("/v1/keys", get(keys).post(create_key))
+        .route("/v1/keys/{id}/revoke", post(revoke_key))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let app = Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .with_state(state);
+    if let Err(err) = axum::serve(listener, app).await {
+        tracing::warn!(%err, "admin API stopped");
+    }
+}
+
+/// Refuses `/v1/` requests without `Authorization: Bearer <token>`.
+async fn require_token(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let expected = state.inner.token.as_bytes();
+    // Compare in constant time so the token cannot be guessed byte by byte from timing.
+    let ok = given.is_some_and(|given| {
+        let given = given.as_bytes();
+        given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if !ok {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong admin token")
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Waits until this member is sure its reads are current (read-index through the leader).
+async fn linearizable(state: &AdminState) -> ApiResult<()> {
+    state
+        .inner
+        .raft
+        .ensure_linearizable()
+        .await
+        .map(|_| ())
+        .map_err(|err| {
+            not_leader(
+                state,
+                err.to_string(),
+                err.forward_to_leader().and_then(|f| f.leader_node.clone()),
+            )
+        })
+}
+
+fn not_leader(_state: &AdminState, message: String, leader: Option<Member>) -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorView {
+            error: format!("not the leader: {message}"),
+            leader: leader.map(|m| m.admin),
+        },
+    )
+}
+
+fn internal(err: impl ToString) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+}
+
+/// Proposes a command and maps its outcome to HTTP.
+async fn write(state: &AdminState, command: Command) -> ApiResult<CommandResult> {
+    match state.inner.raft.client_write(command).await {
+        Ok(response) => match response.data {
+            CommandResult::Refused(err) => Err(refusal(err)),
+            other => Ok(other),
+        },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(not_leader(
+            state,
+            "writes go to the leader".into(),
+            forward.leader_node,
+        )),
+        Err(err) => Err(internal(err)),
+    }
+}
+
+fn refusal(err: CatalogError) -> ApiError {
+    let status = match &err {
+        CatalogError::NoSuchBucket(_)
+        | CatalogError::NoSuchAccessKey(_)
+        | CatalogError::NoSuchNode(_) => StatusCode::NOT_FOUND,
+        CatalogError::BucketExists(_)
+        | CatalogError::AccessKeyExists(_)
+        | CatalogError::BucketNotEmpty(_) => StatusCode::CONFLICT,
+        CatalogError::InvalidBucketName(_)
+        | CatalogError::InvalidKey(_)
+        | CatalogError::UnknownNode(_) => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, err.to_string())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn member_views(state: &AdminState) -> Vec<MemberView> {
+    let metrics = state.inner.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, member)| MemberView {
+            id: *id,
+            addr: member.addr.clone(),
+            admin: member.admin.clone(),
+            voter: voters.contains(id),
+        })
+        .collect()
+}
+
+async fn status(State(state): State<AdminState>) -> ApiResult<Json<StatusView>> {
+    let metrics = state.inner.raft.metrics().borrow().clone();
+    let catalog = &state.inner.catalog;
+    let stats = catalog.stats().map_err(internal)?;
+    let mut nodes_by_state = BTreeMap::new();
+    for node in catalog.nodes().map_err(internal)? {
+        *nodes_by_state
+            .entry(node.state.as_str().to_string())
+            .or_insert(0) += 1;
+    }
+    Ok(Json(StatusView {
+        member: state.inner.id,
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        last_applied: metrics.last_applied.map(|id| id.index),
+        members: member_views(&state),
+        nodes_by_state,
+        buckets: catalog.buckets().map_err(internal)?.len() as u64,
+        objects: stats.objects,
+        logical_bytes: stats.logical_bytes,
+    }))
+}
+
+async fn members(State(state): State<AdminState>) -> ApiResult<Json<Vec<MemberView>>> {
+    Ok(Json(member_views(&state)))
+}
+
+/// Adds a member as a learner, waits until it has caught up, then makes it a voter.
+async fn add_member(
+    State(state): State<AdminState>,
+    Json(add): Json<AddMember>,
+) -> ApiResult<Json<Vec<MemberView>>> {
+    if add.id == 0 || add.addr.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a member needs an id ≥ 1 and a QUIC socket address",
+        ));
+    }
+    let raft = &state.inner.raft;
+    let member = Member {
+        addr: add.addr,
+        admin: add.admin,
+    };
+    if let Err(err) = raft.add_learner(add.id, member, true).await {
+        let leader = err.forward_to_leader().and_then(|f| f.leader_node.clone());
+        return Err(match leader {
+            Some(_) => not_leader(&state, err.to_string(), leader),
+            None => internal(err),
+        });
+    }
+    let mut voters: BTreeSet<u64> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    voters.insert(add.id);
+    raft.change_membership(voters, false)
+        .await
+        .map_err(internal)?;
+    Ok(Json(member_views(&state)))
+}
+
+async fn nodes(State(state): State<AdminState>) -> ApiResult<Json<Vec<NodeView>>> {
+    linearizable(&state).await?;
+    let nodes = state.inner.catalog.nodes().map_err(internal)?;
+    Ok(Json(
+        nodes
+            .iter()
+            .map(|n| NodeView::new(n, state.inner.liveness.last(&n.id)))
+            .collect(),
+    ))
+}
+
+async fn buckets(State(state): State<AdminState>) -> ApiResult<Json<Vec<BucketView>>> {
+    linearizable(&state).await?;
+    let buckets = state.inner.catalog.buckets().map_err(internal)?;
+    Ok(Json(buckets.iter().map(BucketView::from).collect()))
+}
+
+async fn create_bucket(
+    State(state): State<AdminState>,
+    Json(req): Json<CreateBucket>,
+) -> ApiResult<(StatusCode, Json<BucketView>)> {
+    let k = req.k.unwrap_or(state.inner.default_k);
+    let m = req.m.unwrap_or(state.inner.default_m);
+    if let Err(err) = cairn_erasure::Codec::new(k as usize, m as usize) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, err.to_string()));
+    }
+    let segment_size = req
+        .segment_size
+        .unwrap_or(ErasureProfile::PRODUCTION.segment_size);
+    if segment_size == 0 || segment_size > 1 << 30 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "segment_size must be 1 byte to 1 GiB",
+        ));
+    }
+    let mode = if req.nix_cache {
+        for key in &req.trusted_keys {
+            if !key.contains(':') {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("trusted key {key:?} is not NAME:BASE64"),
+                ));
+            }
+        }
+        BucketMode::NixCache {
+            trusted_keys: req.trusted_keys.clone(),
+        }
+    } else if !req.trusted_keys.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "trusted keys only apply to nix-cache buckets",
+        ));
+    } else {
+        BucketMode::Plain
+    };
+    let bucket = Bucket {
+        name: req.name.clone(),
+        created_ms: now_ms(),
+        public_read: req.public_read,
+        mode,
+        erasure: ErasureProfile { k, m, segment_size },
+        failure_tolerance: req.failure_tolerance.unwrap_or(2),
+    };
+    write(
+        &state,
+        Command::CreateBucket {
+            bucket: bucket.clone(),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(BucketView::from(&bucket))))
+}
+
+async fn keys(State(state): State<AdminState>) -> ApiResult<Json<Vec<KeyView>>> {
+    linearizable(&state).await?;
+    let keys = state.inner.catalog.access_keys().map_err(internal)?;
+    Ok(Json(keys.iter().map(KeyView::from).collect()))
+}
+
+/// Random text from an alphabet, for key ids and secrets.
+fn random_text(len: usize, alphabet: &[u8]) -> ApiResult<String> {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).map_err(internal)?;
+    Ok(bytes
+        .iter()
+        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .collect())
+}
+
+async fn create_key(
+    State(state): State<AdminState>,
+    Json(req): Json<CreateKey>,
+) -> ApiResult<(StatusCode, Json<NewKey>)> {
+    // 32 symbols divide 256 evenly, so the modulo keeps the ids uniform; the secret's 64
+    // symbols likewise.
+    let id = format!(
+        "CAIRN{}",
+        random_text(15, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")?
+    );
+    let secret = random_text(
+        40,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+    )?;
+    let key = AccessKey {
+        id: id.clone(),
+        secret: secret.clone(),
+        name: req.name.clone(),
+        created_ms: now_ms(),
+        revoked: false,
+    };
+    write(&state, Command::CreateAccessKey { key }).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NewKey {
+            id,
+            secret,
+            name: req.name,
+        }),
+    ))
+}
+
+async fn revoke_key(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<KeyView>> {
+    write(&state, Command::RevokeAccessKey { id: id.clone() }).await?;
+    let key = state.inner.catalog.access_key(&id).map_err(internal)?;
+    key.map(|k| Json(KeyView::from(&k)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such key"))
+}
+
+/// Prometheus metrics, computed from Raft and catalog state at scrape time.
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let metrics = state.inner.raft.metrics().borrow().clone();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
+    gauge(
+        "cairn_coordinator_is_leader",
+        "Whether this member leads the group.",
+        u64::from(metrics.current_leader == Some(state.inner.id)),
+    );
+    gauge(
+        "cairn_coordinator_raft_term",
+        "Current Raft term.",
+        metrics.current_term,
+    );
+    gauge(
+        "cairn_coordinator_raft_applied_index",
+        "Last log index applied to the catalog.",
+        metrics.last_applied.map(|l| l.index).unwrap_or(0),
+    );
+    if let Ok(stats) = state.inner.catalog.stats() {
+        gauge(
+            "cairn_coordinator_objects",
+            "Objects in the catalog.",
+            stats.objects,
+        );
+        gauge(
+            "cairn_coordinator_logical_bytes",
+            "Sum of object sizes.",
+            stats.logical_bytes,
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

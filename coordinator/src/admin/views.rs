@@ -1,0 +1,213 @@
+//! JSON shapes of the admin API, shared with `cairn admin`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::model::{AccessKey, Bucket, BucketMode, NodeRecord};
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The answering member's id.
+    pub member: u64,
+    /// Current leader, if known.
+    pub leader: Option<u64>,
+    /// Raft term.
+    pub term: u64,
+    /// Last log index applied to the catalog.
+    pub last_applied: Option<u64>,
+    /// The group's members.
+    pub members: Vec<MemberView>,
+    /// Storage nodes by lifecycle state.
+    pub nodes_by_state: std::collections::BTreeMap<String, u64>,
+    /// Buckets.
+    pub buckets: u64,
+    /// Objects stored.
+    pub objects: u64,
+    /// Sum of object sizes.
+    pub logical_bytes: u64,
+}
+
+/// A coordinator member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Raft id.
+    pub id: u64,
+    /// QUIC address.
+    pub addr: String,
+    /// Admin API address.
+    pub admin: String,
+    /// Voter (or still a learner).
+    pub voter: bool,
+}
+
+/// `POST /v1/members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddMember {
+    /// The new member's Raft id.
+    pub id: u64,
+    /// Its QUIC address.
+    pub addr: String,
+    /// Its admin API address.
+    pub admin: String,
+}
+
+/// A storage node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Node id (text form of its key).
+    pub id: String,
+    /// QUIC address.
+    pub addr: String,
+    /// Organisation.
+    pub org: String,
+    /// Site.
+    pub site: String,
+    /// Lifecycle state.
+    pub state: String,
+    /// Space offered.
+    pub capacity: u64,
+    /// Space used, from the last heartbeat.
+    pub used: Option<u64>,
+    /// Shards held, from the last heartbeat.
+    pub shards: Option<u64>,
+    /// Milliseconds since the last heartbeat reached this member (leader only).
+    pub last_heartbeat_ms: Option<u64>,
+}
+
+impl NodeView {
+    /// The view of a catalog record plus what the last heartbeat said.
+    pub fn new(
+        node: &NodeRecord,
+        last: Option<(std::time::Duration, cairn_proto::wire::Heartbeat)>,
+    ) -> Self {
+        Self {
+            id: node.id.to_string(),
+            addr: node.addr.clone(),
+            org: node.org.clone(),
+            site: node.site.clone(),
+            state: node.state.as_str().to_string(),
+            capacity: node.capacity,
+            used: last.as_ref().map(|(_, hb)| hb.used_bytes),
+            shards: last.as_ref().map(|(_, hb)| hb.shard_count),
+            last_heartbeat_ms: last.map(|(ago, _)| ago.as_millis() as u64),
+        }
+    }
+}
+
+/// A bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketView {
+    /// Name.
+    pub name: String,
+    /// Anonymous reads allowed.
+    pub public_read: bool,
+    /// `plain` or `nix-cache`.
+    pub mode: String,
+    /// Trusted narinfo signing keys (nix-cache buckets).
+    pub trusted_keys: Vec<String>,
+    /// Data shards per segment.
+    pub k: u16,
+    /// Parity shards per segment.
+    pub m: u16,
+    /// Largest segment in bytes.
+    pub segment_size: u64,
+    /// Organisations that may be lost at once.
+    pub failure_tolerance: u8,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+}
+
+impl From<&Bucket> for BucketView {
+    fn from(bucket: &Bucket) -> Self {
+        let (mode, trusted_keys) = match &bucket.mode {
+            BucketMode::Plain => ("plain", Vec::new()),
+            BucketMode::NixCache { trusted_keys } => ("nix-cache", trusted_keys.clone()),
+        };
+        Self {
+            name: bucket.name.clone(),
+            public_read: bucket.public_read,
+            mode: mode.to_string(),
+            trusted_keys,
+            k: bucket.erasure.k,
+            m: bucket.erasure.m,
+            segment_size: bucket.erasure.segment_size,
+            failure_tolerance: bucket.failure_tolerance,
+            created_ms: bucket.created_ms,
+        }
+    }
+}
+
+/// `POST /v1/buckets`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CreateBucket {
+    /// Name.
+    pub name: String,
+    /// Allow anonymous GET and HEAD.
+    pub public_read: bool,
+    /// Check Nix authenticity of uploads.
+    pub nix_cache: bool,
+    /// Trusted narinfo signing keys, `name:base64`.
+    pub trusted_keys: Vec<String>,
+    /// Data shards (default: the coordinator's).
+    pub k: Option<u16>,
+    /// Parity shards (default: the coordinator's).
+    pub m: Option<u16>,
+    /// Largest segment (default 64 MiB).
+    pub segment_size: Option<u64>,
+    /// Organisations that may be lost at once (default 2).
+    pub failure_tolerance: Option<u8>,
+}
+
+/// An access key without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    /// Access key id.
+    pub id: String,
+    /// Purpose given by the operator.
+    pub name: String,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// Refused from now on.
+    pub revoked: bool,
+}
+
+impl From<&AccessKey> for KeyView {
+    fn from(key: &AccessKey) -> Self {
+        Self {
+            id: key.id.clone(),
+            name: key.name.clone(),
+            created_ms: key.created_ms,
+            revoked: key.revoked,
+        }
+    }
+}
+
+/// `POST /v1/keys`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CreateKey {
+    /// What the key is for.
+    pub name: String,
+}
+
+/// The answer to `POST /v1/keys`: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKey {
+    /// Access key id.
+    pub id: String,
+    /// Secret access key.
+    pub secret: String,
+    /// What the key is for.
+    pub name: String,
+}
+
+/// Every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorView {
+    /// What went wrong.
+    pub error: String,
+    /// The leader's admin address, when the request must go there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+}

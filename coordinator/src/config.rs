@@ -1,0 +1,69 @@
+//! [`CoordinatorConfig`]: what an operator sets for one coordinator member.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One member's configuration (TOML; every field is also a flag of `cairn coordinator`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Raft log, catalog, coordinator key and admin token live here.
+    pub data_dir: PathBuf,
+    /// This member's Raft id: unique in the group, never reused.
+    pub id: u64,
+    /// QUIC address for members, nodes and gateways.
+    pub listen: SocketAddr,
+    /// QUIC address others should dial, if not `listen`.
+    pub advertise: Option<String>,
+    /// HTTP address of the admin API, `/metrics` and `/health`.
+    pub admin_listen: SocketAddr,
+    /// Admin address others should use, if not `admin_listen`.
+    pub admin_advertise: Option<String>,
+    /// Milliseconds between leader heartbeats to members.
+    pub raft_heartbeat_ms: u64,
+    /// Milliseconds without a leader before a member stands for election (the timeout is
+    /// drawn between this and twice this).
+    pub election_timeout_ms: u64,
+    /// Log entries between snapshots (after which older entries are purged).
+    pub snapshot_every: u64,
+    /// Data shards per segment for new buckets that do not say otherwise.
+    pub default_k: u16,
+    /// Parity shards per segment for new buckets that do not say otherwise.
+    pub default_m: u16,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("cairn-coordinator"),
+            id: 1,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7300)),
+            advertise: None,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 7301)),
+            admin_advertise: None,
+            raft_heartbeat_ms: 200,
+            election_timeout_ms: 1_000,
+            snapshot_every: 10_000,
+            default_k: 10,
+            default_m: 6,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Checks what defaults cannot fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("id must be at least 1".into());
+        }
+        if self.raft_heartbeat_ms == 0 || self.election_timeout_ms <= self.raft_heartbeat_ms * 2 {
+            return Err("election_timeout_ms must exceed twice raft_heartbeat_ms".into());
+        }
+        if self.snapshot_every == 0 {
+            return Err("snapshot_every must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,345 @@
+//! Starting one coordinator member: its key, Raft group member, QUIC service and admin API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::identity::{KeyFileError, PublicKey, SecretKey};
+use cairn_proto::transport::{
+    PeerPolicy, TransportError, negotiated_alpn, peer_key, server_endpoint,
+};
+use cairn_proto::wire::{
+    COORDINATOR_ALPN, CoordinatorRequest, CoordinatorResponse, ErrorCode, read_frame, write_frame,
+};
+use openraft::error::{InitializeError, RaftError};
+use openraft::{Config, Raft, SnapshotPolicy};
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::catalog::Catalog;
+use crate::config::CoordinatorConfig;
+use crate::liveness::Liveness;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Network, RAFT_ALPN, serve_connection};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::types::{Member, TypeConfig};
+
+/// File holding the coordinator key, shared by every member of the group.
+pub const KEY_FILE: &str = "coordinator.key";
+/// File holding the admin API's bearer token.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// A member that is up.
+pub struct RunningCoordinator {
+    /// Raft id.
+    pub id: u64,
+    /// The coordinator key's public half (what nodes pin and join tokens carry).
+    pub key: PublicKey,
+    /// QUIC address bound.
+    pub quic_addr: SocketAddr,
+    /// Admin HTTP address bound.
+    pub admin_addr: SocketAddr,
+    /// The admin token, when this start created it (to print once).
+    pub new_token: Option<String>,
+    /// The Raft handle.
+    pub raft: Raft<TypeConfig>,
+    /// The catalog (reads).
+    pub catalog: Catalog,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error("config: {0}")]
+    Config(String),
+    /// The coordinator key is missing (on a joining member) or unreadable.
+    #[error("coordinator key: {0}")]
+    Key(String),
+    /// Raft storage or the catalog could not be opened.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The QUIC endpoint could not be set up.
+    #[error("QUIC endpoint: {0}")]
+    Transport(#[from] TransportError),
+    /// Something else on the way up.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(err: std::io::Error) -> Self {
+        StartError::Other(err.to_string())
+    }
+}
+
+impl From<KeyFileError> for StartError {
+    fn from(err: KeyFileError) -> Self {
+        StartError::Key(err.to_string())
+    }
+}
+
+/// Starts a member. With `init`, a group that has never been formed is formed with this
+/// member as its only voter (and the coordinator key is created if missing); without it,
+/// the member waits to be added by `cairn admin members add` on the leader, and needs a
+/// copy of the group's coordinator key in its data dir.
+pub async fn start(
+    config: CoordinatorConfig,
+    init: bool,
+) -> Result<RunningCoordinator, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let key_path = config.data_dir.join(KEY_FILE);
+    let key = if init {
+        SecretKey::load_or_create(&key_path)?.0
+    } else if key_path.exists() {
+        SecretKey::load(&key_path)?
+    } else {
+        return Err(StartError::Key(format!(
+            "{} is missing: copy it from an existing member (or start the first member with --init)",
+            key_path.display()
+        )));
+    };
+    let (token, new_token) = admin_token(&config.data_dir)?;
+
+    let dir = config.data_dir.clone();
+    let (log, sm) = tokio::task::spawn_blocking(move || {
+        let log = LogStore::<TypeConfig>::open(&dir.join("raft-log.redb"))
+            .map_err(|err| StartError::Storage(err.to_string()))?;
+        let sm = StateMachine::open(&dir.join("catalog.redb"))
+            .map_err(|err| StartError::Storage(err.to_string()))?;
+        Ok::<_, StartError>((log, sm))
+    })
+    .await
+    .map_err(|err| StartError::Other(err.to_string()))??;
+    let catalog = sm.catalog().clone();
+
+    let endpoint = server_endpoint(
+        config.listen,
+        &key,
+        &[RAFT_ALPN, COORDINATOR_ALPN],
+        PeerPolicy::Any,
+    )?;
+    let quic_addr = endpoint.local_addr()?;
+    let raft_config = Config {
+        cluster_name: "cairn".into(),
+        heartbeat_interval: config.raft_heartbeat_ms,
+        election_timeout_min: config.election_timeout_ms,
+        election_timeout_max: config.election_timeout_ms * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        // Keep some entries behind the snapshot so a briefly lagging member catches up from
+        // the log, not a whole snapshot.
+        max_in_snapshot_log_to_keep: (config.snapshot_every / 2).min(1_000),
+        ..Config::default()
+    }
+    .validate()
+    .map_err(|err| StartError::Config(err.to_string()))?;
+    let raft = Raft::new(
+        config.id,
+        Arc::new(raft_config),
+        Network::new(endpoint.clone(), key.clone()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|err| StartError::Other(err.to_string()))?;
+
+    let liveness = Arc::new(Liveness::default());
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
+    let admin_addr = admin_listener.local_addr()?;
+    let me = Member {
+        addr: config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| quic_addr.to_string()),
+        admin: config
+            .admin_advertise
+            .clone()
+            .unwrap_or_else(|| admin_addr.to_string()),
+    };
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(serve_quic(
+        endpoint.clone(),
+        key.public(),
+        raft.clone(),
+        catalog.clone(),
+        liveness.clone(),
+    )));
+    let state = AdminState::new(
+        raft.clone(),
+        catalog.clone(),
+        token,
+        config.id,
+        liveness,
+        config.default_k,
+        config.default_m,
+    );
+    tasks.push(tokio::spawn(admin::serve(admin_listener, state)));
+
+    if init {
+        let members = BTreeMap::from([(config.id, me)]);
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(id = config.id, "formed a new coordinator group"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                tracing::info!("coordinator group already formed");
+            }
+            Err(err) => return Err(StartError::Other(format!("cannot form the group: {err}"))),
+        }
+    }
+    tracing::info!(id = config.id, quic = %quic_addr, admin = %admin_addr, key = %key.public(), "coordinator member serving");
+    Ok(RunningCoordinator {
+        id: config.id,
+        key: key.public(),
+        quic_addr,
+        admin_addr,
+        new_token,
+        raft,
+        catalog,
+        endpoint,
+        tasks,
+    })
+}
+
+impl RunningCoordinator {
+    /// Leaves the group's work to the others and stops serving.
+    pub async fn shutdown(self) {
+        let _ = self.raft.shutdown().await;
+        self.endpoint
+            .close(0u32.into(), b"coordinator shutting down");
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// The admin token: `CAIRN_ADMIN_TOKEN` if set, else the token file, else a new random
+/// token written to the file (mode 0600) and returned as new so it is printed once.
+fn admin_token(dir: &Path) -> Result<(String, Option<String>), StartError> {
+    if let Ok(token) = std::env::var("CAIRN_ADMIN_TOKEN") {
+        if token.len() < 16 {
+            return Err(StartError::Config(
+                "CAIRN_ADMIN_TOKEN must be at least 16 characters".into(),
+            ));
+        }
+        return Ok((token, None));
+    }
+    let path = dir.join(TOKEN_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let token = text.trim().to_string();
+        if token.len() >= 16 {
+            return Ok((token, None));
+        }
+        return Err(StartError::Config(format!(
+            "{} holds no usable token",
+            path.display()
+        )));
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|err| StartError::Other(err.to_string()))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, token.as_bytes())?;
+    Ok((token.clone(), Some(token)))
+}
+
+/// Writes a secret file readable by its owner only, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Accepts QUIC connections: Raft from holders of the coordinator key, cluster RPC from
+/// registered nodes.
+async fn serve_quic(
+    endpoint: quinn::Endpoint,
+    cluster: PublicKey,
+    raft: Raft<TypeConfig>,
+    catalog: Catalog,
+    liveness: Arc<Liveness>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (raft, catalog, liveness) = (raft.clone(), catalog.clone(), liveness.clone());
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            let Some(peer) = peer_key(&conn) else { return };
+            match negotiated_alpn(&conn).as_deref() {
+                Some(RAFT_ALPN) if peer == cluster => serve_connection(conn, raft).await,
+                Some(RAFT_ALPN) => {
+                    tracing::warn!(%peer, remote = %conn.remote_address(), "raft connection from a key that is not the coordinator's");
+                    conn.close(1u32.into(), b"not a coordinator member");
+                }
+                Some(COORDINATOR_ALPN) => serve_cluster(conn, peer, raft, catalog, liveness).await,
+                _ => conn.close(1u32.into(), b"unknown protocol"),
+            }
+        });
+    }
+}
+
+/// Node-facing RPC: heartbeats for now.
+async fn serve_cluster(
+    conn: quinn::Connection,
+    peer: PublicKey,
+    raft: Raft<TypeConfig>,
+    catalog: Catalog,
+    liveness: Arc<Liveness>,
+) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let response = match read_frame::<_, CoordinatorRequest>(&mut recv).await {
+            Ok(CoordinatorRequest::Heartbeat(heartbeat)) => {
+                if heartbeat.node != peer {
+                    refuse(
+                        ErrorCode::WrongNode,
+                        "a heartbeat must come from the node it describes",
+                    )
+                } else if raft.current_leader().await != Some(raft_id(&raft)) {
+                    refuse(
+                        ErrorCode::Busy,
+                        "not the leader; send heartbeats to the leader",
+                    )
+                } else {
+                    match catalog.node(&peer) {
+                        Ok(Some(_)) => {
+                            liveness.record(heartbeat);
+                            CoordinatorResponse::Ack
+                        }
+                        Ok(None) => refuse(
+                            ErrorCode::NotFound,
+                            "node is not registered; join with an invitation",
+                        ),
+                        Err(err) => refuse(ErrorCode::Internal, &err.to_string()),
+                    }
+                }
+            }
+            Err(err) => refuse(ErrorCode::Malformed, &err.to_string()),
+        };
+        let _ = write_frame(&mut send, &response).await;
+        let _ = send.finish();
+    }
+}
+
+fn raft_id(raft: &Raft<TypeConfig>) -> u64 {
+    raft.metrics().borrow().id
+}
+
+fn refuse(code: ErrorCode, message: &str) -> CoordinatorResponse {
+    CoordinatorResponse::Error {
+        code,
+        message: message.to_string(),
+    }
+}

@@ -1,0 +1,362 @@
+//! `cairn admin`: the operator's client for a coordinator's admin API.
+
+use anyhow::{Context as _, bail};
+use cairn_coordinator::admin::views::{
+    AddMember, BucketView, CreateBucket, CreateKey, ErrorView, KeyView, MemberView, NewKey,
+    NodeView, StatusView,
+};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Options of `cairn admin`.
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Admin API of any coordinator member (writes are redirected to the leader).
+    #[arg(
+        long,
+        env = "CAIRN_ADMIN_ENDPOINT",
+        default_value = "http://127.0.0.1:7301"
+    )]
+    endpoint: String,
+    /// Admin token (printed by the first start of the coordinator, kept in its data dir).
+    #[arg(long, env = "CAIRN_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Print the API's JSON instead of tables, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Leader, members, node states and catalog totals.
+    Status,
+    /// List coordinator members, or add one.
+    Members {
+        #[command(subcommand)]
+        action: Option<MemberAction>,
+    },
+    /// List storage nodes with their state and last heartbeat.
+    Nodes,
+    /// List buckets (same as `bucket list`).
+    Buckets,
+    /// Create or list buckets.
+    Bucket {
+        #[command(subcommand)]
+        action: BucketAction,
+    },
+    /// List access keys (same as `key list`).
+    Keys,
+    /// Create, list or revoke S3 access keys.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberAction {
+    /// Add a member: it joins as a learner, catches up, then becomes a voter. Start it
+    /// first, with a copy of the group's coordinator.key in its data dir.
+    Add {
+        /// Its Raft id (unique, never reused).
+        #[arg(long)]
+        id: u64,
+        /// Its QUIC address.
+        #[arg(long)]
+        addr: String,
+        /// Its admin API address.
+        #[arg(long)]
+        admin: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BucketAction {
+    /// Create a bucket.
+    Create {
+        /// Bucket name (S3 rules: 3-63 lower-case letters, digits, '-' and '.').
+        name: String,
+        /// Allow anonymous GET and HEAD (what a CDN in front of a public cache needs).
+        #[arg(long)]
+        public_read: bool,
+        /// Check Nix authenticity of uploads (signed narinfos, NARs matching their names).
+        #[arg(long)]
+        nix_cache: bool,
+        /// A trusted narinfo signing key, NAME:BASE64 (repeat for several).
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+        /// Data shards per segment [default: the coordinator's].
+        #[arg(long)]
+        k: Option<u16>,
+        /// Parity shards per segment [default: the coordinator's].
+        #[arg(long)]
+        m: Option<u16>,
+    },
+    /// List buckets.
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Create an access key; its secret is shown once.
+    Create {
+        /// What the key is for (e.g. "hydra").
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List access keys (without secrets).
+    List,
+    /// Revoke an access key.
+    Revoke {
+        /// Access key id.
+        id: String,
+    },
+}
+
+/// One admin API session.
+struct Api {
+    agent: ureq::Agent,
+    endpoint: String,
+    token: String,
+}
+
+impl Api {
+    fn new(endpoint: &str, token: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .build()
+            .new_agent();
+        Self {
+            agent,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    /// Calls the API; a follower's 503 with a leader address is retried at the leader.
+    fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        let mut endpoint = self.endpoint.clone();
+        for _ in 0..3 {
+            let url = format!("{endpoint}{path}");
+            let auth = format!("Bearer {}", self.token);
+            let response = match (method, body) {
+                ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
+                (_, Some(body)) => self
+                    .agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .send_json(body),
+                _ => self
+                    .agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .send_empty(),
+            };
+            let mut response =
+                response.with_context(|| format!("cannot reach the admin API at {endpoint}"))?;
+            let status = response.status();
+            let text = response
+                .body_mut()
+                .read_to_string()
+                .context("reading the answer")?;
+            if status.is_success() {
+                return serde_json::from_str(&text)
+                    .with_context(|| format!("unexpected answer: {text}"));
+            }
+            let error: ErrorView = serde_json::from_str(&text).unwrap_or(ErrorView {
+                error: text.clone(),
+                leader: None,
+            });
+            match error.leader {
+                Some(leader) if status.as_u16() == 503 => endpoint = format!("http://{leader}"),
+                _ => bail!("{} ({})", error.error, status),
+            }
+        }
+        bail!("no leader answered")
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call::<(), T>("GET", path, None)
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.call("POST", path, Some(body))
+    }
+}
+
+/// Runs one admin command.
+pub fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.endpoint, &args.token);
+    let json = args.json;
+    match args.command {
+        AdminCommand::Status => {
+            let status: StatusView = api.get("/v1/status")?;
+            print(json, &status, || {
+                let leader = status.leader.map_or("none".to_string(), |l| l.to_string());
+                println!(
+                    "member {}  leader {leader}  term {}  applied {}",
+                    status.member,
+                    status.term,
+                    status.last_applied.unwrap_or(0)
+                );
+                println!(
+                    "buckets {}  objects {}  logical bytes {}",
+                    status.buckets, status.objects, status.logical_bytes
+                );
+                let states: Vec<String> = status
+                    .nodes_by_state
+                    .iter()
+                    .map(|(s, n)| format!("{s} {n}"))
+                    .collect();
+                println!(
+                    "nodes: {}",
+                    if states.is_empty() {
+                        "none".into()
+                    } else {
+                        states.join(", ")
+                    }
+                );
+                print_members(&status.members);
+            })
+        }
+        AdminCommand::Members { action: None } => {
+            let members: Vec<MemberView> = api.get("/v1/members")?;
+            print(json, &members, || print_members(&members))
+        }
+        AdminCommand::Members {
+            action: Some(MemberAction::Add { id, addr, admin }),
+        } => {
+            let members: Vec<MemberView> =
+                api.post("/v1/members", &AddMember { id, addr, admin })?;
+            print(json, &members, || print_members(&members))
+        }
+        AdminCommand::Nodes => {
+            let nodes: Vec<NodeView> = api.get("/v1/nodes")?;
+            print(json, &nodes, || {
+                println!(
+                    "{:<52}  {:<12}  {:<16}  {:<10}  {:>14}  {:>10}",
+                    "id", "state", "org", "site", "capacity", "heartbeat"
+                );
+                for n in &nodes {
+                    let beat = n.last_heartbeat_ms.map_or("-".to_string(), |ms| {
+                        format!("{:.1}s ago", ms as f64 / 1000.0)
+                    });
+                    println!(
+                        "{:<52}  {:<12}  {:<16}  {:<10}  {:>14}  {:>10}",
+                        n.id, n.state, n.org, n.site, n.capacity, beat
+                    );
+                }
+            })
+        }
+        AdminCommand::Buckets
+        | AdminCommand::Bucket {
+            action: BucketAction::List,
+        } => {
+            let buckets: Vec<BucketView> = api.get("/v1/buckets")?;
+            print(json, &buckets, || {
+                for b in &buckets {
+                    let access = if b.public_read {
+                        "public-read"
+                    } else {
+                        "private"
+                    };
+                    println!(
+                        "{:<40}  {:<9}  {:<11}  {}+{}",
+                        b.name, b.mode, access, b.k, b.m
+                    );
+                }
+            })
+        }
+        AdminCommand::Bucket {
+            action:
+                BucketAction::Create {
+                    name,
+                    public_read,
+                    nix_cache,
+                    trusted_keys,
+                    k,
+                    m,
+                },
+        } => {
+            let request = CreateBucket {
+                name,
+                public_read,
+                nix_cache,
+                trusted_keys,
+                k,
+                m,
+                ..CreateBucket::default()
+            };
+            let bucket: BucketView = api.post("/v1/buckets", &request)?;
+            print(json, &bucket, || {
+                println!(
+                    "created bucket {} ({}, {}+{})",
+                    bucket.name, bucket.mode, bucket.k, bucket.m
+                )
+            })
+        }
+        AdminCommand::Keys
+        | AdminCommand::Key {
+            action: KeyAction::List,
+        } => {
+            let keys: Vec<KeyView> = api.get("/v1/keys")?;
+            print(json, &keys, || {
+                for k in &keys {
+                    println!(
+                        "{:<24}  {:<8}  {}",
+                        k.id,
+                        if k.revoked { "revoked" } else { "active" },
+                        k.name
+                    );
+                }
+            })
+        }
+        AdminCommand::Key {
+            action: KeyAction::Create { name },
+        } => {
+            let key: NewKey = api.post("/v1/keys", &CreateKey { name })?;
+            print(json, &key, || {
+                println!("access key id:     {}", key.id);
+                println!("secret access key: {}", key.secret);
+                println!("(the secret is not shown again)");
+            })
+        }
+        AdminCommand::Key {
+            action: KeyAction::Revoke { id },
+        } => {
+            let key: KeyView = api.call::<(), _>("POST", &format!("/v1/keys/{id}/revoke"), None)?;
+            print(json, &key, || println!("revoked {}", key.id))
+        }
+    }
+}
+
+fn print_members(members: &[MemberView]) {
+    for m in members {
+        println!(
+            "  member {:<4} {:<8} quic {:<22} admin {}",
+            m.id,
+            if m.voter { "voter" } else { "learner" },
+            m.addr,
+            m.admin
+        );
+    }
+}
+
+/// JSON for scripts, or the table for people.
+fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce()) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        table();
+    }
+    Ok(())
+}

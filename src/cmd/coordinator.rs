@@ -1,0 +1,93 @@
+//! `cairn coordinator`: run one member of the coordinator group.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use cairn_coordinator::config::CoordinatorConfig;
+use clap::Args;
+use serde::Serialize;
+
+/// Options of `cairn coordinator`. Every field of the config file has a flag of the same
+/// name (with dashes); a flag overrides the file.
+#[derive(Args, Serialize)]
+pub struct CoordinatorArgs {
+    /// TOML config file (fields as the flags below, with underscores).
+    #[arg(long, short)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Form a new group with this member as its first voter (once, on the first member);
+    /// creates the coordinator key if the data dir has none.
+    #[arg(long)]
+    #[serde(skip)]
+    init: bool,
+    /// Directory for the Raft log, the catalog, the coordinator key and the admin token
+    /// [default: cairn-coordinator]. A joining member needs a copy of coordinator.key here.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// This member's Raft id, unique in the group [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    /// QUIC address for members, nodes and gateways [default: 0.0.0.0:7300].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    /// QUIC address others should dial, if not the listen address.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise: Option<String>,
+    /// HTTP address of the admin API, /metrics and /health [default: 127.0.0.1:7301].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<SocketAddr>,
+    /// Admin address others should use, if not the admin listen address.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_advertise: Option<String>,
+    /// Milliseconds between leader heartbeats [default: 200].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raft_heartbeat_ms: Option<u64>,
+    /// Milliseconds without a leader before an election [default: 1000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    election_timeout_ms: Option<u64>,
+    /// Log entries between catalog snapshots [default: 10000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_every: Option<u64>,
+    /// Data shards per segment for new buckets [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_k: Option<u16>,
+    /// Parity shards per segment for new buckets [default: 6].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_m: Option<u16>,
+}
+
+/// Runs a member until Ctrl-C or SIGTERM.
+pub fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let config: CoordinatorConfig = super::merge_config(args.config.as_deref(), &args)?;
+    let data_dir = config.data_dir.clone();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let member = cairn_coordinator::daemon::start(config, args.init).await?;
+        println!("coordinator key: {}", member.key);
+        println!("member {} serving on {}", member.id, member.quic_addr);
+        println!("admin API on http://{}", member.admin_addr);
+        if let Some(token) = &member.new_token {
+            println!(
+                "admin token: {token} (kept in {}; shown once)",
+                data_dir
+                    .join(cairn_coordinator::daemon::TOKEN_FILE)
+                    .display()
+            );
+        }
+        super::shutdown_signal().await;
+        tracing::info!("shutting down");
+        member.shutdown().await;
+        anyhow::Ok(())
+    })
+}
