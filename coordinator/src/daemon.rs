@@ -17,7 +17,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, Raft, SnapshotPolicy};
 use tokio::task::JoinHandle;
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminContext, AdminState};
 use crate::catalog::Catalog;
 use crate::config::CoordinatorConfig;
 use crate::liveness::Liveness;
@@ -170,15 +170,15 @@ pub async fn start(
         catalog.clone(),
         liveness.clone(),
     )));
-    let state = AdminState::new(
-        raft.clone(),
-        catalog.clone(),
+    let state = AdminState::from(AdminContext {
+        raft: raft.clone(),
+        catalog: catalog.clone(),
         token,
-        config.id,
+        id: config.id,
         liveness,
-        config.default_k,
-        config.default_m,
-    );
+        default_k: config.default_k,
+        default_m: config.default_m,
+    });
     tasks.push(tokio::spawn(admin::serve(admin_listener, state)));
 
     if init {

@@ -269,9 +269,7 @@ async fn put(
         &state.key,
     );
     tracing::debug!(%shard, size, "stored shard");
-    write_frame(send, &NodeResponse::Stored { receipt })
-        .await
-        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))
+    reply(send, &NodeResponse::Stored { receipt }).await
 }
 
 /// Reads exactly `size` body bytes, at the download cap, and refuses short or long bodies.
@@ -358,9 +356,7 @@ async fn get(
         range,
         proof_len: proof.len() as u64,
     };
-    write_frame(send, &header)
-        .await
-        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))?;
+    reply(send, &header).await?;
     for chunk in proof.chunks(IO_CHUNK) {
         state.upload.take(chunk.len() as u64).await;
         send.write_all(chunk)
@@ -418,9 +414,7 @@ async fn audit(
     let bytes: u64 = proofs.iter().map(|p| p.len() as u64).sum();
     state.upload.take(bytes).await;
     state.metrics.sent_bytes.inc_by(bytes);
-    write_frame(send, &NodeResponse::Audit { proofs })
-        .await
-        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))
+    reply(send, &NodeResponse::Audit { proofs }).await
 }
 
 async fn delete(
@@ -443,9 +437,7 @@ async fn delete(
         .metrics
         .stored_shards
         .set(state.store.shard_count() as i64);
-    write_frame(send, &NodeResponse::Deleted { existed })
-        .await
-        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))
+    reply(send, &NodeResponse::Deleted { existed }).await
 }
 
 async fn inventory(
@@ -466,26 +458,27 @@ async fn inventory(
     // Pages of one frame each; the last says there is no more.
     let mut pages = shards.chunks(INVENTORY_PAGE).peekable();
     if pages.peek().is_none() {
-        return write_frame(
-            send,
-            &NodeResponse::Inventory {
-                shards: Vec::new(),
-                more: false,
-            },
-        )
-        .await
-        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()));
+        let empty = NodeResponse::Inventory {
+            shards: Vec::new(),
+            more: false,
+        };
+        return reply(send, &empty).await;
     }
     while let Some(page) = pages.next() {
         let response = NodeResponse::Inventory {
             shards: page.to_vec(),
             more: pages.peek().is_some(),
         };
-        write_frame(send, &response)
-            .await
-            .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))?;
+        reply(send, &response).await?;
     }
     Ok(())
+}
+
+/// Sends a response frame; a client gone mid-answer is the only way this fails.
+async fn reply(send: &mut SendStream, response: &NodeResponse) -> Result<(), Refusal> {
+    write_frame(send, response)
+        .await
+        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))
 }
 
 /// Runs blocking store work off the async threads.

@@ -25,40 +25,31 @@ use views::*;
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct AdminState {
-    inner: Arc<Inner>,
+    inner: Arc<AdminContext>,
 }
 
-struct Inner {
-    raft: Raft<TypeConfig>,
-    catalog: Catalog,
-    token: String,
-    id: u64,
-    liveness: Arc<Liveness>,
-    default_k: u16,
-    default_m: u16,
+/// What the admin API works with, as the daemon assembles it.
+pub struct AdminContext {
+    /// This member's Raft handle.
+    pub raft: Raft<TypeConfig>,
+    /// The catalog (reads).
+    pub catalog: Catalog,
+    /// The bearer token every `/v1/` request must carry.
+    pub token: String,
+    /// This member's Raft id.
+    pub id: u64,
+    /// Node heartbeats seen by this member.
+    pub liveness: Arc<Liveness>,
+    /// Data shards for new buckets that do not say.
+    pub default_k: u16,
+    /// Parity shards for new buckets that do not say.
+    pub default_m: u16,
 }
 
-impl AdminState {
-    /// Bundles what the API needs.
-    pub fn new(
-        raft: Raft<TypeConfig>,
-        catalog: Catalog,
-        token: String,
-        id: u64,
-        liveness: Arc<Liveness>,
-        default_k: u16,
-        default_m: u16,
-    ) -> Self {
+impl From<AdminContext> for AdminState {
+    fn from(context: AdminContext) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                raft,
-                catalog,
-                token,
-                id,
-                liveness,
-                default_k,
-                default_m,
-            }),
+            inner: Arc::new(context),
         }
     }
 }
