@@ -44,3 +44,24 @@ fn bench_erasure_refuses_an_impossible_code() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("at least one data shard"), "{stderr}");
 }
+
+#[test]
+fn bench_coordinator_commits_through_raft_and_sizes_the_catalog() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "coordinator", "--members", "1", "--writes", "50"])
+        .args(["--concurrency", "4", "--catalog-objects", "1000"])
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("run cairn");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(json["commits_per_s"].as_f64().unwrap() > 0.0, "{json}");
+    // An inline object holds its 1536-byte body, so it cannot cost less than that.
+    let per_object = json["catalog_bytes_per_object"].as_f64().unwrap();
+    assert!(per_object > 1536.0, "{json}");
+}

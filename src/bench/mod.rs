@@ -1,5 +1,6 @@
 //! `cairn bench`: measurements of this machine, printed for people and as one JSON line.
 
+mod coordinator;
 mod erasure;
 mod measure;
 mod node;
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     ///
     /// Prints a table, then one JSON line with MiB/s and the QUIC ÷ TCP ratios.
     Node(node::NodeBenchArgs),
+    /// Committed inline-object writes per second through Raft (1 or 3 members in this
+    /// process, over loopback QUIC), and catalog bytes on disk per object.
+    Coordinator(coordinator::CoordinatorBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -25,5 +29,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Erasure(args) => erasure::run(args),
         BenchCommand::Node(args) => node::run(args),
+        BenchCommand::Coordinator(args) => coordinator::run(args),
     }
 }
