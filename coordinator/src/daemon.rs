@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::identity::{KeyFileError, PublicKey, SecretKey};
+use cairn_proto::invite::JoinToken;
 use cairn_proto::transport::{
     PeerPolicy, TransportError, negotiated_alpn, peer_key, server_endpoint,
 };
@@ -18,7 +19,8 @@ use openraft::{Config, Raft, SnapshotPolicy};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminContext, AdminState};
-use crate::catalog::Catalog;
+use crate::catalog::model::{NodeRecord, NodeState};
+use crate::catalog::{Catalog, Command, CommandResult};
 use crate::config::CoordinatorConfig;
 use crate::liveness::Liveness;
 use crate::raft::log_store::LogStore;
@@ -178,6 +180,7 @@ pub async fn start(
         liveness,
         default_k: config.default_k,
         default_m: config.default_m,
+        key: key.public(),
     });
     tasks.push(tokio::spawn(admin::serve(admin_listener, state)));
 
@@ -291,7 +294,7 @@ async fn serve_quic(
     }
 }
 
-/// Node-facing RPC: heartbeats for now.
+/// Node-facing RPC: joining with an invitation, then heartbeats.
 async fn serve_cluster(
     conn: quinn::Connection,
     peer: PublicKey,
@@ -301,36 +304,85 @@ async fn serve_cluster(
 ) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let response = match read_frame::<_, CoordinatorRequest>(&mut recv).await {
-            Ok(CoordinatorRequest::Heartbeat(heartbeat)) => {
-                if heartbeat.node != peer {
-                    refuse(
-                        ErrorCode::WrongNode,
-                        "a heartbeat must come from the node it describes",
-                    )
-                } else if raft.current_leader().await != Some(raft_id(&raft)) {
-                    refuse(
-                        ErrorCode::Busy,
-                        "not the leader; send heartbeats to the leader",
-                    )
-                } else {
-                    match catalog.node(&peer) {
-                        Ok(Some(_)) => {
-                            liveness.record(heartbeat);
-                            CoordinatorResponse::Ack
-                        }
-                        Ok(None) => refuse(
-                            ErrorCode::NotFound,
-                            "node is not registered; join with an invitation",
-                        ),
-                        Err(err) => refuse(ErrorCode::Internal, &err.to_string()),
-                    }
-                }
-            }
+            Ok(request) => handle_cluster(request, peer, &raft, &catalog, &liveness).await,
             Err(err) => refuse(ErrorCode::Malformed, &err.to_string()),
         };
         let _ = write_frame(&mut send, &response).await;
         let _ = send.finish();
     }
+}
+
+async fn handle_cluster(
+    request: CoordinatorRequest,
+    peer: PublicKey,
+    raft: &Raft<TypeConfig>,
+    catalog: &Catalog,
+    liveness: &Liveness,
+) -> CoordinatorResponse {
+    if raft.current_leader().await != Some(raft_id(raft)) {
+        return refuse(
+            ErrorCode::Busy,
+            "not the leader; try another coordinator member",
+        );
+    }
+    match request {
+        CoordinatorRequest::Heartbeat(heartbeat) => {
+            if heartbeat.node != peer {
+                return refuse(
+                    ErrorCode::WrongNode,
+                    "a heartbeat must come from the node it describes",
+                );
+            }
+            match catalog.node(&peer) {
+                Ok(Some(_)) => {
+                    liveness.record(heartbeat);
+                    CoordinatorResponse::Ack
+                }
+                Ok(None) => refuse(
+                    ErrorCode::NotFound,
+                    "node is not registered; join with an invitation",
+                ),
+                Err(err) => refuse(ErrorCode::Internal, &err.to_string()),
+            }
+        }
+        CoordinatorRequest::Join(join) => {
+            let now_ms = now_ms();
+            // The node is registered under the key it connected with: an invitation cannot
+            // be used to register someone else's identity.
+            let node = NodeRecord {
+                id: peer,
+                addr: join.listen,
+                org: join.org,
+                site: join.site,
+                capacity: join.capacity_bytes,
+                state: NodeState::Vetting,
+                joined_ms: now_ms,
+                state_since_ms: now_ms,
+            };
+            let command = Command::JoinNode {
+                node,
+                secret_hash: JoinToken::secret_hash(&join.secret),
+                now_ms,
+            };
+            match raft.client_write(command).await {
+                Ok(response) => match response.data {
+                    CommandResult::Refused(err) => refuse(ErrorCode::Forbidden, &err.to_string()),
+                    _ => {
+                        tracing::info!(node = %peer, "node joined");
+                        CoordinatorResponse::Ack
+                    }
+                },
+                Err(err) => refuse(ErrorCode::Busy, &err.to_string()),
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn raft_id(raft: &Raft<TypeConfig>) -> u64 {

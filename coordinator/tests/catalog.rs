@@ -278,3 +278,51 @@ fn same_commands_same_catalog_and_dumps_round_trip() {
     assert_eq!(dump(&three), dump(&one));
     assert!(three.bucket("other").unwrap().is_none());
 }
+
+#[test]
+fn an_invitation_admits_one_node_before_it_expires() {
+    let (_dir, catalog) = open();
+    let join = |id: NodeId, hash: [u8; 32], now_ms: u64| Command::JoinNode {
+        node: NodeRecord {
+            id,
+            addr: "127.0.0.1:7400".into(),
+            org: "o".into(),
+            site: "s".into(),
+            capacity: 1,
+            state: NodeState::Active, // whatever the node claims, it starts vetting
+            joined_ms: 0,
+            state_since_ms: 0,
+        },
+        secret_hash: hash,
+        now_ms,
+    };
+    let (a, b) = (
+        SecretKey::generate().public(),
+        SecretKey::generate().public(),
+    );
+    let invalid = CommandResult::Refused(CatalogError::InvalidInvite);
+    assert_eq!(run(&catalog, &join(a, [1; 32], 10)), invalid);
+    run(
+        &catalog,
+        &Command::CreateInvite {
+            secret_hash: [1; 32],
+            expires_ms: 100,
+        },
+    );
+    run(
+        &catalog,
+        &Command::CreateInvite {
+            secret_hash: [2; 32],
+            expires_ms: 100,
+        },
+    );
+    assert_eq!(run(&catalog, &join(a, [2; 32], 100)), invalid, "expired");
+    assert_eq!(run(&catalog, &join(a, [1; 32], 50)), CommandResult::Done);
+    assert_eq!(catalog.node(&a).unwrap().unwrap().state, NodeState::Vetting);
+    assert_eq!(
+        run(&catalog, &join(b, [1; 32], 60)),
+        invalid,
+        "already used"
+    );
+    assert!(catalog.node(&b).unwrap().is_none());
+}

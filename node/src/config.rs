@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub max_shard_size: ByteSize,
     /// Uploads handled at once; with `max_shard_size` this bounds upload memory.
     pub max_concurrent_puts: usize,
+    /// Join token from `cairn admin invite`: supplies the coordinators and their key, and
+    /// registers the node on its first start.
+    pub join: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -67,6 +70,7 @@ impl Default for NodeConfig {
             scrub_pause_ms: 600_000,
             max_shard_size: ByteSize(256 << 20),
             max_concurrent_puts: 16,
+            join: None,
         }
     }
 }
@@ -80,6 +84,32 @@ impl NodeConfig {
     /// The heartbeat period.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.max(1))
+    }
+
+    /// Takes the coordinators and their key from the join token, if one is given, and
+    /// returns the token's invitation secret. A key set explicitly must match the token's.
+    pub fn apply_join_token(&mut self) -> Result<Option<[u8; 32]>, ConfigError> {
+        let Some(text) = &self.join else {
+            return Ok(None);
+        };
+        let token = cairn_proto::invite::JoinToken::decode(text)
+            .map_err(|err| ConfigError::Parse(format!("join: {err}")))?;
+        match self.coordinator_key {
+            Some(key) if key != token.key => {
+                return Err(ConfigError::Invalid(
+                    "coordinator_key differs from the join token's key",
+                ));
+            }
+            _ => self.coordinator_key = Some(token.key),
+        }
+        if self.coordinators.is_empty() {
+            self.coordinators = token
+                .coordinators
+                .iter()
+                .filter_map(|addr| addr.parse().ok())
+                .collect();
+        }
+        Ok(Some(token.secret))
     }
 
     /// Checks what defaults cannot fix.

@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::identity::{KeyFileError, NodeId, SecretKey};
+use cairn_proto::transport::connect;
 use cairn_proto::transport::{PeerPolicy, TransportError, server_endpoint};
-use cairn_proto::wire::{Heartbeat, NODE_ALPN};
+use cairn_proto::wire::{
+    COORDINATOR_ALPN, CoordinatorRequest, CoordinatorResponse, ErrorCode, Heartbeat, JoinRequest,
+    NODE_ALPN, read_frame, write_frame,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -21,6 +25,8 @@ use crate::store::{ShardStore, StoreError};
 
 /// Name of the identity key file in the data dir.
 pub const KEY_FILE: &str = "identity.key";
+/// Present once the node's invitation was accepted.
+pub const JOINED_FILE: &str = "joined";
 
 /// A node that is up: its id, where it listens, and the handles to stop it.
 pub struct RunningNode {
@@ -54,10 +60,14 @@ pub enum StartError {
     /// The data dir or the metrics listener failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The coordinator refused the invitation, or no coordinator could be reached to use it.
+    #[error("joining the cluster: {0}")]
+    Join(String),
 }
 
 /// Starts a node and returns once it is serving.
-pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
+    let invitation = config.apply_join_token()?;
     config.validate()?;
     let coordinator_key = config
         .coordinator_key
@@ -103,6 +113,40 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         max_shard_size: config.max_shard_size.0,
     });
     let mut tasks = vec![tokio::spawn(server::serve(endpoint.clone(), state))];
+
+    // A node joins once; the marker file records that its invitation was accepted.
+    let joined = config.data_dir.join(JOINED_FILE);
+    if let Some(secret) = invitation
+        && !joined.exists()
+    {
+        let request = JoinRequest {
+            secret,
+            listen: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| quic_addr.to_string()),
+            capacity_bytes: capacity,
+            org: config.org.clone(),
+            site: config.site.clone(),
+        };
+        let joined_now = join(
+            &endpoint,
+            &key,
+            &config.coordinators,
+            &coordinator_key,
+            request,
+        )
+        .await;
+        if let Err(err) = joined_now {
+            for task in &tasks {
+                task.abort();
+            }
+            endpoint.close(0u32.into(), b"join failed");
+            return Err(err);
+        }
+        std::fs::write(&joined, b"joined\n")?;
+        tracing::info!(node = %id, "joined the cluster");
+    }
 
     if !config.coordinators.is_empty() {
         let target = HeartbeatTarget {
@@ -160,6 +204,63 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         endpoint,
         tasks,
     })
+}
+
+/// Presents the invitation to the coordinator members in turn until the leader answers,
+/// for up to a minute (an election may be under way).
+async fn join(
+    endpoint: &quinn::Endpoint,
+    key: &SecretKey,
+    coordinators: &[SocketAddr],
+    coordinator_key: &cairn_proto::identity::PublicKey,
+    request: JoinRequest,
+) -> Result<(), StartError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no coordinator address");
+    loop {
+        for addr in coordinators {
+            match ask(endpoint, key, *addr, coordinator_key, &request).await {
+                Ok(CoordinatorResponse::Ack) => return Ok(()),
+                Ok(CoordinatorResponse::Error {
+                    code: ErrorCode::Forbidden,
+                    message,
+                }) => {
+                    return Err(StartError::Join(format!("invitation refused: {message}")));
+                }
+                Ok(CoordinatorResponse::Error { code, message }) => {
+                    last = format!("{addr}: {code}: {message}")
+                }
+                Err(err) => last = format!("{addr}: {err}"),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StartError::Join(last));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn ask(
+    endpoint: &quinn::Endpoint,
+    key: &SecretKey,
+    addr: SocketAddr,
+    coordinator_key: &cairn_proto::identity::PublicKey,
+    request: &JoinRequest,
+) -> Result<CoordinatorResponse, String> {
+    let conn = connect(endpoint, key, addr, coordinator_key, COORDINATOR_ALPN)
+        .await
+        .map_err(|err| err.to_string())?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|err| err.to_string())?;
+    write_frame(&mut send, &CoordinatorRequest::Join(request.clone()))
+        .await
+        .map_err(|err| err.to_string())?;
+    let _ = send.finish();
+    let response = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv))
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?
+        .map_err(|err| err.to_string());
+    conn.close(0u32.into(), b"joined");
+    response
 }
 
 impl RunningNode {

@@ -10,6 +10,7 @@
 pub mod bytesize;
 pub mod identity;
 pub mod ids;
+pub mod invite;
 pub mod order;
 pub mod transport;
 pub mod wire;

@@ -261,6 +261,8 @@ pub enum ErrorCode {
     Busy,
     /// Something went wrong on the node's side.
     Internal,
+    /// The caller is not allowed to do this (for example an invalid or used invitation).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -283,6 +285,7 @@ impl ErrorCode {
             Self::TooLarge => "too_large",
             Self::Busy => "busy",
             Self::Internal => "internal",
+            Self::Forbidden => "forbidden",
         }
     }
 }
@@ -332,6 +335,23 @@ pub struct Heartbeat {
 pub enum CoordinatorRequest {
     /// A node's heartbeat.
     Heartbeat(Heartbeat),
+    /// A node joining with an invitation (sent from the key it will be known by).
+    Join(JoinRequest),
+}
+
+/// What a node tells the coordinator when it joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The invitation's one-time secret (from the join token).
+    pub secret: [u8; 32],
+    /// QUIC address gateways should dial.
+    pub listen: String,
+    /// Space offered, bytes.
+    pub capacity_bytes: u64,
+    /// Organisation running the node.
+    pub org: String,
+    /// Site or region of the node.
+    pub site: String,
 }
 
 /// The coordinator's answer.

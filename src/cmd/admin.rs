@@ -2,8 +2,8 @@
 
 use anyhow::{Context as _, bail};
 use cairn_coordinator::admin::views::{
-    AddMember, BucketView, CreateBucket, CreateKey, ErrorView, KeyView, MemberView, NewKey,
-    NodeView, StatusView,
+    AddMember, BucketView, CreateBucket, CreateInvite, CreateKey, ErrorView, InviteView, KeyView,
+    MemberView, NewKey, NodeView, StatusView,
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -53,6 +53,13 @@ enum AdminCommand {
     Key {
         #[command(subcommand)]
         action: KeyAction,
+    },
+    /// Make a one-time invitation for a storage node; its operator runs
+    /// `cairn node --join TOKEN`.
+    Invite {
+        /// Hours the invitation stays valid.
+        #[arg(long, default_value_t = 24)]
+        valid_hours: u64,
     },
 }
 
@@ -328,6 +335,16 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("access key id:     {}", key.id);
                 println!("secret access key: {}", key.secret);
                 println!("(the secret is not shown again)");
+            })
+        }
+        AdminCommand::Invite { valid_hours } => {
+            let request = CreateInvite {
+                valid_hours: Some(valid_hours),
+            };
+            let invite: InviteView = api.post("/v1/invites", &request)?;
+            print(json, &invite, || {
+                println!("{}", invite.token);
+                eprintln!("(one node may join with this token; valid for {valid_hours} h)");
             })
         }
         AdminCommand::Key {

@@ -77,6 +77,11 @@ pub struct NodeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_shard_size: Option<ByteSize>,
+    /// Join token from `cairn admin invite`: sets the coordinators and their key, and
+    /// registers this node on its first start.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join: Option<String>,
     /// Uploads handled at once [default: 16].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -44,6 +44,8 @@ pub struct AdminContext {
     pub default_k: u16,
     /// Parity shards for new buckets that do not say.
     pub default_m: u16,
+    /// The coordinator key's public half, which invitations carry.
+    pub key: cairn_proto::identity::PublicKey,
 }
 
 impl From<AdminContext> for AdminState {
@@ -86,6 +88,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
         .route("/v1/buckets", get(buckets).post(create_bucket))
         .route("/v1/keys", get(keys).post(create_key))
         .route("/v1/keys/{id}/revoke", post(revoke_key))
+        .route("/v1/invites", post(create_invite))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
@@ -183,6 +186,7 @@ fn refusal(err: CatalogError) -> ApiError {
         | CatalogError::BucketNotEmpty(_) => StatusCode::CONFLICT,
         CatalogError::InvalidBucketName(_)
         | CatalogError::InvalidKey(_)
+        | CatalogError::InvalidInvite
         | CatalogError::UnknownNode(_) => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, err.to_string())
@@ -403,6 +407,40 @@ async fn revoke_key(
     let key = state.inner.catalog.access_key(&id).map_err(internal)?;
     key.map(|k| Json(KeyView::from(&k)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such key"))
+}
+
+/// Makes a one-time invitation: its secret goes into the token only, its hash into the
+/// catalog.
+async fn create_invite(
+    State(state): State<AdminState>,
+    Json(req): Json<CreateInvite>,
+) -> ApiResult<(StatusCode, Json<InviteView>)> {
+    let hours = req.valid_hours.unwrap_or(24).clamp(1, 24 * 365);
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(internal)?;
+    let expires_ms = now_ms() + hours * 3_600_000;
+    let secret_hash = cairn_proto::invite::JoinToken::secret_hash(&secret);
+    write(
+        &state,
+        Command::CreateInvite {
+            secret_hash,
+            expires_ms,
+        },
+    )
+    .await?;
+    let coordinators = member_views(&state).into_iter().map(|m| m.addr).collect();
+    let token = cairn_proto::invite::JoinToken {
+        coordinators,
+        key: state.inner.key,
+        secret,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(InviteView {
+            token: token.encode(),
+            expires_ms,
+        }),
+    ))
 }
 
 /// Prometheus metrics, computed from Raft and catalog state at scrape time.

@@ -211,3 +211,20 @@ pub struct ErrorView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
 }
+
+/// `POST /v1/invites`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CreateInvite {
+    /// Hours the invitation stays valid (default 24).
+    pub valid_hours: Option<u64>,
+}
+
+/// The answer to `POST /v1/invites`: the token to hand to the node's operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteView {
+    /// `cairn node --join` takes this.
+    pub token: String,
+    /// When it stops working, ms since the epoch.
+    pub expires_ms: u64,
+}

@@ -4,10 +4,12 @@ use cairn_proto::identity::NodeId;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::command::{CatalogError, Command, CommandResult};
-use super::model::{GarbageShard, NodeRecord, ObjectRecord, validate_bucket_name};
+use super::model::{
+    GarbageShard, Invite, NodeRecord, NodeState, ObjectRecord, validate_bucket_name,
+};
 use super::{
-    ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GARBAGE, LOGICAL_BYTES, NODES, OBJECT_COUNT,
-    OBJECTS, decode, encode, object_key,
+    ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GARBAGE, INVITES, LOGICAL_BYTES, NODES,
+    OBJECT_COUNT, OBJECTS, decode, encode, object_key,
 };
 
 /// Longest object key S3 allows, in bytes.
@@ -78,6 +80,54 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
                 None => node.clone(),
             };
             table.insert(*node.id.as_bytes(), encode(&record)?.as_slice())?;
+            Ok(CommandResult::Done)
+        }
+        Command::CreateInvite {
+            secret_hash,
+            expires_ms,
+        } => {
+            let invite = Invite {
+                expires_ms: *expires_ms,
+                used_by: None,
+            };
+            txn.open_table(INVITES)?
+                .insert(*secret_hash, encode(&invite)?.as_slice())?;
+            Ok(CommandResult::Done)
+        }
+        Command::JoinNode {
+            node,
+            secret_hash,
+            now_ms,
+        } => {
+            let mut invites = txn.open_table(INVITES)?;
+            let invite: Option<Invite> = invites
+                .get(*secret_hash)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            let Some(mut invite) = invite.filter(|i| i.used_by.is_none() && i.expires_ms > *now_ms)
+            else {
+                return refused(CatalogError::InvalidInvite);
+            };
+            invite.used_by = Some(node.id);
+            invites.insert(*secret_hash, encode(&invite)?.as_slice())?;
+            let mut nodes = txn.open_table(NODES)?;
+            // A node that re-joins (new disk, new address) keeps its history and state.
+            let record = match read_node(&nodes, &node.id)? {
+                Some(known) => NodeRecord {
+                    addr: node.addr.clone(),
+                    org: node.org.clone(),
+                    site: node.site.clone(),
+                    capacity: node.capacity,
+                    ..known
+                },
+                None => NodeRecord {
+                    state: NodeState::Vetting,
+                    joined_ms: *now_ms,
+                    state_since_ms: *now_ms,
+                    ..node.clone()
+                },
+            };
+            nodes.insert(*node.id.as_bytes(), encode(&record)?.as_slice())?;
             Ok(CommandResult::Done)
         }
         Command::SetNodeState {

@@ -37,6 +37,23 @@ pub enum Command {
         /// The node as it joins.
         node: NodeRecord,
     },
+    /// Records an invitation by the hash of its one-time secret.
+    CreateInvite {
+        /// `JoinToken::secret_hash` of the secret.
+        secret_hash: [u8; 32],
+        /// After this (ms since the epoch) the invitation is refused.
+        expires_ms: u64,
+    },
+    /// A node joins with an invitation: the invitation is used up and the node registered
+    /// (as vetting) in the same step, so one invitation admits one node.
+    JoinNode {
+        /// The node as it joins.
+        node: NodeRecord,
+        /// Hash of the invitation secret it presented.
+        secret_hash: [u8; 32],
+        /// Leader's clock, ms since the epoch.
+        now_ms: u64,
+    },
     /// Moves a node to another lifecycle state.
     SetNodeState {
         /// The node.
@@ -78,6 +95,8 @@ impl Command {
             Command::CreateAccessKey { .. } => "create_access_key",
             Command::RevokeAccessKey { .. } => "revoke_access_key",
             Command::RegisterNode { .. } => "register_node",
+            Command::CreateInvite { .. } => "create_invite",
+            Command::JoinNode { .. } => "join_node",
             Command::SetNodeState { .. } => "set_node_state",
             Command::PutObject { .. } => "put_object",
             Command::DeleteObject { .. } => "delete_object",
@@ -128,6 +147,9 @@ pub enum CatalogError {
     /// The object's shards name a node the catalog does not know.
     #[error("object references unknown node {0}")]
     UnknownNode(String),
+    /// The invitation is unknown, already used or expired.
+    #[error("invitation is unknown, already used or expired")]
+    InvalidInvite,
     /// The object key is empty or too long.
     #[error("invalid object key: {0}")]
     InvalidKey(String),

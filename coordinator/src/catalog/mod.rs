@@ -28,6 +28,8 @@ pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 pub(crate) const ACCESS_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
 pub(crate) const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("nodes");
 pub(crate) const GARBAGE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("garbage");
+/// Invitations by the hash of their secret.
+pub(crate) const INVITES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("invites");
 /// Totals kept up to date by `apply`, so status never scans the object table.
 pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
@@ -241,6 +243,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.open_table(NODES)?;
     txn.open_table(GARBAGE)?;
     txn.open_table(COUNTERS)?;
+    txn.open_table(INVITES)?;
     Ok(())
 }
 
@@ -262,6 +265,8 @@ pub struct CatalogDump {
     pub garbage: Vec<([u8; 16], Vec<u8>)>,
     /// `COUNTERS` rows.
     pub counters: Vec<(String, u64)>,
+    /// `INVITES` rows.
+    pub invites: Vec<([u8; 32], Vec<u8>)>,
 }
 
 /// Copies every catalog row out of a read transaction.
@@ -293,6 +298,10 @@ pub fn export(txn: &ReadTransaction) -> Result<CatalogDump, CatalogFault> {
         let (k, v) = item?;
         dump.counters.push((k.value().to_string(), v.value()));
     }
+    for item in txn.open_table(INVITES)?.iter()? {
+        let (k, v) = item?;
+        dump.invites.push((k.value(), v.value().to_vec()));
+    }
     Ok(dump)
 }
 
@@ -304,6 +313,7 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     txn.delete_table(NODES)?;
     txn.delete_table(GARBAGE)?;
     txn.delete_table(COUNTERS)?;
+    txn.delete_table(INVITES)?;
     create_tables(txn)?;
     let mut buckets = txn.open_table(BUCKETS)?;
     for (k, v) in &dump.buckets {
@@ -328,6 +338,10 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     let mut counters = txn.open_table(COUNTERS)?;
     for (k, v) in &dump.counters {
         counters.insert(k.as_str(), *v)?;
+    }
+    let mut invites = txn.open_table(INVITES)?;
+    for (k, v) in &dump.invites {
+        invites.insert(*k, v.as_slice())?;
     }
     Ok(())
 }

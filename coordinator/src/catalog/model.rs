@@ -226,6 +226,15 @@ impl NodeState {
     }
 }
 
+/// An invitation for one node to join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    /// After this (ms since the epoch) it is refused.
+    pub expires_ms: u64,
+    /// The node that used it, once used.
+    pub used_by: Option<NodeId>,
+}
+
 /// A shard no object references any more, waiting to be deleted from its node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GarbageShard {
