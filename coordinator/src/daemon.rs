@@ -89,9 +89,13 @@ impl From<KeyFileError> for StartError {
 /// member as its only voter (and the coordinator key is created if missing); without it,
 /// the member waits to be added by `cairn admin members add` on the leader, and needs a
 /// copy of the group's coordinator key in its data dir.
+///
+/// With `restore`, the new group starts from a catalog backup (`cairn admin backup`): only
+/// together with `init`, on an empty data dir.
 pub async fn start(
     config: CoordinatorConfig,
     init: bool,
+    restore: Option<&Path>,
 ) -> Result<RunningCoordinator, StartError> {
     config.validate().map_err(StartError::Config)?;
     std::fs::create_dir_all(&config.data_dir)?;
@@ -119,6 +123,33 @@ pub async fn start(
     .await
     .map_err(|err| StartError::Other(err.to_string()))??;
     let catalog = sm.catalog().clone();
+    if let Some(path) = restore {
+        if !init {
+            return Err(StartError::Config(
+                "--restore starts a new group: use it with --init".into(),
+            ));
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|err| StartError::Other(format!("{}: {err}", path.display())))?;
+        let dump = crate::catalog::read_backup(&bytes)
+            .map_err(|err| StartError::Other(format!("{}: {err}", path.display())))?;
+        if !catalog
+            .buckets()
+            .map_err(|e| StartError::Storage(e.to_string()))?
+            .is_empty()
+        {
+            return Err(StartError::Config(
+                "--restore needs an empty data dir".into(),
+            ));
+        }
+        sm.restore(&dump)
+            .map_err(|err| StartError::Storage(err.to_string()))?;
+        tracing::info!(
+            buckets = dump.buckets.len(),
+            objects = dump.objects.len(),
+            "catalog restored from backup"
+        );
+    }
 
     let endpoint = server_endpoint(
         config.listen,
@@ -187,7 +218,12 @@ pub async fn start(
     if init {
         let members = BTreeMap::from([(config.id, me)]);
         match raft.initialize(members).await {
-            Ok(()) => tracing::info!(id = config.id, "formed a new coordinator group"),
+            Ok(()) => {
+                tracing::info!(id = config.id, "formed a new coordinator group");
+                if restore.is_some() {
+                    compact_after_restore(&raft).await?;
+                }
+            }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
                 tracing::info!("coordinator group already formed");
             }
@@ -206,6 +242,34 @@ pub async fn start(
         endpoint,
         tasks,
     })
+}
+
+/// A restored catalog is in the state machine but in no log entry, so members added later
+/// must receive it as a snapshot: take one now and purge the log it covers.
+async fn compact_after_restore(raft: &Raft<TypeConfig>) -> Result<(), StartError> {
+    let fail = |err: &dyn std::fmt::Display| StartError::Other(err.to_string());
+    let metrics = raft
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(|m| m.last_applied.is_some(), "initial membership applied")
+        .await
+        .map_err(|e| fail(&e))?;
+    // Taken out of the metrics before any await: holding a borrow of the metrics channel
+    // across an await would stall Raft, which publishes to it.
+    let Some(applied) = metrics.last_applied else {
+        return Err(StartError::Other(
+            "nothing applied after forming the group".into(),
+        ));
+    };
+    raft.trigger().snapshot().await.map_err(|e| fail(&e))?;
+    raft.wait(Some(Duration::from_secs(30)))
+        .snapshot(applied, "snapshot of the restored catalog")
+        .await
+        .map_err(|e| fail(&e))?;
+    raft.trigger()
+        .purge_log(applied.index)
+        .await
+        .map_err(|e| fail(&e))?;
+    Ok(())
 }
 
 impl RunningCoordinator {

@@ -130,7 +130,7 @@ async fn commit_rate(
             admin_listen: "127.0.0.1:0".parse()?,
             ..CoordinatorConfig::default()
         };
-        running.push(daemon::start(config, id == 1).await?);
+        running.push(daemon::start(config, id == 1, None).await?);
     }
     let leader = running[0].raft.clone();
     leader

@@ -54,6 +54,12 @@ enum AdminCommand {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Write a consistent backup of the whole catalog to FILE; restore it with
+    /// `cairn coordinator --init --restore FILE` on a fresh data dir.
+    Backup {
+        /// Where to write the backup (replaced atomically).
+        file: std::path::PathBuf,
+    },
     /// Make a one-time invitation for a storage node; its operator runs
     /// `cairn node --join TOKEN`.
     Invite {
@@ -181,6 +187,39 @@ impl Api {
             }
             let error: ErrorView = serde_json::from_str(&text).unwrap_or(ErrorView {
                 error: text.clone(),
+                leader: None,
+            });
+            match error.leader {
+                Some(leader) if status.as_u16() == 503 => endpoint = format!("http://{leader}"),
+                _ => bail!("{} ({})", error.error, status),
+            }
+        }
+        bail!("no leader answered")
+    }
+
+    /// A binary answer (backups), from the leader.
+    fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let mut endpoint = self.endpoint.clone();
+        for _ in 0..3 {
+            let mut response = self
+                .agent
+                .get(format!("{endpoint}{path}"))
+                .header("Authorization", format!("Bearer {}", self.token))
+                .call()
+                .with_context(|| format!("cannot reach the admin API at {endpoint}"))?;
+            let status = response.status();
+            let bytes = response
+                .body_mut()
+                .with_config()
+                .limit(u64::MAX)
+                .read_to_vec()
+                .context("reading the answer")?;
+            if status.is_success() {
+                return Ok(bytes);
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let error: ErrorView = serde_json::from_str(&text).unwrap_or(ErrorView {
+                error: text,
                 leader: None,
             });
             match error.leader {
@@ -337,6 +376,19 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("(the secret is not shown again)");
             })
         }
+        AdminCommand::Backup { file } => {
+            let bytes = api.get_bytes("/v1/backup")?;
+            write_atomically(&file, &bytes)?;
+            let summary =
+                serde_json::json!({ "file": file.display().to_string(), "bytes": bytes.len() });
+            print(json, &summary, || {
+                println!(
+                    "wrote {} bytes of catalog to {}",
+                    bytes.len(),
+                    file.display()
+                )
+            })
+        }
         AdminCommand::Invite { valid_hours } => {
             let request = CreateInvite {
                 valid_hours: Some(valid_hours),
@@ -354,6 +406,18 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             print(json, &key, || println!("revoked {}", key.id))
         }
     }
+}
+
+/// Writes `bytes` to `path` via a temporary file, fsynced, then renamed over it.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 fn print_members(members: &[MemberView]) {

@@ -20,6 +20,11 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip)]
     init: bool,
+    /// Start the new group (with --init, on an empty data dir) from a catalog backup made
+    /// by `cairn admin backup`.
+    #[arg(long, requires = "init")]
+    #[serde(skip)]
+    restore: Option<PathBuf>,
     /// Directory for the Raft log, the catalog, the coordinator key and the admin token
     /// [default: cairn-coordinator]. A joining member needs a copy of coordinator.key here.
     #[arg(long)]
@@ -73,7 +78,8 @@ pub fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let member = cairn_coordinator::daemon::start(config, args.init).await?;
+        let member =
+            cairn_coordinator::daemon::start(config, args.init, args.restore.as_deref()).await?;
         println!("coordinator key: {}", member.key);
         println!("member {} serving on {}", member.id, member.quic_addr);
         println!("admin API on http://{}", member.admin_addr);

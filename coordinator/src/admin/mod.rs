@@ -89,6 +89,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
         .route("/v1/keys", get(keys).post(create_key))
         .route("/v1/keys/{id}/revoke", post(revoke_key))
         .route("/v1/invites", post(create_invite))
+        .route("/v1/backup", get(backup))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
@@ -441,6 +442,17 @@ async fn create_invite(
             expires_ms,
         }),
     ))
+}
+
+/// The whole catalog at one point in time, in the backup format (`cairn admin backup`).
+async fn backup(State(state): State<AdminState>) -> ApiResult<Response> {
+    linearizable(&state).await?;
+    let catalog = state.inner.catalog.clone();
+    let bytes = tokio::task::spawn_blocking(move || crate::catalog::backup(&catalog))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 /// Prometheus metrics, computed from Raft and catalog state at scrape time.

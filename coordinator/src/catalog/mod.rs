@@ -345,3 +345,29 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     }
     Ok(())
 }
+
+/// First bytes of a backup file; the version is in the text.
+pub const BACKUP_MAGIC: &[u8] = b"cairn-catalog-backup-1\n";
+
+/// A consistent backup of the whole catalog: one read transaction, so one point in time.
+pub fn backup(catalog: &Catalog) -> Result<Vec<u8>, CatalogFault> {
+    let dump = export(&catalog.read()?)?;
+    let mut out = BACKUP_MAGIC.to_vec();
+    postcard::to_io(&dump, &mut out)?;
+    Ok(out)
+}
+
+/// Reads a backup made by [`backup`].
+pub fn read_backup(bytes: &[u8]) -> Result<CatalogDump, CatalogFault> {
+    let body = bytes
+        .strip_prefix(BACKUP_MAGIC)
+        .ok_or_else(|| CatalogFault("not a Cairn catalog backup (wrong header)".into()))?;
+    let (dump, rest) = postcard::take_from_bytes::<CatalogDump>(body)?;
+    if !rest.is_empty() {
+        return Err(CatalogFault(format!(
+            "{} unexpected bytes after the backup",
+            rest.len()
+        )));
+    }
+    Ok(dump)
+}

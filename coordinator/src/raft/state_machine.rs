@@ -68,6 +68,21 @@ impl StateMachine {
         Ok(Self { catalog })
     }
 
+    /// Loads a catalog backup into a state machine that has applied nothing yet: the first
+    /// step of starting a new group from a backup.
+    pub fn restore(&self, dump: &CatalogDump) -> Result<()> {
+        let db = self.db();
+        let last: Option<Option<LogId>> = Self::read_state(&db, LAST_APPLIED)?;
+        if last.flatten().is_some() {
+            return Err(sm_write(
+                "refusing to restore over a catalog that has applied log entries",
+            ));
+        }
+        let txn = db.begin_write().map_err(sm_write)?;
+        catalog::import(&txn, dump).map_err(sm_write)?;
+        txn.commit().map_err(sm_write)
+    }
+
     /// The catalog, for reads.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog

@@ -1,0 +1,144 @@
+//! Running `cairn coordinator` processes and driving them with `cairn admin`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Member {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub quic: SocketAddr,
+    pub admin: SocketAddr,
+    pub child: Option<Child>,
+}
+
+impl Member {
+    pub fn new(id: u64, root: &Path) -> Member {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = tcp.local_addr().unwrap();
+        drop(tcp);
+        Member {
+            id,
+            dir: root.join(format!("m{id}")),
+            quic: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            admin,
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self, init: bool) {
+        self.start_with(init, &[]);
+    }
+
+    /// Starts the member with extra flags.
+    pub fn start_with(&mut self, init: bool, extra: &[&str]) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        command
+            .arg("coordinator")
+            .args(["--id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--listen", &self.quic.to_string()])
+            .args(["--admin-listen", &self.admin.to_string()])
+            .args([
+                "--raft-heartbeat-ms",
+                "100",
+                "--election-timeout-ms",
+                "600",
+                "--snapshot-every",
+                "20",
+            ])
+            .env("CAIRN_ADMIN_TOKEN", TOKEN)
+            .env("CAIRN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if init {
+            command.arg("--init");
+        }
+        command.args(extra);
+        let mut child = command.spawn().unwrap();
+        // Ready once it prints its admin address.
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let line = lines.next().expect("coordinator exited early").unwrap();
+            if line.starts_with("admin API on") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `cairn admin` against `member`; returns stdout, or stderr on failure.
+pub fn admin(member: &Member, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("admin")
+        .args(["--endpoint", &member.url()])
+        .args(args)
+        .env("CAIRN_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+pub fn status(member: &Member) -> Option<serde_json::Value> {
+    admin(member, &["--json", "status"])
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// Waits until `check` holds for `member`'s status, polling its admin API.
+pub fn wait_status(
+    member: &Member,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = status(member)
+            && check(&status)
+        {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member {} never reached: {what}",
+            member.id
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
