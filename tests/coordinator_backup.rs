@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use support::coordinator::{Member, TOKEN, admin, wait_status};
+use support::coordinator::{Member, TOKEN, admin, join_members, wait_status};
 
 #[test]
 fn backup_under_load_restores_identically_into_a_new_group() {
@@ -70,27 +70,7 @@ fn backup_under_load_restores_identically_into_a_new_group() {
     let new_root = root.path().join("new");
     let mut members: Vec<Member> = (1..=3).map(|id| Member::new(id, &new_root)).collect();
     members[0].start_with(true, &["--restore", file.to_str().unwrap()]);
-    for i in 1..3 {
-        std::fs::create_dir_all(&members[i].dir).unwrap();
-        std::fs::copy(
-            members[0].dir.join("coordinator.key"),
-            members[i].dir.join("coordinator.key"),
-        )
-        .unwrap();
-        members[i].start(false);
-        let (id, quic, adm) = (
-            members[i].id.to_string(),
-            members[i].quic.to_string(),
-            members[i].admin.to_string(),
-        );
-        admin(
-            &members[0],
-            &[
-                "members", "add", "--id", &id, "--addr", &quic, "--admin", &adm,
-            ],
-        )
-        .unwrap();
-    }
+    join_members(&mut members);
     let count = backed_up.len() as u64;
     for member in &members {
         wait_status(member, "restored catalog", |s| {

@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::coordinator::{Member, TOKEN, admin, status, wait_status};
+use support::coordinator::{Member, TOKEN, admin, join_members, status, wait_status};
 
 fn create_bucket(agent: &ureq::Agent, member: &Member, name: &str) -> Result<(), String> {
     let response = agent
@@ -30,27 +30,7 @@ fn three_members_survive_leader_kill_compaction_and_restart() {
 
     // Form the group as the README says: init the first, copy its key, add the others.
     members[0].start(true);
-    for i in 1..3 {
-        std::fs::create_dir_all(&members[i].dir).unwrap();
-        std::fs::copy(
-            members[0].dir.join("coordinator.key"),
-            members[i].dir.join("coordinator.key"),
-        )
-        .unwrap();
-        members[i].start(false);
-        let (id, quic, adm) = (
-            members[i].id.to_string(),
-            members[i].quic.to_string(),
-            members[i].admin.to_string(),
-        );
-        admin(
-            &members[0],
-            &[
-                "members", "add", "--id", &id, "--addr", &quic, "--admin", &adm,
-            ],
-        )
-        .unwrap();
-    }
+    join_members(&mut members);
     let formed = wait_status(&members[2], "three voters", |s| {
         s["members"]
             .as_array()

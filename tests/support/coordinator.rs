@@ -142,3 +142,30 @@ pub fn wait_status(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Starts `members[1..]` with a copy of the first member's coordinator key and adds each
+/// to the group through the first member, as the README describes.
+pub fn join_members(members: &mut [Member]) {
+    let (first, rest) = members.split_first_mut().expect("at least one member");
+    for member in rest {
+        std::fs::create_dir_all(&member.dir).unwrap();
+        std::fs::copy(
+            first.dir.join("coordinator.key"),
+            member.dir.join("coordinator.key"),
+        )
+        .unwrap();
+        member.start(false);
+        let (id, quic, adm) = (
+            member.id.to_string(),
+            member.quic.to_string(),
+            member.admin.to_string(),
+        );
+        admin(
+            first,
+            &[
+                "members", "add", "--id", &id, "--addr", &quic, "--admin", &adm,
+            ],
+        )
+        .unwrap();
+    }
+}

@@ -70,13 +70,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             let mut table = txn.open_table(NODES)?;
             let record = match read_node(&table, &node.id)? {
                 // A known node re-registering keeps its history and state.
-                Some(known) => NodeRecord {
-                    addr: node.addr.clone(),
-                    org: node.org.clone(),
-                    site: node.site.clone(),
-                    capacity: node.capacity,
-                    ..known
-                },
+                Some(known) => rejoined(known, node),
                 None => node.clone(),
             };
             table.insert(*node.id.as_bytes(), encode(&record)?.as_slice())?;
@@ -113,13 +107,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             let mut nodes = txn.open_table(NODES)?;
             // A node that re-joins (new disk, new address) keeps its history and state.
             let record = match read_node(&nodes, &node.id)? {
-                Some(known) => NodeRecord {
-                    addr: node.addr.clone(),
-                    org: node.org.clone(),
-                    site: node.site.clone(),
-                    capacity: node.capacity,
-                    ..known
-                },
+                Some(known) => rejoined(known, node),
                 None => NodeRecord {
                     state: NodeState::Vetting,
                     joined_ms: *now_ms,
@@ -196,6 +184,18 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             }
             Ok(CommandResult::Object { existed })
         }
+    }
+}
+
+/// A known node registering again (new address, disk or domain) keeps its history and
+/// lifecycle state; only what it declares about itself changes.
+fn rejoined(known: NodeRecord, node: &NodeRecord) -> NodeRecord {
+    NodeRecord {
+        addr: node.addr.clone(),
+        org: node.org.clone(),
+        site: node.site.clone(),
+        capacity: node.capacity,
+        ..known
     }
 }
 
