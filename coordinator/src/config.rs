@@ -32,6 +32,13 @@ pub struct CoordinatorConfig {
     pub default_k: u16,
     /// Parity shards per segment for new buckets that do not say otherwise.
     pub default_m: u16,
+    /// Seconds a vetting or active node may go without a heartbeat reaching the leader
+    /// before it is marked suspect (a new leader gives every node this long from its
+    /// election).
+    pub suspect_after_secs: u64,
+    /// Seconds without a heartbeat after which a suspect node is marked lost and its
+    /// shards count as gone.
+    pub lost_after_secs: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -48,6 +55,8 @@ impl Default for CoordinatorConfig {
             snapshot_every: 10_000,
             default_k: 10,
             default_m: 6,
+            suspect_after_secs: 30,
+            lost_after_secs: 600,
         }
     }
 }
@@ -63,6 +72,11 @@ impl CoordinatorConfig {
         }
         if self.snapshot_every == 0 {
             return Err("snapshot_every must be at least 1".into());
+        }
+        if self.suspect_after_secs == 0 || self.lost_after_secs <= self.suspect_after_secs {
+            return Err(
+                "lost_after_secs must exceed suspect_after_secs, which must be at least 1".into(),
+            );
         }
         Ok(())
     }

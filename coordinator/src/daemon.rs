@@ -19,14 +19,17 @@ use openraft::{Config, Raft, SnapshotPolicy};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminContext, AdminState};
-use crate::catalog::model::{NodeRecord, NodeState};
+use crate::catalog::model::{ErasureProfile, NodeRecord, NodeState};
 use crate::catalog::{Catalog, Command, CommandResult};
 use crate::config::CoordinatorConfig;
+use crate::failure;
 use crate::liveness::Liveness;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, RAFT_ALPN, serve_connection};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Member, TypeConfig};
+use crate::rpc::GATEWAY_ALPN;
+use crate::rpc::serve::{RpcContext, serve_gateway};
 
 /// File holding the coordinator key, shared by every member of the group.
 pub const KEY_FILE: &str = "coordinator.key";
@@ -154,7 +157,7 @@ pub async fn start(
     let endpoint = server_endpoint(
         config.listen,
         &key,
-        &[RAFT_ALPN, COORDINATOR_ALPN],
+        &[RAFT_ALPN, COORDINATOR_ALPN, GATEWAY_ALPN],
         PeerPolicy::Any,
     )?;
     let quic_addr = endpoint.local_addr()?;
@@ -196,24 +199,35 @@ pub async fn start(
     };
 
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(serve_quic(
-        endpoint.clone(),
-        key.public(),
-        raft.clone(),
-        catalog.clone(),
-        liveness.clone(),
-    )));
+    let rpc = RpcContext {
+        raft: raft.clone(),
+        catalog: catalog.clone(),
+        liveness: liveness.clone(),
+        key: key.clone(),
+        default_erasure: ErasureProfile {
+            k: config.default_k,
+            m: config.default_m,
+            segment_size: ErasureProfile::PRODUCTION.segment_size,
+        },
+    };
+    tasks.push(tokio::spawn(serve_quic(endpoint.clone(), rpc)));
     let state = AdminState::from(AdminContext {
         raft: raft.clone(),
         catalog: catalog.clone(),
         token,
         id: config.id,
-        liveness,
+        liveness: liveness.clone(),
         default_k: config.default_k,
         default_m: config.default_m,
         key: key.public(),
     });
     tasks.push(tokio::spawn(admin::serve(admin_listener, state)));
+    tasks.push(tokio::spawn(failure::run(
+        raft.clone(),
+        catalog.clone(),
+        liveness,
+        failure::Settings::from(&config),
+    )));
 
     if init {
         let members = BTreeMap::from([(config.id, me)]);
@@ -332,19 +346,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
 }
 
 /// Accepts QUIC connections: Raft from holders of the coordinator key, cluster RPC from
-/// registered nodes.
-async fn serve_quic(
-    endpoint: quinn::Endpoint,
-    cluster: PublicKey,
-    raft: Raft<TypeConfig>,
-    catalog: Catalog,
-    liveness: Arc<Liveness>,
-) {
+/// nodes, gateway RPC from registered gateways.
+async fn serve_quic(endpoint: quinn::Endpoint, rpc: RpcContext) {
+    let cluster = rpc.key.public();
     while let Some(incoming) = endpoint.accept().await {
-        let (raft, catalog, liveness) = (raft.clone(), catalog.clone(), liveness.clone());
+        let rpc = rpc.clone();
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
             let Some(peer) = peer_key(&conn) else { return };
+            let (raft, catalog, liveness) =
+                (rpc.raft.clone(), rpc.catalog.clone(), rpc.liveness.clone());
             match negotiated_alpn(&conn).as_deref() {
                 Some(RAFT_ALPN) if peer == cluster => serve_connection(conn, raft).await,
                 Some(RAFT_ALPN) => {
@@ -352,6 +363,7 @@ async fn serve_quic(
                     conn.close(1u32.into(), b"not a coordinator member");
                 }
                 Some(COORDINATOR_ALPN) => serve_cluster(conn, peer, raft, catalog, liveness).await,
+                Some(GATEWAY_ALPN) => serve_gateway(conn, peer, rpc).await,
                 _ => conn.close(1u32.into(), b"unknown protocol"),
             }
         });
@@ -422,6 +434,8 @@ async fn handle_cluster(
                 state: NodeState::Vetting,
                 joined_ms: now_ms,
                 state_since_ms: now_ms,
+                vetted: false,
+                reputation: Default::default(),
             };
             let command = Command::JoinNode {
                 node,

@@ -10,8 +10,11 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod failure;
 pub mod liveness;
 pub mod placement;
 pub mod raft;
+pub mod rpc;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use cairn_coordinator::catalog::model::{
     AccessKey, Bucket, BucketMode, ErasureProfile, NodeRecord, NodeState, ObjectBody,
-    ObjectHeaders, ObjectRecord, SegmentRecord, ShardRecord,
+    ObjectHeaders, ObjectRecord, PartRecord, SegmentRecord, ShardRecord, UploadRecord,
 };
-use cairn_coordinator::catalog::{self, Catalog, CatalogError, Command, CommandResult};
+use cairn_coordinator::catalog::{self, Catalog, CatalogError, Command, CommandResult, ListQuery};
 use cairn_erasure::ShardRoot;
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
@@ -55,15 +55,28 @@ fn node(id: NodeId) -> Command {
             state: NodeState::Vetting,
             joined_ms: 5,
             state_since_ms: 5,
+            vetted: false,
+            reputation: Default::default(),
         },
     }
 }
 
-fn stored(size: u64, node: NodeId, first_shard: u8) -> ObjectRecord {
+/// Three fresh node ids (a segment of the 2+1 code needs three distinct nodes).
+fn trio() -> [NodeId; 3] {
+    [(); 3].map(|_| SecretKey::generate().public())
+}
+
+fn register(catalog: &Catalog, nodes: &[NodeId]) {
+    for n in nodes {
+        run(catalog, &node(*n));
+    }
+}
+
+fn stored(size: u64, nodes: [NodeId; 3], first_shard: u8) -> ObjectRecord {
     let shards = (0..3u8)
         .map(|i| ShardRecord {
             id: ShardId([first_shard + i; 16]),
-            node,
+            node: nodes[usize::from(i)],
             root: ShardRoot::of(&[i]),
         })
         .collect();
@@ -128,14 +141,14 @@ fn buckets_and_keys_refuse_what_they_must() {
 #[test]
 fn objects_replace_atomically_and_old_shards_become_garbage() {
     let (_dir, catalog) = open();
-    let n = SecretKey::generate().public();
+    let n = trio();
     run(&catalog, &bucket("cache"));
     // Shards on a node nobody registered are refused.
     assert!(matches!(
         run(&catalog, &put("cache", "nar/a", stored(10, n, 0))),
         CommandResult::Refused(CatalogError::UnknownNode(_))
     ));
-    run(&catalog, &node(n));
+    register(&catalog, &n);
     assert_eq!(
         run(&catalog, &put("cache", "nar/a", stored(10, n, 0))),
         CommandResult::Object { existed: false }
@@ -202,52 +215,58 @@ fn objects_replace_atomically_and_old_shards_become_garbage() {
 #[test]
 fn listing_is_in_key_order_within_one_bucket() {
     let (_dir, catalog) = open();
-    let n = SecretKey::generate().public();
-    run(&catalog, &node(n));
+    let n = trio();
+    register(&catalog, &n);
     run(&catalog, &bucket("aaa"));
     run(&catalog, &bucket("aab"));
     for key in ["b", "a/2", "a/1", "c"] {
         let inline = ObjectRecord {
+            size: key.len() as u64,
             body: ObjectBody::Inline(key.as_bytes().to_vec()),
             ..stored(1, n, 0)
         };
         run(&catalog, &put("aaa", key, inline));
     }
     run(&catalog, &put("aab", "a/0", stored(1, n, 0)));
-    let names =
-        |items: Vec<(String, ObjectRecord)>| items.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-    assert_eq!(
-        names(catalog.list_objects("aaa", "", None, 100).unwrap()),
-        ["a/1", "a/2", "b", "c"]
-    );
-    assert_eq!(
-        names(catalog.list_objects("aaa", "a/", None, 100).unwrap()),
-        ["a/1", "a/2"]
-    );
-    assert_eq!(
-        names(catalog.list_objects("aaa", "", Some("a/2"), 2).unwrap()),
-        ["b", "c"]
-    );
-    assert_eq!(
-        names(catalog.list_objects("aab", "", None, 100).unwrap()),
-        ["a/0"]
-    );
-    assert!(
-        catalog
-            .list_objects("nope", "", None, 100)
-            .unwrap()
-            .is_empty()
-    );
+    let list = |bucket: &str, prefix: &str, delimiter: Option<&str>, after: Option<&str>, max| {
+        let query = ListQuery {
+            prefix: prefix.into(),
+            delimiter: delimiter.map(String::from),
+            after: after.map(String::from),
+            max,
+        };
+        let listing = catalog.list(bucket, &query).unwrap();
+        let names: Vec<String> = listing.objects.iter().map(|(k, _)| k.clone()).collect();
+        (names, listing.common_prefixes, listing.truncated)
+    };
+    assert_eq!(list("aaa", "", None, None, 100).0, ["a/1", "a/2", "b", "c"]);
+    assert_eq!(list("aaa", "a/", None, None, 100).0, ["a/1", "a/2"]);
+    let (names, _, truncated) = list("aaa", "", None, Some("a/2"), 2);
+    assert_eq!(names, ["b", "c"]);
+    assert!(!truncated);
+    assert_eq!(list("aab", "", None, None, 100).0, ["a/0"]);
+    assert!(list("nope", "", None, None, 100).0.is_empty());
+
+    // A delimiter rolls keys up into one common prefix, which counts once against `max`
+    // and, used as the start of the next page, is skipped whole.
+    let (names, prefixes, truncated) = list("aaa", "", Some("/"), None, 2);
+    assert!(names == ["b"] && prefixes == ["a/"] && truncated);
+    let (names, prefixes, truncated) = list("aaa", "", Some("/"), Some("a/"), 2);
+    assert!(names == ["b", "c"] && prefixes.is_empty() && !truncated);
+    let (names, prefixes, _) = list("aaa", "a/", Some("/"), None, 10);
+    assert!(names == ["a/1", "a/2"] && prefixes.is_empty());
 }
 
 #[test]
 fn same_commands_same_catalog_and_dumps_round_trip() {
-    let n = SecretKey::generate().public();
+    let n = trio();
     let commands = vec![
         bucket("cache"),
-        node(n),
+        node(n[0]),
+        node(n[1]),
+        node(n[2]),
         Command::SetNodeState {
-            node: n,
+            node: n[0],
             state: NodeState::Active,
             now_ms: 50,
         },
@@ -267,7 +286,7 @@ fn same_commands_same_catalog_and_dumps_round_trip() {
     }
     let dump = |c: &Catalog| catalog::export(&c.database().begin_read().unwrap()).unwrap();
     assert_eq!(dump(&one), dump(&two));
-    assert_eq!(one.node(&n).unwrap().unwrap().state, NodeState::Active);
+    assert_eq!(one.node(&n[0]).unwrap().unwrap().state, NodeState::Active);
 
     // Importing a dump into a catalog that holds something else replaces it entirely.
     let (_d3, three) = open();
@@ -292,6 +311,8 @@ fn an_invitation_admits_one_node_before_it_expires() {
             state: NodeState::Active, // whatever the node claims, it starts vetting
             joined_ms: 0,
             state_since_ms: 0,
+            vetted: false,
+            reputation: Default::default(),
         },
         secret_hash: hash,
         now_ms,
@@ -325,4 +346,141 @@ fn an_invitation_admits_one_node_before_it_expires() {
         "already used"
     );
     assert!(catalog.node(&b).unwrap().is_none());
+}
+
+#[test]
+fn vetting_is_remembered_through_suspicion_and_lost_only_to_disqualification() {
+    let (_dir, catalog) = open();
+    let n = SecretKey::generate().public();
+    run(&catalog, &node(n));
+    let set = |state, now_ms| Command::SetNodeState {
+        node: n,
+        state,
+        now_ms,
+    };
+    let vetted = || catalog.node(&n).unwrap().unwrap().vetted;
+    assert!(!vetted(), "a new node has earned nothing yet");
+    run(&catalog, &set(NodeState::Suspect, 10));
+    assert!(!vetted());
+    run(&catalog, &set(NodeState::Active, 20));
+    assert!(vetted());
+    for (state, now_ms) in [(NodeState::Suspect, 30), (NodeState::Lost, 40)] {
+        run(&catalog, &set(state, now_ms));
+        assert!(vetted(), "{state:?} keeps what the node earned");
+    }
+    // Registering again (new address) keeps it too.
+    run(&catalog, &node(n));
+    assert!(vetted());
+    let record = catalog.node(&n).unwrap().unwrap();
+    assert_eq!((record.state, record.state_since_ms), (NodeState::Lost, 40));
+    run(&catalog, &set(NodeState::Disqualified, 50));
+    assert!(!vetted());
+}
+
+#[test]
+fn multipart_uploads_assemble_parts_and_collect_the_rest() {
+    let (_dir, catalog) = open();
+    let n = trio();
+    register(&catalog, &n);
+    run(&catalog, &bucket("cache"));
+    let erasure = ErasureProfile {
+        k: 2,
+        m: 1,
+        segment_size: 1 << 20,
+    };
+    let create = Command::CreateUpload {
+        id: "u1".into(),
+        upload: UploadRecord {
+            bucket: "cache".into(),
+            key: "big".into(),
+            initiated_ms: 1,
+            headers: ObjectHeaders::default(),
+            erasure,
+        },
+    };
+    assert_eq!(run(&catalog, &create), CommandResult::Done);
+    assert!(matches!(
+        run(&catalog, &create),
+        CommandResult::Refused(CatalogError::UploadExists(_))
+    ));
+    // MD5 of nothing and of "a": real digests, so the multipart ETag can be checked.
+    let md5_empty = "\"d41d8cd98f00b204e9800998ecf8427e\"";
+    let md5_a = "\"0cc175b9c0f1b6a831c399e269772661\"";
+    let part = |size: u64, etag: &str, first: u8| Command::PutPart {
+        upload: "u1".into(),
+        number: 0,
+        part: PartRecord {
+            size,
+            etag: etag.into(),
+            last_modified_ms: 2,
+            segments: match stored(size, n, first).body {
+                ObjectBody::Segments { segments, .. } => segments,
+                ObjectBody::Inline(_) => unreachable!(),
+            },
+        },
+        now_ms: 3,
+    };
+    let numbered = |number, command: Command| match command {
+        Command::PutPart {
+            upload,
+            part,
+            now_ms,
+            ..
+        } => Command::PutPart {
+            upload,
+            number,
+            part,
+            now_ms,
+        },
+        other => other,
+    };
+    assert!(matches!(
+        run(&catalog, &numbered(0, part(5 << 20, md5_a, 0))),
+        CommandResult::Refused(CatalogError::InvalidPart(_))
+    ));
+    run(&catalog, &numbered(1, part(5 << 20, md5_empty, 0)));
+    // Part 1 again: the first version's shards become garbage.
+    run(&catalog, &numbered(1, part(5 << 20, md5_a, 10)));
+    assert_eq!(catalog.garbage(100).unwrap().len(), 3);
+    run(&catalog, &numbered(2, part(1, md5_empty, 20)));
+    run(&catalog, &numbered(3, part(1, md5_a, 30)));
+    assert_eq!(catalog.parts("u1", 0, 100).unwrap().len(), 3);
+    assert_eq!(catalog.parts("u1", 1, 1).unwrap()[0].0, 2);
+
+    let complete = |parts: &[(u32, &str)]| Command::CompleteUpload {
+        upload: "u1".into(),
+        parts: parts.iter().map(|(n, e)| (*n, e.to_string())).collect(),
+        now_ms: 4,
+    };
+    // Refusals change nothing: every part is still there afterwards.
+    for (parts, refusal) in [
+        (vec![(1, md5_a), (3, md5_empty)], "etag"),
+        (vec![(2, md5_empty), (1, md5_a)], "order"),
+        (vec![(2, md5_empty), (3, md5_a)], "small"),
+        (vec![(4, md5_a)], "missing"),
+    ] {
+        let result = run(&catalog, &complete(&parts));
+        assert!(
+            matches!(result, CommandResult::Refused(_)),
+            "{refusal}: {result:?}"
+        );
+        assert_eq!(catalog.parts("u1", 0, 100).unwrap().len(), 3, "{refusal}");
+    }
+    let result = run(&catalog, &complete(&[(1, md5_a), (3, md5_a)]));
+    // MD5 of the two binary digests of "a", then the part count.
+    let CommandResult::Completed { etag, size } = result else {
+        panic!("{result:?}");
+    };
+    assert_eq!(size, (5 << 20) + 1);
+    assert_eq!(etag, "\"7b3c799ee8b11a11c798c8b41bed8502-2\"");
+    let object = catalog.object("cache", "big").unwrap().unwrap();
+    assert_eq!((object.size, object.body.shards().count()), (size, 6));
+    // Part 2 was not listed: its shards join the replaced part 1's as garbage.
+    assert_eq!(catalog.garbage(100).unwrap().len(), 6);
+    assert_eq!(catalog.upload("u1").unwrap(), None);
+    assert!(catalog.parts("u1", 0, 100).unwrap().is_empty());
+    assert!(matches!(
+        run(&catalog, &complete(&[(1, md5_a)])),
+        CommandResult::Refused(CatalogError::NoSuchUpload(_))
+    ));
 }

@@ -16,6 +16,10 @@ use cairn_proto::wire::{
 };
 use tokio::sync::Mutex;
 
+/// Longest a handshake may take. A live node answers within a few round trips; without
+/// this, a dead one would hold the caller for QUIC's whole idle timeout.
+const CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A connection to one storage node, pinned to its key and reopened when it drops.
 pub struct NodeClient {
     endpoint: quinn::Endpoint,
@@ -91,7 +95,14 @@ impl NodeClient {
         {
             return Ok(streams);
         }
-        let conn = connect(&self.endpoint, &self.key, self.addr, &self.node, NODE_ALPN).await?;
+        let connecting = connect(&self.endpoint, &self.key, self.addr, &self.node, NODE_ALPN);
+        let conn = tokio::time::timeout(CONNECT_LIMIT, connecting)
+            .await
+            .map_err(|_| {
+                ClientError::Connect(TransportError::Connect(format!(
+                    "no handshake within {CONNECT_LIMIT:?}"
+                )))
+            })??;
         let streams = conn
             .open_bi()
             .await

@@ -23,7 +23,24 @@ pub struct HeartbeatTarget {
     pub interval: Duration,
 }
 
-/// Sends a heartbeat built by `beat` every interval until the task is dropped.
+/// Longest time one attempt (connect, send, answer) may take, however slow the interval.
+const ATTEMPT_MAX: Duration = Duration::from_secs(10);
+/// Shortest, however fast the interval: a loaded member still gets a fair chance to answer.
+const ATTEMPT_MIN: Duration = Duration::from_secs(1);
+
+impl HeartbeatTarget {
+    /// How long one member gets to take a heartbeat before the next is tried: about one
+    /// interval. A member killed mid-connection never answers (QUIC would notice only after
+    /// its 30 s idle timeout), and a node that waited that long would miss the new leader's
+    /// grace period; a live leader answers a heartbeat in milliseconds.
+    fn attempt_limit(&self) -> Duration {
+        self.interval.clamp(ATTEMPT_MIN, ATTEMPT_MAX)
+    }
+}
+
+/// Sends a heartbeat built by `beat` every interval until the task is dropped. Members are
+/// tried in turn, starting with the one that last took a heartbeat, so after a failover the
+/// node moves on from a dead or demoted leader (which refuses with `Busy`) to the new one.
 pub async fn run(
     endpoint: quinn::Endpoint,
     key: SecretKey,
@@ -41,7 +58,11 @@ pub async fn run(
         let mut sent = false;
         for _ in 0..target.coordinators.len() {
             let addr = target.coordinators[next % target.coordinators.len()];
-            match send(&endpoint, &key, &target, addr, &mut conn, &heartbeat).await {
+            let attempt = send(&endpoint, &key, &target, addr, &mut conn, &heartbeat);
+            let outcome = tokio::time::timeout(target.attempt_limit(), attempt)
+                .await
+                .unwrap_or_else(|_| Err("no answer in time".to_string()));
+            match outcome {
                 Ok(()) => {
                     sent = true;
                     break;
@@ -57,6 +78,9 @@ pub async fn run(
         metrics.heartbeats.with_label_values(&[result]).inc();
         if !sent {
             tracing::warn!(coordinators = ?target.coordinators, "no coordinator took the heartbeat");
+            // Start the next round one member later, so a dead member is not always the
+            // first tried (and waited for) while the others elect a leader.
+            next += 1;
         }
     }
 }
@@ -86,13 +110,10 @@ async fn send(
         .await
         .map_err(|err| err.to_string())?;
     let _ = send.finish();
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        read_frame::<_, CoordinatorResponse>(&mut recv),
-    )
-    .await
-    .map_err(|_| "no answer within 10 s".to_string())?
-    .map_err(|err| err.to_string())?;
+    // Bounded by the caller's attempt limit.
+    let response = read_frame::<_, CoordinatorResponse>(&mut recv)
+        .await
+        .map_err(|err| err.to_string())?;
     *conn = Some(live);
     match response {
         CoordinatorResponse::Ack => Ok(()),

@@ -2,8 +2,8 @@
 
 use anyhow::{Context as _, bail};
 use cairn_coordinator::admin::views::{
-    AddMember, BucketView, CreateBucket, CreateInvite, CreateKey, ErrorView, InviteView, KeyView,
-    MemberView, NewKey, NodeView, StatusView,
+    AddMember, BucketView, CreateBucket, CreateInvite, CreateKey, ErrorView, GatewayView,
+    InviteView, KeyView, MemberView, NewKey, NodeView, RegisterGateway, StatusView,
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -53,6 +53,14 @@ enum AdminCommand {
     Key {
         #[command(subcommand)]
         action: KeyAction,
+    },
+    /// List registered gateways (same as `gateway list`).
+    Gateways,
+    /// Register, list or remove S3 gateways: only registered gateway keys may use the
+    /// coordinator (and see S3 secrets).
+    Gateway {
+        #[command(subcommand)]
+        action: GatewayAction,
     },
     /// Write a consistent backup of the whole catalog to FILE; restore it with
     /// `cairn coordinator --init --restore FILE` on a fresh data dir.
@@ -107,6 +115,13 @@ enum BucketAction {
         /// Parity shards per segment [default: the coordinator's].
         #[arg(long)]
         m: Option<u16>,
+        /// Largest segment objects are cut into, e.g. 64MiB [default: 64MiB].
+        #[arg(long)]
+        segment_size: Option<cairn_proto::bytesize::ByteSize>,
+        /// Organisations that may be lost at once with every segment still readable
+        /// [default: 2].
+        #[arg(long)]
+        failure_tolerance: Option<u8>,
     },
     /// List buckets.
     List,
@@ -126,6 +141,25 @@ enum KeyAction {
     Revoke {
         /// Access key id.
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GatewayAction {
+    /// Register a gateway by its key (`cairn gateway` prints it at start).
+    Add {
+        /// The gateway's public key.
+        key: String,
+        /// What to call it (e.g. "edge-1").
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List registered gateways.
+    List,
+    /// Withdraw a gateway's access; its open connections are refused from the next request.
+    Remove {
+        /// The gateway's public key.
+        key: String,
     },
 }
 
@@ -163,6 +197,11 @@ impl Api {
             let auth = format!("Bearer {}", self.token);
             let response = match (method, body) {
                 ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
+                ("DELETE", _) => self
+                    .agent
+                    .delete(&url)
+                    .header("Authorization", &auth)
+                    .call(),
                 (_, Some(body)) => self
                     .agent
                     .post(&url)
@@ -331,6 +370,8 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                     trusted_keys,
                     k,
                     m,
+                    segment_size,
+                    failure_tolerance,
                 },
         } => {
             let request = CreateBucket {
@@ -340,7 +381,8 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 trusted_keys,
                 k,
                 m,
-                ..CreateBucket::default()
+                segment_size: segment_size.map(|s| s.0),
+                failure_tolerance,
             };
             let bucket: BucketView = api.post("/v1/buckets", &request)?;
             print(json, &bucket, || {
@@ -404,6 +446,34 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         } => {
             let key: KeyView = api.call::<(), _>("POST", &format!("/v1/keys/{id}/revoke"), None)?;
             print(json, &key, || println!("revoked {}", key.id))
+        }
+        AdminCommand::Gateways
+        | AdminCommand::Gateway {
+            action: GatewayAction::List,
+        } => {
+            let gateways: Vec<GatewayView> = api.get("/v1/gateways")?;
+            print(json, &gateways, || {
+                for g in &gateways {
+                    println!("{}  {}", g.key, g.name);
+                }
+            })
+        }
+        AdminCommand::Gateway {
+            action: GatewayAction::Add { key, name },
+        } => {
+            let gateway: GatewayView = api.post("/v1/gateways", &RegisterGateway { key, name })?;
+            print(json, &gateway, || {
+                println!("registered gateway {} ({})", gateway.key, gateway.name)
+            })
+        }
+        AdminCommand::Gateway {
+            action: GatewayAction::Remove { key },
+        } => {
+            let gateway: GatewayView =
+                api.call::<(), _>("DELETE", &format!("/v1/gateways/{key}"), None)?;
+            print(json, &gateway, || {
+                println!("removed gateway {}", gateway.key)
+            })
         }
     }
 }

@@ -70,6 +70,16 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     default_m: Option<u16>,
+    /// Seconds without a heartbeat before the leader marks a node suspect; a new leader
+    /// gives every node this long from its election [default: 30].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suspect_after_secs: Option<u64>,
+    /// Seconds without a heartbeat before a suspect node is marked lost and its shards
+    /// count as gone; must exceed --suspect-after-secs [default: 600].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost_after_secs: Option<u64>,
 }
 
 /// Runs a member until Ctrl-C or SIGTERM.

@@ -169,3 +169,85 @@ pub fn join_members(members: &mut [Member]) {
         .unwrap();
     }
 }
+
+/// Starts `members[1..]` like [`join_members`], each with `extra` flags.
+pub fn join_members_with(members: &mut [Member], extra: &[&str]) {
+    let (first, rest) = members.split_first_mut().expect("at least one member");
+    for member in rest {
+        std::fs::create_dir_all(&member.dir).unwrap();
+        std::fs::copy(
+            first.dir.join("coordinator.key"),
+            member.dir.join("coordinator.key"),
+        )
+        .unwrap();
+        member.start_with(false, extra);
+        let (id, quic, adm) = (
+            member.id.to_string(),
+            member.quic.to_string(),
+            member.admin.to_string(),
+        );
+        admin(
+            first,
+            &[
+                "members", "add", "--id", &id, "--addr", &quic, "--admin", &adm,
+            ],
+        )
+        .unwrap();
+    }
+}
+
+/// The group's coordinator key, as nodes pin it.
+pub fn coordinator_key(member: &Member) -> cairn_proto::identity::PublicKey {
+    cairn_proto::identity::SecretKey::load(&member.dir.join("coordinator.key"))
+        .unwrap()
+        .public()
+}
+
+/// A one-time join token from `cairn admin invite`.
+pub fn invite(member: &Member) -> String {
+    admin(member, &["invite"]).unwrap().trim().to_string()
+}
+
+/// `cairn admin --json nodes` (the CLI retries a follower's answer at the leader).
+pub fn nodes(member: &Member) -> Option<Vec<serde_json::Value>> {
+    admin(member, &["--json", "nodes"])
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// The listed entry of node `id`.
+pub fn node_entry<'a>(
+    nodes: &'a [serde_json::Value],
+    id: &cairn_proto::identity::NodeId,
+) -> Option<&'a serde_json::Value> {
+    let id = id.to_string();
+    nodes.iter().find(|n| n["id"] == id.as_str())
+}
+
+/// The listed lifecycle state of node `id` (`vetting`, `suspect`, …).
+pub fn node_state(
+    nodes: &[serde_json::Value],
+    id: &cairn_proto::identity::NodeId,
+) -> Option<String> {
+    node_entry(nodes, id).and_then(|n| n["state"].as_str().map(str::to_string))
+}
+
+/// Polls `member`'s node list until `check` holds, for at most `limit`. `check` may panic
+/// to fail the test on a state that must never be seen on the way.
+pub fn wait_nodes(
+    member: &Member,
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(nodes) = nodes(member)
+            && check(&nodes)
+        {
+            return nodes;
+        }
+        assert!(Instant::now() < deadline, "never reached: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

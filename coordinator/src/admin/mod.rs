@@ -13,10 +13,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cairn_proto::identity::PublicKey;
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 
-use crate::catalog::model::{AccessKey, Bucket, BucketMode, ErasureProfile};
+use crate::catalog::model::{AccessKey, Bucket, BucketMode, ErasureProfile, GatewayRecord};
 use crate::catalog::{Catalog, CatalogError, Command, CommandResult};
 use crate::liveness::Liveness;
 use crate::raft::types::{Member, TypeConfig};
@@ -89,6 +90,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
         .route("/v1/keys", get(keys).post(create_key))
         .route("/v1/keys/{id}/revoke", post(revoke_key))
         .route("/v1/invites", post(create_invite))
+        .route("/v1/gateways", get(gateways).post(register_gateway))
+        .route("/v1/gateways/{key}", axum::routing::delete(remove_gateway))
         .route("/v1/backup", get(backup))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
@@ -181,14 +184,21 @@ fn refusal(err: CatalogError) -> ApiError {
     let status = match &err {
         CatalogError::NoSuchBucket(_)
         | CatalogError::NoSuchAccessKey(_)
-        | CatalogError::NoSuchNode(_) => StatusCode::NOT_FOUND,
+        | CatalogError::NoSuchNode(_)
+        | CatalogError::NoSuchGateway(_)
+        | CatalogError::NoSuchUpload(_) => StatusCode::NOT_FOUND,
         CatalogError::BucketExists(_)
         | CatalogError::AccessKeyExists(_)
-        | CatalogError::BucketNotEmpty(_) => StatusCode::CONFLICT,
+        | CatalogError::BucketNotEmpty(_)
+        | CatalogError::UploadExists(_) => StatusCode::CONFLICT,
         CatalogError::InvalidBucketName(_)
         | CatalogError::InvalidKey(_)
         | CatalogError::InvalidInvite
-        | CatalogError::UnknownNode(_) => StatusCode::BAD_REQUEST,
+        | CatalogError::UnknownNode(_)
+        | CatalogError::InvalidPart(_)
+        | CatalogError::InvalidPartOrder
+        | CatalogError::EntityTooSmall { .. }
+        | CatalogError::Malformed(_) => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, err.to_string())
 }
@@ -350,6 +360,52 @@ async fn create_bucket(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(BucketView::from(&bucket))))
+}
+
+async fn gateways(State(state): State<AdminState>) -> ApiResult<Json<Vec<GatewayView>>> {
+    linearizable(&state).await?;
+    let gateways = state.inner.catalog.gateways().map_err(internal)?;
+    Ok(Json(gateways.iter().map(GatewayView::from).collect()))
+}
+
+async fn register_gateway(
+    State(state): State<AdminState>,
+    Json(req): Json<RegisterGateway>,
+) -> ApiResult<(StatusCode, Json<GatewayView>)> {
+    let key: PublicKey = req
+        .key
+        .trim()
+        .parse()
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, format!("gateway key: {err}")))?;
+    let gateway = GatewayRecord {
+        key,
+        name: req.name,
+        created_ms: now_ms(),
+    };
+    write(
+        &state,
+        Command::RegisterGateway {
+            gateway: gateway.clone(),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(GatewayView::from(&gateway))))
+}
+
+async fn remove_gateway(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<GatewayView>> {
+    let key: PublicKey = key
+        .trim()
+        .parse()
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, format!("gateway key: {err}")))?;
+    linearizable(&state).await?;
+    let known = state.inner.catalog.gateway(&key).map_err(internal)?;
+    write(&state, Command::RemoveGateway { key }).await?;
+    known
+        .map(|g| Json(GatewayView::from(&g)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such gateway"))
 }
 
 async fn keys(State(state): State<AdminState>) -> ApiResult<Json<Vec<KeyView>>> {

@@ -72,6 +72,16 @@ pub struct NodeView {
     pub shards: Option<u64>,
     /// Milliseconds since the last heartbeat reached this member (leader only).
     pub last_heartbeat_ms: Option<u64>,
+    /// When `state` last changed, ms since the epoch.
+    #[serde(default)]
+    pub state_since_ms: u64,
+    /// Whether the node has been active: a suspect node that returns goes back to active
+    /// if so, else to vetting.
+    #[serde(default)]
+    pub vetted: bool,
+    /// Reads of this node's shards that failed verification, as gateways reported them.
+    #[serde(default)]
+    pub bad_reads: u64,
 }
 
 impl NodeView {
@@ -90,6 +100,9 @@ impl NodeView {
             used: last.as_ref().map(|(_, hb)| hb.used_bytes),
             shards: last.as_ref().map(|(_, hb)| hb.shard_count),
             last_heartbeat_ms: last.map(|(ago, _)| ago.as_millis() as u64),
+            state_since_ms: node.state_since_ms,
+            vetted: node.vetted,
+            bad_reads: node.reputation.bad_reads,
         }
     }
 }
@@ -227,4 +240,35 @@ pub struct InviteView {
     pub token: String,
     /// When it stops working, ms since the epoch.
     pub expires_ms: u64,
+}
+
+/// A registered gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayView {
+    /// The gateway's key (base32 text).
+    pub key: String,
+    /// What the operator calls it.
+    pub name: String,
+    /// Registration time, ms since the epoch.
+    pub created_ms: u64,
+}
+
+impl From<&crate::catalog::model::GatewayRecord> for GatewayView {
+    fn from(gateway: &crate::catalog::model::GatewayRecord) -> Self {
+        Self {
+            key: gateway.key.to_string(),
+            name: gateway.name.clone(),
+            created_ms: gateway.created_ms,
+        }
+    }
+}
+
+/// `POST /v1/gateways`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegisterGateway {
+    /// The gateway's key (base32 text, as `cairn gateway` prints it).
+    pub key: String,
+    /// What to call it.
+    pub name: String,
 }

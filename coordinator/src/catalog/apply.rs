@@ -1,15 +1,18 @@
 //! [`apply`]: the one place the catalog changes.
 
 use cairn_proto::identity::NodeId;
+use md5::Digest;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::command::{CatalogError, Command, CommandResult};
 use super::model::{
-    GarbageShard, Invite, NodeRecord, NodeState, ObjectRecord, validate_bucket_name,
+    ErasureProfile, GarbageShard, Invite, MAX_PART_NUMBER, MIN_PART_SIZE, NodeRecord, NodeState,
+    ObjectBody, ObjectRecord, PartRecord, SegmentRecord, ShardRecord, UploadRecord,
+    validate_bucket_name,
 };
 use super::{
-    ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GARBAGE, INVITES, LOGICAL_BYTES, NODES,
-    OBJECT_COUNT, OBJECTS, decode, encode, object_key,
+    ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GARBAGE, GATEWAYS, INVITES, LOGICAL_BYTES, NODES,
+    OBJECT_COUNT, OBJECTS, PARTS, UPLOADS, decode, encode, object_key, part_key,
 };
 
 /// Longest object key S3 allows, in bytes.
@@ -130,6 +133,13 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             if record.state != *state {
                 record.state = *state;
                 record.state_since_ms = *now_ms;
+                // Remembered so a suspect node that comes back regains the trust it had
+                // earned; only failed audits take it away.
+                match state {
+                    NodeState::Active => record.vetted = true,
+                    NodeState::Disqualified => record.vetted = false,
+                    _ => {}
+                }
                 table.insert(*node.as_bytes(), encode(&record)?.as_slice())?;
             }
             Ok(CommandResult::Done)
@@ -143,26 +153,10 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             if let Some(err) = check_object_target(txn, bucket, key)? {
                 return refused(err);
             }
-            let nodes = txn.open_table(NODES)?;
-            for shard in object.body.shards() {
-                if nodes.get(*shard.node.as_bytes())?.is_none() {
-                    return refused(CatalogError::UnknownNode(shard.node.to_string()));
-                }
+            if let Some(err) = check_body(txn, object)? {
+                return refused(err);
             }
-            let mut objects = txn.open_table(OBJECTS)?;
-            let k = object_key(bucket, key);
-            let previous = objects.insert(k.as_slice(), encode(object)?.as_slice())?;
-            let previous: Option<ObjectRecord> = previous.map(|v| decode(v.value())).transpose()?;
-            drop(objects);
-            let existed = previous.is_some();
-            if let Some(previous) = &previous {
-                collect(txn, previous, *now_ms)?;
-            }
-            let (count, bytes) = match &previous {
-                Some(old) => (0, object.size as i128 - old.size as i128),
-                None => (1, object.size as i128),
-            };
-            add_counters(txn, count, bytes)?;
+            let existed = replace_object(txn, bucket, key, object, *now_ms)?;
             Ok(CommandResult::Object { existed })
         }
         Command::DeleteObject {
@@ -184,7 +178,314 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             }
             Ok(CommandResult::Object { existed })
         }
+        Command::RegisterGateway { gateway } => {
+            txn.open_table(GATEWAYS)?
+                .insert(*gateway.key.as_bytes(), encode(gateway)?.as_slice())?;
+            Ok(CommandResult::Done)
+        }
+        Command::RemoveGateway { key } => {
+            if txn.open_table(GATEWAYS)?.remove(*key.as_bytes())?.is_none() {
+                return refused(CatalogError::NoSuchGateway(key.to_string()));
+            }
+            Ok(CommandResult::Done)
+        }
+        Command::CreateUpload { id, upload } => {
+            if let Some(err) = check_object_target(txn, &upload.bucket, &upload.key)? {
+                return refused(err);
+            }
+            let mut uploads = txn.open_table(UPLOADS)?;
+            if uploads.get(id.as_str())?.is_some() {
+                return refused(CatalogError::UploadExists(id.clone()));
+            }
+            uploads.insert(id.as_str(), encode(upload)?.as_slice())?;
+            Ok(CommandResult::Done)
+        }
+        Command::PutPart {
+            upload,
+            number,
+            part,
+            now_ms,
+        } => {
+            let Some(record) = read_upload(txn, upload)? else {
+                return refused(CatalogError::NoSuchUpload(upload.clone()));
+            };
+            if !(1..=MAX_PART_NUMBER).contains(number) {
+                return refused(CatalogError::InvalidPart(format!(
+                    "part numbers are 1 to {MAX_PART_NUMBER}, got {number}"
+                )));
+            }
+            let body = ObjectBody::Segments {
+                erasure: record.erasure,
+                segments: part.segments.clone(),
+            };
+            if let Some(err) = check_segments(txn, &body, part.size)? {
+                return refused(err);
+            }
+            let previous = txn
+                .open_table(PARTS)?
+                .insert(
+                    part_key(upload, *number).as_slice(),
+                    encode(part)?.as_slice(),
+                )?
+                .map(|v| decode::<PartRecord>(v.value()))
+                .transpose()?;
+            if let Some(previous) = previous {
+                collect_shards(txn, previous.segments.iter(), *now_ms)?;
+            }
+            Ok(CommandResult::Done)
+        }
+        Command::CompleteUpload {
+            upload,
+            parts,
+            now_ms,
+        } => {
+            let Some(record) = read_upload(txn, upload)? else {
+                return refused(CatalogError::NoSuchUpload(upload.clone()));
+            };
+            let stored = take_parts(txn, upload)?;
+            let object = match assemble(&record, &stored, parts, *now_ms) {
+                Ok(object) => object,
+                Err(err) => {
+                    // Nothing may change on a refusal: put the parts back.
+                    let mut table = txn.open_table(PARTS)?;
+                    for (number, part) in &stored {
+                        table.insert(
+                            part_key(upload, *number).as_slice(),
+                            encode(part)?.as_slice(),
+                        )?;
+                    }
+                    return refused(err);
+                }
+            };
+            if let Some(err) = check_object_target(txn, &record.bucket, &record.key)? {
+                return refused(err);
+            }
+            let listed: std::collections::BTreeSet<u32> = parts.iter().map(|p| p.0).collect();
+            let unused = stored
+                .iter()
+                .filter(|(number, _)| !listed.contains(number))
+                .flat_map(|(_, part)| part.segments.iter());
+            collect_shards(txn, unused, *now_ms)?;
+            txn.open_table(UPLOADS)?.remove(upload.as_str())?;
+            replace_object(txn, &record.bucket, &record.key, &object, *now_ms)?;
+            Ok(CommandResult::Completed {
+                etag: object.etag,
+                size: object.size,
+            })
+        }
+        Command::ReportBadRead { node } => {
+            let mut table = txn.open_table(NODES)?;
+            let Some(mut record) = read_node(&table, node)? else {
+                return refused(CatalogError::NoSuchNode(node.to_string()));
+            };
+            record.reputation.bad_reads += 1;
+            table.insert(*node.as_bytes(), encode(&record)?.as_slice())?;
+            Ok(CommandResult::Done)
+        }
+        Command::AbortUpload { upload, now_ms } => {
+            if txn.open_table(UPLOADS)?.remove(upload.as_str())?.is_none() {
+                return refused(CatalogError::NoSuchUpload(upload.clone()));
+            }
+            let stored = take_parts(txn, upload)?;
+            collect_shards(
+                txn,
+                stored.iter().flat_map(|(_, p)| p.segments.iter()),
+                *now_ms,
+            )?;
+            Ok(CommandResult::Done)
+        }
     }
+}
+
+/// Stores `object` under `bucket`/`key`, queueing a replaced version's shards for
+/// collection and keeping the counters; returns whether a version existed.
+fn replace_object(
+    txn: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    object: &ObjectRecord,
+    now_ms: u64,
+) -> Result<bool, CatalogFault> {
+    let mut objects = txn.open_table(OBJECTS)?;
+    let k = object_key(bucket, key);
+    let previous = objects.insert(k.as_slice(), encode(object)?.as_slice())?;
+    let previous: Option<ObjectRecord> = previous.map(|v| decode(v.value())).transpose()?;
+    drop(objects);
+    if let Some(previous) = &previous {
+        collect(txn, previous, now_ms)?;
+    }
+    let (count, bytes) = match &previous {
+        Some(old) => (0, object.size as i128 - old.size as i128),
+        None => (1, object.size as i128),
+    };
+    add_counters(txn, count, bytes)?;
+    Ok(previous.is_some())
+}
+
+fn read_upload(txn: &WriteTransaction, id: &str) -> Result<Option<UploadRecord>, CatalogFault> {
+    txn.open_table(UPLOADS)?
+        .get(id)?
+        .map(|v| decode(v.value()))
+        .transpose()
+}
+
+/// Removes and returns every part of an upload, in number order.
+fn take_parts(
+    txn: &WriteTransaction,
+    upload: &str,
+) -> Result<Vec<(u32, PartRecord)>, CatalogFault> {
+    let mut table = txn.open_table(PARTS)?;
+    let from = part_key(upload, 0);
+    let to = part_key(upload, u32::MAX);
+    let mut out = Vec::new();
+    for item in table.extract_from_if(from.as_slice()..=to.as_slice(), |_, _| true)? {
+        let (k, v) = item?;
+        let key = k.value();
+        let mut number = [0u8; 4];
+        number.copy_from_slice(&key[key.len() - 4..]);
+        out.push((u32::from_be_bytes(number), decode(v.value())?));
+    }
+    Ok(out)
+}
+
+/// The object a completed upload becomes: the listed parts' segments in order, with the
+/// multipart ETag (MD5 of the parts' binary MD5s, then `-<count>`).
+fn assemble(
+    upload: &UploadRecord,
+    stored: &[(u32, PartRecord)],
+    listed: &[(u32, String)],
+    now_ms: u64,
+) -> Result<ObjectRecord, CatalogError> {
+    if listed.is_empty() {
+        return Err(CatalogError::InvalidPart(
+            "a multipart upload needs at least one part".into(),
+        ));
+    }
+    if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(CatalogError::InvalidPartOrder);
+    }
+    let mut digests = Vec::with_capacity(listed.len() * 16);
+    let mut segments = Vec::new();
+    let mut size = 0u64;
+    for (i, (number, etag)) in listed.iter().enumerate() {
+        let Some((_, part)) = stored.iter().find(|(n, _)| n == number) else {
+            return Err(CatalogError::InvalidPart(format!(
+                "part {number} was not uploaded"
+            )));
+        };
+        if normalise_etag(etag) != normalise_etag(&part.etag) {
+            return Err(CatalogError::InvalidPart(format!(
+                "part {number} has ETag {}, not {etag}",
+                part.etag
+            )));
+        }
+        if i + 1 < listed.len() && part.size < MIN_PART_SIZE {
+            return Err(CatalogError::EntityTooSmall {
+                number: *number,
+                size: part.size,
+                min: MIN_PART_SIZE,
+            });
+        }
+        let digest = hex_digest(normalise_etag(&part.etag)).ok_or_else(|| {
+            CatalogError::InvalidPart(format!("part {number} has a malformed ETag"))
+        })?;
+        digests.extend_from_slice(&digest);
+        segments.extend(part.segments.iter().cloned());
+        size += part.size;
+    }
+    let etag = format!("\"{}-{}\"", hex(&md5::Md5::digest(&digests)), listed.len());
+    Ok(ObjectRecord {
+        size,
+        etag,
+        last_modified_ms: now_ms,
+        headers: upload.headers.clone(),
+        body: ObjectBody::Segments {
+            erasure: upload.erasure,
+            segments,
+        },
+    })
+}
+
+fn normalise_etag(etag: &str) -> &str {
+    etag.trim().trim_matches('"')
+}
+
+fn hex_digest(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An object body must be consistent in itself and reference only known nodes.
+fn check_body(
+    txn: &WriteTransaction,
+    object: &ObjectRecord,
+) -> Result<Option<CatalogError>, CatalogFault> {
+    match &object.body {
+        ObjectBody::Inline(bytes) if bytes.len() as u64 != object.size => {
+            Ok(Some(CatalogError::Malformed(format!(
+                "inline body is {} bytes, object size {}",
+                bytes.len(),
+                object.size
+            ))))
+        }
+        ObjectBody::Inline(_) => Ok(None),
+        ObjectBody::Segments { .. } => check_segments(txn, &object.body, object.size),
+    }
+}
+
+/// Segments must add up to `size`, have `k + m` shards each on distinct known nodes, and
+/// never repeat a shard id.
+fn check_segments(
+    txn: &WriteTransaction,
+    body: &ObjectBody,
+    size: u64,
+) -> Result<Option<CatalogError>, CatalogFault> {
+    let ObjectBody::Segments { erasure, segments } = body else {
+        return Ok(None);
+    };
+    let malformed = |m: String| Ok(Some(CatalogError::Malformed(m)));
+    let ErasureProfile { k, m, .. } = *erasure;
+    let width = usize::from(k) + usize::from(m);
+    let total: u64 = segments.iter().map(|s| s.len).sum();
+    if total != size {
+        return malformed(format!("segments hold {total} bytes, object size {size}"));
+    }
+    let nodes = txn.open_table(NODES)?;
+    let mut ids = std::collections::HashSet::new();
+    for (i, SegmentRecord { shards, len }) in segments.iter().enumerate() {
+        if *len == 0 {
+            return malformed(format!("segment {i} is empty"));
+        }
+        if shards.len() != width {
+            return malformed(format!(
+                "segment {i} has {} shards, the {k}+{m} code needs {width}",
+                shards.len()
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for ShardRecord { id, node, .. } in shards {
+            if !seen.insert(*node) {
+                return malformed(format!("segment {i} puts two shards on node {node}"));
+            }
+            if !ids.insert(*id) {
+                return malformed(format!("shard id {id} is used twice"));
+            }
+            if nodes.get(*node.as_bytes())?.is_none() {
+                return Ok(Some(CatalogError::UnknownNode(node.to_string())));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// A known node registering again (new address, disk or domain) keeps its history and
@@ -229,8 +530,20 @@ fn check_object_target(
 
 /// Queues every shard of an object that is no longer visible for deletion.
 fn collect(txn: &WriteTransaction, object: &ObjectRecord, now_ms: u64) -> Result<(), CatalogFault> {
+    match &object.body {
+        ObjectBody::Inline(_) => Ok(()),
+        ObjectBody::Segments { segments, .. } => collect_shards(txn, segments.iter(), now_ms),
+    }
+}
+
+/// Queues the shards of segments nothing references any more for deletion.
+fn collect_shards<'a>(
+    txn: &WriteTransaction,
+    segments: impl Iterator<Item = &'a SegmentRecord>,
+    now_ms: u64,
+) -> Result<(), CatalogFault> {
     let mut garbage = txn.open_table(GARBAGE)?;
-    for shard in object.body.shards() {
+    for shard in segments.flat_map(|segment| segment.shards.iter()) {
         let entry = GarbageShard {
             node: shard.node,
             since_ms: now_ms,

@@ -7,7 +7,9 @@
 use cairn_proto::identity::NodeId;
 use serde::{Deserialize, Serialize};
 
-use super::model::{AccessKey, Bucket, NodeRecord, NodeState, ObjectRecord};
+use super::model::{
+    AccessKey, Bucket, GatewayRecord, NodeRecord, NodeState, ObjectRecord, PartRecord, UploadRecord,
+};
 
 /// A change to the catalog. Entries of the Raft log carry one each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +86,57 @@ pub enum Command {
         /// Leader's clock when committed, ms since the epoch.
         now_ms: u64,
     },
+    /// Allows a gateway's key to use the gateway RPC (or renames a registered one).
+    RegisterGateway {
+        /// The gateway.
+        gateway: GatewayRecord,
+    },
+    /// Withdraws a gateway's access.
+    RemoveGateway {
+        /// The gateway's key.
+        key: NodeId,
+    },
+    /// Starts a multipart upload.
+    CreateUpload {
+        /// The upload id (unique; chosen by the leader).
+        id: String,
+        /// The upload.
+        upload: UploadRecord,
+    },
+    /// Stores one part of an upload, replacing a part with the same number; the replaced
+    /// part's shards become garbage.
+    PutPart {
+        /// Upload id.
+        upload: String,
+        /// Part number, 1 to 10 000.
+        number: u32,
+        /// The part, with receipts already checked by the leader.
+        part: PartRecord,
+        /// Leader's clock, ms since the epoch.
+        now_ms: u64,
+    },
+    /// Makes an upload an object out of the listed parts, in order; parts not listed become
+    /// garbage, as does any object the upload replaces.
+    CompleteUpload {
+        /// Upload id.
+        upload: String,
+        /// Part numbers with the ETags the client expects them to have, ascending.
+        parts: Vec<(u32, String)>,
+        /// Leader's clock, ms since the epoch.
+        now_ms: u64,
+    },
+    /// A gateway caught a node serving bytes that fail verification.
+    ReportBadRead {
+        /// The node.
+        node: NodeId,
+    },
+    /// Drops an upload and all its parts.
+    AbortUpload {
+        /// Upload id.
+        upload: String,
+        /// Leader's clock, ms since the epoch.
+        now_ms: u64,
+    },
 }
 
 impl Command {
@@ -100,6 +153,13 @@ impl Command {
             Command::SetNodeState { .. } => "set_node_state",
             Command::PutObject { .. } => "put_object",
             Command::DeleteObject { .. } => "delete_object",
+            Command::RegisterGateway { .. } => "register_gateway",
+            Command::RemoveGateway { .. } => "remove_gateway",
+            Command::CreateUpload { .. } => "create_upload",
+            Command::PutPart { .. } => "put_part",
+            Command::CompleteUpload { .. } => "complete_upload",
+            Command::AbortUpload { .. } => "abort_upload",
+            Command::ReportBadRead { .. } => "report_bad_read",
         }
     }
 }
@@ -115,6 +175,13 @@ pub enum CommandResult {
     Object {
         /// Whether a previous version existed.
         existed: bool,
+    },
+    /// A multipart upload was completed into an object.
+    Completed {
+        /// The object's ETag (`"<md5 of part md5s>-<parts>"`).
+        etag: String,
+        /// The object's size.
+        size: u64,
     },
     /// The command was refused; nothing changed.
     Refused(CatalogError),
@@ -153,4 +220,34 @@ pub enum CatalogError {
     /// The object key is empty or too long.
     #[error("invalid object key: {0}")]
     InvalidKey(String),
+    /// No gateway with that key.
+    #[error("no such gateway: {0}")]
+    NoSuchGateway(String),
+    /// No multipart upload with that id (never created, completed or aborted).
+    #[error("no such upload: {0}")]
+    NoSuchUpload(String),
+    /// An upload with that id exists.
+    #[error("upload {0} already exists")]
+    UploadExists(String),
+    /// A listed part was never uploaded or has another ETag, or a part number is out of
+    /// range.
+    #[error("invalid part: {0}")]
+    InvalidPart(String),
+    /// The listed parts are not in ascending order.
+    #[error("parts must be listed in ascending order without repeats")]
+    InvalidPartOrder,
+    /// A part other than the last is smaller than S3's minimum.
+    #[error("part {number} is {size} bytes; every part but the last must be at least {min}")]
+    EntityTooSmall {
+        /// The part number.
+        number: u32,
+        /// Its size.
+        size: u64,
+        /// The minimum.
+        min: u64,
+    },
+    /// The object or part is inconsistent in itself (a segment with the wrong number of
+    /// shards, sizes that do not add up).
+    #[error("malformed object: {0}")]
+    Malformed(String),
 }

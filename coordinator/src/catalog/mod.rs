@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use apply::apply;
 pub use command::{CatalogError, Command, CommandResult};
-use model::{AccessKey, Bucket, GarbageShard, NodeRecord, ObjectRecord};
+use model::{
+    AccessKey, Bucket, GarbageShard, GatewayRecord, NodeRecord, ObjectRecord, PartRecord,
+    UploadRecord,
+};
 
 pub(crate) const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 /// Objects by [`object_key`]: all keys of a bucket are contiguous and in S3 listing order.
@@ -30,6 +33,12 @@ pub(crate) const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new(
 pub(crate) const GARBAGE: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("garbage");
 /// Invitations by the hash of their secret.
 pub(crate) const INVITES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("invites");
+/// Registered gateways by key.
+pub(crate) const GATEWAYS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("gateways");
+/// Multipart uploads in progress by id.
+pub(crate) const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// Parts of uploads by [`part_key`].
+pub(crate) const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 /// Totals kept up to date by `apply`, so status never scans the object table.
 pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
@@ -71,6 +80,43 @@ pub fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     out.extend_from_slice(bucket.as_bytes());
     out.extend_from_slice(key.as_bytes());
     out
+}
+
+/// The key of a part in [`PARTS`]: the upload id's length, the id, then the part number
+/// big-endian, so one upload's parts are contiguous and in number order.
+pub fn part_key(upload: &str, number: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + upload.len() + 4);
+    // Upload ids are chosen by the leader and short.
+    out.push(upload.len().min(255) as u8);
+    out.extend_from_slice(upload.as_bytes());
+    out.extend_from_slice(&number.to_be_bytes());
+    out
+}
+
+/// What one page of an object listing asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Roll keys up at the first occurrence of this after the prefix.
+    pub delimiter: Option<String>,
+    /// Only keys (or rolled-up prefixes) sorting after this.
+    pub after: Option<String>,
+    /// Most objects plus common prefixes to return.
+    pub max: usize,
+}
+
+/// One page of an object listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Objects, in key order.
+    pub objects: Vec<(String, ObjectRecord)>,
+    /// Rolled-up prefixes, in order.
+    pub common_prefixes: Vec<String>,
+    /// Whether more entries follow.
+    pub truncated: bool,
+    /// The last key or prefix returned: where the next page starts after.
+    pub last: Option<String>,
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CatalogFault> {
@@ -138,41 +184,131 @@ impl Catalog {
             .transpose()
     }
 
-    /// Up to `max` objects of `bucket` whose keys start with `prefix` and sort after
-    /// `after`, in key order: the raw material of S3 listings.
-    pub fn list_objects(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<Vec<(String, ObjectRecord)>, CatalogFault> {
+    /// One page of an S3 listing of `bucket`: objects whose keys start with
+    /// `query.prefix` and sort after `query.after`, with keys that hold `query.delimiter`
+    /// past the prefix rolled up into common prefixes (each counted once against `max`).
+    ///
+    /// A rolled-up prefix is skipped in one seek, so a listing of `a/` over millions of
+    /// keys under `a/x/` costs one step, not millions.
+    pub fn list(&self, bucket: &str, query: &ListQuery) -> Result<Listing, CatalogFault> {
         let txn = self.read()?;
         let table = txn.open_table(OBJECTS)?;
         let head = object_key(bucket, "");
-        let start = match after {
-            Some(after) if after >= prefix => {
-                let mut start = object_key(bucket, after);
-                start.push(0); // strictly after
-                start
+        let prefix = query.prefix.as_str();
+        let delimiter = query.delimiter.as_deref().filter(|d| !d.is_empty());
+        // Where to start: strictly after `after` (and after everything under it when it
+        // is itself a rolled-up prefix), but never before the prefix.
+        let mut start = object_key(bucket, prefix);
+        if let Some(after) = query.after.as_deref().filter(|a| *a >= prefix) {
+            start = object_key(bucket, after);
+            let rolled = delimiter
+                .is_some_and(|d| after.starts_with(prefix) && after[prefix.len()..].ends_with(d));
+            start.push(if rolled { 0xFF } else { 0 });
+        }
+        let mut listing = Listing::default();
+        let mut count = 0;
+        'seek: loop {
+            for item in table.range(start.as_slice()..)? {
+                let (k, v) = item?;
+                let Some(name) = k.value().strip_prefix(head.as_slice()) else {
+                    break 'seek;
+                };
+                let name = std::str::from_utf8(name)
+                    .map_err(|_| CatalogFault("object key is not UTF-8".into()))?;
+                if !name.starts_with(prefix) {
+                    break 'seek;
+                }
+                if count == query.max {
+                    listing.truncated = true;
+                    break 'seek;
+                }
+                count += 1;
+                let rest = &name[prefix.len()..];
+                if let Some(at) = delimiter.and_then(|d| rest.find(d).map(|at| at + d.len())) {
+                    let rolled = &name[..prefix.len() + at];
+                    listing.common_prefixes.push(rolled.to_string());
+                    listing.last = Some(rolled.to_string());
+                    // No valid UTF-8 key holds the byte 0xFF, so this sorts after every
+                    // key under the rolled-up prefix.
+                    start = object_key(bucket, rolled);
+                    start.push(0xFF);
+                    continue 'seek;
+                }
+                listing.last = Some(name.to_string());
+                listing.objects.push((name.to_string(), decode(v.value())?));
             }
-            _ => object_key(bucket, prefix),
-        };
+            break;
+        }
+        Ok(listing)
+    }
+
+    /// A registered gateway by key.
+    pub fn gateway(&self, key: &NodeId) -> Result<Option<GatewayRecord>, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(GATEWAYS)?;
+        table
+            .get(*key.as_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Every registered gateway.
+    pub fn gateways(&self) -> Result<Vec<GatewayRecord>, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(GATEWAYS)?;
+        table.iter()?.map(|item| decode(item?.1.value())).collect()
+    }
+
+    /// A multipart upload in progress, by id.
+    pub fn upload(&self, id: &str) -> Result<Option<UploadRecord>, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(UPLOADS)?;
+        table.get(id)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Uploads in progress in `bucket` whose keys start with `prefix`, ordered by key then
+    /// initiation, at most `max`.
+    pub fn uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        max: usize,
+    ) -> Result<Vec<(String, UploadRecord)>, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(UPLOADS)?;
         let mut out = Vec::new();
-        for item in table.range(start.as_slice()..)? {
-            if out.len() >= max {
-                break;
+        for item in table.iter()? {
+            let (id, v) = item?;
+            let upload: UploadRecord = decode(v.value())?;
+            if upload.bucket == bucket && upload.key.starts_with(prefix) {
+                out.push((id.value().to_string(), upload));
             }
+        }
+        out.sort_by(|a, b| {
+            (&a.1.key, a.1.initiated_ms, &a.0).cmp(&(&b.1.key, b.1.initiated_ms, &b.0))
+        });
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// Parts of an upload numbered above `after`, ascending, at most `max`.
+    pub fn parts(
+        &self,
+        upload: &str,
+        after: u32,
+        max: usize,
+    ) -> Result<Vec<(u32, PartRecord)>, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(PARTS)?;
+        let from = part_key(upload, after.saturating_add(1));
+        let to = part_key(upload, u32::MAX);
+        let mut out = Vec::new();
+        for item in table.range(from.as_slice()..=to.as_slice())?.take(max) {
             let (k, v) = item?;
-            let Some(name) = k.value().strip_prefix(head.as_slice()) else {
-                break;
-            };
-            let name = String::from_utf8(name.to_vec())
-                .map_err(|_| CatalogFault("object key is not UTF-8".into()))?;
-            if !name.starts_with(prefix) {
-                break;
-            }
-            out.push((name, decode(v.value())?));
+            let key = k.value();
+            let mut number = [0u8; 4];
+            number.copy_from_slice(&key[key.len() - 4..]);
+            out.push((u32::from_be_bytes(number), decode(v.value())?));
         }
         Ok(out)
     }
@@ -244,6 +380,9 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.open_table(GARBAGE)?;
     txn.open_table(COUNTERS)?;
     txn.open_table(INVITES)?;
+    txn.open_table(GATEWAYS)?;
+    txn.open_table(UPLOADS)?;
+    txn.open_table(PARTS)?;
     Ok(())
 }
 
@@ -267,6 +406,12 @@ pub struct CatalogDump {
     pub counters: Vec<(String, u64)>,
     /// `INVITES` rows.
     pub invites: Vec<([u8; 32], Vec<u8>)>,
+    /// `GATEWAYS` rows.
+    pub gateways: Vec<([u8; 32], Vec<u8>)>,
+    /// `UPLOADS` rows.
+    pub uploads: Vec<(String, Vec<u8>)>,
+    /// `PARTS` rows.
+    pub parts: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Copies every catalog row out of a read transaction.
@@ -302,6 +447,19 @@ pub fn export(txn: &ReadTransaction) -> Result<CatalogDump, CatalogFault> {
         let (k, v) = item?;
         dump.invites.push((k.value(), v.value().to_vec()));
     }
+    for item in txn.open_table(GATEWAYS)?.iter()? {
+        let (k, v) = item?;
+        dump.gateways.push((k.value(), v.value().to_vec()));
+    }
+    for item in txn.open_table(UPLOADS)?.iter()? {
+        let (k, v) = item?;
+        dump.uploads
+            .push((k.value().to_string(), v.value().to_vec()));
+    }
+    for item in txn.open_table(PARTS)?.iter()? {
+        let (k, v) = item?;
+        dump.parts.push((k.value().to_vec(), v.value().to_vec()));
+    }
     Ok(dump)
 }
 
@@ -314,6 +472,9 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     txn.delete_table(GARBAGE)?;
     txn.delete_table(COUNTERS)?;
     txn.delete_table(INVITES)?;
+    txn.delete_table(GATEWAYS)?;
+    txn.delete_table(UPLOADS)?;
+    txn.delete_table(PARTS)?;
     create_tables(txn)?;
     let mut buckets = txn.open_table(BUCKETS)?;
     for (k, v) in &dump.buckets {
@@ -342,6 +503,18 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     let mut invites = txn.open_table(INVITES)?;
     for (k, v) in &dump.invites {
         invites.insert(*k, v.as_slice())?;
+    }
+    let mut gateways = txn.open_table(GATEWAYS)?;
+    for (k, v) in &dump.gateways {
+        gateways.insert(*k, v.as_slice())?;
+    }
+    let mut uploads = txn.open_table(UPLOADS)?;
+    for (k, v) in &dump.uploads {
+        uploads.insert(k.as_str(), v.as_slice())?;
+    }
+    let mut parts = txn.open_table(PARTS)?;
+    for (k, v) in &dump.parts {
+        parts.insert(k.as_slice(), v.as_slice())?;
     }
     Ok(())
 }

@@ -176,6 +176,20 @@ pub struct NodeRecord {
     pub joined_ms: u64,
     /// When `state` last changed.
     pub state_since_ms: u64,
+    /// Whether the node has ever been `Active`: a suspect node that comes back returns to
+    /// `Active` only if it had earned it, else to `Vetting`. Set when the node enters
+    /// `Active`, cleared only by `Disqualified`.
+    pub vetted: bool,
+    /// What the node has been caught doing.
+    pub reputation: Reputation,
+}
+
+/// Counters of a node's conduct, kept in the catalog so every member judges alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reputation {
+    /// Shard reads whose bytes failed verification (or that the node said were damaged),
+    /// as reported by gateways.
+    pub bad_reads: u64,
 }
 
 /// Where a node is in its life. Only transitions are committed to the log; liveness itself
@@ -223,6 +237,39 @@ impl NodeState {
     /// Whether new shards may be placed on a node in this state.
     pub fn accepts_new_shards(self) -> bool {
         matches!(self, NodeState::Vetting | NodeState::Active)
+    }
+
+    /// Where a heartbeat takes a node in this state, if anywhere: a `Suspect` node that is
+    /// heard from again returns to `Active` if it had been `vetted`, else to `Vetting`.
+    ///
+    /// `Lost`, `Draining`, `Gone` and `Disqualified` nodes stay where they are: a lost node's
+    /// shards are already being rebuilt elsewhere, and whether it may come back is an
+    /// operator's decision, not something a heartbeat can claim.
+    pub fn after_heartbeat(self, vetted: bool) -> Option<NodeState> {
+        match self {
+            NodeState::Suspect if vetted => Some(NodeState::Active),
+            NodeState::Suspect => Some(NodeState::Vetting),
+            _ => None,
+        }
+    }
+
+    /// Where `silent` (time without a heartbeat) takes a node in this state, if anywhere:
+    /// `Vetting` or `Active` past `suspect_after` becomes `Suspect`; `Suspect` past
+    /// `lost_after` becomes `Lost`. One step at a time, so every loss is preceded by a
+    /// suspicion in the log. Nodes in other states are not the failure detector's to move.
+    pub fn after_silence(
+        self,
+        silent: std::time::Duration,
+        suspect_after: std::time::Duration,
+        lost_after: std::time::Duration,
+    ) -> Option<NodeState> {
+        match self {
+            NodeState::Vetting | NodeState::Active if silent > suspect_after => {
+                Some(NodeState::Suspect)
+            }
+            NodeState::Suspect if silent > lost_after => Some(NodeState::Lost),
+            _ => None,
+        }
     }
 }
 
@@ -273,3 +320,48 @@ pub fn validate_bucket_name(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A gateway allowed to use the coordinator's gateway RPC, registered by an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRecord {
+    /// The gateway's identity key, pinned on every connection.
+    pub key: cairn_proto::identity::PublicKey,
+    /// What the operator calls it.
+    pub name: String,
+    /// Registration time, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// A multipart upload in progress: created, receiving parts, not yet visible.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key the upload will become.
+    pub key: String,
+    /// When the upload was created, milliseconds since the Unix epoch.
+    pub initiated_ms: u64,
+    /// HTTP metadata given at creation; the finished object carries it.
+    pub headers: ObjectHeaders,
+    /// The code every part's segments use (the bucket's at creation).
+    pub erasure: ErasureProfile,
+}
+
+/// One uploaded part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// Bytes in the part.
+    pub size: u64,
+    /// The part's ETag (MD5 of its bytes), with its quotes.
+    pub etag: String,
+    /// When the part was stored, milliseconds since the Unix epoch.
+    pub last_modified_ms: u64,
+    /// The part's segments, in order (empty for an empty part).
+    pub segments: Vec<SegmentRecord>,
+}
+
+/// Smallest part S3 allows except the last one of an upload, in bytes.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+
+/// Highest part number S3 allows.
+pub const MAX_PART_NUMBER: u32 = 10_000;

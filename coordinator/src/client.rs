@@ -1,0 +1,195 @@
+//! [`CoordinatorClient`]: how a gateway talks to the coordinator group.
+//!
+//! The client knows every member's address, keeps one connection to the member it believes
+//! leads, and follows the group when leadership moves: a follower answers
+//! [`GatewayResponse::NotLeader`] with the leader's address, a dead member times out and the
+//! next is tried.
+
+use std::time::Duration;
+
+use cairn_proto::identity::{PublicKey, SecretKey};
+use cairn_proto::transport::{TransportError, connect};
+use cairn_proto::wire::{WireError, read_frame_within, write_frame_within};
+use tokio::sync::Mutex;
+
+use crate::rpc::{GATEWAY_ALPN, GatewayRequest, GatewayResponse, MAX_RPC_FRAME, RpcCode};
+
+/// Longest one attempt (connect, ask, answer) may take before the next member is tried.
+/// Commits of large objects wait for a Raft round, which takes milliseconds on a healthy
+/// group; a member that died mid-request never answers.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
+/// Pause before going round the members again when none leads (an election is running).
+const NO_LEADER_PAUSE: Duration = Duration::from_millis(250);
+/// Rounds over all members before giving up.
+const ROUNDS: usize = 8;
+
+/// A client of the coordinator group's gateway RPC.
+pub struct CoordinatorClient {
+    endpoint: quinn::Endpoint,
+    key: SecretKey,
+    coordinator: PublicKey,
+    members: Vec<String>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Address believed to lead (may be one the group told us that is not in `members`).
+    current: String,
+    conn: Option<quinn::Connection>,
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The coordinator refused or failed the request.
+    #[error("coordinator refused ({code:?}): {message}")]
+    Refused {
+        /// What kind of refusal.
+        code: RpcCode,
+        /// The coordinator's explanation.
+        message: String,
+    },
+    /// No member could be reached or none leads.
+    #[error("coordinator unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl CoordinatorClient {
+    /// A client that connects from `endpoint` as `key` (a registered gateway key) to the
+    /// members at `members` (`host:port`), which must prove `coordinator`.
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        key: SecretKey,
+        coordinator: PublicKey,
+        members: Vec<String>,
+    ) -> Self {
+        let current = members.first().cloned().unwrap_or_default();
+        Self {
+            endpoint,
+            key,
+            coordinator,
+            members,
+            state: Mutex::new(State {
+                current,
+                conn: None,
+            }),
+        }
+    }
+
+    /// Sends `request` to the leader and returns its answer; refusals are errors.
+    pub async fn call(&self, request: &GatewayRequest) -> Result<GatewayResponse, CallError> {
+        if self.members.is_empty() {
+            return Err(CallError::Unavailable(
+                "no coordinator address configured".into(),
+            ));
+        }
+        let mut last = String::new();
+        let mut next_member = 0usize;
+        for attempt in 0..ROUNDS * self.members.len() {
+            let (addr, conn) = match self.connection().await {
+                Ok(found) => found,
+                Err((addr, err)) => {
+                    last = format!("{addr}: {err}");
+                    self.move_to(&self.members[next_member % self.members.len()])
+                        .await;
+                    next_member += 1;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(ATTEMPT_LIMIT, exchange(&conn, request)).await {
+                Ok(Ok(GatewayResponse::NotLeader { leader })) => {
+                    last = format!("{addr} is not the leader");
+                    match leader {
+                        Some(leader) if leader != addr => self.move_to(&leader).await,
+                        _ => {
+                            if (attempt + 1) % self.members.len() == 0 {
+                                tokio::time::sleep(NO_LEADER_PAUSE).await;
+                            }
+                            self.move_to(&self.members[next_member % self.members.len()])
+                                .await;
+                            next_member += 1;
+                        }
+                    }
+                }
+                Ok(Ok(GatewayResponse::Error { code, message })) => {
+                    return Err(CallError::Refused { code, message });
+                }
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(err)) => {
+                    last = format!("{addr}: {err}");
+                    self.drop_connection(&addr).await;
+                    self.move_to(&self.members[next_member % self.members.len()])
+                        .await;
+                    next_member += 1;
+                }
+                Err(_) => {
+                    last = format!("{addr}: no answer within {ATTEMPT_LIMIT:?}");
+                    self.drop_connection(&addr).await;
+                    self.move_to(&self.members[next_member % self.members.len()])
+                        .await;
+                    next_member += 1;
+                }
+            }
+        }
+        Err(CallError::Unavailable(last))
+    }
+
+    /// The connection to the member believed to lead, opened if needed.
+    async fn connection(&self) -> Result<(String, quinn::Connection), (String, String)> {
+        let mut state = self.state.lock().await;
+        let addr = state.current.clone();
+        if let Some(conn) = &state.conn
+            && conn.close_reason().is_none()
+        {
+            return Ok((addr, conn.clone()));
+        }
+        let resolved = tokio::net::lookup_host(addr.as_str())
+            .await
+            .map_err(|err| (addr.clone(), err.to_string()))?
+            .next()
+            .ok_or_else(|| (addr.clone(), "address resolves to nothing".to_string()))?;
+        let conn = tokio::time::timeout(
+            ATTEMPT_LIMIT,
+            connect(
+                &self.endpoint,
+                &self.key,
+                resolved,
+                &self.coordinator,
+                GATEWAY_ALPN,
+            ),
+        )
+        .await
+        .map_err(|_| (addr.clone(), "connection timed out".to_string()))?
+        .map_err(|err: TransportError| (addr.clone(), err.to_string()))?;
+        state.conn = Some(conn.clone());
+        Ok((addr, conn))
+    }
+
+    async fn move_to(&self, addr: &str) {
+        let mut state = self.state.lock().await;
+        if state.current != addr {
+            state.current = addr.to_string();
+            state.conn = None;
+        }
+    }
+
+    async fn drop_connection(&self, addr: &str) {
+        let mut state = self.state.lock().await;
+        if state.current == addr {
+            state.conn = None;
+        }
+    }
+}
+
+async fn exchange(
+    conn: &quinn::Connection,
+    request: &GatewayRequest,
+) -> Result<GatewayResponse, WireError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|err| WireError::Io(std::io::Error::other(err)))?;
+    write_frame_within(&mut send, request, MAX_RPC_FRAME).await?;
+    let _ = send.finish();
+    read_frame_within(&mut recv, MAX_RPC_FRAME).await
+}

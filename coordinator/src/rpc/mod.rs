@@ -1,0 +1,376 @@
+//! The gateway RPC: what an S3 gateway asks the coordinator, over QUIC with the gateway's
+//! registered key.
+//!
+//! Messages are postcard frames, one request and one response per bidirectional stream.
+//! Every request goes to the leader: reads are linearizable (read-index) and writes are
+//! Raft commits. [`serve`] answers them; [`crate::client::CoordinatorClient`] asks them.
+
+mod receipts;
+pub(crate) mod serve;
+
+use cairn_erasure::ShardRoot;
+use cairn_proto::identity::NodeId;
+use cairn_proto::order::{SignedOrder, SignedReceipt};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::model::{
+    AccessKey, Bucket, ObjectHeaders, ObjectRecord, PartRecord, UploadRecord,
+};
+use crate::catalog::{ListQuery, Listing};
+
+pub use receipts::{ReceiptError, verify_segments};
+
+/// ALPN of the gateway RPC.
+pub const GATEWAY_ALPN: &[u8] = b"cairn-gateway/1";
+
+/// Largest RPC frame. Commits of very large objects carry an order and a receipt per shard
+/// (about 350 bytes each, 16 per 64 MiB segment), so this allows objects of tens of GiB;
+/// the sender is an authenticated, registered gateway.
+pub const MAX_RPC_FRAME: u32 = 16 << 20;
+
+/// Segments whose read orders one [`GatewayResponse::Read`] carries; a gateway streaming a
+/// longer object asks for the next window with [`GatewayRequest::ReadOrders`].
+pub const READ_WINDOW: u32 = 16;
+
+/// A gateway's request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GatewayRequest {
+    /// An access key with its secret, to check a SigV4 signature.
+    AccessKey {
+        /// Access key id.
+        id: String,
+    },
+    /// Every bucket.
+    ListBuckets,
+    /// One bucket.
+    Bucket {
+        /// Bucket name.
+        name: String,
+    },
+    /// Creates a plain, private bucket with the cluster's default code.
+    CreateBucket {
+        /// Bucket name.
+        name: String,
+    },
+    /// Deletes an empty bucket.
+    DeleteBucket {
+        /// Bucket name.
+        name: String,
+    },
+    /// An object's record (HEAD, and GET of inline bodies).
+    Object {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+    },
+    /// An object's record with the addresses of its nodes and read orders for its first
+    /// [`READ_WINDOW`] segments.
+    Read {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+    },
+    /// Read orders for segments `from..from + READ_WINDOW` of the object version `etag`
+    /// (refused if the key now holds another version).
+    ReadOrders {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// ETag of the version being read.
+        etag: String,
+        /// First segment.
+        from: u32,
+    },
+    /// One page of a listing.
+    List {
+        /// Bucket name.
+        bucket: String,
+        /// What to list.
+        query: ListQuery,
+    },
+    /// Chooses nodes for one encoded segment of `bucket` and signs put orders for them.
+    Place {
+        /// Bucket name (its code and failure tolerance apply).
+        bucket: String,
+        /// Length of every shard of the segment.
+        shard_size: u64,
+        /// The roots of the segment's `k + m` shards, in shard order.
+        roots: Vec<ShardRoot>,
+        /// Nodes not to use (they failed this segment already).
+        avoid: Vec<NodeId>,
+    },
+    /// Makes an object visible.
+    Put {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The object, with the proof of where its shards are.
+        object: NewObject,
+    },
+    /// Deletes an object (deleting a missing key succeeds, as in S3).
+    Delete {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+    },
+    /// Starts a multipart upload.
+    CreateUpload {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// Metadata the finished object will carry.
+        headers: ObjectHeaders,
+    },
+    /// A multipart upload in progress.
+    Upload {
+        /// Upload id.
+        id: String,
+    },
+    /// Stores one part.
+    PutPart {
+        /// Upload id.
+        upload: String,
+        /// Part number.
+        number: u32,
+        /// Bytes in the part.
+        size: u64,
+        /// The part's ETag, quoted.
+        etag: String,
+        /// Its segments with their proof.
+        segments: Vec<NewSegment>,
+    },
+    /// Completes an upload from the listed parts.
+    CompleteUpload {
+        /// Upload id.
+        upload: String,
+        /// Part numbers and expected ETags, ascending.
+        parts: Vec<(u32, String)>,
+    },
+    /// Abandons an upload.
+    AbortUpload {
+        /// Upload id.
+        upload: String,
+    },
+    /// Uploads in progress in a bucket.
+    ListUploads {
+        /// Bucket name.
+        bucket: String,
+        /// Only keys starting with this.
+        prefix: String,
+        /// At most this many.
+        max: u32,
+    },
+    /// Parts of an upload.
+    ListParts {
+        /// Upload id.
+        upload: String,
+        /// Only parts numbered above this.
+        after: u32,
+        /// At most this many.
+        max: u32,
+    },
+    /// A node sent bytes that fail verification against the catalog's root (or said its
+    /// copy is damaged); it is counted against the node.
+    ReportShard {
+        /// The node.
+        node: NodeId,
+        /// The shard.
+        shard: cairn_proto::ids::ShardId,
+        /// What was wrong, for the log.
+        problem: String,
+    },
+}
+
+impl GatewayRequest {
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GatewayRequest::AccessKey { .. } => "access_key",
+            GatewayRequest::ListBuckets => "list_buckets",
+            GatewayRequest::Bucket { .. } => "bucket",
+            GatewayRequest::CreateBucket { .. } => "create_bucket",
+            GatewayRequest::DeleteBucket { .. } => "delete_bucket",
+            GatewayRequest::Object { .. } => "object",
+            GatewayRequest::Read { .. } => "read",
+            GatewayRequest::ReadOrders { .. } => "read_orders",
+            GatewayRequest::List { .. } => "list",
+            GatewayRequest::Place { .. } => "place",
+            GatewayRequest::Put { .. } => "put",
+            GatewayRequest::Delete { .. } => "delete",
+            GatewayRequest::CreateUpload { .. } => "create_upload",
+            GatewayRequest::Upload { .. } => "upload",
+            GatewayRequest::PutPart { .. } => "put_part",
+            GatewayRequest::CompleteUpload { .. } => "complete_upload",
+            GatewayRequest::AbortUpload { .. } => "abort_upload",
+            GatewayRequest::ListUploads { .. } => "list_uploads",
+            GatewayRequest::ListParts { .. } => "list_parts",
+            GatewayRequest::ReportShard { .. } => "report_shard",
+        }
+    }
+}
+
+/// An object as a gateway hands it in for commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewObject {
+    /// Size in bytes.
+    pub size: u64,
+    /// S3 ETag, quoted.
+    pub etag: String,
+    /// HTTP metadata.
+    pub headers: ObjectHeaders,
+    /// The bytes or where they are.
+    pub body: NewBody,
+}
+
+/// The body of a [`NewObject`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NewBody {
+    /// A small body, kept in the catalog.
+    Inline(Vec<u8>),
+    /// Segments stored on nodes (in the bucket's code).
+    Segments(Vec<NewSegment>),
+}
+
+/// One stored segment and the proof of it: per shard, the order the coordinator signed and
+/// the receipt the node signed for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSegment {
+    /// Bytes of object data in the segment.
+    pub len: u64,
+    /// Shard `i` of the segment, in shard order.
+    pub shards: Vec<StoredShard>,
+}
+
+/// A shard a node accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredShard {
+    /// The put order it was sent under.
+    pub order: SignedOrder,
+    /// The node's receipt for it.
+    pub receipt: SignedReceipt,
+}
+
+/// Where to send one shard of a placed segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedShard {
+    /// The node's QUIC address.
+    pub addr: String,
+    /// The signed put order (it names the node, shard id, root and size).
+    pub order: SignedOrder,
+}
+
+/// What a gateway needs to read an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRead {
+    /// The object.
+    pub object: ObjectRecord,
+    /// QUIC address of every node holding one of its shards, with whether it is in a state
+    /// to serve (suspect, lost and disqualified nodes are better tried last).
+    pub nodes: Vec<(NodeId, String, bool)>,
+    /// Read orders for segments `first..first + orders.len()`, one per shard in shard order.
+    pub orders: ReadOrders,
+}
+
+/// Read orders for a window of segments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOrders {
+    /// The first segment covered.
+    pub first: u32,
+    /// Per segment, one order per shard in shard order.
+    pub segments: Vec<Vec<SignedOrder>>,
+}
+
+/// The coordinator's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GatewayResponse {
+    /// Done, nothing to return.
+    Done,
+    /// See [`GatewayRequest::AccessKey`]; `None` for unknown and revoked keys alike.
+    AccessKey(Option<AccessKey>),
+    /// See [`GatewayRequest::ListBuckets`].
+    Buckets(Vec<Bucket>),
+    /// See [`GatewayRequest::Bucket`].
+    Bucket(Option<Bucket>),
+    /// See [`GatewayRequest::Object`].
+    Object(Option<Box<ObjectRecord>>),
+    /// See [`GatewayRequest::Read`].
+    Read(Option<Box<ObjectRead>>),
+    /// See [`GatewayRequest::ReadOrders`].
+    ReadOrders(ReadOrders),
+    /// See [`GatewayRequest::List`].
+    Listing(Listing),
+    /// See [`GatewayRequest::Place`]: one entry per shard, in shard order.
+    Placed(Vec<PlacedShard>),
+    /// An object was stored or deleted; whether a version existed before.
+    Stored {
+        /// Whether the key held an object before.
+        existed: bool,
+    },
+    /// See [`GatewayRequest::CreateUpload`].
+    UploadCreated {
+        /// The new upload's id.
+        id: String,
+    },
+    /// See [`GatewayRequest::Upload`].
+    Upload(Option<UploadRecord>),
+    /// See [`GatewayRequest::CompleteUpload`].
+    Completed {
+        /// The object's ETag.
+        etag: String,
+        /// Its size.
+        size: u64,
+    },
+    /// See [`GatewayRequest::ListUploads`].
+    Uploads(Vec<(String, UploadRecord)>),
+    /// See [`GatewayRequest::ListParts`].
+    Parts(Vec<(u32, PartRecord)>),
+    /// This member is not the leader; ask `leader` (its QUIC address) if known.
+    NotLeader {
+        /// The leader's QUIC address, if this member knows it.
+        leader: Option<String>,
+    },
+    /// Refused or failed.
+    Error {
+        /// What kind of failure (the gateway maps it to an S3 error).
+        code: RpcCode,
+        /// A message for the operator or the S3 client.
+        message: String,
+    },
+}
+
+/// Why a gateway request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RpcCode {
+    /// The caller's key is not a registered gateway.
+    Forbidden,
+    /// No such bucket.
+    NoSuchBucket,
+    /// No such object.
+    NoSuchKey,
+    /// No such multipart upload.
+    NoSuchUpload,
+    /// The bucket exists.
+    BucketExists,
+    /// The bucket holds objects or uploads.
+    BucketNotEmpty,
+    /// A part is missing, has another ETag, or its number is out of range.
+    InvalidPart,
+    /// Parts out of order.
+    InvalidPartOrder,
+    /// A part other than the last is too small.
+    EntityTooSmall,
+    /// The request is malformed or its proof does not hold (bad order or receipt).
+    InvalidRequest,
+    /// Not enough nodes to place a segment.
+    NotEnoughNodes,
+    /// The object changed while it was being read.
+    Changed,
+    /// Something failed on the coordinator's side; retrying may help.
+    Internal,
+}

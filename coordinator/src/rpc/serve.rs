@@ -1,0 +1,623 @@
+//! The coordinator side of the gateway RPC.
+
+// Handlers fail with the response to send, built once per request; its size is not a cost.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use cairn_erasure::Codec;
+use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
+use cairn_proto::ids::ShardId;
+use cairn_proto::order::{Action, Order, SignedOrder, unix_now};
+use cairn_proto::wire::{WireError, read_frame_within, write_frame_within};
+use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+
+use super::{
+    GatewayRequest, GatewayResponse, MAX_RPC_FRAME, NewBody, NewObject, NewSegment, ObjectRead,
+    PlacedShard, READ_WINDOW, ReadOrders, RpcCode, verify_segments,
+};
+use crate::catalog::model::{
+    Bucket, BucketMode, ErasureProfile, ObjectBody, ObjectRecord, PartRecord, UploadRecord,
+};
+use crate::catalog::{Catalog, CatalogError, CatalogFault, Command, CommandResult, ListQuery};
+use crate::liveness::Liveness;
+use crate::placement::{Candidate, PlacementRequest, place};
+use crate::raft::types::{Member, TypeConfig};
+
+/// Largest inline body the coordinator accepts; gateways inline at most 4 KiB, the margin
+/// only bounds what one log entry may carry.
+const MAX_INLINE: usize = 64 << 10;
+/// Seconds a put order stays valid: long enough to send a 64 MiB segment's shards over a
+/// slow link.
+const PUT_ORDER_SECS: u64 = 600;
+/// Seconds a read order stays valid.
+const READ_ORDER_SECS: u64 = 300;
+/// Most entries of one listing page.
+const MAX_LIST: usize = 1_000;
+
+/// What serving the gateway RPC needs.
+#[derive(Clone)]
+pub(crate) struct RpcContext {
+    /// This member's Raft handle.
+    pub raft: Raft<TypeConfig>,
+    /// The catalog.
+    pub catalog: Catalog,
+    /// Heartbeats, for free space.
+    pub liveness: Arc<Liveness>,
+    /// The coordinator key, to sign orders.
+    pub key: SecretKey,
+    /// Code of buckets created through S3.
+    pub default_erasure: ErasureProfile,
+}
+
+/// Serves one gateway connection: one request per stream, until the gateway goes away.
+pub(crate) async fn serve_gateway(conn: quinn::Connection, peer: PublicKey, ctx: RpcContext) {
+    tracing::debug!(gateway = %peer, remote = %conn.remote_address(), "gateway connected");
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let response = match read_frame_within::<_, GatewayRequest>(&mut recv, MAX_RPC_FRAME)
+                .await
+            {
+                Ok(request) => {
+                    let op = request.name();
+                    let response = handle(&ctx, peer, request).await;
+                    if let GatewayResponse::Error { code, message } = &response {
+                        tracing::debug!(gateway = %peer, op, ?code, message, "gateway request refused");
+                    }
+                    response
+                }
+                Err(WireError::Closed) => return,
+                Err(err) => error(
+                    RpcCode::InvalidRequest,
+                    format!("unreadable request: {err}"),
+                ),
+            };
+            let _ = write_frame_within(&mut send, &response, MAX_RPC_FRAME).await;
+            let _ = send.finish();
+        });
+    }
+}
+
+fn error(code: RpcCode, message: impl Into<String>) -> GatewayResponse {
+    GatewayResponse::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+fn internal(err: impl std::fmt::Display) -> GatewayResponse {
+    error(RpcCode::Internal, err.to_string())
+}
+
+/// Answers one request. Each is checked against the gateway registry first, so removing a
+/// gateway takes effect on its open connections too.
+async fn handle(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> GatewayResponse {
+    match ctx.catalog.gateway(&peer) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return error(
+                RpcCode::Forbidden,
+                format!("{peer} is not a registered gateway (cairn admin gateway add)"),
+            );
+        }
+        Err(err) => return internal(err),
+    }
+    // Reads (and the checks writes do before proposing) must see every committed write:
+    // read-index confirms leadership and waits until this member has applied it.
+    if let Err(response) = linearizable(ctx).await {
+        return response;
+    }
+    answer(ctx, peer, request)
+        .await
+        .unwrap_or_else(|response| response)
+}
+
+async fn linearizable(ctx: &RpcContext) -> Result<(), GatewayResponse> {
+    match ctx.raft.ensure_linearizable().await {
+        Ok(_) => Ok(()),
+        Err(err) => Err(match err.forward_to_leader() {
+            Some(forward) => GatewayResponse::NotLeader {
+                leader: forward.leader_node.clone().map(|m: Member| m.addr),
+            },
+            None => internal(err),
+        }),
+    }
+}
+
+type Answer = Result<GatewayResponse, GatewayResponse>;
+
+async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> Answer {
+    let catalog = &ctx.catalog;
+    let fault = |err: CatalogFault| internal(err);
+    match request {
+        GatewayRequest::AccessKey { id } => {
+            let key = catalog.access_key(&id).map_err(fault)?;
+            Ok(GatewayResponse::AccessKey(key.filter(|k| !k.revoked)))
+        }
+        GatewayRequest::ListBuckets => {
+            Ok(GatewayResponse::Buckets(catalog.buckets().map_err(fault)?))
+        }
+        GatewayRequest::Bucket { name } => Ok(GatewayResponse::Bucket(
+            catalog.bucket(&name).map_err(fault)?,
+        )),
+        GatewayRequest::CreateBucket { name } => {
+            let bucket = Bucket {
+                name,
+                created_ms: now_ms(),
+                public_read: false,
+                mode: BucketMode::Plain,
+                erasure: ctx.default_erasure,
+                failure_tolerance: crate::placement::DEFAULT_FAILURE_TOLERANCE as u8,
+            };
+            commit(ctx, Command::CreateBucket { bucket }).await?;
+            Ok(GatewayResponse::Done)
+        }
+        GatewayRequest::DeleteBucket { name } => {
+            let uploads = catalog.uploads(&name, "", 1).map_err(fault)?;
+            if !uploads.is_empty() {
+                return Err(error(
+                    RpcCode::BucketNotEmpty,
+                    format!("bucket {name} has multipart uploads in progress"),
+                ));
+            }
+            commit(ctx, Command::DeleteBucket { name }).await?;
+            Ok(GatewayResponse::Done)
+        }
+        GatewayRequest::Object { bucket, key } => {
+            bucket_record(catalog, &bucket)?;
+            Ok(GatewayResponse::Object(
+                catalog.object(&bucket, &key).map_err(fault)?.map(Box::new),
+            ))
+        }
+        GatewayRequest::Read { bucket, key } => {
+            bucket_record(catalog, &bucket)?;
+            let Some(object) = catalog.object(&bucket, &key).map_err(fault)? else {
+                return Ok(GatewayResponse::Read(None));
+            };
+            let mut nodes: Vec<(NodeId, String, bool)> = Vec::new();
+            for shard in object.body.shards() {
+                if nodes.iter().any(|(id, _, _)| *id == shard.node) {
+                    continue;
+                }
+                if let Some(record) = catalog.node(&shard.node).map_err(fault)? {
+                    let serving = record.state.accepts_new_shards()
+                        || record.state == crate::catalog::model::NodeState::Draining;
+                    nodes.push((record.id, record.addr, serving));
+                }
+            }
+            let orders = read_orders(ctx, peer, &object, 0).map_err(internal)?;
+            Ok(GatewayResponse::Read(Some(Box::new(ObjectRead {
+                object,
+                nodes,
+                orders,
+            }))))
+        }
+        GatewayRequest::ReadOrders {
+            bucket,
+            key,
+            etag,
+            from,
+        } => {
+            let object = catalog.object(&bucket, &key).map_err(fault)?;
+            let Some(object) = object.filter(|o| o.etag == etag) else {
+                return Err(error(
+                    RpcCode::Changed,
+                    format!("{bucket}/{key} no longer holds version {etag}"),
+                ));
+            };
+            Ok(GatewayResponse::ReadOrders(
+                read_orders(ctx, peer, &object, from).map_err(internal)?,
+            ))
+        }
+        GatewayRequest::List { bucket, query } => {
+            bucket_record(catalog, &bucket)?;
+            let query = ListQuery {
+                max: query.max.min(MAX_LIST),
+                ..query
+            };
+            Ok(GatewayResponse::Listing(
+                catalog.list(&bucket, &query).map_err(fault)?,
+            ))
+        }
+        GatewayRequest::Place {
+            bucket,
+            shard_size,
+            roots,
+            avoid,
+        } => {
+            let bucket = bucket_record(catalog, &bucket)?;
+            place_segment(ctx, peer, &bucket, shard_size, roots, &avoid)
+        }
+        GatewayRequest::Put {
+            bucket,
+            key,
+            object,
+        } => {
+            let record = bucket_record(catalog, &bucket)?;
+            let object = new_object(ctx, peer, &record, object)?;
+            let now_ms = now_ms();
+            let result = commit(
+                ctx,
+                Command::PutObject {
+                    bucket,
+                    key,
+                    object,
+                    now_ms,
+                },
+            )
+            .await?;
+            Ok(stored(result))
+        }
+        GatewayRequest::Delete { bucket, key } => {
+            let now_ms = now_ms();
+            let result = commit(
+                ctx,
+                Command::DeleteObject {
+                    bucket,
+                    key,
+                    now_ms,
+                },
+            )
+            .await?;
+            Ok(stored(result))
+        }
+        GatewayRequest::CreateUpload {
+            bucket,
+            key,
+            headers,
+        } => {
+            let record = bucket_record(catalog, &bucket)?;
+            let id = hex(&random::<16>().map_err(internal)?);
+            let upload = UploadRecord {
+                bucket,
+                key,
+                initiated_ms: now_ms(),
+                headers,
+                erasure: record.erasure,
+            };
+            commit(
+                ctx,
+                Command::CreateUpload {
+                    id: id.clone(),
+                    upload,
+                },
+            )
+            .await?;
+            Ok(GatewayResponse::UploadCreated { id })
+        }
+        GatewayRequest::Upload { id } => {
+            Ok(GatewayResponse::Upload(catalog.upload(&id).map_err(fault)?))
+        }
+        GatewayRequest::PutPart {
+            upload,
+            number,
+            size,
+            etag,
+            segments,
+        } => {
+            let Some(record) = catalog.upload(&upload).map_err(fault)? else {
+                return Err(error(RpcCode::NoSuchUpload, format!("no upload {upload}")));
+            };
+            let segments = checked_segments(ctx, peer, record.erasure, &segments)?;
+            let part = PartRecord {
+                size,
+                etag,
+                last_modified_ms: now_ms(),
+                segments,
+            };
+            let now_ms = now_ms();
+            commit(
+                ctx,
+                Command::PutPart {
+                    upload,
+                    number,
+                    part,
+                    now_ms,
+                },
+            )
+            .await?;
+            Ok(GatewayResponse::Done)
+        }
+        GatewayRequest::CompleteUpload { upload, parts } => {
+            let now_ms = now_ms();
+            match commit(
+                ctx,
+                Command::CompleteUpload {
+                    upload,
+                    parts,
+                    now_ms,
+                },
+            )
+            .await?
+            {
+                CommandResult::Completed { etag, size } => {
+                    Ok(GatewayResponse::Completed { etag, size })
+                }
+                other => Err(internal(format!("unexpected result {other:?}"))),
+            }
+        }
+        GatewayRequest::AbortUpload { upload } => {
+            let now_ms = now_ms();
+            commit(ctx, Command::AbortUpload { upload, now_ms }).await?;
+            Ok(GatewayResponse::Done)
+        }
+        GatewayRequest::ListUploads {
+            bucket,
+            prefix,
+            max,
+        } => {
+            bucket_record(catalog, &bucket)?;
+            let max = (max as usize).min(MAX_LIST);
+            Ok(GatewayResponse::Uploads(
+                catalog.uploads(&bucket, &prefix, max).map_err(fault)?,
+            ))
+        }
+        GatewayRequest::ReportShard {
+            node,
+            shard,
+            problem,
+        } => {
+            tracing::warn!(%node, %shard, gateway = %peer, problem, "gateway reports a bad shard read");
+            commit(ctx, Command::ReportBadRead { node }).await?;
+            Ok(GatewayResponse::Done)
+        }
+        GatewayRequest::ListParts { upload, after, max } => {
+            if catalog.upload(&upload).map_err(fault)?.is_none() {
+                return Err(error(RpcCode::NoSuchUpload, format!("no upload {upload}")));
+            }
+            let max = (max as usize).min(MAX_LIST);
+            Ok(GatewayResponse::Parts(
+                catalog.parts(&upload, after, max).map_err(fault)?,
+            ))
+        }
+    }
+}
+
+fn stored(result: CommandResult) -> GatewayResponse {
+    match result {
+        CommandResult::Object { existed } => GatewayResponse::Stored { existed },
+        _ => GatewayResponse::Stored { existed: false },
+    }
+}
+
+fn bucket_record(catalog: &Catalog, name: &str) -> Result<Bucket, GatewayResponse> {
+    match catalog.bucket(name) {
+        Ok(Some(bucket)) => Ok(bucket),
+        Ok(None) => Err(error(RpcCode::NoSuchBucket, format!("no bucket {name}"))),
+        Err(err) => Err(internal(err)),
+    }
+}
+
+/// Proposes a command; refusals become RPC errors.
+async fn commit(ctx: &RpcContext, command: Command) -> Result<CommandResult, GatewayResponse> {
+    match ctx.raft.client_write(command).await {
+        Ok(response) => match response.data {
+            CommandResult::Refused(err) => Err(refusal(err)),
+            other => Ok(other),
+        },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            Err(GatewayResponse::NotLeader {
+                leader: forward.leader_node.map(|m| m.addr),
+            })
+        }
+        Err(err) => Err(internal(err)),
+    }
+}
+
+fn refusal(err: CatalogError) -> GatewayResponse {
+    let code = match &err {
+        CatalogError::NoSuchBucket(_) => RpcCode::NoSuchBucket,
+        CatalogError::NoSuchUpload(_) => RpcCode::NoSuchUpload,
+        CatalogError::BucketExists(_) => RpcCode::BucketExists,
+        CatalogError::BucketNotEmpty(_) => RpcCode::BucketNotEmpty,
+        CatalogError::InvalidPart(_) => RpcCode::InvalidPart,
+        CatalogError::InvalidPartOrder => RpcCode::InvalidPartOrder,
+        CatalogError::EntityTooSmall { .. } => RpcCode::EntityTooSmall,
+        CatalogError::InvalidBucketName(_)
+        | CatalogError::InvalidKey(_)
+        | CatalogError::UnknownNode(_)
+        | CatalogError::Malformed(_)
+        | CatalogError::UploadExists(_) => RpcCode::InvalidRequest,
+        CatalogError::AccessKeyExists(_)
+        | CatalogError::NoSuchAccessKey(_)
+        | CatalogError::NoSuchNode(_)
+        | CatalogError::NoSuchGateway(_)
+        | CatalogError::InvalidInvite => RpcCode::Internal,
+    };
+    error(code, err.to_string())
+}
+
+/// Turns a gateway's object into a catalog record, checking the proof of its shards.
+fn new_object(
+    ctx: &RpcContext,
+    peer: PublicKey,
+    bucket: &Bucket,
+    object: NewObject,
+) -> Result<ObjectRecord, GatewayResponse> {
+    let body = match object.body {
+        NewBody::Inline(bytes) => {
+            if bytes.len() > MAX_INLINE {
+                return Err(error(
+                    RpcCode::InvalidRequest,
+                    format!(
+                        "inline bodies are at most {MAX_INLINE} bytes, got {}",
+                        bytes.len()
+                    ),
+                ));
+            }
+            ObjectBody::Inline(bytes)
+        }
+        NewBody::Segments(segments) => ObjectBody::Segments {
+            erasure: bucket.erasure,
+            segments: checked_segments(ctx, peer, bucket.erasure, &segments)?,
+        },
+    };
+    Ok(ObjectRecord {
+        size: object.size,
+        etag: object.etag,
+        last_modified_ms: now_ms(),
+        headers: object.headers,
+        body,
+    })
+}
+
+fn checked_segments(
+    ctx: &RpcContext,
+    peer: PublicKey,
+    erasure: ErasureProfile,
+    segments: &[NewSegment],
+) -> Result<Vec<crate::catalog::model::SegmentRecord>, GatewayResponse> {
+    let catalog = &ctx.catalog;
+    verify_segments(&ctx.key.public(), &peer, erasure, segments, |node| {
+        catalog.node(node).ok().flatten()
+    })
+    .map_err(|err| {
+        error(
+            RpcCode::InvalidRequest,
+            format!("proof of storage refused: {err}"),
+        )
+    })
+}
+
+/// Places one segment and signs a put order per shard.
+fn place_segment(
+    ctx: &RpcContext,
+    peer: PublicKey,
+    bucket: &Bucket,
+    shard_size: u64,
+    roots: Vec<cairn_erasure::ShardRoot>,
+    avoid: &[NodeId],
+) -> Answer {
+    let ErasureProfile {
+        k, m, segment_size, ..
+    } = bucket.erasure;
+    let codec = Codec::new(usize::from(k), usize::from(m)).map_err(internal)?;
+    if roots.len() != codec.total_shards() {
+        return Err(error(
+            RpcCode::InvalidRequest,
+            format!(
+                "{} roots, the bucket's {k}+{m} code makes {} shards",
+                roots.len(),
+                codec.total_shards()
+            ),
+        ));
+    }
+    if shard_size == 0 || shard_size > codec.shard_len(segment_size) {
+        return Err(error(
+            RpcCode::InvalidRequest,
+            format!(
+                "shard size {shard_size} is not between 1 and {}",
+                codec.shard_len(segment_size)
+            ),
+        ));
+    }
+    let nodes = ctx.catalog.nodes().map_err(internal)?;
+    let candidates: Vec<Candidate> = nodes
+        .iter()
+        .filter(|n| n.state.accepts_new_shards() && !avoid.contains(&n.id))
+        .map(|n| {
+            let used = ctx.liveness.last(&n.id).map_or(0, |(_, hb)| hb.used_bytes);
+            Candidate {
+                node: n.id,
+                org: n.org.clone(),
+                site: n.site.clone(),
+                free_bytes: n.capacity.saturating_sub(used),
+                vetting: n.state == crate::catalog::model::NodeState::Vetting,
+            }
+        })
+        .collect();
+    let request = PlacementRequest {
+        failure_tolerance: usize::from(bucket.failure_tolerance),
+        ..PlacementRequest::new(usize::from(k), usize::from(m), shard_size)
+    };
+    let seed = u64::from_le_bytes(random::<8>().map_err(internal)?);
+    let placement = place(&candidates, &request, seed)
+        .map_err(|err| error(RpcCode::NotEnoughNodes, err.to_string()))?;
+    let expires_at = unix_now() + PUT_ORDER_SECS;
+    let mut placed = Vec::with_capacity(roots.len());
+    for (node, root) in placement.nodes.iter().zip(roots) {
+        let addr = nodes
+            .iter()
+            .find(|n| n.id == *node)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        let order = Order {
+            node: *node,
+            client: peer,
+            serial: u64::from_le_bytes(random::<8>().map_err(internal)?),
+            expires_at,
+            action: Action::Put {
+                shard: ShardId(random::<16>().map_err(internal)?),
+                root,
+                size: shard_size,
+            },
+        };
+        placed.push(PlacedShard {
+            addr,
+            order: SignedOrder::sign(order, &ctx.key),
+        });
+    }
+    Ok(GatewayResponse::Placed(placed))
+}
+
+/// Read orders for segments `from..from + READ_WINDOW` of `object`.
+fn read_orders(
+    ctx: &RpcContext,
+    peer: PublicKey,
+    object: &ObjectRecord,
+    from: u32,
+) -> Result<ReadOrders, String> {
+    let mut out = ReadOrders {
+        first: from,
+        segments: Vec::new(),
+    };
+    let ObjectBody::Segments { erasure, segments } = &object.body else {
+        return Ok(out);
+    };
+    let codec =
+        Codec::new(usize::from(erasure.k), usize::from(erasure.m)).map_err(|e| e.to_string())?;
+    let expires_at = unix_now() + READ_ORDER_SECS;
+    for segment in segments
+        .iter()
+        .skip(from as usize)
+        .take(READ_WINDOW as usize)
+    {
+        let size = codec.shard_len(segment.len);
+        let mut orders = Vec::with_capacity(segment.shards.len());
+        for shard in &segment.shards {
+            let order = Order {
+                node: shard.node,
+                client: peer,
+                serial: u64::from_le_bytes(random::<8>().map_err(|e| e.to_string())?),
+                expires_at,
+                action: Action::Get {
+                    shard: shard.id,
+                    root: shard.root,
+                    size,
+                },
+            };
+            orders.push(SignedOrder::sign(order, &ctx.key));
+        }
+        out.segments.push(orders);
+    }
+    Ok(out)
+}
+
+fn random<const N: usize>() -> Result<[u8; N], getrandom::Error> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,109 @@
+//! The data path under the S3 operations: bodies in, encoded, placed and stored on nodes;
+//! bodies out, fetched, verified and decoded.
+//!
+//! [`DataPath`] holds what both directions share: the coordinator client, this gateway's
+//! identity and QUIC endpoint, and one [`NodeClient`] per node (each keeps its connection).
+
+mod read;
+mod write;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_coordinator::client::CoordinatorClient;
+use cairn_node::client::NodeClient;
+use cairn_proto::identity::{NodeId, SecretKey};
+
+pub use read::{ReadError, ShardProblem, read_range};
+pub use write::{WriteError, Written, write_body};
+
+/// How long a node that did not answer is skipped. Long enough to spare every request
+/// in a burst the wait, short enough that a restarted node is used again soon; the
+/// coordinator's failure detector decides about longer absences.
+const DOWN_FOR: Duration = Duration::from_secs(30);
+
+/// Shared state of the data path.
+pub struct DataPath {
+    /// The coordinator group.
+    pub coordinator: CoordinatorClient,
+    endpoint: quinn::Endpoint,
+    key: SecretKey,
+    nodes: Mutex<HashMap<(NodeId, SocketAddr), Arc<NodeClient>>>,
+    /// Nodes that failed to answer recently, and when.
+    down: Mutex<HashMap<NodeId, Instant>>,
+    /// Bodies up to this size live in the catalog instead of on nodes.
+    pub inline_threshold: usize,
+}
+
+impl DataPath {
+    /// A data path that reaches nodes from `endpoint` as `key` and the coordinator through
+    /// `coordinator`.
+    pub fn new(
+        coordinator: CoordinatorClient,
+        endpoint: quinn::Endpoint,
+        key: SecretKey,
+        inline_threshold: usize,
+    ) -> Self {
+        Self {
+            coordinator,
+            endpoint,
+            key,
+            nodes: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
+            inline_threshold,
+        }
+    }
+
+    /// Remembers that `node` did not answer, so reads and placements skip it for a while
+    /// instead of waiting on it again.
+    fn mark_down(&self, node: NodeId) {
+        if let Ok(mut down) = self.down.lock() {
+            down.retain(|_, at| at.elapsed() < DOWN_FOR);
+            down.insert(node, Instant::now());
+        }
+    }
+
+    /// Whether `node` failed to answer within the last [`DOWN_FOR`].
+    fn is_down(&self, node: &NodeId) -> bool {
+        self.down
+            .lock()
+            .is_ok_and(|down| down.get(node).is_some_and(|at| at.elapsed() < DOWN_FOR))
+    }
+
+    /// Nodes currently considered down.
+    fn down_nodes(&self) -> Vec<NodeId> {
+        self.down.lock().map_or_else(
+            |_| Vec::new(),
+            |down| {
+                down.iter()
+                    .filter(|(_, at)| at.elapsed() < DOWN_FOR)
+                    .map(|(node, _)| *node)
+                    .collect()
+            },
+        )
+    }
+
+    /// The client for `node` at `addr` (`host:port`), made on first use.
+    async fn node(&self, node: NodeId, addr: &str) -> Result<Arc<NodeClient>, String> {
+        let resolved = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|err| format!("node address {addr}: {err}"))?
+            .next()
+            .ok_or_else(|| format!("node address {addr} resolves to nothing"))?;
+        let mut nodes = self
+            .nodes
+            .lock()
+            .map_err(|_| "node client table poisoned".to_string())?;
+        let client = nodes.entry((node, resolved)).or_insert_with(|| {
+            Arc::new(NodeClient::new(
+                self.endpoint.clone(),
+                self.key.clone(),
+                resolved,
+                node,
+            ))
+        });
+        Ok(client.clone())
+    }
+}

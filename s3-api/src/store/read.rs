@@ -1,0 +1,410 @@
+//! Reading a byte range of an object: only the data shards that hold it, verified against
+//! the catalog's roots as they arrive; when one fails, the same columns from any `k` other
+//! shards, decoded.
+//!
+//! A producer task fetches segments ahead of the client through a one-slot channel, so a
+//! stream holds at most two segments' worth of the range in memory.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_coordinator::catalog::model::{ObjectBody, SegmentRecord};
+use cairn_coordinator::client::CallError;
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, ObjectRead, ReadOrders};
+use cairn_erasure::Codec;
+use cairn_node::client::ClientError;
+use cairn_proto::identity::NodeId;
+use cairn_proto::ids::ShardId;
+use cairn_proto::order::SignedOrder;
+use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use super::DataPath;
+
+/// Shard columns are 64-byte aligned (the codec works on 64-byte units).
+const ALIGN: u64 = 64;
+
+/// Why the bytes of an object could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The coordinator could not be asked for read orders.
+    #[error("{0}")]
+    Coordinator(#[from] CallError),
+    /// Fewer than `k` shards of a segment could be fetched and verified.
+    #[error("segment {segment} is unreadable: {message}")]
+    Unavailable {
+        /// Segment index.
+        segment: usize,
+        /// What failed.
+        message: String,
+    },
+    /// Something inconsistent in the catalog record or a bug.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A node that sent bytes failing verification, or said its copy is damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardProblem {
+    /// The node.
+    pub node: NodeId,
+    /// The shard.
+    pub shard: ShardId,
+    /// What was wrong.
+    pub problem: String,
+}
+
+/// Streams bytes `range` of the object in `read` (`bucket`/`key`). Every byte is verified
+/// before it is sent; nodes that send bad bytes are passed to `report`; a shard that fails
+/// is replaced by decoding from others (counted by `degraded`).
+pub fn read_range(
+    path: Arc<DataPath>,
+    bucket: String,
+    key: String,
+    read: ObjectRead,
+    range: Range<u64>,
+    report: Arc<dyn Fn(ShardProblem) + Send + Sync>,
+) -> impl Stream<Item = Result<Bytes, ReadError>> + Send + 'static {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let reader = Reader {
+            path,
+            bucket,
+            key,
+            report,
+        };
+        if let Err(err) = reader.produce(read, range, &tx).await {
+            let _ = tx.send(Err(err)).await;
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+struct Reader {
+    path: Arc<DataPath>,
+    bucket: String,
+    key: String,
+    report: Arc<dyn Fn(ShardProblem) + Send + Sync>,
+}
+
+impl Reader {
+    async fn produce(
+        &self,
+        read: ObjectRead,
+        range: Range<u64>,
+        tx: &mpsc::Sender<Result<Bytes, ReadError>>,
+    ) -> Result<(), ReadError> {
+        let ObjectRead {
+            object,
+            nodes,
+            orders,
+        } = read;
+        let (erasure, segments) = match &object.body {
+            ObjectBody::Inline(bytes) => {
+                let start = (range.start as usize).min(bytes.len());
+                let end = (range.end as usize).clamp(start, bytes.len());
+                let _ = tx
+                    .send(Ok(Bytes::copy_from_slice(&bytes[start..end])))
+                    .await;
+                return Ok(());
+            }
+            ObjectBody::Segments { erasure, segments } => (erasure, segments),
+        };
+        let codec = Codec::new(usize::from(erasure.k), usize::from(erasure.m))
+            .map_err(|err| ReadError::Internal(format!("object code: {err}")))?;
+        let mut window = orders;
+        let mut start = 0u64;
+        for (index, segment) in segments.iter().enumerate() {
+            let span = start..start + segment.len;
+            start = span.end;
+            if span.end <= range.start {
+                continue;
+            }
+            if span.start >= range.end {
+                break;
+            }
+            let wanted =
+                range.start.max(span.start) - span.start..range.end.min(span.end) - span.start;
+            if !covers(&window, index) {
+                window = self.orders(&object.etag, index).await?;
+            }
+            let orders = window
+                .segments
+                .get(index - window.first as usize)
+                .ok_or_else(|| ReadError::Internal("read orders missing".into()))?
+                .clone();
+            let bytes = match self
+                .fast(&codec, segment, &orders, &nodes, wanted.clone())
+                .await
+            {
+                Ok(bytes) => bytes,
+                Err(failed) => {
+                    // Orders are single-use, and some were spent: fetch fresh ones.
+                    let fresh = self.orders(&object.etag, index).await?;
+                    let orders = fresh.segments.first().cloned().unwrap_or_default();
+                    self.degraded(&codec, index, segment, &orders, &nodes, wanted, &failed)
+                        .await?
+                }
+            };
+            if tx.send(Ok(bytes)).await.is_err() {
+                // The client went away.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn orders(&self, etag: &str, from: usize) -> Result<ReadOrders, ReadError> {
+        let request = GatewayRequest::ReadOrders {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            etag: etag.to_string(),
+            from: from as u32,
+        };
+        match self.path.coordinator.call(&request).await? {
+            GatewayResponse::ReadOrders(orders) => Ok(orders),
+            other => Err(ReadError::Internal(format!(
+                "coordinator answered read orders with {other:?}"
+            ))),
+        }
+    }
+
+    /// The wanted bytes from the data shards that hold them. On failure, the indices of
+    /// the shards that failed.
+    async fn fast(
+        &self,
+        codec: &Codec,
+        segment: &SegmentRecord,
+        orders: &[SignedOrder],
+        nodes: &[(NodeId, String, bool)],
+        wanted: Range<u64>,
+    ) -> Result<Bytes, Vec<usize>> {
+        let shard_len = codec.shard_len(segment.len);
+        let pieces = data_pieces(shard_len, &wanted);
+        // A node that just failed is not waited for again: straight to decoding.
+        let down: Vec<usize> = pieces
+            .iter()
+            .filter(|(i, _)| {
+                segment
+                    .shards
+                    .get(*i)
+                    .is_some_and(|s| self.path.is_down(&s.node))
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        if !down.is_empty() {
+            return Err(down);
+        }
+        let fetches = pieces.iter().map(|(i, piece)| {
+            let fetch = self.fetch(
+                segment,
+                orders,
+                nodes,
+                *i,
+                piece.clone(),
+                hedge_limit(piece),
+            );
+            async move { (*i, fetch.await) }
+        });
+        let results = futures_util::future::join_all(fetches).await;
+        let mut out = Vec::with_capacity((wanted.end - wanted.start) as usize);
+        let mut failed = Vec::new();
+        for (i, result) in results {
+            match result {
+                Ok(bytes) => out.extend_from_slice(&bytes),
+                Err(_) => failed.push(i),
+            }
+        }
+        if failed.is_empty() {
+            Ok(Bytes::from(out))
+        } else {
+            Err(failed)
+        }
+    }
+
+    /// Fetches `range` of shard `i`, verified, giving up after `limit`; reports a node that
+    /// sends bad bytes.
+    async fn fetch(
+        &self,
+        segment: &SegmentRecord,
+        orders: &[SignedOrder],
+        nodes: &[(NodeId, String, bool)],
+        i: usize,
+        range: Range<u64>,
+        limit: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let shard = segment.shards.get(i).ok_or("shard index out of range")?;
+        let order = orders.get(i).ok_or("no read order for the shard")?;
+        let (_, addr, _) = nodes
+            .iter()
+            .find(|(id, _, _)| *id == shard.node)
+            .ok_or("the node is no longer registered")?;
+        let client = self.path.node(shard.node, addr).await?;
+        let result = tokio::time::timeout(limit, client.get_shard(order, Some(range))).await;
+        match result {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(err)) => {
+                let bad = match &err {
+                    ClientError::BadProof(_) => true,
+                    ClientError::Refused { code, .. } => {
+                        *code == cairn_proto::wire::ErrorCode::Damaged
+                    }
+                    _ => false,
+                };
+                if bad {
+                    (self.report)(ShardProblem {
+                        node: shard.node,
+                        shard: shard.id,
+                        problem: err.to_string(),
+                    });
+                }
+                if matches!(err, ClientError::Connect(_) | ClientError::Stream(_)) {
+                    self.path.mark_down(shard.node);
+                }
+                tracing::warn!(node = %shard.node, shard = %shard.id, %err, "shard read failed");
+                Err(err.to_string())
+            }
+            Err(_) => {
+                self.path.mark_down(shard.node);
+                tracing::warn!(node = %shard.node, shard = %shard.id, "shard read timed out");
+                Err(format!("no answer within {limit:?}"))
+            }
+        }
+    }
+
+    /// The wanted bytes decoded from the same columns of any `k` shards other than those
+    /// that just failed, asked all at once; the first `k` verified answers win.
+    #[allow(clippy::too_many_arguments)]
+    async fn degraded(
+        &self,
+        codec: &Codec,
+        index: usize,
+        segment: &SegmentRecord,
+        orders: &[SignedOrder],
+        nodes: &[(NodeId, String, bool)],
+        wanted: Range<u64>,
+        failed: &[usize],
+    ) -> Result<Bytes, ReadError> {
+        let k = codec.data_shards();
+        let shard_len = codec.shard_len(segment.len);
+        let pieces = data_pieces(shard_len, &wanted);
+        let lo = pieces.iter().map(|(_, r)| r.start).min().unwrap_or(0);
+        let hi = pieces.iter().map(|(_, r)| r.end).max().unwrap_or(0);
+        let columns = lo / ALIGN * ALIGN..hi.div_ceil(ALIGN) * ALIGN;
+        let columns = columns.start..columns.end.min(shard_len);
+        // Nodes in a serving state first; the ones that just failed not at all.
+        let mut candidates: Vec<usize> = (0..segment.shards.len())
+            .filter(|i| !failed.contains(i))
+            .collect();
+        candidates.sort_by_key(|i| {
+            segment.shards.get(*i).map_or((true, true), |s| {
+                let serving = nodes
+                    .iter()
+                    .any(|(id, _, serving)| *id == s.node && *serving);
+                (self.path.is_down(&s.node), !serving)
+            })
+        });
+        let mut pending: FuturesUnordered<_> = candidates
+            .iter()
+            .map(|i| {
+                let limit = patient_limit(&columns);
+                let fetch = self.fetch(segment, orders, nodes, *i, columns.clone(), limit);
+                async move { (*i, fetch.await) }
+            })
+            .collect();
+        let mut got: Vec<(usize, Vec<u8>)> = Vec::with_capacity(k);
+        let mut errors = Vec::new();
+        while let Some((i, result)) = pending.next().await {
+            match result {
+                Ok(bytes) => {
+                    got.push((i, bytes));
+                    if got.len() == k {
+                        break;
+                    }
+                }
+                Err(err) => errors.push(format!("shard {i}: {err}")),
+            }
+        }
+        drop(pending);
+        if got.len() < k {
+            return Err(ReadError::Unavailable {
+                segment: index,
+                message: format!(
+                    "{} of the {k} shards needed could be read ({})",
+                    got.len(),
+                    errors.join("; ")
+                ),
+            });
+        }
+        let shards: Vec<(usize, &[u8])> = got.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        let data = codec
+            .recover_columns(shard_len, columns.clone(), &shards)
+            .map_err(|err| ReadError::Internal(format!("decoding segment {index}: {err}")))?;
+        let width = (columns.end - columns.start) as usize;
+        let mut out = Vec::with_capacity((wanted.end - wanted.start) as usize);
+        for (i, piece) in pieces {
+            let base = i * width;
+            let from = base + (piece.start - columns.start) as usize;
+            let to = base + (piece.end - columns.start) as usize;
+            out.extend_from_slice(data.get(from..to).ok_or_else(|| {
+                ReadError::Internal("decoded columns shorter than expected".into())
+            })?);
+        }
+        tracing::info!(segment = index, "served a segment range by decoding");
+        Ok(Bytes::from(out))
+    }
+}
+
+/// How long the direct read of a data shard may take before the segment is decoded from
+/// other shards instead: a healthy node answers within a round trip or two and streams
+/// at several MiB/s; one that died without closing its connection never answers.
+fn hedge_limit(range: &Range<u64>) -> Duration {
+    Duration::from_secs(3) + Duration::from_millis((range.end - range.start) >> 13)
+}
+
+/// How long a read may take once decoding is the only way left: slow nodes get their time.
+fn patient_limit(range: &Range<u64>) -> Duration {
+    Duration::from_secs(30) + Duration::from_secs((range.end - range.start) >> 20)
+}
+
+fn covers(window: &ReadOrders, index: usize) -> bool {
+    let first = window.first as usize;
+    index >= first && index < first + window.segments.len()
+}
+
+/// The data shards holding bytes `wanted` of a segment, with the range within each.
+fn data_pieces(shard_len: u64, wanted: &Range<u64>) -> Vec<(usize, Range<u64>)> {
+    if wanted.start >= wanted.end || shard_len == 0 {
+        return Vec::new();
+    }
+    let first = wanted.start / shard_len;
+    let last = (wanted.end - 1) / shard_len;
+    (first..=last)
+        .map(|i| {
+            let base = i * shard_len;
+            let start = wanted.start.max(base) - base;
+            let end = wanted.end.min(base + shard_len) - base;
+            (i as usize, start..end)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_split_a_range_over_data_shards() {
+        assert_eq!(data_pieces(100, &(0..100)), vec![(0, 0..100)]);
+        assert_eq!(
+            data_pieces(100, &(50..250)),
+            vec![(0, 50..100), (1, 0..100), (2, 0..50)]
+        );
+        assert_eq!(data_pieces(100, &(199..201)), vec![(1, 99..100), (2, 0..1)]);
+        assert!(data_pieces(100, &(5..5)).is_empty());
+    }
+}

@@ -1,0 +1,438 @@
+//! The gateway RPC against a real coordinator process and real nodes: a registered gateway
+//! places segments, stores shards on the nodes, commits objects with the nodes' receipts
+//! and reads them back with the coordinator's read orders; proof that does not hold, frames
+//! that do not parse and unregistered keys are refused without changing anything.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use cairn_coordinator::catalog::ListQuery;
+use cairn_coordinator::catalog::model::{ObjectBody, ObjectHeaders};
+use cairn_coordinator::client::{CallError, CoordinatorClient};
+use cairn_coordinator::rpc::{
+    GATEWAY_ALPN, GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment, PlacedShard,
+    RpcCode, StoredShard,
+};
+use cairn_erasure::{Codec, EncodedSegment};
+use cairn_node::client::NodeClient;
+use cairn_proto::identity::SecretKey;
+use cairn_proto::ids::ShardId;
+use cairn_proto::order::{Action, Order, Receipt, SignedOrder, SignedReceipt, unix_now};
+use cairn_proto::transport::{client_endpoint, connect};
+use md5::Digest;
+use support::cluster::TestCluster;
+use support::coordinator::admin;
+
+struct Gateway {
+    key: SecretKey,
+    endpoint: quinn::Endpoint,
+    client: CoordinatorClient,
+}
+
+impl Gateway {
+    fn new(cluster: &TestCluster) -> Gateway {
+        let key = SecretKey::generate();
+        let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap(), &key).unwrap();
+        let client = CoordinatorClient::new(
+            endpoint.clone(),
+            key.clone(),
+            cluster.key,
+            vec![cluster.coordinator.quic.to_string()],
+        );
+        Gateway {
+            key,
+            endpoint,
+            client,
+        }
+    }
+
+    async fn call(&self, request: GatewayRequest) -> GatewayResponse {
+        match self.client.call(&request).await {
+            Ok(response) => response,
+            Err(err) => panic!("{} failed: {err}", request.name()),
+        }
+    }
+
+    async fn refused(&self, request: GatewayRequest) -> (RpcCode, String) {
+        match self.client.call(&request).await {
+            Err(CallError::Refused { code, message }) => (code, message),
+            other => panic!("{} was not refused: {other:?}", request.name()),
+        }
+    }
+
+    /// Places `segment` and stores its shards on the chosen nodes.
+    async fn store(&self, bucket: &str, segment: &EncodedSegment) -> NewSegment {
+        let placed = match self
+            .call(GatewayRequest::Place {
+                bucket: bucket.into(),
+                shard_size: segment.shard_len() as u64,
+                roots: segment.roots().to_vec(),
+                avoid: Vec::new(),
+            })
+            .await
+        {
+            GatewayResponse::Placed(placed) => placed,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(placed.len(), segment.shard_count());
+        let mut shards = Vec::new();
+        for (PlacedShard { addr, order }, bytes) in placed.into_iter().zip(segment.shards()) {
+            let receipt = self
+                .node(&addr, &order)
+                .put_shard(&order, bytes)
+                .await
+                .unwrap();
+            shards.push(StoredShard { order, receipt });
+        }
+        NewSegment {
+            len: segment.segment_len(),
+            shards,
+        }
+    }
+
+    fn node(&self, addr: &str, order: &SignedOrder) -> NodeClient {
+        let addr: SocketAddr = addr.parse().unwrap();
+        NodeClient::new(
+            self.endpoint.clone(),
+            self.key.clone(),
+            addr,
+            order.order.node,
+        )
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn etag(bytes: &[u8]) -> String {
+    let digest = md5::Md5::digest(bytes);
+    format!(
+        "\"{}\"",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+fn put(bucket: &str, key: &str, size: u64, etag: String, body: NewBody) -> GatewayRequest {
+    GatewayRequest::Put {
+        bucket: bucket.into(),
+        key: key.into(),
+        object: NewObject {
+            size,
+            etag,
+            headers: ObjectHeaders::default(),
+            body,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
+    let cluster = TestCluster::start(&["org-a", "org-b", "org-c"]);
+    let gateway = Gateway::new(&cluster);
+
+    // Not registered yet: refused.
+    let (code, message) = gateway.refused(GatewayRequest::ListBuckets).await;
+    assert_eq!(code, RpcCode::Forbidden, "{message}");
+    cluster.register_gateway(&gateway.key.public());
+    admin(
+        &cluster.coordinator,
+        &["bucket", "create", "objs", "--k", "2", "--m", "1"],
+    )
+    .unwrap();
+    let GatewayResponse::Bucket(Some(bucket)) = gateway
+        .call(GatewayRequest::Bucket {
+            name: "objs".into(),
+        })
+        .await
+    else {
+        panic!("bucket not found");
+    };
+    assert_eq!((bucket.erasure.k, bucket.erasure.m), (2, 1));
+
+    // A small object lives inline.
+    let small = b"StorePath: /nix/store/abc".to_vec();
+    let response = gateway
+        .call(put(
+            "objs",
+            "abc.narinfo",
+            small.len() as u64,
+            etag(&small),
+            NewBody::Inline(small.clone()),
+        ))
+        .await;
+    assert_eq!(response, GatewayResponse::Stored { existed: false });
+
+    // A segment: placed on three distinct nodes, stored, and its proof handed in.
+    let codec = Codec::new(2, 1).unwrap();
+    let data = pattern(300_000, 7);
+    let segment = codec.encode_segment(0, 0, data.clone());
+    let good = gateway.store("objs", &segment).await;
+    let mut nodes: Vec<_> = good.shards.iter().map(|s| s.order.order.node).collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "one shard per node");
+    let big = |segment: NewSegment| {
+        put(
+            "objs",
+            "nar/big.nar",
+            data.len() as u64,
+            etag(&data),
+            NewBody::Segments(vec![segment]),
+        )
+    };
+
+    // Proof that does not hold is refused, and the object does not appear.
+    let mut tampered = good.clone();
+    tampered.shards[0].receipt.receipt.stored_at += 1;
+    let mut forged_order = good.clone();
+    let stranger = SecretKey::generate();
+    forged_order.shards[1].order =
+        SignedOrder::sign(forged_order.shards[1].order.order.clone(), &stranger);
+    let mut foreign = good.clone();
+    let first = foreign.shards[0].receipt.clone();
+    foreign.shards[0].receipt = foreign.shards[1].receipt.clone();
+    foreign.shards[1].receipt = first;
+    let mut unknown_node = good.clone();
+    {
+        // Even an order the coordinator really signed (the test holds its key) is refused
+        // when the node it names is not registered.
+        let coordinator = cluster.coordinator_secret();
+        let shard = ShardId([9; 16]);
+        let root = segment.roots()[2];
+        let size = segment.shard_len() as u64;
+        let order = Order {
+            node: stranger.public(),
+            client: gateway.key.public(),
+            serial: 1,
+            expires_at: unix_now() + 60,
+            action: Action::Put { shard, root, size },
+        };
+        let receipt = Receipt {
+            node: stranger.public(),
+            shard,
+            root,
+            size,
+            serial: 1,
+            stored_at: unix_now(),
+        };
+        unknown_node.shards[2] = StoredShard {
+            order: SignedOrder::sign(order, &coordinator),
+            receipt: SignedReceipt::sign(receipt, &stranger),
+        };
+    }
+    let mut short = good.clone();
+    short.shards.pop();
+    let mut wrong_len = good.clone();
+    wrong_len.len += 64 * 1024;
+    for (what, bad, expect) in [
+        ("tampered receipt", tampered, "signature does not verify"),
+        (
+            "forged order",
+            forged_order,
+            "not signed by this coordinator",
+        ),
+        ("foreign receipt", foreign, "another node"),
+        ("unknown node", unknown_node, "is not registered"),
+        ("missing shard", short, "needs 3"),
+        ("wrong length", wrong_len, "shards"),
+    ] {
+        let (code, message) = gateway.refused(big(bad)).await;
+        assert_eq!(code, RpcCode::InvalidRequest, "{what}: {message}");
+        assert!(message.contains(expect), "{what}: {message}");
+    }
+    let response = gateway
+        .call(GatewayRequest::Object {
+            bucket: "objs".into(),
+            key: "nar/big.nar".into(),
+        })
+        .await;
+    assert_eq!(response, GatewayResponse::Object(None));
+
+    // The real proof commits; the read comes with orders that fetch verified shards.
+    let response = gateway.call(big(good.clone())).await;
+    assert_eq!(response, GatewayResponse::Stored { existed: false });
+    let GatewayResponse::Read(Some(read)) = gateway
+        .call(GatewayRequest::Read {
+            bucket: "objs".into(),
+            key: "nar/big.nar".into(),
+        })
+        .await
+    else {
+        panic!("object not readable");
+    };
+    assert_eq!(read.object.size, data.len() as u64);
+    let ObjectBody::Segments { segments, .. } = &read.object.body else {
+        panic!("not segmented");
+    };
+    assert_eq!(read.orders.segments.len(), 1);
+    let roots: Vec<_> = segments[0].shards.iter().map(|s| s.root).collect();
+    assert_eq!(roots, segment.roots());
+    // Read a data shard and the parity shard, decode without data shard 0.
+    let mut fetched = Vec::new();
+    for index in [1usize, 2] {
+        let order = &read.orders.segments[0][index];
+        let (_, addr, serving) = read
+            .nodes
+            .iter()
+            .find(|(id, _, _)| *id == order.order.node)
+            .unwrap();
+        assert!(serving);
+        let client = gateway.node(addr, order);
+        let bytes = client.get_shard(order, None).await.unwrap();
+        // An order reads once: a replay is refused by the node.
+        assert!(client.get_shard(order, None).await.is_err());
+        fetched.push((index, bytes));
+    }
+    let shards: Vec<(usize, &[u8])> = fetched.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+    let decoded = codec
+        .decode_segment(data.len() as u64, &roots, &shards)
+        .unwrap();
+    assert_eq!(decoded.data, data);
+
+    // Listings roll keys up at the delimiter.
+    for key in ["a/1", "a/2", "b"] {
+        gateway
+            .call(put(
+                "objs",
+                key,
+                1,
+                etag(b"x"),
+                NewBody::Inline(b"x".to_vec()),
+            ))
+            .await;
+    }
+    let GatewayResponse::Listing(listing) = gateway
+        .call(GatewayRequest::List {
+            bucket: "objs".into(),
+            query: ListQuery {
+                prefix: String::new(),
+                delimiter: Some("/".into()),
+                after: None,
+                max: 3,
+            },
+        })
+        .await
+    else {
+        panic!("no listing");
+    };
+    let keys: Vec<_> = listing.objects.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(listing.common_prefixes, ["a/"]);
+    assert_eq!(keys, ["abc.narinfo", "b"]);
+    assert!(listing.truncated);
+    assert_eq!(listing.last.as_deref(), Some("b"));
+
+    // Multipart: parts other than the last must be large; the ETag is S3's.
+    let GatewayResponse::UploadCreated { id } = gateway
+        .call(GatewayRequest::CreateUpload {
+            bucket: "objs".into(),
+            key: "multi".into(),
+            headers: ObjectHeaders::default(),
+        })
+        .await
+    else {
+        panic!("no upload");
+    };
+    let mut part_etags = Vec::new();
+    for number in 1..=2u32 {
+        let bytes = pattern(10_000, number as u8);
+        let segment = codec.encode_segment(0, 0, bytes.clone());
+        let stored = gateway.store("objs", &segment).await;
+        part_etags.push(etag(&bytes));
+        gateway
+            .call(GatewayRequest::PutPart {
+                upload: id.clone(),
+                number,
+                size: bytes.len() as u64,
+                etag: etag(&bytes),
+                segments: vec![stored],
+            })
+            .await;
+    }
+    let complete = |parts: Vec<(u32, String)>| GatewayRequest::CompleteUpload {
+        upload: id.clone(),
+        parts,
+    };
+    let both = vec![(1, part_etags[0].clone()), (2, part_etags[1].clone())];
+    let (code, _) = gateway.refused(complete(both)).await;
+    assert_eq!(code, RpcCode::EntityTooSmall);
+    let (code, _) = gateway
+        .refused(complete(vec![(1, part_etags[1].clone())]))
+        .await;
+    assert_eq!(code, RpcCode::InvalidPart);
+    let GatewayResponse::Completed { etag: multi, size } = gateway
+        .call(complete(vec![(1, part_etags[0].clone())]))
+        .await
+    else {
+        panic!("not completed");
+    };
+    let part_digest = md5::Md5::digest(pattern(10_000, 1));
+    let expected = md5::Md5::digest(part_digest);
+    let expected: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(multi, format!("\"{expected}-1\""));
+    assert_eq!(size, 10_000);
+    let response = gateway
+        .call(GatewayRequest::Upload { id: id.clone() })
+        .await;
+    assert_eq!(response, GatewayResponse::Upload(None));
+
+    // Deleting makes the object disappear.
+    let response = gateway
+        .call(GatewayRequest::Delete {
+            bucket: "objs".into(),
+            key: "nar/big.nar".into(),
+        })
+        .await;
+    assert_eq!(response, GatewayResponse::Stored { existed: true });
+
+    // Garbage on the wire: a clear error, and the connection and coordinator carry on.
+    let conn = connect(
+        &gateway.endpoint,
+        &gateway.key,
+        cluster.coordinator.quic,
+        &cluster.key,
+        GATEWAY_ALPN,
+    )
+    .await
+    .unwrap();
+    for junk in [
+        vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff],
+        vec![0xff, 0xff, 0xff, 0xff],
+    ] {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&junk).await.unwrap();
+        send.finish().unwrap();
+        let response: GatewayResponse = cairn_proto::wire::read_frame_within(&mut recv, 1 << 20)
+            .await
+            .unwrap();
+        let GatewayResponse::Error { code, message } = response else {
+            panic!("junk accepted: {response:?}");
+        };
+        assert_eq!(code, RpcCode::InvalidRequest, "{message}");
+    }
+    let response = gateway
+        .call(GatewayRequest::Object {
+            bucket: "objs".into(),
+            key: "abc.narinfo".into(),
+        })
+        .await;
+    let GatewayResponse::Object(Some(object)) = response else {
+        panic!("inline object lost");
+    };
+    assert_eq!(object.body, ObjectBody::Inline(small));
+
+    // A removed gateway is refused from its next request on.
+    admin(
+        &cluster.coordinator,
+        &["gateway", "remove", &gateway.key.public().to_string()],
+    )
+    .unwrap();
+    let (code, _) = gateway.refused(GatewayRequest::ListBuckets).await;
+    assert_eq!(code, RpcCode::Forbidden);
+}

@@ -1,0 +1,85 @@
+//! A whole small cluster of real processes: one `cairn coordinator` member and storage
+//! nodes that joined it with invitations, as an operator would set it up.
+
+use std::time::{Duration, Instant};
+
+use cairn_proto::identity::{PublicKey, SecretKey};
+
+use super::NodeProcess;
+use super::coordinator::{Member, admin};
+
+/// A coordinator and its joined nodes.
+pub struct TestCluster {
+    pub coordinator: Member,
+    pub key: PublicKey,
+    pub nodes: Vec<NodeProcess>,
+    pub root: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts a one-member coordinator and one node per entry of `orgs` (its organisation),
+    /// each joined with its own invitation; returns once every node has heartbeated.
+    pub fn start(orgs: &[&str]) -> TestCluster {
+        let root = tempfile::tempdir().unwrap();
+        let mut coordinator = Member::new(1, root.path());
+        coordinator.start(true);
+        let key = SecretKey::load(&coordinator.dir.join("coordinator.key"))
+            .unwrap()
+            .public();
+        let mut nodes = Vec::new();
+        for (i, org) in orgs.iter().enumerate() {
+            let token = admin(&coordinator, &["invite"]).unwrap().trim().to_string();
+            let dir = root.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let extra = format!(
+                "join = \"{token}\"\norg = \"{org}\"\nsite = \"site-{org}\"\nheartbeat_interval_ms = 100\ncapacity = \"1GiB\""
+            );
+            nodes.push(NodeProcess::start(&dir, &key, &extra));
+        }
+        let cluster = TestCluster {
+            coordinator,
+            key,
+            nodes,
+            root,
+        };
+        cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
+        cluster
+    }
+
+    /// The coordinator's secret key (tests use it to forge what only the coordinator may
+    /// sign, and to check what it signed).
+    pub fn coordinator_secret(&self) -> SecretKey {
+        SecretKey::load(&self.coordinator.dir.join("coordinator.key")).unwrap()
+    }
+
+    /// `cairn admin nodes --json`.
+    pub fn nodes_view(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&admin(&self.coordinator, &["--json", "nodes"]).unwrap()).unwrap()
+    }
+
+    /// Waits until every node's entry in `cairn admin nodes` satisfies `check`.
+    pub fn wait_nodes(&self, check: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let view = self.nodes_view();
+            let ready = self.nodes.iter().all(|node| {
+                let id = node.id.to_string();
+                view.iter().any(|v| v["id"] == id.as_str() && check(v))
+            });
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nodes never got ready: {view:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Registers `key` as a gateway.
+    pub fn register_gateway(&self, key: &PublicKey) {
+        admin(
+            &self.coordinator,
+            &["gateway", "add", &key.to_string(), "--name", "test"],
+        )
+        .unwrap();
+    }
+}
