@@ -29,6 +29,8 @@ enum Command {
     Coordinator(Box<cmd::coordinator::CoordinatorArgs>),
     /// Run a storage node: offer disk to a cluster, serve shards on coordinator-signed orders.
     Node(Box<cmd::node::NodeArgs>),
+    /// Run an S3 gateway: the front door Hydra uploads through and a CDN reads from.
+    Gateway(Box<cmd::gateway::GatewayArgs>),
     /// Operate a cluster through a coordinator's admin API (status, members, buckets, keys).
     Admin(Box<cmd::admin::AdminArgs>),
     /// Measure this machine: erasure coding, hashing and shard transfer speed.
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Coordinator(args) => cmd::coordinator::run(*args),
         Command::Node(args) => cmd::node::run(*args),
+        Command::Gateway(args) => cmd::gateway::run(*args),
         Command::Admin(args) => cmd::admin::run(*args),
         Command::Bench(command) => bench::run(command),
     };
@@ -60,10 +63,17 @@ fn main() -> std::process::ExitCode {
 fn init_logging() {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
-    let filter = std::env::var("CAIRN_LOG")
+    let text = std::env::var("CAIRN_LOG").unwrap_or_default();
+    let mut filter = text
+        .parse::<Targets>()
         .ok()
-        .and_then(|text| text.parse::<Targets>().ok())
+        .filter(|_| !text.is_empty())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    // The S3 library logs every refused request (404s and 304s included) as an error; the
+    // gateway's own logs and metrics say what matters, so it is quiet unless asked for.
+    if !text.contains("s3s") {
+        filter = filter.with_target("s3s", tracing::level_filters::LevelFilter::OFF);
+    }
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)

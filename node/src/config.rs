@@ -19,7 +19,7 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Address gateways should dial, as told to the coordinator (defaults to `listen`).
     pub advertise: Option<String>,
-    /// Coordinator addresses that receive heartbeats (any member; followers forward).
+    /// Coordinator addresses that receive heartbeats (every member: only the leader takes them, and the node tries each in turn until one does).
     pub coordinators: Vec<SocketAddr>,
     /// The coordinator's public key: only orders it signed are obeyed.
     #[serde(with = "as_text", skip_serializing_if = "Option::is_none")]

@@ -1,8 +1,17 @@
 //! The S3 gateway: the S3-compatible front door through which Hydra uploads and a CDN reads.
 //!
-//! So far it holds only [`nix`], the authenticity checks a bucket in *nix-cache* mode applies to
-//! every upload (narinfo signatures, NAR hashes); the HTTP side, SigV4 and the streaming
-//! erasure-coded writes come later and call into it.
+//! [`daemon::start`] serves S3 (on s3s) over HTTP. [`service::Gateway`] implements the
+//! operations (one file per family under `ops/`) on top of the coordinator's gateway RPC
+//! and the [`store`] data path, which moves bodies to and from nodes as verified,
+//! erasure-coded segments. [`access`] decides who may do what; [`nix`] holds the checks a
+//! bucket in *nix-cache* mode applies to every upload (narinfo signatures, NAR hashes).
 
+pub mod access;
+pub mod config;
+pub mod daemon;
+mod errors;
+pub mod metrics;
 pub mod nix;
+mod ops;
+pub mod service;
 pub mod store;

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod coordinator;
+pub mod gateway;
 pub mod node;
 
 use std::path::Path;

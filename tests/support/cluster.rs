@@ -83,3 +83,70 @@ impl TestCluster {
         .unwrap();
     }
 }
+
+/// A `cairn gateway` child process.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub key: PublicKey,
+    pub endpoint: String,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestCluster {
+    /// Starts a gateway against this cluster's coordinator and registers its key.
+    pub fn start_gateway(&self) -> GatewayProcess {
+        use std::io::BufRead;
+        let dir = self.root.path().join("gateway");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("gateway")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--coordinator", &self.coordinator.quic.to_string()])
+            .args(["--coordinator-key", &self.key.to_string()])
+            .env("CAIRN_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut key = None;
+        let endpoint = loop {
+            let line = lines.next().expect("gateway exited early").unwrap();
+            if let Some(k) = line.strip_prefix("gateway key: ") {
+                key = Some(k.parse().unwrap());
+            }
+            if let Some(url) = line.strip_prefix("S3 on ") {
+                break url.to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let key = key.expect("gateway printed its key");
+        self.register_gateway(&key);
+        GatewayProcess {
+            child,
+            key,
+            endpoint,
+        }
+    }
+
+    /// A new S3 access key: (id, secret).
+    pub fn access_key(&self) -> (String, String) {
+        let out = admin(
+            &self.coordinator,
+            &["--json", "key", "create", "--name", "test"],
+        )
+        .unwrap();
+        let key: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (
+            key["id"].as_str().unwrap().to_string(),
+            key["secret"].as_str().unwrap().to_string(),
+        )
+    }
+}

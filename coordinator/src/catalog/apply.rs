@@ -111,10 +111,13 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             // A node that re-joins (new disk, new address) keeps its history and state.
             let record = match read_node(&nodes, &node.id)? {
                 Some(known) => rejoined(known, node),
+                // A new node starts with nothing earned, whatever the record says.
                 None => NodeRecord {
                     state: NodeState::Vetting,
                     joined_ms: *now_ms,
                     state_since_ms: *now_ms,
+                    vetted: false,
+                    reputation: Default::default(),
                     ..node.clone()
                 },
             };

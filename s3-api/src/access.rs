@@ -1,0 +1,179 @@
+//! Who may do what: SigV4 secrets from the coordinator, anonymous reads only of public
+//! buckets, and virtual-host bucket names.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::host::{S3Host, VirtualHost};
+use s3s::{S3Error, S3ErrorCode, S3Result};
+
+use crate::errors::from_call;
+use crate::store::DataPath;
+
+/// How long a secret or a bucket's public flag is reused before asking again: revoking a
+/// key or making a bucket private takes effect within this.
+const CACHE_FOR: Duration = Duration::from_secs(5);
+
+/// SigV4 secrets, fetched from the coordinator (which gives them only to registered
+/// gateways) and kept briefly.
+pub struct Auth {
+    path: Arc<DataPath>,
+    cache: Mutex<HashMap<String, (Instant, Option<String>)>>,
+}
+
+impl Auth {
+    /// Secrets from `path`'s coordinator.
+    pub fn new(path: Arc<DataPath>) -> Self {
+        Self {
+            path,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Auth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        let cached = self.cache.lock().ok().and_then(|cache| {
+            cache
+                .get(access_key)
+                .filter(|(at, _)| at.elapsed() < CACHE_FOR)
+                .map(|(_, secret)| secret.clone())
+        });
+        let secret = match cached {
+            Some(secret) => secret,
+            None => {
+                let request = GatewayRequest::AccessKey {
+                    id: access_key.to_string(),
+                };
+                let secret = match self
+                    .path
+                    .coordinator
+                    .call(&request)
+                    .await
+                    .map_err(from_call)?
+                {
+                    GatewayResponse::AccessKey(key) => key.map(|k| k.secret),
+                    other => {
+                        return Err(S3Error::with_message(
+                            S3ErrorCode::InternalError,
+                            format!("unexpected coordinator answer: {other:?}"),
+                        ));
+                    }
+                };
+                if let Ok(mut cache) = self.cache.lock() {
+                    cache.insert(access_key.to_string(), (Instant::now(), secret.clone()));
+                }
+                secret
+            }
+        };
+        secret.map(SecretKey::from).ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::InvalidAccessKeyId,
+                "the access key does not exist or was revoked",
+            )
+        })
+    }
+}
+
+/// Signed requests may do anything; anonymous ones may only GET and HEAD objects of
+/// public-read buckets.
+pub struct Access {
+    path: Arc<DataPath>,
+    public: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+impl Access {
+    /// Bucket flags from `path`'s coordinator.
+    pub fn new(path: Arc<DataPath>) -> Self {
+        Self {
+            path,
+            public: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn is_public(&self, bucket: &str) -> S3Result<bool> {
+        let cached = self.public.lock().ok().and_then(|cache| {
+            cache
+                .get(bucket)
+                .filter(|(at, _)| at.elapsed() < CACHE_FOR)
+                .map(|(_, public)| *public)
+        });
+        if let Some(public) = cached {
+            return Ok(public);
+        }
+        let request = GatewayRequest::Bucket {
+            name: bucket.to_string(),
+        };
+        let public = match self
+            .path
+            .coordinator
+            .call(&request)
+            .await
+            .map_err(from_call)?
+        {
+            GatewayResponse::Bucket(bucket) => bucket.is_some_and(|b| b.public_read),
+            _ => false,
+        };
+        if let Ok(mut cache) = self.public.lock() {
+            cache.insert(bucket.to_string(), (Instant::now(), public));
+        }
+        Ok(public)
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for Access {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_some() {
+            return Ok(());
+        }
+        let read = matches!(cx.s3_op().name(), "GetObject" | "HeadObject");
+        let bucket = cx.s3_path().get_bucket_name().map(str::to_string);
+        if read
+            && let Some(bucket) = bucket
+            && self.is_public(&bucket).await?
+        {
+            return Ok(());
+        }
+        Err(S3Error::with_message(
+            S3ErrorCode::AccessDenied,
+            "anonymous access is limited to reading public buckets; sign the request",
+        ))
+    }
+}
+
+/// Virtual-host addressing under one domain (`<bucket>.<domain>`, any port); every other
+/// host name is path-style.
+pub struct Host {
+    domain: Option<String>,
+}
+
+impl Host {
+    /// Buckets as sub-domains of `domain`, if set.
+    pub fn new(domain: Option<String>) -> Self {
+        Self { domain }
+    }
+}
+
+impl S3Host for Host {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|c| c.is_ascii_digit()) => name,
+            _ => host,
+        };
+        if let Some(domain) = &self.domain
+            && let Some(bucket) = name
+                .strip_suffix(domain.as_str())
+                .and_then(|rest| rest.strip_suffix('.'))
+                .filter(|b| !b.is_empty())
+        {
+            return Ok(VirtualHost::new(domain.as_str()).with_bucket(bucket));
+        }
+        Ok(VirtualHost::new(name))
+    }
+}

@@ -1,0 +1,90 @@
+//! [`GatewayMetrics`]: the gateway's Prometheus metrics, served as text on `/metrics`.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the gateway exports, named `cairn_gateway_<thing>_<unit>`.
+pub struct GatewayMetrics {
+    registry: Registry,
+    /// Requests by HTTP method and status code.
+    pub requests: IntCounterVec,
+    /// Request latency (to the response head) by HTTP method.
+    pub latency: HistogramVec,
+    /// Object bytes accepted in uploads.
+    pub bytes_in: IntCounter,
+    /// Object bytes promised in GET responses.
+    pub bytes_out: IntCounter,
+    /// Shard reads whose bytes failed verification (or that the node said were damaged).
+    pub verification_failures: IntCounter,
+}
+
+impl GatewayMetrics {
+    /// Registers every metric in a fresh registry.
+    #[allow(clippy::expect_used)] // constant names and labels; a failure is a bug here
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("registered once");
+            counter
+        };
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "cairn_gateway_requests_total",
+                "S3 requests by HTTP method and status.",
+            ),
+            &["method", "status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("registered once");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "cairn_gateway_request_duration_seconds",
+                "Time from request to response head, by HTTP method.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["method"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("registered once");
+        Self {
+            requests,
+            latency,
+            bytes_in: counter(
+                "cairn_gateway_received_bytes_total",
+                "Object bytes accepted in uploads.",
+            ),
+            bytes_out: counter(
+                "cairn_gateway_sent_bytes_total",
+                "Object bytes in GET responses.",
+            ),
+            verification_failures: counter(
+                "cairn_gateway_verification_failures_total",
+                "Shard reads that failed verification and were served from other shards.",
+            ),
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,222 @@
+//! GetObject and HeadObject: conditional requests, ranges, and the verified read stream.
+
+use cairn_coordinator::catalog::model::ObjectRecord;
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, ObjectRead};
+use http::HeaderMap;
+use http::header::{ETAG, HeaderValue, LAST_MODIFIED};
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use futures_util::StreamExt;
+
+use crate::errors::from_read;
+use crate::service::{Gateway, etag, metadata, timestamp, unexpected};
+use crate::store::read_range;
+
+/// The conditional headers of a GET or HEAD.
+struct Conditions {
+    if_match: Option<ETagCondition>,
+    if_none_match: Option<ETagCondition>,
+    if_modified_since: Option<Timestamp>,
+    if_unmodified_since: Option<Timestamp>,
+}
+
+impl Conditions {
+    /// Evaluates them as RFC 9110 §13.2.2 orders it (which S3 follows): If-Match, else
+    /// If-Unmodified-Since, may fail with 412; then If-None-Match, else If-Modified-Since,
+    /// may answer 304.
+    fn check(&self, object: &ObjectRecord) -> S3Result<()> {
+        let current = etag(&object.etag);
+        let modified = timestamp(object.last_modified_ms);
+        let matches = |condition: &ETagCondition| match condition {
+            ETagCondition::Any => true,
+            ETagCondition::ETag(tag) => tag.value() == current.value(),
+        };
+        match (&self.if_match, &self.if_unmodified_since) {
+            (Some(condition), _) if !matches(condition) => {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::PreconditionFailed,
+                    "If-Match does not match the object's ETag",
+                ));
+            }
+            (None, Some(since)) if modified > *since => {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::PreconditionFailed,
+                    "the object was modified after If-Unmodified-Since",
+                ));
+            }
+            _ => {}
+        }
+        let not_modified = match (&self.if_none_match, &self.if_modified_since) {
+            (Some(condition), _) => matches(condition),
+            (None, Some(since)) => modified <= *since,
+            (None, None) => false,
+        };
+        if not_modified {
+            let mut err = S3Error::new(S3ErrorCode::NotModified);
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&object.etag) {
+                headers.insert(ETAG, value);
+            }
+            if let Ok(value) = HeaderValue::from_str(&httpdate(object.last_modified_ms)) {
+                headers.insert(LAST_MODIFIED, value);
+            }
+            err.set_headers(headers);
+            return Err(err);
+        }
+        Ok(())
+    }
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate) for a catalog time.
+fn httpdate(ms: u64) -> String {
+    let mut out = Vec::new();
+    let _ = timestamp(ms).format(s3s::dto::TimestampFormat::HttpDate, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The byte range to send and the `Content-Range` header for it, if partial.
+fn resolve_range(
+    range: Option<&Range>,
+    size: u64,
+) -> S3Result<(std::ops::Range<u64>, Option<String>)> {
+    match range {
+        // An empty object has no satisfiable range; S3 sends it whole.
+        Some(range) if size > 0 => {
+            let wanted = range.check(size).map_err(|_| {
+                let mut err = S3Error::with_message(
+                    S3ErrorCode::InvalidRange,
+                    format!("the range is not satisfiable for a {size}-byte object"),
+                );
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(http::header::CONTENT_RANGE, value);
+                }
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/xml"),
+                );
+                err.set_headers(headers);
+                err
+            })?;
+            let header = format!("bytes {}-{}/{size}", wanted.start, wanted.end - 1);
+            Ok((wanted, Some(header)))
+        }
+        _ => Ok((0..size, None)),
+    }
+}
+
+impl Gateway {
+    async fn read(&self, bucket: &str, key: &str) -> S3Result<ObjectRead> {
+        match self
+            .call(GatewayRequest::Read {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })
+            .await?
+        {
+            GatewayResponse::Read(Some(read)) => Ok(*read),
+            GatewayResponse::Read(None) => Err(S3Error::with_message(
+                S3ErrorCode::NoSuchKey,
+                format!("no object {key} in {bucket}"),
+            )),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn op_get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        if input.part_number.is_some() {
+            return Err(S3Error::with_message(
+                S3ErrorCode::NotImplemented,
+                "GET by part number is not supported",
+            ));
+        }
+        let read = self.read(&input.bucket, &input.key).await?;
+        let object = read.object.clone();
+        Conditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+        }
+        .check(&object)?;
+        let (range, content_range) = resolve_range(input.range.as_ref(), object.size)?;
+        let length = range.end - range.start;
+        self.metrics.bytes_out.inc_by(length);
+        let mut stream = Box::pin(read_range(
+            self.path.clone(),
+            input.bucket,
+            input.key,
+            read,
+            range,
+            self.reporter(),
+        ));
+        // The first segment is read before the response starts, so an object that cannot be
+        // read at all gets a clean 503 instead of a response cut off after its headers.
+        let first = match stream.next().await {
+            Some(Ok(chunk)) => Some(Ok(chunk)),
+            Some(Err(err)) => return Err(from_read(err)),
+            None => None,
+        };
+        let stream = futures_util::stream::iter(first).chain(stream);
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(StreamingBlob::wrap(stream)),
+            content_length: Some(length as i64),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&object.etag)),
+            last_modified: Some(timestamp(object.last_modified_ms)),
+            content_type: object.headers.content_type.clone(),
+            content_encoding: object.headers.content_encoding.clone(),
+            cache_control: object.headers.cache_control.clone(),
+            metadata: metadata(&object),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn op_head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let object = match self
+            .call(GatewayRequest::Object {
+                bucket: input.bucket.clone(),
+                key: input.key.clone(),
+            })
+            .await?
+        {
+            GatewayResponse::Object(Some(object)) => *object,
+            GatewayResponse::Object(None) => {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::NoSuchKey,
+                    format!("no object {} in {}", input.key, input.bucket),
+                ));
+            }
+            other => return Err(unexpected(other)),
+        };
+        Conditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+        }
+        .check(&object)?;
+        let (range, _) = resolve_range(input.range.as_ref(), object.size)?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some((range.end - range.start) as i64),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&object.etag)),
+            last_modified: Some(timestamp(object.last_modified_ms)),
+            content_type: object.headers.content_type.clone(),
+            content_encoding: object.headers.content_encoding.clone(),
+            cache_control: object.headers.cache_control.clone(),
+            metadata: metadata(&object),
+            ..Default::default()
+        }))
+    }
+}

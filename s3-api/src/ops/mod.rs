@@ -1,0 +1,10 @@
+//! The S3 operations, one file per family; each adds `op_*` methods to
+//! [`crate::service::Gateway`].
+
+mod bucket;
+mod copy;
+mod delete;
+mod get;
+mod list;
+mod multipart;
+mod put;

@@ -1,0 +1,310 @@
+//! Multipart uploads: create, upload parts (always stored as segments), complete (the
+//! coordinator checks part order, sizes and ETags and assembles the object in one commit),
+//! abort, and the two listings.
+
+use cairn_coordinator::catalog::model::{BucketMode, UploadRecord};
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use md5::{Digest, Md5};
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use crate::errors::from_write;
+use crate::nix::nar::{ObjectKind, classify_key};
+use crate::ops::put::{body_or_empty, check_md5, content_md5};
+use crate::service::{Gateway, etag, hex, object_headers, quoted, timestamp, unexpected};
+use crate::store::write_body;
+
+/// Most parts or uploads one listing page returns.
+const MAX_PAGE: i32 = 1000;
+
+impl Gateway {
+    /// The upload, checked to belong to `bucket`/`key`.
+    async fn upload(&self, bucket: &str, key: &str, id: &str) -> S3Result<UploadRecord> {
+        let missing = || {
+            S3Error::with_message(
+                S3ErrorCode::NoSuchUpload,
+                format!("no upload {id} for {bucket}/{key}"),
+            )
+        };
+        match self
+            .call(GatewayRequest::Upload { id: id.to_string() })
+            .await?
+        {
+            GatewayResponse::Upload(Some(upload))
+                if upload.bucket == bucket && upload.key == key =>
+            {
+                Ok(upload)
+            }
+            GatewayResponse::Upload(_) => Err(missing()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn op_create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+        if matches!(bucket.mode, BucketMode::NixCache { .. }) {
+            // A NAR's hash (and a narinfo's signature) can only be checked over the whole
+            // body, which a multipart upload never streams through one request.
+            let kind = classify_key(&input.key).map_err(|err| {
+                S3Error::with_message(S3ErrorCode::AccessDenied, format!("nix-cache: {err}"))
+            })?;
+            if !matches!(kind, ObjectKind::Plain) {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::AccessDenied,
+                    "nix-cache: NARs and narinfos must be uploaded in one PUT so their hashes and signatures can be checked",
+                ));
+            }
+        }
+        let headers = object_headers(
+            input.content_type,
+            input.content_encoding,
+            input.cache_control,
+            input.metadata,
+        );
+        match self
+            .call(GatewayRequest::CreateUpload {
+                bucket: input.bucket.clone(),
+                key: input.key.clone(),
+                headers,
+            })
+            .await?
+        {
+            GatewayResponse::UploadCreated { id } => {
+                Ok(S3Response::new(CreateMultipartUploadOutput {
+                    bucket: Some(input.bucket),
+                    key: Some(input.key),
+                    upload_id: Some(id),
+                    ..Default::default()
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn op_upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        let number = u32::try_from(input.part_number)
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                S3Error::with_message(S3ErrorCode::InvalidArgument, "part numbers are 1 to 10000")
+            })?;
+        let upload = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let mut bucket = self.bucket(&input.bucket).await?;
+        // Parts use the code the upload started with, even if the bucket changed since.
+        bucket.erasure = upload.erasure;
+        let expected_md5 = content_md5(input.content_md5.as_deref())?;
+        let mut md5 = Md5::new();
+        let written = write_body(
+            &self.path,
+            &bucket,
+            body_or_empty(input.body),
+            |chunk| {
+                md5.update(chunk);
+                Ok(())
+            },
+            true,
+        )
+        .await
+        .map_err(from_write)?;
+        let digest = md5.finalize();
+        check_md5(expected_md5, &digest)?;
+        self.metrics.bytes_in.inc_by(written.size);
+        let tag = hex(&digest);
+        let segments = match written.body {
+            cairn_coordinator::rpc::NewBody::Segments(segments) => segments,
+            cairn_coordinator::rpc::NewBody::Inline(_) => Vec::new(),
+        };
+        match self
+            .call(GatewayRequest::PutPart {
+                upload: input.upload_id,
+                number,
+                size: written.size,
+                etag: quoted(&tag),
+                segments,
+            })
+            .await?
+        {
+            GatewayResponse::Done => Ok(S3Response::new(UploadPartOutput {
+                e_tag: Some(etag(&tag)),
+                ..Default::default()
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn op_complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        self.upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let listed = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default();
+        let mut parts = Vec::with_capacity(listed.len());
+        for part in listed {
+            let number = part
+                .part_number
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| s3s::s3_error!(InvalidPart, "a part without a valid number"))?;
+            let tag = part
+                .e_tag
+                .map(|t| quoted(t.value()))
+                .ok_or_else(|| s3s::s3_error!(InvalidPart, "part {number} has no ETag"))?;
+            parts.push((number, tag));
+        }
+        match self
+            .call(GatewayRequest::CompleteUpload {
+                upload: input.upload_id,
+                parts,
+            })
+            .await?
+        {
+            GatewayResponse::Completed { etag: tag, .. } => {
+                Ok(S3Response::new(CompleteMultipartUploadOutput {
+                    bucket: Some(input.bucket.clone()),
+                    key: Some(input.key.clone()),
+                    e_tag: Some(etag(&tag)),
+                    location: Some(format!("/{}/{}", input.bucket, input.key)),
+                    ..Default::default()
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn op_abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        match self
+            .call(GatewayRequest::AbortUpload {
+                upload: input.upload_id,
+            })
+            .await?
+        {
+            GatewayResponse::Done => Ok(S3Response::new(AbortMultipartUploadOutput::default())),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn op_list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        self.upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let max = input.max_parts.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
+        let after = input
+            .part_number_marker
+            .map_or(0, |m| u32::try_from(m).unwrap_or(0));
+        // One more than asked tells whether the page is the last.
+        let parts = match self
+            .call(GatewayRequest::ListParts {
+                upload: input.upload_id.clone(),
+                after,
+                max: max as u32 + 1,
+            })
+            .await?
+        {
+            GatewayResponse::Parts(parts) => parts,
+            other => return Err(unexpected(other)),
+        };
+        let truncated = parts.len() > max as usize;
+        let page: Vec<_> = parts.into_iter().take(max as usize).collect();
+        let next = page.last().map(|(n, _)| *n as i32);
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max),
+            is_truncated: Some(truncated),
+            next_part_number_marker: next,
+            parts: Some(
+                page.into_iter()
+                    .map(|(number, part)| Part {
+                        part_number: Some(number as i32),
+                        e_tag: Some(etag(&part.etag)),
+                        size: Some(part.size as i64),
+                        last_modified: Some(timestamp(part.last_modified_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn op_list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let max = input.max_uploads.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
+        let uploads = match self
+            .call(GatewayRequest::ListUploads {
+                bucket: input.bucket.clone(),
+                prefix: input.prefix.clone().unwrap_or_default(),
+                max: MAX_PAGE as u32,
+            })
+            .await?
+        {
+            GatewayResponse::Uploads(uploads) => uploads,
+            other => return Err(unexpected(other)),
+        };
+        // Markers: uploads after (key, upload id), in the coordinator's key order.
+        let after_key = input.key_marker.clone().unwrap_or_default();
+        let after_id = input.upload_id_marker.clone().unwrap_or_default();
+        let mut page: Vec<_> = uploads
+            .into_iter()
+            .filter(|(id, u)| {
+                after_key.is_empty()
+                    || u.key > after_key
+                    || (u.key == after_key && !after_id.is_empty() && *id > after_id)
+            })
+            .collect();
+        let truncated = page.len() > max as usize;
+        page.truncate(max as usize);
+        let (next_key, next_id) = match page.last() {
+            Some((id, u)) if truncated => (Some(u.key.clone()), Some(id.clone())),
+            _ => (None, None),
+        };
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            max_uploads: Some(max),
+            is_truncated: Some(truncated),
+            uploads: Some(
+                page.into_iter()
+                    .map(|(id, u)| MultipartUpload {
+                        key: Some(u.key),
+                        upload_id: Some(id),
+                        initiated: Some(timestamp(u.initiated_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+}

@@ -1,0 +1,180 @@
+//! PutObject: the upload path, with the checks a bucket's mode asks for.
+
+use base64::Engine;
+use cairn_coordinator::catalog::model::{Bucket, BucketMode};
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewObject};
+use md5::{Digest, Md5};
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use crate::errors::from_write;
+use crate::nix::keys::{TrustedKey, verify_narinfo};
+use crate::nix::nar::{NarVerifier, ObjectKind, classify_key};
+use crate::service::{Gateway, etag, hex, object_headers, quoted, unexpected};
+use crate::store::write_body;
+
+/// Largest narinfo accepted: real ones are 1–2 KiB; the bound keeps the buffer small.
+const MAX_NARINFO: usize = 64 << 10;
+
+/// What an upload's bytes must prove, by bucket mode and key.
+pub(crate) enum Policy {
+    /// Nothing beyond the MD5.
+    Plain,
+    /// A narinfo: buffered, then its signature checked.
+    NarInfo {
+        trusted: Vec<TrustedKey>,
+        text: Vec<u8>,
+    },
+    /// A NAR: hashed as it streams.
+    Nar(Box<NarVerifier>),
+}
+
+impl Policy {
+    /// The policy for `key` in `bucket`; refuses keys a nix-cache bucket cannot check.
+    pub(crate) fn for_key(bucket: &Bucket, key: &str) -> S3Result<Policy> {
+        let BucketMode::NixCache { trusted_keys } = &bucket.mode else {
+            return Ok(Policy::Plain);
+        };
+        match classify_key(key).map_err(nix_refusal)? {
+            ObjectKind::Plain => Ok(Policy::Plain),
+            ObjectKind::Nar { hash, compression } => {
+                Ok(Policy::Nar(Box::new(NarVerifier::new(hash, compression))))
+            }
+            ObjectKind::NarInfo { .. } => {
+                let trusted = trusted_keys
+                    .iter()
+                    .map(|k| TrustedKey::parse(k))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(nix_refusal)?;
+                Ok(Policy::NarInfo {
+                    trusted,
+                    text: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Sees one chunk of the body.
+    pub(crate) fn update(&mut self, chunk: &[u8]) -> Result<(), String> {
+        match self {
+            Policy::Plain => Ok(()),
+            Policy::NarInfo { text, .. } => {
+                if text.len() + chunk.len() > MAX_NARINFO {
+                    return Err(format!(
+                        "nix-cache: a narinfo is at most {MAX_NARINFO} bytes"
+                    ));
+                }
+                text.extend_from_slice(chunk);
+                Ok(())
+            }
+            Policy::Nar(verifier) => verifier
+                .update(chunk)
+                .map_err(|e| format!("nix-cache: {e}")),
+        }
+    }
+
+    /// The verdict once the whole body has been seen.
+    pub(crate) fn finish(self, key: &str) -> S3Result<()> {
+        match self {
+            Policy::Plain => Ok(()),
+            Policy::NarInfo { trusted, text } => verify_narinfo(key, &text, &trusted)
+                .map(|_| ())
+                .map_err(nix_refusal),
+            Policy::Nar(verifier) => verifier.finish().map(|_| ()).map_err(nix_refusal),
+        }
+    }
+}
+
+/// A failed Nix check: 403, with the check that failed in the message.
+fn nix_refusal(err: crate::nix::NixCheckError) -> S3Error {
+    S3Error::with_message(S3ErrorCode::AccessDenied, format!("nix-cache: {err}"))
+}
+
+/// A `Content-MD5` header's digest.
+pub(crate) fn content_md5(header: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(header.trim())
+        .ok()
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::InvalidDigest,
+                "Content-MD5 is not the base64 of 16 bytes",
+            )
+        })?;
+    Ok(Some(bytes))
+}
+
+/// Compares the body's MD5 with the one the client sent.
+pub(crate) fn check_md5(expected: Option<[u8; 16]>, actual: &[u8]) -> S3Result<()> {
+    match expected {
+        Some(expected) if expected.as_slice() != actual => Err(S3Error::with_message(
+            S3ErrorCode::BadDigest,
+            "the body does not match Content-MD5",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An absent body is an empty one.
+pub(crate) fn body_or_empty(body: Option<StreamingBlob>) -> StreamingBlob {
+    body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()))
+}
+
+impl Gateway {
+    pub(crate) async fn op_put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+        let mut policy = Policy::for_key(&bucket, &input.key)?;
+        let expected_md5 = content_md5(input.content_md5.as_deref())?;
+        let mut md5 = Md5::new();
+        let written = write_body(
+            &self.path,
+            &bucket,
+            body_or_empty(input.body),
+            |chunk| {
+                md5.update(chunk);
+                policy.update(chunk)
+            },
+            false,
+        )
+        .await
+        .map_err(from_write)?;
+        let digest = md5.finalize();
+        check_md5(expected_md5, &digest)?;
+        policy.finish(&input.key)?;
+        self.metrics.bytes_in.inc_by(written.size);
+        let tag = hex(&digest);
+        let object = NewObject {
+            size: written.size,
+            etag: quoted(&tag),
+            headers: object_headers(
+                input.content_type,
+                input.content_encoding,
+                input.cache_control,
+                input.metadata,
+            ),
+            body: written.body,
+        };
+        match self
+            .call(GatewayRequest::Put {
+                bucket: input.bucket,
+                key: input.key,
+                object,
+            })
+            .await?
+        {
+            GatewayResponse::Stored { .. } => Ok(S3Response::new(PutObjectOutput {
+                e_tag: Some(etag(&tag)),
+                ..Default::default()
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+}

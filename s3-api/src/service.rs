@@ -1,0 +1,273 @@
+//! [`Gateway`]: the `s3s::S3` implementation. Each operation family lives in its own file
+//! under `ops/`; this file holds the dispatch and what they share.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use cairn_coordinator::catalog::model::{Bucket, ObjectHeaders, ObjectRecord};
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use crate::errors::from_call;
+use crate::metrics::GatewayMetrics;
+use crate::store::{DataPath, ShardProblem};
+
+/// The S3 operations on top of the coordinator and the data path.
+pub struct Gateway {
+    pub(crate) path: Arc<DataPath>,
+    pub(crate) metrics: Arc<GatewayMetrics>,
+}
+
+impl Gateway {
+    /// A gateway over `path`, counting into `metrics`.
+    pub fn new(path: Arc<DataPath>, metrics: Arc<GatewayMetrics>) -> Self {
+        Self { path, metrics }
+    }
+
+    /// Asks the coordinator; failures become S3 errors.
+    pub(crate) async fn call(&self, request: GatewayRequest) -> S3Result<GatewayResponse> {
+        self.path
+            .coordinator
+            .call(&request)
+            .await
+            .map_err(from_call)
+    }
+
+    /// The bucket, or `NoSuchBucket`.
+    pub(crate) async fn bucket(&self, name: &str) -> S3Result<Bucket> {
+        match self
+            .call(GatewayRequest::Bucket {
+                name: name.to_string(),
+            })
+            .await?
+        {
+            GatewayResponse::Bucket(Some(bucket)) => Ok(bucket),
+            GatewayResponse::Bucket(None) => Err(S3Error::with_message(
+                S3ErrorCode::NoSuchBucket,
+                format!("no bucket named {name}"),
+            )),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What the data path calls when a node sends bad bytes: counted here and reported to
+    /// the coordinator in the background (the read itself goes on from other shards).
+    pub(crate) fn reporter(&self) -> Arc<dyn Fn(ShardProblem) + Send + Sync> {
+        let path = self.path.clone();
+        let metrics = self.metrics.clone();
+        Arc::new(move |problem: ShardProblem| {
+            metrics.verification_failures.inc();
+            let path = path.clone();
+            tokio::spawn(async move {
+                let request = GatewayRequest::ReportShard {
+                    node: problem.node,
+                    shard: problem.shard,
+                    problem: problem.problem,
+                };
+                if let Err(err) = path.coordinator.call(&request).await {
+                    tracing::warn!(%err, "could not report a bad shard to the coordinator");
+                }
+            });
+        })
+    }
+}
+
+/// A coordinator answer that does not fit the question: a bug, reported as such.
+pub(crate) fn unexpected(response: GatewayResponse) -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::InternalError,
+        format!("unexpected coordinator answer: {response:?}"),
+    )
+}
+
+/// A catalog time (ms since the epoch) as an S3 timestamp, truncated to the second as HTTP
+/// dates are, so conditional requests compare what clients saw.
+pub(crate) fn timestamp(ms: u64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_secs(ms / 1000))
+}
+
+/// A stored ETag (quoted) as s3s's type (which adds the quotes back).
+pub(crate) fn etag(stored: &str) -> ETag {
+    ETag::Strong(stored.trim_matches('"').to_string())
+}
+
+/// The stored form of an ETag: quoted.
+pub(crate) fn quoted(hex: &str) -> String {
+    format!("\"{hex}\"")
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Object headers from an upload's fields. `aws-chunked` describes the request's framing,
+/// not the object, so it is not kept.
+pub(crate) fn object_headers(
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    cache_control: Option<String>,
+    metadata: Option<Metadata>,
+) -> ObjectHeaders {
+    let content_encoding = content_encoding.and_then(|value| {
+        let kept: Vec<&str> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("aws-chunked"))
+            .collect();
+        (!kept.is_empty()).then(|| kept.join(", "))
+    });
+    let mut user_metadata: Vec<(String, String)> =
+        metadata.unwrap_or_default().into_iter().collect();
+    // Keys arrive in a hash map; sorted, every member stores them alike.
+    user_metadata.sort();
+    ObjectHeaders {
+        content_type,
+        content_encoding,
+        cache_control,
+        user_metadata,
+    }
+}
+
+/// `x-amz-meta-*` of a stored object.
+pub(crate) fn metadata(object: &ObjectRecord) -> Option<Metadata> {
+    let meta = &object.headers.user_metadata;
+    (!meta.is_empty()).then(|| meta.iter().cloned().collect())
+}
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.op_list_buckets(req).await
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.op_create_bucket(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.op_head_bucket(req).await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.op_delete_bucket(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.op_get_bucket_location(req).await
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.op_put_object(req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.op_get_object(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.op_head_object(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.op_delete_object(req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.op_delete_objects(req).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.op_copy_object(req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.op_list_objects(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.op_list_objects_v2(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.op_create_multipart_upload(req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.op_upload_part(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.op_complete_multipart_upload(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.op_abort_multipart_upload(req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.op_list_parts(req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        self.op_list_multipart_uploads(req).await
+    }
+}

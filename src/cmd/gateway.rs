@@ -1,0 +1,64 @@
+//! `cairn gateway`: run an S3 gateway.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use cairn_s3_api::config::GatewayConfig;
+use clap::Args;
+use serde::Serialize;
+
+/// Options of `cairn gateway`. Every field of the config file has a flag of the same name
+/// (with dashes); a flag overrides the file.
+#[derive(Args, Serialize)]
+pub struct GatewayArgs {
+    /// TOML config file (fields as the flags below, with underscores).
+    #[arg(long, short)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Directory for the gateway's identity key [default: cairn-gateway].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// HTTP address of the S3 API, /metrics and /health [default: 0.0.0.0:7400].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    /// A coordinator member's QUIC address (host:port); repeat for each member.
+    #[arg(long = "coordinator")]
+    #[serde(rename = "coordinators", skip_serializing_if = "Vec::is_empty")]
+    coordinators: Vec<String>,
+    /// The coordinator's public key (see `cairn admin status`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coordinator_key: Option<String>,
+    /// Domain for virtual-host addressing: `<bucket>.<domain>` [default: path-style only].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain: Option<String>,
+    /// Bodies up to this many bytes live in the catalog, not on nodes [default: 4096].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inline_threshold: Option<usize>,
+}
+
+/// Runs a gateway until Ctrl-C or SIGTERM.
+pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let config: GatewayConfig = super::merge_config(args.config.as_deref(), &args)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let gateway = cairn_s3_api::daemon::start(config)
+            .await
+            .map_err(|err| anyhow::anyhow!(err))?;
+        // Plain lines on stdout for people and scripts; logs go to stderr.
+        println!("gateway key: {}", gateway.key);
+        println!(
+            "(register it once: cairn admin gateway add {})",
+            gateway.key
+        );
+        println!("S3 on http://{}", gateway.addr);
+        super::shutdown_signal().await;
+        tracing::info!("shutting down");
+        gateway.shutdown();
+        anyhow::Ok(())
+    })
+}
