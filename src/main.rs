@@ -29,6 +29,9 @@ enum Command {
     Coordinator(Box<cmd::coordinator::CoordinatorArgs>),
     /// Run a storage node: offer disk to a cluster, serve shards on coordinator-signed orders.
     Node(Box<cmd::node::NodeArgs>),
+    /// Run a whole local cluster in one process (coordinator, nodes, gateway, a bucket and
+    /// an access key), with its data in one folder: the quickest way to try Cairn.
+    Dev(Box<cmd::dev::DevArgs>),
     /// Run an S3 gateway: the front door Hydra uploads through and a CDN reads from.
     Gateway(Box<cmd::gateway::GatewayArgs>),
     /// Operate a cluster through a coordinator's admin API (status, members, buckets, keys).
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Coordinator(args) => cmd::coordinator::run(*args),
         Command::Node(args) => cmd::node::run(*args),
         Command::Gateway(args) => cmd::gateway::run(*args),
+        Command::Dev(args) => cmd::dev::run(*args),
         Command::Admin(args) => cmd::admin::run(*args),
         Command::Bench(command) => bench::run(command),
     };

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod coordinator;
+pub mod dev;
 pub mod gateway;
 pub mod node;
 

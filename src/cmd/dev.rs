@@ -1,0 +1,285 @@
+//! `cairn dev`: a whole cluster in one process on loopback, for trying Cairn out.
+//!
+//! One coordinator member, several storage nodes (each its own "organisation" so placement
+//! spreads as in production), one gateway, a public bucket and an access key, with all data
+//! under one folder. Ports are fixed so the cluster comes back at the same addresses (nodes'
+//! addresses are in the catalog) when it is started again on the same folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use cairn_coordinator::catalog::model::{
+    AccessKey, Bucket, BucketMode, ErasureProfile, GatewayRecord,
+};
+use cairn_coordinator::catalog::{Command, CommandResult};
+use cairn_coordinator::config::CoordinatorConfig;
+use cairn_coordinator::daemon::RunningCoordinator;
+use cairn_node::config::NodeConfig;
+use cairn_proto::bytesize::ByteSize;
+use cairn_proto::invite::JoinToken;
+use cairn_s3_api::config::GatewayConfig;
+use clap::Args;
+
+/// Options of `cairn dev`.
+#[derive(Args)]
+pub struct DevArgs {
+    /// Folder for all of the cluster's data; a second start on it resumes the cluster.
+    #[arg(long, default_value = "cairn-dev")]
+    data_dir: PathBuf,
+    /// Storage nodes to run.
+    #[arg(long, default_value_t = 6)]
+    nodes: u16,
+    /// Data shards per segment of the bucket it creates.
+    #[arg(long, default_value_t = 4)]
+    k: u16,
+    /// Parity shards per segment of the bucket it creates.
+    #[arg(long, default_value_t = 2)]
+    m: u16,
+    /// S3 address; the coordinator takes the next two ports (QUIC, admin), nodes the ones
+    /// after.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Name of the public-read bucket it creates.
+    #[arg(long, default_value = "cache")]
+    bucket: String,
+}
+
+/// Runs the cluster until Ctrl-C.
+pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.nodes >= args.k + args.m,
+        "--nodes must be at least k + m ({} + {})",
+        args.k,
+        args.m
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(cluster(args))
+}
+
+fn port(base: SocketAddr, offset: u16) -> SocketAddr {
+    SocketAddr::new(base.ip(), base.port().wrapping_add(offset))
+}
+
+async fn cluster(args: DevArgs) -> anyhow::Result<()> {
+    let dir = &args.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let quic = port(args.listen, 1);
+    let config = CoordinatorConfig {
+        data_dir: dir.join("coordinator"),
+        listen: quic,
+        admin_listen: port(args.listen, 2),
+        default_k: args.k,
+        default_m: args.m,
+        // Short enough to watch a stopped node turn suspect while trying things out.
+        suspect_after_secs: 15,
+        lost_after_secs: 120,
+        ..CoordinatorConfig::default()
+    };
+    let coordinator = cairn_coordinator::daemon::start(config, true, None)
+        .await
+        .context("starting the coordinator")?;
+    coordinator
+        .raft
+        .wait(Some(std::time::Duration::from_secs(30)))
+        .current_leader(coordinator.id, "this member leads")
+        .await
+        .context("the coordinator did not become leader")?;
+
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes {
+        let data_dir = dir.join(format!("node-{i}"));
+        let joined = data_dir.join(cairn_node::daemon::JOINED_FILE).exists();
+        let mut config = NodeConfig {
+            data_dir,
+            listen: port(args.listen, 3 + i),
+            capacity: ByteSize(10 << 30),
+            org: format!("dev-org-{i}"),
+            site: format!("dev-site-{}", i % 3),
+            heartbeat_interval_ms: 1_000,
+            ..NodeConfig::default()
+        };
+        if joined {
+            config.coordinators = vec![quic];
+            config.coordinator_key = Some(coordinator.key);
+        } else {
+            config.join = Some(invite(&coordinator, quic).await?);
+        }
+        let node = cairn_node::daemon::start(config)
+            .await
+            .with_context(|| format!("starting node {i}"))?;
+        nodes.push(node);
+    }
+
+    let gateway = cairn_s3_api::daemon::start(GatewayConfig {
+        data_dir: dir.join("gateway"),
+        listen: args.listen,
+        coordinators: vec![quic.to_string()],
+        coordinator_key: coordinator.key.to_string(),
+        ..GatewayConfig::default()
+    })
+    .await
+    .map_err(|err| anyhow::anyhow!("starting the gateway: {err}"))?;
+    write(
+        &coordinator,
+        Command::RegisterGateway {
+            gateway: GatewayRecord {
+                key: gateway.key,
+                name: "dev".into(),
+                created_ms: now_ms(),
+            },
+        },
+    )
+    .await?;
+    let bucket = Bucket {
+        name: args.bucket.clone(),
+        created_ms: now_ms(),
+        public_read: true,
+        mode: BucketMode::Plain,
+        erasure: ErasureProfile {
+            k: args.k,
+            m: args.m,
+            segment_size: ErasureProfile::PRODUCTION.segment_size,
+        },
+        failure_tolerance: 2,
+    };
+    if coordinator.catalog.bucket(&args.bucket)?.is_none() {
+        write(&coordinator, Command::CreateBucket { bucket }).await?;
+    }
+    let (id, secret) = access_key(&coordinator, dir).await?;
+
+    let admin_token = std::fs::read_to_string(dir.join("coordinator").join("admin.token"))
+        .map(|t| t.trim().to_string())
+        .or_else(|_| std::env::var("CAIRN_ADMIN_TOKEN"))
+        .unwrap_or_default();
+    println!(
+        "Cairn dev cluster: 1 coordinator, {} nodes, 1 gateway, data in {}",
+        nodes.len(),
+        dir.display()
+    );
+    println!();
+    println!("  S3 endpoint        http://{}", gateway.addr);
+    println!(
+        "  bucket             {} (public read, {}+{})",
+        args.bucket, args.k, args.m
+    );
+    println!("  access key id      {id}");
+    println!("  secret access key  {secret}");
+    println!(
+        "  admin API          http://{} (token in {}/coordinator/admin.token)",
+        coordinator.admin_addr,
+        dir.display()
+    );
+    println!();
+    println!("Try:");
+    println!("  export AWS_ACCESS_KEY_ID={id} AWS_SECRET_ACCESS_KEY={secret}");
+    println!(
+        "  aws --endpoint-url http://{} s3 cp README.md s3://{}/",
+        gateway.addr, args.bucket
+    );
+    println!("  curl http://{}/{}/README.md", gateway.addr, args.bucket);
+    println!(
+        "  CAIRN_ADMIN_TOKEN={admin_token} cairn admin --endpoint http://{} nodes",
+        coordinator.admin_addr
+    );
+    println!();
+    println!("Ctrl-C stops it; `cairn dev` on the same folder resumes it.");
+    super::shutdown_signal().await;
+    gateway.shutdown();
+    for node in nodes {
+        node.shutdown().await;
+    }
+    coordinator.shutdown().await;
+    Ok(())
+}
+
+async fn write(coordinator: &RunningCoordinator, command: Command) -> anyhow::Result<()> {
+    let response = coordinator
+        .raft
+        .client_write(command)
+        .await
+        .map_err(|err| anyhow::anyhow!("coordinator: {err}"))?;
+    if let CommandResult::Refused(err) = response.data {
+        anyhow::bail!("coordinator refused: {err}");
+    }
+    Ok(())
+}
+
+/// A fresh one-time invitation for one node.
+async fn invite(coordinator: &RunningCoordinator, quic: SocketAddr) -> anyhow::Result<String> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).context("no randomness for the invitation")?;
+    write(
+        coordinator,
+        Command::CreateInvite {
+            secret_hash: JoinToken::secret_hash(&secret),
+            expires_ms: now_ms() + 3_600_000,
+        },
+    )
+    .await?;
+    Ok(JoinToken {
+        coordinators: vec![quic.to_string()],
+        key: coordinator.key,
+        secret,
+    }
+    .encode())
+}
+
+/// The dev access key: made on the first start and kept (0600) in the data folder.
+async fn access_key(
+    coordinator: &RunningCoordinator,
+    dir: &Path,
+) -> anyhow::Result<(String, String)> {
+    let path = dir.join("access-key");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some((id, secret)) = text.trim().split_once(' ')
+    {
+        return Ok((id.to_string(), secret.to_string()));
+    }
+    let mut bytes = [0u8; 52];
+    getrandom::fill(&mut bytes).context("no randomness for the access key")?;
+    // 32 and 64 symbols divide 256, so the modulo keeps every symbol equally likely.
+    const ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let symbols = |bytes: &[u8], alphabet: &[u8]| -> String {
+        bytes
+            .iter()
+            .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+            .collect()
+    };
+    let id = format!("CAIRNDEV{}", symbols(&bytes[..12], ID));
+    let secret = symbols(&bytes[12..], SECRET);
+    write(
+        coordinator,
+        Command::CreateAccessKey {
+            key: AccessKey {
+                id: id.clone(),
+                secret: secret.clone(),
+                name: "cairn dev".into(),
+                created_ms: now_ms(),
+                revoked: false,
+            },
+        },
+    )
+    .await?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        writeln!(file, "{id} {secret}")?;
+        file.sync_all()?;
+    }
+    Ok((id, secret))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
