@@ -427,6 +427,18 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
     };
     assert_eq!(object.body, ObjectBody::Inline(small));
 
+    // Operators decide the lifecycle states the failure detector does not.
+    let first = cluster.nodes[0].id.to_string();
+    admin(&cluster.coordinator, &["node-state", &first, "active"]).unwrap();
+    let view = cluster.nodes_view();
+    let entry = view.iter().find(|n| n["id"] == first.as_str()).unwrap();
+    assert_eq!(
+        (entry["state"].as_str(), entry["vetted"].as_bool()),
+        (Some("active"), Some(true))
+    );
+    let err = admin(&cluster.coordinator, &["node-state", &first, "suspect"]).unwrap_err();
+    assert!(err.contains("an operator sets"), "{err}");
+
     // A removed gateway is refused from its next request on.
     admin(
         &cluster.coordinator,

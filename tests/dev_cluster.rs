@@ -5,6 +5,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+const TOKEN: &str = "dev-test-admin-token-0123456789";
+
 struct Dev(Child);
 
 impl Drop for Dev {
@@ -15,14 +17,18 @@ impl Drop for Dev {
 }
 
 /// Starts `cairn dev` and returns it with the endpoint and key it printed.
-fn start(dir: &std::path::Path, listen: &str) -> (Dev, String, String, String) {
+fn start(dir: &std::path::Path, base: u16) -> (Dev, String, String, String) {
+    let (s3, admin) = (
+        format!("127.0.0.1:{base}"),
+        format!("127.0.0.1:{}", base + 1),
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "dev", "--nodes", "4", "--k", "2", "--m", "1", "--listen", listen,
-        ])
-        .arg("--data-dir")
+        .args(["dev", "--nodes", "4", "--k", "2", "--m", "1"])
+        .args(["--s3-listen", &s3, "--admin-listen", &admin])
+        .arg("--data")
         .arg(dir)
         .env("CAIRN_LOG", "warn")
+        .env("CAIRN_ADMIN_TOKEN", TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -31,12 +37,12 @@ fn start(dir: &std::path::Path, listen: &str) -> (Dev, String, String, String) {
     let (mut endpoint, mut id, mut secret) = (String::new(), String::new(), String::new());
     loop {
         let line = lines.next().expect("cairn dev exited early").unwrap();
-        let field = |name: &str| line.trim().strip_prefix(name).map(|v| v.trim().to_string());
-        if let Some(v) = field("S3 endpoint") {
+        let field = |name: &str| line.strip_prefix(name).map(|v| v.trim().to_string());
+        if let Some(v) = field("S3 endpoint:") {
             endpoint = v;
-        } else if let Some(v) = field("access key id") {
+        } else if let Some(v) = field("access key id:") {
             id = v;
-        } else if let Some(v) = field("secret access key") {
+        } else if let Some(v) = field("secret access key:") {
             secret = v;
         } else if line.starts_with("Ctrl-C") {
             break;
@@ -75,12 +81,11 @@ fn dev_cluster_serves_s3_and_survives_a_restart() {
         .unwrap()
         .port()
         .clamp(20_000, 60_000);
-    let listen = format!("127.0.0.1:{base}");
     let file = root.path().join("object.bin");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 999) as u8).collect();
     std::fs::write(&file, &data).unwrap();
 
-    let (mut dev, endpoint, id, secret) = start(&dir, &listen);
+    let (mut dev, endpoint, id, secret) = start(&dir, base);
     let out = aws(
         &endpoint,
         &id,
@@ -94,10 +99,27 @@ fn dev_cluster_serves_s3_and_survives_a_restart() {
     );
     assert!(curl(&format!("{endpoint}/cache/object.bin")) == data);
 
+    // `cairn admin` works against it with the token it was given.
+    let admin = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "admin",
+            "--endpoint",
+            &format!("http://127.0.0.1:{}", base + 1),
+        ])
+        .args(["bucket", "create", "more", "--public-read"])
+        .env("CAIRN_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        admin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
+
     dev.0.kill().unwrap();
     dev.0.wait().unwrap();
     drop(dev);
-    let (_dev, endpoint2, id2, secret2) = start(&dir, &listen);
+    let (_dev, endpoint2, id2, secret2) = start(&dir, base);
     assert_eq!(
         (endpoint2.as_str(), id2.as_str(), secret2.as_str()),
         (endpoint.as_str(), id.as_str(), secret.as_str())

@@ -3,7 +3,7 @@
 use anyhow::{Context as _, bail};
 use cairn_coordinator::admin::views::{
     AddMember, BucketView, CreateBucket, CreateInvite, CreateKey, ErrorView, GatewayView,
-    InviteView, KeyView, MemberView, NewKey, NodeView, RegisterGateway, StatusView,
+    InviteView, KeyView, MemberView, NewKey, NodeView, RegisterGateway, SetNodeState, StatusView,
 };
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -40,6 +40,14 @@ enum AdminCommand {
     },
     /// List storage nodes with their state and last heartbeat.
     Nodes,
+    /// Decide a node's lifecycle state: `active` (trusted with a full share of new shards),
+    /// `draining`, `gone`, `disqualified`, or back to `vetting`.
+    NodeState {
+        /// The node's id (from `cairn admin nodes`).
+        id: String,
+        /// The new state.
+        state: String,
+    },
     /// List buckets (same as `bucket list`).
     Buckets,
     /// Create or list buckets.
@@ -323,6 +331,13 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             let members: Vec<MemberView> =
                 api.post("/v1/members", &AddMember { id, addr, admin })?;
             print(json, &members, || print_members(&members))
+        }
+        AdminCommand::NodeState { id, state } => {
+            let node: NodeView =
+                api.post(&format!("/v1/nodes/{id}/state"), &SetNodeState { state })?;
+            print(json, &node, || {
+                println!("node {} is {}", node.id, node.state)
+            })
         }
         AdminCommand::Nodes => {
             let nodes: Vec<NodeView> = api.get("/v1/nodes")?;

@@ -26,7 +26,7 @@ use clap::Args;
 pub struct DevArgs {
     /// Folder for all of the cluster's data; a second start on it resumes the cluster.
     #[arg(long, default_value = "cairn-dev")]
-    data_dir: PathBuf,
+    data: PathBuf,
     /// Storage nodes to run.
     #[arg(long, default_value_t = 6)]
     nodes: u16,
@@ -36,10 +36,13 @@ pub struct DevArgs {
     /// Parity shards per segment of the bucket it creates.
     #[arg(long, default_value_t = 2)]
     m: u16,
-    /// S3 address; the coordinator takes the next two ports (QUIC, admin), nodes the ones
-    /// after.
+    /// S3 address of the gateway.
     #[arg(long, default_value = "127.0.0.1:9000")]
-    listen: SocketAddr,
+    s3_listen: SocketAddr,
+    /// Admin API address; the coordinator's QUIC port is the next one, node i's the one
+    /// `2 + i` after it.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    admin_listen: SocketAddr,
     /// Name of the public-read bucket it creates.
     #[arg(long, default_value = "cache")]
     bucket: String,
@@ -62,13 +65,13 @@ fn port(base: SocketAddr, offset: u16) -> SocketAddr {
 }
 
 async fn cluster(args: DevArgs) -> anyhow::Result<()> {
-    let dir = &args.data_dir;
+    let dir = &args.data;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let quic = port(args.listen, 1);
+    let quic = port(args.admin_listen, 1);
     let config = CoordinatorConfig {
         data_dir: dir.join("coordinator"),
         listen: quic,
-        admin_listen: port(args.listen, 2),
+        admin_listen: args.admin_listen,
         default_k: args.k,
         default_m: args.m,
         // Short enough to watch a stopped node turn suspect while trying things out.
@@ -92,7 +95,7 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
         let joined = data_dir.join(cairn_node::daemon::JOINED_FILE).exists();
         let mut config = NodeConfig {
             data_dir,
-            listen: port(args.listen, 3 + i),
+            listen: port(args.admin_listen, 2 + i),
             capacity: ByteSize(10 << 30),
             org: format!("dev-org-{i}"),
             site: format!("dev-site-{}", i % 3),
@@ -113,7 +116,7 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
 
     let gateway = cairn_s3_api::daemon::start(GatewayConfig {
         data_dir: dir.join("gateway"),
-        listen: args.listen,
+        listen: args.s3_listen,
         coordinators: vec![quic.to_string()],
         coordinator_key: coordinator.key.to_string(),
         ..GatewayConfig::default()
@@ -158,15 +161,15 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
         dir.display()
     );
     println!();
-    println!("  S3 endpoint        http://{}", gateway.addr);
+    println!("S3 endpoint: http://{}", gateway.addr);
+    println!("access key id: {id}");
+    println!("secret access key: {secret}");
     println!(
-        "  bucket             {} (public read, {}+{})",
+        "bucket: {} (public read, {}+{})",
         args.bucket, args.k, args.m
     );
-    println!("  access key id      {id}");
-    println!("  secret access key  {secret}");
     println!(
-        "  admin API          http://{} (token in {}/coordinator/admin.token)",
+        "admin API: http://{} (token in {}/coordinator/admin.token, or CAIRN_ADMIN_TOKEN)",
         coordinator.admin_addr,
         dir.display()
     );
@@ -225,13 +228,46 @@ async fn invite(coordinator: &RunningCoordinator, quic: SocketAddr) -> anyhow::R
     .encode())
 }
 
-/// The dev access key: made on the first start and kept (0600) in the data folder.
+/// The dev access key: `CAIRN_ACCESS_KEY` / `CAIRN_SECRET_KEY` when set, else made on the
+/// first start and kept (0600) in the data folder; registered with the coordinator once.
 async fn access_key(
     coordinator: &RunningCoordinator,
     dir: &Path,
 ) -> anyhow::Result<(String, String)> {
-    let path = dir.join("access-key");
-    if let Ok(text) = std::fs::read_to_string(&path)
+    let (id, secret) = match (
+        std::env::var("CAIRN_ACCESS_KEY"),
+        std::env::var("CAIRN_SECRET_KEY"),
+    ) {
+        (Ok(id), Ok(secret)) => {
+            anyhow::ensure!(
+                !id.is_empty() && secret.len() >= 8,
+                "CAIRN_ACCESS_KEY must not be empty and CAIRN_SECRET_KEY must have at least 8 characters"
+            );
+            (id, secret)
+        }
+        _ => stored_or_new_key(&dir.join("access-key"))?,
+    };
+    if coordinator.catalog.access_key(&id)?.is_none() {
+        write(
+            coordinator,
+            Command::CreateAccessKey {
+                key: AccessKey {
+                    id: id.clone(),
+                    secret: secret.clone(),
+                    name: "cairn dev".into(),
+                    created_ms: now_ms(),
+                    revoked: false,
+                },
+            },
+        )
+        .await?;
+    }
+    Ok((id, secret))
+}
+
+/// The key kept in `path`, or a new random one written there first.
+fn stored_or_new_key(path: &Path) -> anyhow::Result<(String, String)> {
+    if let Ok(text) = std::fs::read_to_string(path)
         && let Some((id, secret)) = text.trim().split_once(' ')
     {
         return Ok((id.to_string(), secret.to_string()));
@@ -249,31 +285,17 @@ async fn access_key(
     };
     let id = format!("CAIRNDEV{}", symbols(&bytes[..12], ID));
     let secret = symbols(&bytes[12..], SECRET);
-    write(
-        coordinator,
-        Command::CreateAccessKey {
-            key: AccessKey {
-                id: id.clone(),
-                secret: secret.clone(),
-                name: "cairn dev".into(),
-                created_ms: now_ms(),
-                revoked: false,
-            },
-        },
-    )
-    .await?;
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        writeln!(file, "{id} {secret}")?;
-        file.sync_all()?;
-    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{id} {secret}")?;
+    file.sync_all()?;
     Ok((id, secret))
 }
 

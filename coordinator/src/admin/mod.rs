@@ -17,7 +17,9 @@ use cairn_proto::identity::PublicKey;
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 
-use crate::catalog::model::{AccessKey, Bucket, BucketMode, ErasureProfile, GatewayRecord};
+use crate::catalog::model::{
+    AccessKey, Bucket, BucketMode, ErasureProfile, GatewayRecord, NodeState,
+};
 use crate::catalog::{Catalog, CatalogError, Command, CommandResult};
 use crate::liveness::Liveness;
 use crate::raft::types::{Member, TypeConfig};
@@ -86,6 +88,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
         .route("/v1/status", get(status))
         .route("/v1/members", get(members).post(add_member))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{id}/state", post(set_node_state))
         .route("/v1/buckets", get(buckets).post(create_bucket))
         .route("/v1/keys", get(keys).post(create_key))
         .route("/v1/keys/{id}/revoke", post(revoke_key))
@@ -298,6 +301,48 @@ async fn nodes(State(state): State<AdminState>) -> ApiResult<Json<Vec<NodeView>>
             .map(|n| NodeView::new(n, state.inner.liveness.last(&n.id)))
             .collect(),
     ))
+}
+
+/// An operator's lifecycle decision: `active` (vetted by hand until audits do it),
+/// `draining`, `gone`, `disqualified`, or `vetting` again. Suspect and lost are the failure
+/// detector's to set.
+async fn set_node_state(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    Json(req): Json<SetNodeState>,
+) -> ApiResult<Json<NodeView>> {
+    let node: PublicKey = id
+        .trim()
+        .parse()
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, format!("node id: {err}")))?;
+    let target = match req.state.as_str() {
+        "vetting" => NodeState::Vetting,
+        "active" => NodeState::Active,
+        "draining" => NodeState::Draining,
+        "gone" => NodeState::Gone,
+        "disqualified" => NodeState::Disqualified,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "state {other:?}: an operator sets vetting, active, draining, gone or disqualified"
+                ),
+            ));
+        }
+    };
+    write(
+        &state,
+        Command::SetNodeState {
+            node,
+            state: target,
+            now_ms: now_ms(),
+        },
+    )
+    .await?;
+    let record = state.inner.catalog.node(&node).map_err(internal)?;
+    record
+        .map(|n| Json(NodeView::new(&n, state.inner.liveness.last(&n.id))))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such node"))
 }
 
 async fn buckets(State(state): State<AdminState>) -> ApiResult<Json<Vec<BucketView>>> {

@@ -272,3 +272,10 @@ pub struct RegisterGateway {
     /// What to call it.
     pub name: String,
 }
+
+/// `POST /v1/nodes/{id}/state`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetNodeState {
+    /// `vetting`, `active`, `draining`, `gone` or `disqualified`.
+    pub state: String,
+}
