@@ -391,3 +391,114 @@ time.sleep(60)
     ));
     assert!(listing.trim().is_empty(), "{listing}");
 }
+
+#[test]
+fn rclone_and_s3cmd_round_trip_through_the_gateway() {
+    let cluster = TestCluster::start(&["org-a", "org-b", "org-c"]);
+    admin(
+        &cluster.coordinator,
+        &[
+            "bucket",
+            "create",
+            "tools",
+            "--k",
+            "2",
+            "--m",
+            "1",
+            "--segment-size",
+            "1MiB",
+        ],
+    )
+    .unwrap();
+    let gateway = cluster.start_gateway();
+    let (id, secret) = cluster.access_key();
+    let dir = cluster.root.path();
+    let small = pattern(300_000);
+    let large = pattern(12 << 20);
+    std::fs::write(dir.join("small.bin"), &small).unwrap();
+    std::fs::write(dir.join("large.bin"), &large).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+
+    // s3cmd, with a config file of its own (it reads no environment).
+    let host = gateway.endpoint.trim_start_matches("http://").to_string();
+    let config = dir.join("s3cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\naccess_key = {id}\nsecret_key = {secret}\nhost_base = {host}\nhost_bucket = {host}\nuse_https = False\nbucket_location = us-east-1\n"
+        ),
+    )
+    .unwrap();
+    let s3cmd = |args: &[&str]| {
+        let mut command = Command::new("s3cmd");
+        command.arg("-c").arg(&config).args(args);
+        run(&mut command)
+    };
+    s3cmd(&["put", &path("small.bin"), "s3://tools/s3cmd/small.bin"]);
+    s3cmd(&[
+        "put",
+        "--multipart-chunk-size-mb=5",
+        &path("large.bin"),
+        "s3://tools/s3cmd/large.bin",
+    ]);
+    s3cmd(&[
+        "get",
+        "--force",
+        "s3://tools/s3cmd/large.bin",
+        &path("s3cmd-back.bin"),
+    ]);
+    assert!(std::fs::read(dir.join("s3cmd-back.bin")).unwrap() == large);
+    let listing = s3cmd(&["ls", "s3://tools/s3cmd/"]);
+    assert!(
+        listing.contains("small.bin") && listing.contains("large.bin"),
+        "{listing}"
+    );
+    s3cmd(&["del", "s3://tools/s3cmd/small.bin"]);
+    assert!(!s3cmd(&["ls", "s3://tools/s3cmd/"]).contains("small.bin"));
+
+    // rclone, configured through the environment; multipart in 5 MiB chunks.
+    let rclone = |args: &[&str]| {
+        let mut command = Command::new("rclone");
+        command
+            .args(args)
+            .env("RCLONE_CONFIG_CAIRN_TYPE", "s3")
+            .env("RCLONE_CONFIG_CAIRN_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_CAIRN_ACCESS_KEY_ID", &id)
+            .env("RCLONE_CONFIG_CAIRN_SECRET_ACCESS_KEY", &secret)
+            .env("RCLONE_CONFIG_CAIRN_ENDPOINT", &gateway.endpoint)
+            .env("RCLONE_CONFIG_CAIRN_REGION", "us-east-1")
+            .env("RCLONE_CONFIG", "/dev/null")
+            // rclone refuses a CA bundle setting on a plain-HTTP endpoint.
+            .env_remove("AWS_CA_BUNDLE");
+        run(&mut command)
+    };
+    rclone(&["copyto", &path("small.bin"), "cairn:tools/rclone/small.bin"]);
+    rclone(&[
+        "copyto",
+        "--s3-upload-cutoff",
+        "5M",
+        "--s3-chunk-size",
+        "5M",
+        &path("large.bin"),
+        "cairn:tools/rclone/large.bin",
+    ]);
+    rclone(&[
+        "copyto",
+        "cairn:tools/rclone/large.bin",
+        &path("rclone-back.bin"),
+    ]);
+    assert!(std::fs::read(dir.join("rclone-back.bin")).unwrap() == large);
+    rclone(&[
+        "copyto",
+        "cairn:tools/rclone/small.bin",
+        &path("rclone-small.bin"),
+    ]);
+    assert!(std::fs::read(dir.join("rclone-small.bin")).unwrap() == small);
+    let listing = rclone(&["ls", "cairn:tools"]);
+    assert!(
+        listing.contains("rclone/large.bin") && listing.contains("s3cmd/large.bin"),
+        "{listing}"
+    );
+    rclone(&["deletefile", "cairn:tools/rclone/small.bin"]);
+    assert!(!rclone(&["ls", "cairn:tools"]).contains("rclone/small.bin"));
+}
