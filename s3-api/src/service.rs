@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use cairn_coordinator::catalog::model::{Bucket, ObjectHeaders, ObjectRecord};
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewObject};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::errors::from_call;
 use crate::metrics::GatewayMetrics;
-use crate::store::{DataPath, ShardProblem};
+use crate::store::{DataPath, ShardProblem, Written};
 
 /// The S3 operations on top of the coordinator and the data path.
 pub struct Gateway {
@@ -47,6 +47,35 @@ impl Gateway {
                 S3ErrorCode::NoSuchBucket,
                 format!("no bucket named {name}"),
             )),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Makes a written body visible as `bucket`/`key` with the given ETag (hex) and
+    /// headers: the one commit every upload path ends in.
+    pub(crate) async fn commit_object(
+        &self,
+        bucket: String,
+        key: String,
+        written: Written,
+        tag: &str,
+        headers: ObjectHeaders,
+    ) -> S3Result<()> {
+        let object = NewObject {
+            size: written.size,
+            etag: quoted(tag),
+            headers,
+            body: written.body,
+        };
+        match self
+            .call(GatewayRequest::Put {
+                bucket,
+                key,
+                object,
+            })
+            .await?
+        {
+            GatewayResponse::Stored { .. } => Ok(()),
             other => Err(unexpected(other)),
         }
     }

@@ -1,14 +1,14 @@
 //! CopyObject: the source is read through the verified read path and written anew, so the
 //! copy has its own shards (a later delete of either never touches the other's).
 
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewObject};
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
 use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::errors::from_write;
 use crate::ops::put::Policy;
-use crate::service::{Gateway, etag, hex, object_headers, quoted, timestamp, unexpected};
+use crate::service::{Gateway, etag, hex, object_headers, unexpected};
 use crate::store::{read_range, write_body};
 
 impl Gateway {
@@ -118,36 +118,16 @@ impl Gateway {
         } else {
             hex(&md5.finalize())
         };
-        let object = NewObject {
-            size: written.size,
-            etag: quoted(&tag),
-            headers,
-            body: written.body,
-        };
-        match self
-            .call(GatewayRequest::Put {
-                bucket: input.bucket,
-                key: input.key,
-                object,
-            })
-            .await?
-        {
-            GatewayResponse::Stored { .. } => Ok(S3Response::new(CopyObjectOutput {
-                copy_object_result: Some(CopyObjectResult {
-                    e_tag: Some(etag(&tag)),
-                    last_modified: Some(timestamp(now_ms())),
-                    ..Default::default()
-                }),
+        let modified = std::time::SystemTime::now();
+        self.commit_object(input.bucket, input.key, written, &tag, headers)
+            .await?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&tag)),
+                last_modified: Some(Timestamp::from(modified)),
                 ..Default::default()
-            })),
-            other => Err(unexpected(other)),
-        }
+            }),
+            ..Default::default()
+        }))
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

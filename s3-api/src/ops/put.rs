@@ -2,7 +2,6 @@
 
 use base64::Engine;
 use cairn_coordinator::catalog::model::{Bucket, BucketMode};
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewObject};
 use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
@@ -10,7 +9,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use crate::errors::from_write;
 use crate::nix::keys::{TrustedKey, verify_narinfo};
 use crate::nix::nar::{NarVerifier, ObjectKind, classify_key};
-use crate::service::{Gateway, etag, hex, object_headers, quoted, unexpected};
+use crate::service::{Gateway, etag, hex, object_headers};
 use crate::store::write_body;
 
 /// Largest narinfo accepted: real ones are 1–2 KiB; the bound keeps the buffer small.
@@ -151,30 +150,17 @@ impl Gateway {
         policy.finish(&input.key)?;
         self.metrics.bytes_in.inc_by(written.size);
         let tag = hex(&digest);
-        let object = NewObject {
-            size: written.size,
-            etag: quoted(&tag),
-            headers: object_headers(
-                input.content_type,
-                input.content_encoding,
-                input.cache_control,
-                input.metadata,
-            ),
-            body: written.body,
-        };
-        match self
-            .call(GatewayRequest::Put {
-                bucket: input.bucket,
-                key: input.key,
-                object,
-            })
-            .await?
-        {
-            GatewayResponse::Stored { .. } => Ok(S3Response::new(PutObjectOutput {
-                e_tag: Some(etag(&tag)),
-                ..Default::default()
-            })),
-            other => Err(unexpected(other)),
-        }
+        let headers = object_headers(
+            input.content_type,
+            input.content_encoding,
+            input.cache_control,
+            input.metadata,
+        );
+        self.commit_object(input.bucket, input.key, written, &tag, headers)
+            .await?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(etag(&tag)),
+            ..Default::default()
+        }))
     }
 }
