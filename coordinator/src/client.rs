@@ -18,6 +18,15 @@ use crate::rpc::{GATEWAY_ALPN, GatewayRequest, GatewayResponse, MAX_RPC_FRAME, R
 /// Commits of large objects wait for a Raft round, which takes milliseconds on a healthy
 /// group; a member that died mid-request never answers.
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
+/// Longest a QUIC handshake with a member may take. A handshake is one round trip, so a
+/// member that has not answered in this long is down or cut off, and the next one is tried.
+const CONNECT_LIMIT: Duration = Duration::from_secs(3);
+/// How long an answer may take before the client checks that the member is still there
+/// (a member killed mid-request never answers, and QUIC only notices after its idle
+/// timeout).
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+/// How long a liveness probe may take.
+const PROBE_LIMIT: Duration = Duration::from_secs(2);
 /// Pause before going round the members again when none leads (an election is running).
 const NO_LEADER_PAUSE: Duration = Duration::from_millis(250);
 /// Rounds over all members before giving up.
@@ -84,19 +93,22 @@ impl CoordinatorClient {
             ));
         }
         let mut last = String::new();
-        let mut next_member = 0usize;
         for attempt in 0..ROUNDS * self.members.len() {
             let (addr, conn) = match self.connection().await {
                 Ok(found) => found,
                 Err((addr, err)) => {
                     last = format!("{addr}: {err}");
-                    self.move_to(&self.members[next_member % self.members.len()])
-                        .await;
-                    next_member += 1;
+                    self.move_to(self.after(&addr)).await;
                     continue;
                 }
             };
-            match tokio::time::timeout(ATTEMPT_LIMIT, exchange(&conn, request)).await {
+            let answered = tokio::select! {
+                answer = tokio::time::timeout(ATTEMPT_LIMIT, exchange(&conn, request)) => answer,
+                () = unresponsive(&conn) => Ok(Err(WireError::Io(std::io::Error::other(
+                    "the member stopped answering",
+                )))),
+            };
+            match answered {
                 Ok(Ok(GatewayResponse::NotLeader { leader })) => {
                     last = format!("{addr} is not the leader");
                     match leader {
@@ -105,9 +117,7 @@ impl CoordinatorClient {
                             if (attempt + 1) % self.members.len() == 0 {
                                 tokio::time::sleep(NO_LEADER_PAUSE).await;
                             }
-                            self.move_to(&self.members[next_member % self.members.len()])
-                                .await;
-                            next_member += 1;
+                            self.move_to(self.after(&addr)).await;
                         }
                     }
                 }
@@ -118,16 +128,12 @@ impl CoordinatorClient {
                 Ok(Err(err)) => {
                     last = format!("{addr}: {err}");
                     self.drop_connection(&addr).await;
-                    self.move_to(&self.members[next_member % self.members.len()])
-                        .await;
-                    next_member += 1;
+                    self.move_to(self.after(&addr)).await;
                 }
                 Err(_) => {
                     last = format!("{addr}: no answer within {ATTEMPT_LIMIT:?}");
                     self.drop_connection(&addr).await;
-                    self.move_to(&self.members[next_member % self.members.len()])
-                        .await;
-                    next_member += 1;
+                    self.move_to(self.after(&addr)).await;
                 }
             }
         }
@@ -149,7 +155,7 @@ impl CoordinatorClient {
             .next()
             .ok_or_else(|| (addr.clone(), "address resolves to nothing".to_string()))?;
         let conn = tokio::time::timeout(
-            ATTEMPT_LIMIT,
+            CONNECT_LIMIT,
             connect(
                 &self.endpoint,
                 &self.key,
@@ -165,6 +171,18 @@ impl CoordinatorClient {
         Ok((addr, conn))
     }
 
+    /// The member to try after `addr` failed or could not say who leads: the next in the
+    /// configured order, so every member gets its turn (an address the group named that is
+    /// not configured is followed by the first member).
+    fn after(&self, addr: &str) -> &str {
+        let next = self
+            .members
+            .iter()
+            .position(|member| member == addr)
+            .map_or(0, |i| (i + 1) % self.members.len());
+        &self.members[next]
+    }
+
     async fn move_to(&self, addr: &str) {
         let mut state = self.state.lock().await;
         if state.current != addr {
@@ -177,6 +195,19 @@ impl CoordinatorClient {
         let mut state = self.state.lock().await;
         if state.current == addr {
             state.conn = None;
+        }
+    }
+}
+
+/// Returns once the member on `conn` fails to answer a ping; never while it answers. Lets
+/// a slow request (a large commit on a busy group) keep waiting while a dead member is
+/// given up on within seconds.
+async fn unresponsive(conn: &quinn::Connection) {
+    tokio::time::sleep(PROBE_AFTER).await;
+    loop {
+        match tokio::time::timeout(PROBE_LIMIT, exchange(conn, &GatewayRequest::Ping)).await {
+            Ok(Ok(_)) => tokio::time::sleep(PROBE_AFTER).await,
+            _ => return,
         }
     }
 }

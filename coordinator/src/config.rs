@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use cairn_proto::bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 /// One member's configuration (TOML; every field is also a flag of `cairn coordinator`).
@@ -13,6 +14,9 @@ pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
     /// This member's Raft id: unique in the group, never reused.
     pub id: u64,
+    /// The coordinator key's file, if not `coordinator.key` in the data dir. Every member
+    /// needs the same key; pointing them all at one mounted secret saves copying it.
+    pub key_file: Option<PathBuf>,
     /// QUIC address for members, nodes and gateways.
     pub listen: SocketAddr,
     /// QUIC address others should dial, if not `listen`.
@@ -39,6 +43,19 @@ pub struct CoordinatorConfig {
     /// Seconds without a heartbeat after which a suspect node is marked lost and its
     /// shards count as gone.
     pub lost_after_secs: u64,
+    /// Milliseconds between durability surveys of the catalog (each one refills the repair
+    /// queue).
+    pub repair_interval_ms: u64,
+    /// A segment with lost shards is rebuilt once its margin (shards left − k) is at most
+    /// this; below `m` it lets a segment ride out a single loss without traffic.
+    pub repair_threshold: u16,
+    /// Repair jobs out with gateways at once.
+    pub repair_concurrency: usize,
+    /// Bytes per second repair may move in the whole cluster (shards read plus written);
+    /// 0 means no limit.
+    pub repair_bandwidth: ByteSize,
+    /// Seconds a repair job stays reserved for the gateway that took it.
+    pub repair_lease_secs: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -46,6 +63,7 @@ impl Default for CoordinatorConfig {
         Self {
             data_dir: PathBuf::from("cairn-coordinator"),
             id: 1,
+            key_file: None,
             listen: SocketAddr::from(([0, 0, 0, 0], 7300)),
             advertise: None,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 7301)),
@@ -57,6 +75,11 @@ impl Default for CoordinatorConfig {
             default_m: 6,
             suspect_after_secs: 30,
             lost_after_secs: 600,
+            repair_interval_ms: 30_000,
+            repair_threshold: 2,
+            repair_concurrency: 4,
+            repair_bandwidth: ByteSize(64 << 20),
+            repair_lease_secs: 600,
         }
     }
 }
@@ -77,6 +100,12 @@ impl CoordinatorConfig {
             return Err(
                 "lost_after_secs must exceed suspect_after_secs, which must be at least 1".into(),
             );
+        }
+        if self.repair_interval_ms == 0 || self.repair_lease_secs == 0 {
+            return Err("repair_interval_ms and repair_lease_secs must be at least 1".into());
+        }
+        if self.repair_concurrency == 0 {
+            return Err("repair_concurrency must be at least 1".into());
         }
         Ok(())
     }

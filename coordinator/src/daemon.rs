@@ -102,7 +102,10 @@ pub async fn start(
 ) -> Result<RunningCoordinator, StartError> {
     config.validate().map_err(StartError::Config)?;
     std::fs::create_dir_all(&config.data_dir)?;
-    let key_path = config.data_dir.join(KEY_FILE);
+    let key_path = config
+        .key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(KEY_FILE));
     let key = if init {
         SecretKey::load_or_create(&key_path)?.0
     } else if key_path.exists() {
@@ -199,7 +202,9 @@ pub async fn start(
     };
 
     let mut tasks = Vec::new();
+    let repairs = crate::repair::Repairs::new(crate::repair::RepairSettings::from(&config));
     let rpc = RpcContext {
+        repairs: repairs.clone(),
         raft: raft.clone(),
         catalog: catalog.clone(),
         liveness: liveness.clone(),
@@ -220,8 +225,14 @@ pub async fn start(
         default_k: config.default_k,
         default_m: config.default_m,
         key: key.public(),
+        repairs: repairs.clone(),
     });
     tasks.push(tokio::spawn(admin::serve(admin_listener, state)));
+    tasks.push(tokio::spawn(crate::repair::run(
+        raft.clone(),
+        catalog.clone(),
+        repairs,
+    )));
     tasks.push(tokio::spawn(failure::run(
         raft.clone(),
         catalog.clone(),
@@ -229,7 +240,16 @@ pub async fn start(
         failure::Settings::from(&config),
     )));
 
-    if init {
+    // A member that already holds a vote or log is past forming (a restart with --init):
+    // asking openraft again would only log an error.
+    let formed = raft
+        .is_initialized()
+        .await
+        .map_err(|err| StartError::Other(err.to_string()))?;
+    if init && formed {
+        tracing::info!("coordinator group already formed");
+    }
+    if init && !formed {
         let members = BTreeMap::from([(config.id, me)]);
         match raft.initialize(members).await {
             Ok(()) => {

@@ -206,9 +206,10 @@ async fn commit(
     to: NodeState,
     silent: Duration,
 ) -> Result<(), String> {
-    let command = Command::SetNodeState {
+    let command = Command::ChangeNodeState {
         node: node.id,
-        state: to,
+        from: node.state,
+        to,
         now_ms: now_ms(),
     };
     let written = tokio::time::timeout(RAFT_LIMIT, raft.client_write(command))
@@ -217,7 +218,8 @@ async fn commit(
     match written {
         Ok(response) => {
             if let CommandResult::Refused(err) = response.data {
-                // The node was removed since the catalog was read: nothing left to decide.
+                // The node was removed or changed state since the catalog was read (an
+                // operator's decision wins): nothing left to decide this round.
                 tracing::debug!(node = %node.id, %err, "state change refused");
                 return Ok(());
             }

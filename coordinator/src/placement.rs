@@ -1,4 +1,5 @@
-//! Placement: which nodes receive the `k + m` shards of a new segment.
+//! Placement: which nodes receive the `k + m` shards of a new segment, and which receive the
+//! replacements when some of a segment's shards are rebuilt or moved.
 //!
 //! Storage nodes are run by volunteer organisations, and whole organisations disappear at
 //! once (a budget cut, a data-centre move, a bad upgrade rolled out everywhere). The design
@@ -143,8 +144,52 @@ pub fn place(
     request: &PlacementRequest,
     seed: u64,
 ) -> Result<Placement, PlacementError> {
+    let needed = checked_width(request)?;
+    place_among(candidates, &[], request, needed, seed)
+}
+
+/// Chooses `count` more nodes for a segment that keeps shards on the nodes in `kept`: the
+/// replacements for shards lost with their nodes (repair) or moved off a node (drain,
+/// rebalance). The kept shards count against their domains' caps, so the repaired segment
+/// obeys the same spread rule a new one would, as strong as the cluster allows; nodes in
+/// `kept` are never chosen again.
+///
+/// [`Placement::nodes`] holds the `count` new nodes; its guarantee is that of the whole
+/// segment (kept and new shards together).
+pub fn place_replacements(
+    candidates: &[Candidate],
+    kept: &[Candidate],
+    request: &PlacementRequest,
+    count: usize,
+    seed: u64,
+) -> Result<Placement, PlacementError> {
+    let width = checked_width(request)?;
+    if kept.len() + count > width {
+        return Err(PlacementError::InvalidRequest(format!(
+            "{} kept and {count} new shards exceed the {width} of a {}+{} segment",
+            kept.len(),
+            request.k,
+            request.m
+        )));
+    }
+    let keep: HashSet<NodeId> = kept.iter().map(|c| c.node).collect();
+    let free: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| !keep.contains(&c.node))
+        .cloned()
+        .collect();
+    place_among(&free, kept, request, count, seed)
+}
+
+fn place_among(
+    candidates: &[Candidate],
+    kept: &[Candidate],
+    request: &PlacementRequest,
+    count: usize,
+    seed: u64,
+) -> Result<Placement, PlacementError> {
     let pool = eligible(candidates, request.shard_size);
-    let spread = plan(&pool, request)?;
+    let spread = plan(&pool, kept, request, count)?;
     let mut rng = SplitMix64(seed);
     let Some(mut nodes) = select(&pool, &spread, request.vetting_weight, &mut rng) else {
         // Unreachable while `plan` checks the slot sum (see `select`); an error rather than
@@ -164,11 +209,34 @@ pub fn place(
     })
 }
 
+/// `k + m`, once the request's own parameters are checked.
+fn checked_width(request: &PlacementRequest) -> Result<usize, PlacementError> {
+    if request.k == 0 {
+        return Err(PlacementError::InvalidRequest(
+            "k must be at least 1".to_owned(),
+        ));
+    }
+    // Negative or NaN weights would make the sampling meaningless; infinity would swamp
+    // every other node.
+    if !(request.vetting_weight.is_finite() && request.vetting_weight >= 0.0) {
+        return Err(PlacementError::InvalidRequest(format!(
+            "vetting weight must be finite and not negative, not {}",
+            request.vetting_weight
+        )));
+    }
+    request.k.checked_add(request.m).ok_or_else(|| {
+        PlacementError::InvalidRequest(format!("k + m overflows ({} + {})", request.k, request.m))
+    })
+}
+
 /// The guarantee [`place`] would give for this request on these candidates, or `None` if it
 /// would fail; for status pages and durability metrics.
 pub fn best_guarantee(candidates: &[Candidate], request: &PlacementRequest) -> Option<Guarantee> {
     let pool = eligible(candidates, request.shard_size);
-    plan(&pool, request).ok().map(|spread| spread.guarantee)
+    let needed = checked_width(request).ok()?;
+    plan(&pool, &[], request, needed)
+        .ok()
+        .map(|spread| spread.guarantee)
 }
 
 /// The distinct candidates with room for a shard.
@@ -192,30 +260,20 @@ struct Spread {
     guarantee: Guarantee,
     /// For each pool entry, the index of its failure domain.
     domain_of: Vec<usize>,
-    /// Number of distinct domains.
-    domains: usize,
     /// Most shards one domain may hold.
     cap: usize,
+    /// Shards each domain already holds through kept shards.
+    held: Vec<usize>,
 }
 
-/// Checks the request and finds the strongest spread the pool can fill.
-fn plan(pool: &[&Candidate], request: &PlacementRequest) -> Result<Spread, PlacementError> {
-    if request.k == 0 {
-        return Err(PlacementError::InvalidRequest(
-            "k must be at least 1".to_owned(),
-        ));
-    }
-    // Negative or NaN weights would make the sampling meaningless; infinity would swamp
-    // every other node.
-    if !(request.vetting_weight.is_finite() && request.vetting_weight >= 0.0) {
-        return Err(PlacementError::InvalidRequest(format!(
-            "vetting weight must be finite and not negative, not {}",
-            request.vetting_weight
-        )));
-    }
-    let needed = request.k.checked_add(request.m).ok_or_else(|| {
-        PlacementError::InvalidRequest(format!("k + m overflows ({} + {})", request.k, request.m))
-    })?;
+/// Finds the strongest spread under which the pool can take `needed` more shards, with the
+/// shards on `kept` already counted against their domains.
+fn plan(
+    pool: &[&Candidate],
+    kept: &[Candidate],
+    request: &PlacementRequest,
+    needed: usize,
+) -> Result<Spread, PlacementError> {
     if needed > pool.len() {
         return Err(PlacementError::NotEnoughNodes {
             needed,
@@ -224,22 +282,27 @@ fn plan(pool: &[&Candidate], request: &PlacementRequest) -> Result<Spread, Place
     }
 
     for level in [SpreadLevel::Org, SpreadLevel::Site] {
-        let (domain_of, sizes) = group(pool, level);
+        let (domain_of, sizes, held) = group(pool, kept, level);
         // For t > m the cap ⌊m/t⌋ is 0, so starting at min(f, m) skips only infeasible
         // tolerances, and bounds the loop even for an absurd f.
         for tolerated in (1..=request.failure_tolerance.min(request.m)).rev() {
             let cap = request.m / tolerated;
-            // Each domain can take at most `cap` shards and at most one per node.
-            let slots = sizes
-                .iter()
-                .fold(0usize, |sum, &size| sum.saturating_add(size.min(cap)));
+            // A kept shard over the cap (placed when the cluster was smaller) weakens the
+            // segment below this level whatever is chosen now.
+            if held.iter().any(|&h| h > cap) {
+                continue;
+            }
+            // Each domain can take what its cap leaves and at most one shard per node.
+            let slots = sizes.iter().zip(&held).fold(0usize, |sum, (&size, &h)| {
+                sum.saturating_add(size.min(cap - h))
+            });
             if slots >= needed {
                 return Ok(Spread {
                     needed,
                     guarantee: Guarantee { level, tolerated },
-                    domains: sizes.len(),
                     domain_of,
                     cap,
+                    held,
                 });
             }
         }
@@ -254,25 +317,29 @@ fn plan(pool: &[&Candidate], request: &PlacementRequest) -> Result<Spread, Place
             tolerated: request.m,
         },
         domain_of: (0..pool.len()).collect(),
-        domains: pool.len(),
         cap: 1,
+        held: vec![0; pool.len()],
     })
 }
 
 /// Numbers the failure domains of `level` (org or site) in the pool: each entry's domain
-/// index, and how many pool entries each domain has.
-fn group(pool: &[&Candidate], level: SpreadLevel) -> (Vec<usize>, Vec<usize>) {
-    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+/// index, how many pool entries each domain has, and how many kept shards it holds.
+fn group(
+    pool: &[&Candidate],
+    kept: &[Candidate],
+    level: SpreadLevel,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let name = |c: &Candidate| match level {
+        SpreadLevel::Site => c.site.clone(),
+        SpreadLevel::Org | SpreadLevel::Node => c.org.clone(),
+    };
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
     let mut sizes = Vec::new();
     let domain_of = pool
         .iter()
         .map(|c| {
-            let name = match level {
-                SpreadLevel::Site => c.site.as_str(),
-                SpreadLevel::Org | SpreadLevel::Node => c.org.as_str(),
-            };
             let next = sizes.len();
-            let domain = *index.entry(name).or_insert(next);
+            let domain = *index.entry(name(c)).or_insert(next);
             if domain == next {
                 sizes.push(0);
             }
@@ -280,7 +347,19 @@ fn group(pool: &[&Candidate], level: SpreadLevel) -> (Vec<usize>, Vec<usize>) {
             domain
         })
         .collect();
-    (domain_of, sizes)
+    // Domains only kept shards are in take no new shard, but their counts still decide
+    // whether the segment as a whole keeps the cap.
+    let mut held = vec![0; sizes.len()];
+    for c in kept {
+        let next = held.len();
+        let domain = *index.entry(name(c)).or_insert(next);
+        if domain == next {
+            held.push(0);
+            sizes.push(0);
+        }
+        held[domain] += 1;
+    }
+    (domain_of, sizes, held)
 }
 
 /// Weighted sampling without replacement under the spread's per-domain cap.
@@ -309,7 +388,7 @@ fn select(
         })
         .collect();
     let mut taken = vec![false; pool.len()];
-    let mut used = vec![0usize; spread.domains];
+    let mut used = spread.held.clone();
     let mut chosen = Vec::with_capacity(spread.needed);
     let mut available = Vec::with_capacity(pool.len());
     while chosen.len() < spread.needed {

@@ -1,12 +1,13 @@
 //! Placement: every successful placement keeps its promised failure-domain spread, the
 //! strongest spread the cluster allows is the one chosen, big nodes are favoured and vetting
-//! nodes spared, and bad requests are typed errors.
+//! nodes spared, bad requests are typed errors, and replacements for lost shards keep the
+//! repaired segment's spread.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_coordinator::placement::{
     Candidate, Guarantee, Placement, PlacementError, PlacementRequest, SpreadLevel, best_guarantee,
-    place,
+    place, place_replacements,
 };
 use cairn_proto::identity::NodeId;
 use proptest::prelude::*;
@@ -621,4 +622,68 @@ fn odd_inputs_do_not_panic() {
             tolerated: 4
         }
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Repair: a placed segment loses some of its nodes; the replacements go to nodes that
+    /// hold none of its shards, and the repaired segment (kept plus new shards) keeps the
+    /// spread its guarantee states.
+    #[test]
+    fn replacements_keep_the_segment_spread(
+        candidates in arb_cluster(12, 4),
+        k in 1usize..=8,
+        m in 1usize..=6,
+        f in 1usize..=3,
+        lost_mask in any::<u16>(),
+        seed in any::<u64>(),
+    ) {
+        let req = request(k, m, f);
+        let Ok(original) = place(&candidates, &req, seed) else {
+            return Ok(());
+        };
+        let pool = eligible_pool(&candidates, SHARD);
+        let lost: Vec<NodeId> = original
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| lost_mask & (1 << (i % 16)) != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        let kept: Vec<Candidate> = original
+            .nodes
+            .iter()
+            .filter(|n| !lost.contains(n))
+            .map(|n| pool[n].clone())
+            .collect();
+        // The lost nodes are gone from the cluster.
+        let alive: Vec<Candidate> = candidates
+            .iter()
+            .filter(|c| !lost.contains(&c.node))
+            .cloned()
+            .collect();
+        match place_replacements(&alive, &kept, &req, lost.len(), seed ^ 1) {
+            Err(PlacementError::NotEnoughNodes { needed, eligible }) => {
+                prop_assert_eq!(needed, lost.len());
+                prop_assert!(eligible < needed);
+            }
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
+            Ok(repaired) => {
+                prop_assert_eq!(repaired.nodes.len(), lost.len());
+                for node in &repaired.nodes {
+                    prop_assert!(!lost.contains(node), "a lost node was chosen");
+                    prop_assert!(
+                        !kept.iter().any(|c| c.node == *node),
+                        "a node already holding a shard was chosen"
+                    );
+                }
+                let whole = Placement {
+                    nodes: kept.iter().map(|c| c.node).chain(repaired.nodes.clone()).collect(),
+                    guarantee: repaired.guarantee,
+                };
+                check_spread(&whole, &pool, k, m);
+            }
+        }
+    }
 }

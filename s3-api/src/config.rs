@@ -23,6 +23,9 @@ pub struct GatewayConfig {
     pub domain: Option<String>,
     /// Bodies up to this many bytes are kept in the catalog instead of on nodes.
     pub inline_threshold: usize,
+    /// Repair jobs this gateway does at once for the coordinator (each holds about three
+    /// segments in memory); 0 leaves repair to other gateways.
+    pub repair_workers: usize,
 }
 
 impl Default for GatewayConfig {
@@ -34,6 +37,7 @@ impl Default for GatewayConfig {
             coordinator_key: String::new(),
             domain: None,
             inline_threshold: 4096,
+            repair_workers: 1,
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::access::{Access, Auth, Host};
 use crate::config::GatewayConfig;
 use crate::metrics::GatewayMetrics;
 use crate::service::Gateway;
-use crate::store::DataPath;
+use crate::store::{DataPath, Repaired, run_worker};
 
 /// File holding the gateway's identity key.
 pub const KEY_FILE: &str = "gateway.key";
@@ -30,12 +30,16 @@ pub struct RunningGateway {
     /// The gateway's public key (what `cairn admin gateway add` registers).
     pub key: PublicKey,
     task: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl RunningGateway {
-    /// Stops accepting connections.
+    /// Stops accepting connections and taking repair jobs.
     pub fn shutdown(self) {
         self.task.abort();
+        for worker in self.workers {
+            worker.abort();
+        }
     }
 }
 
@@ -62,7 +66,17 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
         config.inline_threshold,
     ));
     let metrics = Arc::new(GatewayMetrics::new());
-    let mut builder = S3ServiceBuilder::new(Gateway::new(path.clone(), metrics.clone()));
+    let gateway = Gateway::new(path.clone(), metrics.clone());
+    let report = gateway.reporter();
+    let counted = metrics.clone();
+    let done: Arc<dyn Fn(Repaired) + Send + Sync> = Arc::new(move |repaired: Repaired| {
+        counted.repaired_shards.inc_by(repaired.shards as u64);
+        counted.repaired_bytes.inc_by(repaired.bytes);
+    });
+    let workers = (0..config.repair_workers)
+        .map(|_| tokio::spawn(run_worker(path.clone(), report.clone(), done.clone())))
+        .collect();
+    let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(Auth::new(path.clone()));
     builder.set_access(Access::new(path.clone()));
     builder.set_host(Host::new(config.domain.clone()));
@@ -79,6 +93,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
         addr,
         key: key.public(),
         task,
+        workers,
     })
 }
 

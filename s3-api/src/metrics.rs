@@ -17,6 +17,10 @@ pub struct GatewayMetrics {
     pub bytes_out: IntCounter,
     /// Shard reads whose bytes failed verification (or that the node said were damaged).
     pub verification_failures: IntCounter,
+    /// Shards rebuilt and stored for the coordinator's repair queue.
+    pub repaired_shards: IntCounter,
+    /// Bytes of those shards.
+    pub repaired_bytes: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -70,6 +74,14 @@ impl GatewayMetrics {
             verification_failures: counter(
                 "cairn_gateway_verification_failures_total",
                 "Shard reads that failed verification and were served from other shards.",
+            ),
+            repaired_shards: counter(
+                "cairn_gateway_repaired_shards_total",
+                "Shards rebuilt and stored for repair jobs.",
+            ),
+            repaired_bytes: counter(
+                "cairn_gateway_repaired_bytes_total",
+                "Bytes of shards rebuilt and stored for repair jobs.",
             ),
             registry,
         }

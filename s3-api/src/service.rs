@@ -82,7 +82,7 @@ impl Gateway {
 
     /// What the data path calls when a node sends bad bytes: counted here and reported to
     /// the coordinator in the background (the read itself goes on from other shards).
-    pub(crate) fn reporter(&self) -> Arc<dyn Fn(ShardProblem) + Send + Sync> {
+    pub fn reporter(&self) -> Arc<dyn Fn(ShardProblem) + Send + Sync> {
         let path = self.path.clone();
         let metrics = self.metrics.clone();
         Arc::new(move |problem: ShardProblem| {

@@ -48,6 +48,11 @@ enum AdminCommand {
         /// The new state.
         state: String,
     },
+    /// Work on one storage node.
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
     /// List buckets (same as `bucket list`).
     Buckets,
     /// Create or list buckets.
@@ -82,6 +87,20 @@ enum AdminCommand {
         /// Hours the invitation stays valid.
         #[arg(long, default_value_t = 24)]
         valid_hours: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Move every shard off a node, then retire it: it turns `draining` at once (no new
+    /// shards, its shards are rebuilt elsewhere at the repair rate while it keeps serving
+    /// them) and `gone` when nothing depends on it. Shows progress until then.
+    Drain {
+        /// The node's id (from `cairn admin nodes`).
+        id: String,
+        /// Start the drain and return without waiting for it to finish.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -286,6 +305,48 @@ impl Api {
     }
 }
 
+/// Shows a drain's progress (shards still placed on the node) until the node is gone.
+fn follow_drain(api: &Api, id: &str) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "draining {prefix} [{bar:40}] {pos}/{len} shards moved ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(id.chars().take(12).collect::<String>());
+    let mut total: Option<u64> = None;
+    loop {
+        let nodes: Vec<NodeView> = api.get("/v1/nodes")?;
+        let node = nodes
+            .iter()
+            .find(|n| n.id == id)
+            .with_context(|| format!("node {id} is no longer listed"))?;
+        if node.state == "gone" {
+            if let Some(total) = total {
+                bar.set_position(total);
+            }
+            bar.finish();
+            println!("node {id} is gone: every shard it held lives elsewhere");
+            return Ok(());
+        }
+        if node.state != "draining" {
+            bar.abandon();
+            bail!("node {id} is {} now: the drain was stopped", node.state);
+        }
+        if let Some(left) = node.placed_shards {
+            let start = *total.get_or_insert(left);
+            if left > start {
+                // New placements raced the drain's start; count from the larger number.
+                total = Some(left);
+            }
+            let start = total.unwrap_or(left);
+            bar.set_length(start);
+            bar.set_position(start - left);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// Runs one admin command.
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.endpoint, &args.token);
@@ -301,6 +362,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                     status.term,
                     status.last_applied.unwrap_or(0)
                 );
+                println!("coordinator key {}", status.coordinator_key);
                 println!(
                     "buckets {}  objects {}  logical bytes {}",
                     status.buckets, status.objects, status.logical_bytes
@@ -318,6 +380,39 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                         states.join(", ")
                     }
                 );
+                match &status.durability {
+                    Some(d) => {
+                        let margins: Vec<String> = d
+                            .segments_by_margin
+                            .iter()
+                            .rev()
+                            .map(|(margin, n)| format!("{n} at margin {margin}"))
+                            .collect();
+                        println!(
+                            "segments: {}  ({} unreadable)",
+                            if margins.is_empty() {
+                                "none".into()
+                            } else {
+                                margins.join(", ")
+                            },
+                            d.unreadable
+                        );
+                        let moved: Vec<String> = d
+                            .moved
+                            .iter()
+                            .map(|(reason, m)| format!("{reason} {} shards", m.shards))
+                            .collect();
+                        println!(
+                            "repair queue {}  in progress {}  moved: {}  stored/logical {}",
+                            d.repair_queue,
+                            d.repairs_in_progress,
+                            moved.join(", "),
+                            d.stored_per_logical
+                                .map_or("-".to_string(), |r| format!("{r:.2}"))
+                        );
+                    }
+                    None => println!("durability: not surveyed (ask the leader)"),
+                }
                 print_members(&status.members);
             })
         }
@@ -338,6 +433,22 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             print(json, &node, || {
                 println!("node {} is {}", node.id, node.state)
             })
+        }
+        AdminCommand::Node {
+            action: NodeAction::Drain { id, no_wait },
+        } => {
+            let node: NodeView = api.post(
+                &format!("/v1/nodes/{id}/state"),
+                &SetNodeState {
+                    state: "draining".into(),
+                },
+            )?;
+            if no_wait || json {
+                return print(json, &node, || {
+                    println!("node {} is {}", node.id, node.state)
+                });
+            }
+            follow_drain(&api, &node.id)
         }
         AdminCommand::Nodes => {
             let nodes: Vec<NodeView> = api.get("/v1/nodes")?;

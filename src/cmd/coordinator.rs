@@ -30,6 +30,11 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
+    /// The coordinator key's file [default: DATA_DIR/coordinator.key]. With --init it is
+    /// created if missing; every other member needs a copy of the same key.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_file: Option<PathBuf>,
     /// This member's Raft id, unique in the group [default: 1].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +85,29 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     lost_after_secs: Option<u64>,
+    /// Milliseconds between durability surveys, which refill the repair queue
+    /// [default: 30000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair_interval_ms: Option<u64>,
+    /// Rebuild a segment with lost shards once its margin (shards left − k) is at most
+    /// this [default: 2].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair_threshold: Option<u16>,
+    /// Repair jobs out with gateways at once [default: 4].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair_concurrency: Option<usize>,
+    /// Bytes per second repair may move across the cluster, e.g. 64MiB; 0 = no limit
+    /// [default: 64MiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair_bandwidth: Option<cairn_proto::bytesize::ByteSize>,
+    /// Seconds a repair job stays reserved for the gateway that took it [default: 600].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair_lease_secs: Option<u64>,
 }
 
 /// Runs a member until Ctrl-C or SIGTERM.

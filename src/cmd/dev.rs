@@ -46,6 +46,10 @@ pub struct DevArgs {
     /// Name of the public-read bucket it creates.
     #[arg(long, default_value = "cache")]
     bucket: String,
+    /// Shorten every interval to seconds (heartbeats 0.2 s, suspect after 2 s, lost after
+    /// 5 s, durability surveys every 0.5 s) to watch failure and repair happen.
+    #[arg(long)]
+    fast_timers: bool,
 }
 
 /// Runs the cluster until Ctrl-C.
@@ -75,10 +79,12 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
         default_k: args.k,
         default_m: args.m,
         // Short enough to watch a stopped node turn suspect while trying things out.
-        suspect_after_secs: 15,
-        lost_after_secs: 120,
+        suspect_after_secs: if args.fast_timers { 2 } else { 15 },
+        lost_after_secs: if args.fast_timers { 5 } else { 120 },
+        repair_interval_ms: if args.fast_timers { 500 } else { 5_000 },
         ..CoordinatorConfig::default()
     };
+    let heartbeat_interval_ms = if args.fast_timers { 200 } else { 1_000 };
     let coordinator = cairn_coordinator::daemon::start(config, true, None)
         .await
         .context("starting the coordinator")?;
@@ -99,7 +105,7 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
             capacity: ByteSize(10 << 30),
             org: format!("dev-org-{i}"),
             site: format!("dev-site-{}", i % 3),
-            heartbeat_interval_ms: 1_000,
+            heartbeat_interval_ms,
             ..NodeConfig::default()
         };
         if joined {

@@ -39,6 +39,11 @@ pub struct GatewayArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     inline_threshold: Option<usize>,
+    /// Repair jobs done at once for the coordinator (each holds about three segments in
+    /// memory); 0 leaves repair to other gateways [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair_workers: Option<usize>,
 }
 
 /// Runs a gateway until Ctrl-C or SIGTERM.

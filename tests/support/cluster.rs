@@ -20,9 +20,14 @@ impl TestCluster {
     /// Starts a one-member coordinator and one node per entry of `orgs` (its organisation),
     /// each joined with its own invitation; returns once every node has heartbeated.
     pub fn start(orgs: &[&str]) -> TestCluster {
+        Self::start_with(orgs, &[])
+    }
+
+    /// Like [`TestCluster::start`], with extra `cairn coordinator` flags (shorter timers).
+    pub fn start_with(orgs: &[&str], coordinator_flags: &[&str]) -> TestCluster {
         let root = tempfile::tempdir().unwrap();
         let mut coordinator = Member::new(1, root.path());
-        coordinator.start(true);
+        coordinator.start_with(true, coordinator_flags);
         let key = SecretKey::load(&coordinator.dir.join("coordinator.key"))
             .unwrap()
             .public();
@@ -98,18 +103,28 @@ impl Drop for GatewayProcess {
     }
 }
 
-impl TestCluster {
-    /// Starts a gateway against this cluster's coordinator and registers its key.
-    pub fn start_gateway(&self) -> GatewayProcess {
+impl GatewayProcess {
+    /// Starts `cairn gateway` with its key in `dir`, on a free loopback port, against the
+    /// coordinator members at `coordinators` (one `--coordinator` flag each) that prove
+    /// `key`; returns once it serves S3. The key is not registered: that is the caller's
+    /// `cairn admin gateway add`.
+    pub fn start(
+        dir: &std::path::Path,
+        coordinators: &[std::net::SocketAddr],
+        key: &PublicKey,
+    ) -> GatewayProcess {
         use std::io::BufRead;
-        let dir = self.root.path().join("gateway");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+        command
             .arg("gateway")
             .arg("--data-dir")
-            .arg(&dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--coordinator", &self.coordinator.quic.to_string()])
-            .args(["--coordinator-key", &self.key.to_string()])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"]);
+        for addr in coordinators {
+            command.args(["--coordinator", &addr.to_string()]);
+        }
+        let mut child = command
+            .args(["--coordinator-key", &key.to_string()])
             .env("CAIRN_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -127,13 +142,24 @@ impl TestCluster {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        let key = key.expect("gateway printed its key");
-        self.register_gateway(&key);
         GatewayProcess {
             child,
-            key,
+            key: key.expect("gateway printed its key"),
             endpoint,
         }
+    }
+}
+
+impl TestCluster {
+    /// Starts a gateway against this cluster's coordinator and registers its key.
+    pub fn start_gateway(&self) -> GatewayProcess {
+        let gateway = GatewayProcess::start(
+            &self.root.path().join("gateway"),
+            &[self.coordinator.quic],
+            &self.key,
+        );
+        self.register_gateway(&gateway.key);
+        gateway
     }
 
     /// A new S3 access key: (id, secret).

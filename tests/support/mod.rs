@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod coordinator;
+pub mod s3clients;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -20,7 +20,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use crate::catalog::model::{
     AccessKey, Bucket, BucketMode, ErasureProfile, GatewayRecord, NodeState,
 };
-use crate::catalog::{Catalog, CatalogError, Command, CommandResult};
+use crate::catalog::{Catalog, CatalogError, Command, CommandResult, MoveReason};
 use crate::liveness::Liveness;
 use crate::raft::types::{Member, TypeConfig};
 use views::*;
@@ -49,6 +49,8 @@ pub struct AdminContext {
     pub default_m: u16,
     /// The coordinator key's public half, which invitations carry.
     pub key: cairn_proto::identity::PublicKey,
+    /// The leader's repair queue and latest durability survey.
+    pub repairs: std::sync::Arc<crate::repair::Repairs>,
 }
 
 impl From<AdminContext> for AdminState {
@@ -193,7 +195,8 @@ fn refusal(err: CatalogError) -> ApiError {
         CatalogError::BucketExists(_)
         | CatalogError::AccessKeyExists(_)
         | CatalogError::BucketNotEmpty(_)
-        | CatalogError::UploadExists(_) => StatusCode::CONFLICT,
+        | CatalogError::UploadExists(_)
+        | CatalogError::Stale(_) => StatusCode::CONFLICT,
         CatalogError::InvalidBucketName(_)
         | CatalogError::InvalidKey(_)
         | CatalogError::InvalidInvite
@@ -241,6 +244,7 @@ async fn status(State(state): State<AdminState>) -> ApiResult<Json<StatusView>> 
     Ok(Json(StatusView {
         member: state.inner.id,
         leader: metrics.current_leader,
+        coordinator_key: state.inner.key.to_string(),
         term: metrics.current_term,
         last_applied: metrics.last_applied.map(|id| id.index),
         members: member_views(&state),
@@ -248,6 +252,35 @@ async fn status(State(state): State<AdminState>) -> ApiResult<Json<StatusView>> 
         buckets: catalog.buckets().map_err(internal)?.len() as u64,
         objects: stats.objects,
         logical_bytes: stats.logical_bytes,
+        durability: durability(&state, stats.logical_bytes).map_err(internal)?,
+    }))
+}
+
+/// The durability view from the latest survey (the leader's) and the committed counters.
+fn durability(
+    state: &AdminState,
+    logical_bytes: u64,
+) -> Result<Option<DurabilityView>, crate::catalog::CatalogFault> {
+    let view = state.inner.repairs.view();
+    let (Some(survey), Some(surveyed_ms)) = (view.survey, view.surveyed_ms) else {
+        return Ok(None);
+    };
+    let mut moved = BTreeMap::new();
+    for reason in [MoveReason::Repair, MoveReason::Drain, MoveReason::Rebalance] {
+        let (shards, bytes) = state.inner.catalog.moved(reason)?;
+        moved.insert(reason.as_str().to_string(), MovedView { shards, bytes });
+    }
+    Ok(Some(DurabilityView {
+        segments_by_margin: survey.segments_by_margin,
+        segments: survey.segments,
+        unreadable: survey.unreadable,
+        repair_queue: view.queue,
+        repairs_in_progress: view.in_progress,
+        moved,
+        stored_bytes: survey.stored_bytes,
+        stored_per_logical: (logical_bytes > 0 && survey.stored_bytes > 0)
+            .then(|| survey.stored_bytes as f64 / logical_bytes as f64),
+        surveyed_ms,
     }))
 }
 
@@ -295,10 +328,11 @@ async fn add_member(
 async fn nodes(State(state): State<AdminState>) -> ApiResult<Json<Vec<NodeView>>> {
     linearizable(&state).await?;
     let nodes = state.inner.catalog.nodes().map_err(internal)?;
+    let placed = placed_shards(&state);
     Ok(Json(
         nodes
             .iter()
-            .map(|n| NodeView::new(n, state.inner.liveness.last(&n.id)))
+            .map(|n| NodeView::new(n, state.inner.liveness.last(&n.id), placed(&n.id)))
             .collect(),
     ))
 }
@@ -330,6 +364,26 @@ async fn set_node_state(
             ));
         }
     };
+    if target == NodeState::Gone {
+        // Gone means nothing depends on the node: counted now, not from a survey that may
+        // predate the latest placements.
+        linearizable(&state).await?;
+        let catalog = state.inner.catalog.clone();
+        let placed =
+            tokio::task::spawn_blocking(move || crate::durability::placed_on(&catalog, &node))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+        if placed > 0 {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "{placed} shards are still placed on the node: drain it first (or mark it \
+                     disqualified to have them rebuilt elsewhere)"
+                ),
+            ));
+        }
+    }
     write(
         &state,
         Command::SetNodeState {
@@ -340,9 +394,27 @@ async fn set_node_state(
     )
     .await?;
     let record = state.inner.catalog.node(&node).map_err(internal)?;
+    let placed = placed_shards(&state);
     record
-        .map(|n| Json(NodeView::new(&n, state.inner.liveness.last(&n.id))))
+        .map(|n| {
+            Json(NodeView::new(
+                &n,
+                state.inner.liveness.last(&n.id),
+                placed(&n.id),
+            ))
+        })
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such node"))
+}
+
+/// Shards per node from the latest survey (none on followers or before the first one; a
+/// node the survey found nothing on has zero).
+fn placed_shards(state: &AdminState) -> impl Fn(&PublicKey) -> Option<u64> {
+    let survey = state.inner.repairs.view().survey;
+    move |node| {
+        survey
+            .as_ref()
+            .map(|s| s.shards_by_node.get(node).copied().unwrap_or(0))
+    }
 }
 
 async fn buckets(State(state): State<AdminState>) -> ApiResult<Json<Vec<BucketView>>> {
@@ -580,6 +652,64 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         "Last log index applied to the catalog.",
         metrics.last_applied.map(|l| l.index).unwrap_or(0),
     );
+    let view = state.inner.repairs.view();
+    if let Some(survey) = &view.survey {
+        out.push_str(
+            "# HELP cairn_coordinator_segments Segments by margin (shards left minus k), as last surveyed.\n# TYPE cairn_coordinator_segments gauge\n",
+        );
+        for (margin, count) in &survey.segments_by_margin {
+            out.push_str(&format!(
+                "cairn_coordinator_segments{{margin=\"{margin}\"}} {count}\n"
+            ));
+        }
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            ));
+        };
+        gauge(
+            "cairn_coordinator_unreadable_segments",
+            "Segments with fewer than k shards left.",
+            survey.unreadable,
+        );
+        gauge(
+            "cairn_coordinator_stored_bytes",
+            "Bytes of shards on nodes that hold data.",
+            survey.stored_bytes,
+        );
+        gauge(
+            "cairn_coordinator_repair_queue_segments",
+            "Segments waiting to be rebuilt or moved.",
+            view.queue,
+        );
+        gauge(
+            "cairn_coordinator_repairs_in_progress",
+            "Repair jobs out with gateways.",
+            view.in_progress,
+        );
+    }
+    let mut shards_moved = String::new();
+    let mut bytes_moved = String::new();
+    for reason in [MoveReason::Repair, MoveReason::Drain, MoveReason::Rebalance] {
+        if let Ok((shards, bytes)) = state.inner.catalog.moved(reason) {
+            let label = reason.as_str();
+            shards_moved.push_str(&format!(
+                "cairn_coordinator_moved_shards_total{{reason=\"{label}\"}} {shards}\n"
+            ));
+            bytes_moved.push_str(&format!(
+                "cairn_coordinator_moved_bytes_total{{reason=\"{label}\"}} {bytes}\n"
+            ));
+        }
+    }
+    out.push_str("# HELP cairn_coordinator_moved_shards_total Shards rebuilt or moved, by reason.\n# TYPE cairn_coordinator_moved_shards_total counter\n");
+    out.push_str(&shards_moved);
+    out.push_str("# HELP cairn_coordinator_moved_bytes_total Shard bytes rebuilt or moved, by reason.\n# TYPE cairn_coordinator_moved_bytes_total counter\n");
+    out.push_str(&bytes_moved);
+    let mut gauge = |name: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
     if let Ok(stats) = state.inner.catalog.stats() {
         gauge(
             "cairn_coordinator_objects",

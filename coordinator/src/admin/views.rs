@@ -5,12 +5,14 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::model::{AccessKey, Bucket, BucketMode, NodeRecord};
 
 /// `GET /v1/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusView {
     /// The answering member's id.
     pub member: u64,
     /// Current leader, if known.
     pub leader: Option<u64>,
+    /// The coordinator key's public half: what gateways are started with and nodes pin.
+    pub coordinator_key: String,
     /// Raft term.
     pub term: u64,
     /// Last log index applied to the catalog.
@@ -25,6 +27,43 @@ pub struct StatusView {
     pub objects: u64,
     /// Sum of object sizes.
     pub logical_bytes: u64,
+    /// How close data is to loss, as the leader last surveyed it (absent on followers and
+    /// before the first survey).
+    #[serde(default)]
+    pub durability: Option<DurabilityView>,
+}
+
+/// The durability part of the status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DurabilityView {
+    /// Segments per margin (shards left − k; the code's `m` when nothing is lost).
+    pub segments_by_margin: std::collections::BTreeMap<i64, u64>,
+    /// Segments surveyed.
+    pub segments: u64,
+    /// Segments with fewer than k shards left: unreadable until a node returns.
+    pub unreadable: u64,
+    /// Segments waiting to be rebuilt or moved.
+    pub repair_queue: u64,
+    /// Repair jobs out with gateways now.
+    pub repairs_in_progress: u64,
+    /// Shards and bytes moved so far, by reason (`repair`, `drain`, `rebalance`).
+    pub moved: std::collections::BTreeMap<String, MovedView>,
+    /// Bytes of shards on nodes that hold data.
+    pub stored_bytes: u64,
+    /// Stored bytes per logical byte (the code's overhead, plus anything not yet
+    /// collected); absent while nothing is stored.
+    pub stored_per_logical: Option<f64>,
+    /// When the survey finished, milliseconds since the Unix epoch.
+    pub surveyed_ms: u64,
+}
+
+/// Shards moved for one reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedView {
+    /// Shards moved.
+    pub shards: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// A coordinator member.
@@ -82,6 +121,10 @@ pub struct NodeView {
     /// Reads of this node's shards that failed verification, as gateways reported them.
     #[serde(default)]
     pub bad_reads: u64,
+    /// Shards the catalog places on the node, as of the leader's latest survey (what a
+    /// drain still has to move); absent on followers and before the first survey.
+    #[serde(default)]
+    pub placed_shards: Option<u64>,
 }
 
 impl NodeView {
@@ -89,6 +132,7 @@ impl NodeView {
     pub fn new(
         node: &NodeRecord,
         last: Option<(std::time::Duration, cairn_proto::wire::Heartbeat)>,
+        placed_shards: Option<u64>,
     ) -> Self {
         Self {
             id: node.id.to_string(),
@@ -103,6 +147,7 @@ impl NodeView {
             state_since_ms: node.state_since_ms,
             vetted: node.vetted,
             bad_reads: node.reputation.bad_reads,
+            placed_shards,
         }
     }
 }

@@ -4,7 +4,7 @@ use cairn_proto::identity::NodeId;
 use md5::Digest;
 use redb::{ReadableTable, WriteTransaction};
 
-use super::command::{CatalogError, Command, CommandResult};
+use super::command::{CatalogError, Command, CommandResult, MoveReason, ShardReplacement};
 use super::model::{
     ErasureProfile, GarbageShard, Invite, MAX_PART_NUMBER, MIN_PART_SIZE, NodeRecord, NodeState,
     ObjectBody, ObjectRecord, PartRecord, SegmentRecord, ShardRecord, UploadRecord,
@@ -12,7 +12,8 @@ use super::model::{
 };
 use super::{
     ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GARBAGE, GATEWAYS, INVITES, LOGICAL_BYTES, NODES,
-    OBJECT_COUNT, OBJECTS, PARTS, UPLOADS, decode, encode, object_key, part_key,
+    OBJECT_COUNT, OBJECTS, PARTS, UPLOADS, decode, encode, moved_bytes_counter,
+    moved_shards_counter, object_key, part_key,
 };
 
 /// Longest object key S3 allows, in bytes.
@@ -128,25 +129,13 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             node,
             state,
             now_ms,
-        } => {
-            let mut table = txn.open_table(NODES)?;
-            let Some(mut record) = read_node(&table, node)? else {
-                return refused(CatalogError::NoSuchNode(node.to_string()));
-            };
-            if record.state != *state {
-                record.state = *state;
-                record.state_since_ms = *now_ms;
-                // Remembered so a suspect node that comes back regains the trust it had
-                // earned; only failed audits take it away.
-                match state {
-                    NodeState::Active => record.vetted = true,
-                    NodeState::Disqualified => record.vetted = false,
-                    _ => {}
-                }
-                table.insert(*node.as_bytes(), encode(&record)?.as_slice())?;
-            }
-            Ok(CommandResult::Done)
-        }
+        } => set_node_state(txn, node, None, *state, *now_ms),
+        Command::ChangeNodeState {
+            node,
+            from,
+            to,
+            now_ms,
+        } => set_node_state(txn, node, Some(*from), *to, *now_ms),
         Command::PutObject {
             bucket,
             key,
@@ -285,6 +274,24 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             table.insert(*node.as_bytes(), encode(&record)?.as_slice())?;
             Ok(CommandResult::Done)
         }
+        Command::ReplaceShards {
+            bucket,
+            key,
+            etag,
+            segment,
+            replacements,
+            reason,
+            now_ms,
+        } => replace_shards(
+            txn,
+            bucket,
+            key,
+            etag,
+            *segment,
+            replacements,
+            *reason,
+            *now_ms,
+        ),
         Command::AbortUpload { upload, now_ms } => {
             if txn.open_table(UPLOADS)?.remove(upload.as_str())?.is_none() {
                 return refused(CatalogError::NoSuchUpload(upload.clone()));
@@ -323,6 +330,138 @@ fn replace_object(
     };
     add_counters(txn, count, bytes)?;
     Ok(previous.is_some())
+}
+
+/// Moves `node` to `state`, if it is in `from` (when given).
+fn set_node_state(
+    txn: &WriteTransaction,
+    node: &NodeId,
+    from: Option<NodeState>,
+    state: NodeState,
+    now_ms: u64,
+) -> Result<CommandResult, CatalogFault> {
+    let mut table = txn.open_table(NODES)?;
+    let Some(mut record) = read_node(&table, node)? else {
+        return Ok(CommandResult::Refused(CatalogError::NoSuchNode(
+            node.to_string(),
+        )));
+    };
+    if let Some(from) = from
+        && record.state != from
+    {
+        return Ok(CommandResult::Refused(CatalogError::Stale(format!(
+            "node {node} is {}, not {}",
+            record.state.as_str(),
+            from.as_str()
+        ))));
+    }
+    if record.state != state {
+        record.state = state;
+        record.state_since_ms = now_ms;
+        // Remembered so a suspect node that comes back regains the trust it had earned;
+        // only failed audits take it away.
+        match state {
+            NodeState::Active => record.vetted = true,
+            NodeState::Disqualified => record.vetted = false,
+            _ => {}
+        }
+        table.insert(*node.as_bytes(), encode(&record)?.as_slice())?;
+    }
+    Ok(CommandResult::Done)
+}
+
+/// Applies [`Command::ReplaceShards`].
+#[allow(clippy::too_many_arguments)]
+fn replace_shards(
+    txn: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    segment: u32,
+    replacements: &[ShardReplacement],
+    reason: MoveReason,
+    now_ms: u64,
+) -> Result<CommandResult, CatalogFault> {
+    let refused = |err| Ok(CommandResult::Refused(err));
+    let stale = |message: String| refused(CatalogError::Stale(message));
+    let mut objects = txn.open_table(OBJECTS)?;
+    let object_key = object_key(bucket, key);
+    let Some(mut object) = objects
+        .get(object_key.as_slice())?
+        .map(|v| decode::<ObjectRecord>(v.value()))
+        .transpose()?
+    else {
+        return stale(format!("{bucket}/{key} no longer exists"));
+    };
+    if object.etag != etag {
+        return stale(format!("{bucket}/{key} is now another version"));
+    }
+    let ObjectBody::Segments {
+        erasure, segments, ..
+    } = &mut object.body
+    else {
+        return stale(format!("{bucket}/{key} has no segments"));
+    };
+    let Some(record) = segments.get_mut(segment as usize) else {
+        return refused(CatalogError::Malformed(format!(
+            "{bucket}/{key} has no segment {segment}"
+        )));
+    };
+    let nodes = txn.open_table(NODES)?;
+    let mut old_shards = Vec::with_capacity(replacements.len());
+    for replacement in replacements {
+        let Some(current) = record.shards.get_mut(replacement.index as usize) else {
+            return refused(CatalogError::Malformed(format!(
+                "segment {segment} has no shard {}",
+                replacement.index
+            )));
+        };
+        if current.id != replacement.old {
+            return stale(format!(
+                "shard {} of segment {segment} was replaced already",
+                replacement.index
+            ));
+        }
+        if current.root != replacement.new.root {
+            return refused(CatalogError::Malformed(format!(
+                "the copy of shard {} has another root",
+                replacement.index
+            )));
+        }
+        if read_node(&nodes, &replacement.new.node)?.is_none() {
+            return refused(CatalogError::UnknownNode(replacement.new.node.to_string()));
+        }
+        old_shards.push(std::mem::replace(current, replacement.new.clone()));
+    }
+    let distinct: std::collections::HashSet<_> = record.shards.iter().map(|s| s.node).collect();
+    if distinct.len() != record.shards.len() {
+        return refused(CatalogError::Malformed(format!(
+            "segment {segment} would hold two shards on one node"
+        )));
+    }
+    let shard_len = cairn_erasure::Codec::new(usize::from(erasure.k), usize::from(erasure.m))
+        .map(|codec| codec.shard_len(record.len))
+        .unwrap_or(0);
+    drop(nodes);
+    objects.insert(object_key.as_slice(), encode(&object)?.as_slice())?;
+    drop(objects);
+    let old_segment = SegmentRecord {
+        len: 0,
+        shards: old_shards,
+    };
+    collect_shards(txn, std::iter::once(&old_segment), now_ms)?;
+    let moved = replacements.len() as u64;
+    add_named(txn, &moved_shards_counter(reason), moved)?;
+    add_named(txn, &moved_bytes_counter(reason), moved * shard_len)?;
+    Ok(CommandResult::Done)
+}
+
+/// Adds `delta` to the counter `name`.
+fn add_named(txn: &WriteTransaction, name: &str, delta: u64) -> Result<(), CatalogFault> {
+    let mut table = txn.open_table(COUNTERS)?;
+    let current = table.get(name)?.map(|v| v.value()).unwrap_or(0);
+    table.insert(name, current.saturating_add(delta))?;
+    Ok(())
 }
 
 fn read_upload(txn: &WriteTransaction, id: &str) -> Result<Option<UploadRecord>, CatalogFault> {

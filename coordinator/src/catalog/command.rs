@@ -137,6 +137,72 @@ pub enum Command {
         /// Leader's clock, ms since the epoch.
         now_ms: u64,
     },
+    /// Points shards of one segment at new copies (rebuilt or moved, with receipts already
+    /// checked by the leader). Refused unless the object is still the version `etag` and
+    /// each replaced shard is still the one named, so a replacement made against a stale
+    /// view never overwrites a newer one. The old shards become garbage.
+    ReplaceShards {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// ETag of the object version repaired.
+        etag: String,
+        /// Segment index in the object.
+        segment: u32,
+        /// The shards replaced.
+        replacements: Vec<ShardReplacement>,
+        /// Why the shards moved (for the durability counters).
+        reason: MoveReason,
+        /// Leader's clock, ms since the epoch.
+        now_ms: u64,
+    },
+    /// Moves a node from `from` to `to`, refused if it is no longer in `from`: how the
+    /// leader's own loops (failure detection, drain) change states, so a decision made on
+    /// a read never overrides an operator's change committed in between.
+    ChangeNodeState {
+        /// The node.
+        node: NodeId,
+        /// The state the decision was made in.
+        from: NodeState,
+        /// Its new state.
+        to: NodeState,
+        /// Leader's clock when decided, ms since the epoch.
+        now_ms: u64,
+    },
+}
+
+/// One shard of a segment pointed at a new copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardReplacement {
+    /// Shard index in the segment.
+    pub index: u32,
+    /// The id of the shard being replaced (must still be the current one).
+    pub old: cairn_proto::ids::ShardId,
+    /// The new copy.
+    pub new: crate::catalog::model::ShardRecord,
+}
+
+/// Why shards moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MoveReason {
+    /// Rebuilt because their node was lost, disqualified or lost them.
+    Repair,
+    /// Moved off a draining node.
+    Drain,
+    /// Moved to even out utilisation.
+    Rebalance,
+}
+
+impl MoveReason {
+    /// Lower-case name for metrics labels and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveReason::Repair => "repair",
+            MoveReason::Drain => "drain",
+            MoveReason::Rebalance => "rebalance",
+        }
+    }
 }
 
 impl Command {
@@ -160,6 +226,8 @@ impl Command {
             Command::CompleteUpload { .. } => "complete_upload",
             Command::AbortUpload { .. } => "abort_upload",
             Command::ReportBadRead { .. } => "report_bad_read",
+            Command::ReplaceShards { .. } => "replace_shards",
+            Command::ChangeNodeState { .. } => "change_node_state",
         }
     }
 }
@@ -246,6 +314,10 @@ pub enum CatalogError {
         /// The minimum.
         min: u64,
     },
+    /// The object changed since the replacement was prepared (another version, or the
+    /// shard was replaced already).
+    #[error("stale replacement: {0}")]
+    Stale(String),
     /// The object or part is inconsistent in itself (a segment with the wrong number of
     /// shards, sizes that do not add up).
     #[error("malformed object: {0}")]

@@ -19,7 +19,7 @@ use redb::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use apply::apply;
-pub use command::{CatalogError, Command, CommandResult};
+pub use command::{CatalogError, Command, CommandResult, MoveReason, ShardReplacement};
 use model::{
     AccessKey, Bucket, GarbageShard, GatewayRecord, NodeRecord, ObjectRecord, PartRecord,
     UploadRecord,
@@ -45,6 +45,16 @@ pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("co
 /// Counter names in [`COUNTERS`].
 pub(crate) const OBJECT_COUNT: &str = "objects";
 pub(crate) const LOGICAL_BYTES: &str = "logical_bytes";
+
+/// The counter of shards moved for `reason`.
+pub(crate) fn moved_shards_counter(reason: MoveReason) -> String {
+    format!("moved_shards.{}", reason.as_str())
+}
+
+/// The counter of shard bytes moved for `reason`.
+pub(crate) fn moved_bytes_counter(reason: MoveReason) -> String {
+    format!("moved_bytes.{}", reason.as_str())
+}
 
 /// A storage-level failure under the catalog: the database or a record that does not
 /// decode. Unlike a [`CatalogError`] this is not a property of the command.
@@ -356,6 +366,62 @@ impl Catalog {
                 Ok((ShardId(k.value()), decode(v.value())?))
             })
             .collect()
+    }
+
+    /// Shards and shard bytes moved so far for `reason` (repair, drain, rebalance), as
+    /// committed.
+    pub fn moved(&self, reason: MoveReason) -> Result<(u64, u64), CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(COUNTERS)?;
+        let get = |name: String| -> Result<u64, CatalogFault> {
+            Ok(table.get(name.as_str())?.map(|v| v.value()).unwrap_or(0))
+        };
+        Ok((
+            get(moved_shards_counter(reason))?,
+            get(moved_bytes_counter(reason))?,
+        ))
+    }
+
+    /// Calls `visit` with every object (bucket, key, record) in one consistent snapshot, in
+    /// bucket and key order; stops early if `visit` returns `false`. For the leader's
+    /// durability survey, which must see every segment.
+    pub fn for_each_object(
+        &self,
+        mut visit: impl FnMut(&str, &str, &ObjectRecord) -> bool,
+    ) -> Result<(), CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(OBJECTS)?;
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let raw = k.value();
+            let Some((&len, rest)) = raw.split_first() else {
+                continue;
+            };
+            let Some((bucket, key)) = rest.split_at_checked(usize::from(len)) else {
+                continue;
+            };
+            let (Ok(bucket), Ok(key)) = (std::str::from_utf8(bucket), std::str::from_utf8(key))
+            else {
+                continue;
+            };
+            let record: ObjectRecord = decode(v.value())?;
+            if !visit(bucket, key, &record) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` with every stored part of every multipart upload in progress, in one
+    /// snapshot.
+    pub fn for_each_part(&self, mut visit: impl FnMut(&PartRecord)) -> Result<(), CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(PARTS)?;
+        for item in table.iter()? {
+            let (_, v) = item?;
+            visit(&decode(v.value())?);
+        }
+        Ok(())
     }
 
     /// Object count and logical bytes.

@@ -6,6 +6,7 @@
 //! Raft commits. [`serve`] answers them; [`crate::client::CoordinatorClient`] asks them.
 
 mod receipts;
+mod repair;
 pub(crate) mod serve;
 
 use cairn_erasure::ShardRoot;
@@ -18,7 +19,7 @@ use crate::catalog::model::{
 };
 use crate::catalog::{ListQuery, Listing};
 
-pub use receipts::{ReceiptError, verify_segments};
+pub use receipts::{ReceiptError, ShardProblem, verify_segments, verify_shard};
 
 /// ALPN of the gateway RPC.
 pub const GATEWAY_ALPN: &[u8] = b"cairn-gateway/1";
@@ -185,6 +186,26 @@ pub enum GatewayRequest {
         /// What was wrong, for the log.
         problem: String,
     },
+    /// A segment to rebuild or move, if the leader has one for this gateway now.
+    RepairJob,
+    /// Whether the member is there at all (answered at once, by any member): a client
+    /// waiting long on an answer asks this to tell a slow request from a dead member.
+    Ping,
+    /// A repair job is done: the rebuilt shards were stored under the job's put orders.
+    RepairDone {
+        /// The job as handed out.
+        ticket: RepairTicket,
+        /// Per replaced shard index, the put order and the node's receipt.
+        stored: Vec<(u32, StoredShard)>,
+    },
+    /// A repair job could not be done (too few shards answered, a target failed); the
+    /// segment goes back to the queue.
+    RepairFailed {
+        /// The job as handed out.
+        ticket: RepairTicket,
+        /// What went wrong, for the log.
+        problem: String,
+    },
 }
 
 impl GatewayRequest {
@@ -211,6 +232,10 @@ impl GatewayRequest {
             GatewayRequest::ListUploads { .. } => "list_uploads",
             GatewayRequest::ListParts { .. } => "list_parts",
             GatewayRequest::ReportShard { .. } => "report_shard",
+            GatewayRequest::RepairJob => "repair_job",
+            GatewayRequest::Ping => "ping",
+            GatewayRequest::RepairDone { .. } => "repair_done",
+            GatewayRequest::RepairFailed { .. } => "repair_failed",
         }
     }
 }
@@ -286,6 +311,41 @@ pub struct ReadOrders {
     pub segments: Vec<Vec<SignedOrder>>,
 }
 
+/// Which shards of which segment a repair job replaces; the gateway hands it back with
+/// the result, so the leader can check and commit it without remembering the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairTicket {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// ETag of the object version.
+    pub etag: String,
+    /// Segment index.
+    pub segment: u32,
+    /// Rebuilt because shards were lost, or moved off a draining node.
+    pub reason: crate::catalog::MoveReason,
+    /// Shard indexes replaced, with the ids of the shards they replace.
+    pub replaced: Vec<(u32, cairn_proto::ids::ShardId)>,
+}
+
+/// A segment to rebuild: where to read `k` of its shards and where to put the new ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairJob {
+    /// What the job replaces.
+    pub ticket: RepairTicket,
+    /// The object's code.
+    pub erasure: crate::catalog::model::ErasureProfile,
+    /// Bytes of object data in the segment.
+    pub len: u64,
+    /// The root of every shard of the segment, in shard order.
+    pub roots: Vec<ShardRoot>,
+    /// Shards to read from, best first: index, node address, get order.
+    pub sources: Vec<(u32, String, SignedOrder)>,
+    /// Where each rebuilt shard goes: index and put order.
+    pub targets: Vec<(u32, PlacedShard)>,
+}
+
 /// The coordinator's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GatewayResponse {
@@ -305,6 +365,13 @@ pub enum GatewayResponse {
     ReadOrders(ReadOrders),
     /// See [`GatewayRequest::List`].
     Listing(Listing),
+    /// See [`GatewayRequest::RepairJob`].
+    RepairJob(Box<RepairJob>),
+    /// No repair work for now; ask again after this long.
+    NoRepairWork {
+        /// Milliseconds to wait before asking again.
+        retry_after_ms: u64,
+    },
     /// See [`GatewayRequest::Place`]: one entry per shard, in shard order.
     Placed(Vec<PlacedShard>),
     /// An object was stored or deleted; whether a version existed before.

@@ -10,7 +10,7 @@ use cairn_erasure::Codec;
 use cairn_proto::identity::{NodeId, PublicKey};
 use cairn_proto::order::Action;
 
-use super::NewSegment;
+use super::{NewSegment, StoredShard};
 use crate::catalog::model::{ErasureProfile, NodeRecord, SegmentRecord, ShardRecord};
 
 /// Why a gateway's proof of storage was refused.
@@ -104,73 +104,24 @@ pub fn verify_segments(
         let mut nodes = HashSet::new();
         let mut shards = Vec::with_capacity(width);
         for (i, stored) in segment.shards.iter().enumerate() {
-            let order_err = |message: &str| ReceiptError::Order {
-                segment: si,
-                shard: i,
-                message: message.to_string(),
-            };
-            let receipt_err = |message: &str| ReceiptError::Receipt {
-                segment: si,
-                shard: i,
-                message: message.to_string(),
-            };
-            let order = stored
-                .order
-                .verify(coordinator)
-                .map_err(|_| order_err("the order is not signed by this coordinator"))?;
-            if order.client != *gateway {
-                return Err(order_err("the order was issued to another gateway"));
+            let record = verify_shard(coordinator, gateway, stored, shard_len, &node)
+                .map_err(|problem| problem.at(si, i))?;
+            if !nodes.insert(record.node) {
+                return Err(ReceiptError::Node {
+                    segment: si,
+                    shard: i,
+                    node: record.node,
+                    message: "holds two shards of the segment".into(),
+                });
             }
-            let Action::Put { shard, root, size } = &order.action else {
-                return Err(order_err("the order is not a put order"));
-            };
-            let receipt = stored
-                .receipt
-                .verify()
-                .map_err(|_| receipt_err("the receipt's signature does not verify"))?;
-            if receipt.node != order.node {
-                return Err(receipt_err(
-                    "the receipt is signed by another node than the order's",
-                ));
+            if !ids.insert(record.id) {
+                return Err(ReceiptError::Receipt {
+                    segment: si,
+                    shard: i,
+                    message: "the shard id is used twice".into(),
+                });
             }
-            if receipt.shard != *shard || receipt.serial != order.serial {
-                return Err(receipt_err("the receipt is for another shard or order"));
-            }
-            if receipt.root != *root || receipt.size != *size {
-                return Err(receipt_err(
-                    "the receipt's root or size differs from the order's",
-                ));
-            }
-            if *size != shard_len {
-                return Err(receipt_err(&format!(
-                    "shard size {size}, a {}-byte segment has {shard_len}-byte shards",
-                    segment.len
-                )));
-            }
-            let node_err = |message: &str| ReceiptError::Node {
-                segment: si,
-                shard: i,
-                node: order.node,
-                message: message.to_string(),
-            };
-            match node(&order.node) {
-                None => return Err(node_err("is not registered")),
-                Some(record) if !record.state.holds_data() => {
-                    return Err(node_err(&format!("is {}", record.state.as_str())));
-                }
-                Some(_) => {}
-            }
-            if !nodes.insert(order.node) {
-                return Err(node_err("holds two shards of the segment"));
-            }
-            if !ids.insert(*shard) {
-                return Err(receipt_err("the shard id is used twice"));
-            }
-            shards.push(ShardRecord {
-                id: *shard,
-                node: order.node,
-                root: *root,
-            });
+            shards.push(record);
         }
         out.push(SegmentRecord {
             len: segment.len,
@@ -178,4 +129,103 @@ pub fn verify_segments(
         });
     }
     Ok(out)
+}
+
+/// What is wrong with one stored shard, before it is placed in a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardProblem {
+    /// The order is not this coordinator's put order for this gateway.
+    Order(String),
+    /// The receipt does not match the order.
+    Receipt(String),
+    /// The node is unknown or holds no data.
+    Node(NodeId, String),
+}
+
+impl ShardProblem {
+    /// The problem as shard `shard` of segment `segment`.
+    pub fn at(self, segment: usize, shard: usize) -> ReceiptError {
+        match self {
+            ShardProblem::Order(message) => ReceiptError::Order {
+                segment,
+                shard,
+                message,
+            },
+            ShardProblem::Receipt(message) => ReceiptError::Receipt {
+                segment,
+                shard,
+                message,
+            },
+            ShardProblem::Node(node, message) => ReceiptError::Node {
+                segment,
+                shard,
+                node,
+                message,
+            },
+        }
+    }
+}
+
+/// Checks one stored shard: the order verifies against `coordinator`, was issued to
+/// `gateway` and is a put of `shard_len` bytes; the receipt verifies against the key of the
+/// order's node and agrees with the order on shard id, root, size and serial; the node is
+/// registered and in a state that holds data. Returns the shard as the catalog records it.
+pub fn verify_shard(
+    coordinator: &PublicKey,
+    gateway: &PublicKey,
+    stored: &StoredShard,
+    shard_len: u64,
+    node: impl Fn(&NodeId) -> Option<NodeRecord>,
+) -> Result<ShardRecord, ShardProblem> {
+    let order = stored
+        .order
+        .verify(coordinator)
+        .map_err(|_| ShardProblem::Order("the order is not signed by this coordinator".into()))?;
+    if order.client != *gateway {
+        return Err(ShardProblem::Order(
+            "the order was issued to another gateway".into(),
+        ));
+    }
+    let Action::Put { shard, root, size } = &order.action else {
+        return Err(ShardProblem::Order("the order is not a put order".into()));
+    };
+    let receipt = stored
+        .receipt
+        .verify()
+        .map_err(|_| ShardProblem::Receipt("the receipt's signature does not verify".into()))?;
+    if receipt.node != order.node {
+        return Err(ShardProblem::Receipt(
+            "the receipt is signed by another node than the order's".into(),
+        ));
+    }
+    if receipt.shard != *shard || receipt.serial != order.serial {
+        return Err(ShardProblem::Receipt(
+            "the receipt is for another shard or order".into(),
+        ));
+    }
+    if receipt.root != *root || receipt.size != *size {
+        return Err(ShardProblem::Receipt(
+            "the receipt's root or size differs from the order's".into(),
+        ));
+    }
+    if *size != shard_len {
+        return Err(ShardProblem::Receipt(format!(
+            "shard size {size}, the segment has {shard_len}-byte shards"
+        )));
+    }
+    match node(&order.node) {
+        None => return Err(ShardProblem::Node(order.node, "is not registered".into())),
+        Some(record) if !record.state.holds_data() => {
+            return Err(ShardProblem::Node(
+                order.node,
+                format!("is {}", record.state.as_str()),
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(ShardRecord {
+        id: *shard,
+        node: order.node,
+        root: *root,
+    })
 }

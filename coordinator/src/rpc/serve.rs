@@ -18,7 +18,8 @@ use super::{
     PlacedShard, READ_WINDOW, ReadOrders, RpcCode, verify_segments,
 };
 use crate::catalog::model::{
-    Bucket, BucketMode, ErasureProfile, ObjectBody, ObjectRecord, PartRecord, UploadRecord,
+    Bucket, BucketMode, ErasureProfile, NodeRecord, NodeState, ObjectBody, ObjectRecord,
+    PartRecord, UploadRecord,
 };
 use crate::catalog::{Catalog, CatalogError, CatalogFault, Command, CommandResult, ListQuery};
 use crate::liveness::Liveness;
@@ -49,6 +50,8 @@ pub(crate) struct RpcContext {
     pub key: SecretKey,
     /// Code of buckets created through S3.
     pub default_erasure: ErasureProfile,
+    /// The repair queue (filled while this member leads).
+    pub repairs: Arc<crate::repair::Repairs>,
 }
 
 /// Serves one gateway connection: one request per stream, until the gateway goes away.
@@ -80,14 +83,14 @@ pub(crate) async fn serve_gateway(conn: quinn::Connection, peer: PublicKey, ctx:
     }
 }
 
-fn error(code: RpcCode, message: impl Into<String>) -> GatewayResponse {
+pub(super) fn error(code: RpcCode, message: impl Into<String>) -> GatewayResponse {
     GatewayResponse::Error {
         code,
         message: message.into(),
     }
 }
 
-fn internal(err: impl std::fmt::Display) -> GatewayResponse {
+pub(super) fn internal(err: impl std::fmt::Display) -> GatewayResponse {
     error(RpcCode::Internal, err.to_string())
 }
 
@@ -103,6 +106,9 @@ async fn handle(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> G
             );
         }
         Err(err) => return internal(err),
+    }
+    if request == GatewayRequest::Ping {
+        return GatewayResponse::Done;
     }
     // Reads (and the checks writes do before proposing) must see every committed write:
     // read-index confirms leadership and waits until this member has applied it.
@@ -126,7 +132,7 @@ async fn linearizable(ctx: &RpcContext) -> Result<(), GatewayResponse> {
     }
 }
 
-type Answer = Result<GatewayResponse, GatewayResponse>;
+pub(super) type Answer = Result<GatewayResponse, GatewayResponse>;
 
 async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> Answer {
     let catalog = &ctx.catalog;
@@ -220,6 +226,14 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
             Ok(GatewayResponse::Listing(
                 catalog.list(&bucket, &query).map_err(fault)?,
             ))
+        }
+        GatewayRequest::Ping => Ok(GatewayResponse::Done),
+        GatewayRequest::RepairJob => Ok(super::repair::next_job(ctx, peer)),
+        GatewayRequest::RepairDone { ticket, stored } => {
+            super::repair::finish(ctx, peer, ticket, stored).await
+        }
+        GatewayRequest::RepairFailed { ticket, problem } => {
+            Ok(super::repair::failed(ctx, peer, &ticket, &problem))
         }
         GatewayRequest::Place {
             bucket,
@@ -382,7 +396,7 @@ fn stored(result: CommandResult) -> GatewayResponse {
     }
 }
 
-fn bucket_record(catalog: &Catalog, name: &str) -> Result<Bucket, GatewayResponse> {
+pub(super) fn bucket_record(catalog: &Catalog, name: &str) -> Result<Bucket, GatewayResponse> {
     match catalog.bucket(name) {
         Ok(Some(bucket)) => Ok(bucket),
         Ok(None) => Err(error(RpcCode::NoSuchBucket, format!("no bucket {name}"))),
@@ -391,7 +405,10 @@ fn bucket_record(catalog: &Catalog, name: &str) -> Result<Bucket, GatewayRespons
 }
 
 /// Proposes a command; refusals become RPC errors.
-async fn commit(ctx: &RpcContext, command: Command) -> Result<CommandResult, GatewayResponse> {
+pub(super) async fn commit(
+    ctx: &RpcContext,
+    command: Command,
+) -> Result<CommandResult, GatewayResponse> {
     match ctx.raft.client_write(command).await {
         Ok(response) => match response.data {
             CommandResult::Refused(err) => Err(refusal(err)),
@@ -415,6 +432,7 @@ fn refusal(err: CatalogError) -> GatewayResponse {
         CatalogError::InvalidPart(_) => RpcCode::InvalidPart,
         CatalogError::InvalidPartOrder => RpcCode::InvalidPartOrder,
         CatalogError::EntityTooSmall { .. } => RpcCode::EntityTooSmall,
+        CatalogError::Stale(_) => RpcCode::Changed,
         CatalogError::InvalidBucketName(_)
         | CatalogError::InvalidKey(_)
         | CatalogError::UnknownNode(_)
@@ -514,20 +532,7 @@ fn place_segment(
         ));
     }
     let nodes = ctx.catalog.nodes().map_err(internal)?;
-    let candidates: Vec<Candidate> = nodes
-        .iter()
-        .filter(|n| n.state.accepts_new_shards() && !avoid.contains(&n.id))
-        .map(|n| {
-            let used = ctx.liveness.last(&n.id).map_or(0, |(_, hb)| hb.used_bytes);
-            Candidate {
-                node: n.id,
-                org: n.org.clone(),
-                site: n.site.clone(),
-                free_bytes: n.capacity.saturating_sub(used),
-                vetting: n.state == crate::catalog::model::NodeState::Vetting,
-            }
-        })
-        .collect();
+    let candidates = candidates(ctx, &nodes, avoid);
     let request = PlacementRequest {
         failure_tolerance: usize::from(bucket.failure_tolerance),
         ..PlacementRequest::new(usize::from(k), usize::from(m), shard_size)
@@ -535,31 +540,97 @@ fn place_segment(
     let seed = u64::from_le_bytes(random::<8>().map_err(internal)?);
     let placement = place(&candidates, &request, seed)
         .map_err(|err| error(RpcCode::NotEnoughNodes, err.to_string()))?;
-    let expires_at = unix_now() + PUT_ORDER_SECS;
     let mut placed = Vec::with_capacity(roots.len());
     for (node, root) in placement.nodes.iter().zip(roots) {
-        let addr = nodes
-            .iter()
-            .find(|n| n.id == *node)
-            .map(|n| n.addr.clone())
-            .unwrap_or_default();
-        let order = Order {
-            node: *node,
-            client: peer,
-            serial: u64::from_le_bytes(random::<8>().map_err(internal)?),
-            expires_at,
-            action: Action::Put {
-                shard: ShardId(random::<16>().map_err(internal)?),
-                root,
-                size: shard_size,
-            },
-        };
         placed.push(PlacedShard {
-            addr,
-            order: SignedOrder::sign(order, &ctx.key),
+            addr: address(&nodes, node),
+            order: sign_put(ctx, peer, *node, root, shard_size).map_err(internal)?,
         });
     }
     Ok(GatewayResponse::Placed(placed))
+}
+
+/// The nodes that may take new shards, with their free space as their last heartbeat
+/// told, leaving out `avoid`.
+pub(super) fn candidates(
+    ctx: &RpcContext,
+    nodes: &[NodeRecord],
+    avoid: &[NodeId],
+) -> Vec<Candidate> {
+    nodes
+        .iter()
+        .filter(|n| n.state.accepts_new_shards() && !avoid.contains(&n.id))
+        .map(|n| candidate(ctx, n))
+        .collect()
+}
+
+/// A node as placement sees it.
+pub(super) fn candidate(ctx: &RpcContext, node: &NodeRecord) -> Candidate {
+    let used = ctx
+        .liveness
+        .last(&node.id)
+        .map_or(0, |(_, hb)| hb.used_bytes);
+    Candidate {
+        node: node.id,
+        org: node.org.clone(),
+        site: node.site.clone(),
+        free_bytes: node.capacity.saturating_sub(used),
+        vetting: node.state == NodeState::Vetting,
+    }
+}
+
+/// The address of `node` among `nodes` (empty if unknown: the send then fails and the
+/// gateway places again).
+pub(super) fn address(nodes: &[NodeRecord], node: &NodeId) -> String {
+    nodes
+        .iter()
+        .find(|n| n.id == *node)
+        .map(|n| n.addr.clone())
+        .unwrap_or_default()
+}
+
+/// A put order for `gateway` to store a new shard of `size` bytes hashing to `root` on
+/// `node`, under a fresh random shard id.
+pub(super) fn sign_put(
+    ctx: &RpcContext,
+    gateway: PublicKey,
+    node: NodeId,
+    root: cairn_erasure::ShardRoot,
+    size: u64,
+) -> Result<SignedOrder, getrandom::Error> {
+    let order = Order {
+        node,
+        client: gateway,
+        serial: u64::from_le_bytes(random::<8>()?),
+        expires_at: unix_now() + PUT_ORDER_SECS,
+        action: Action::Put {
+            shard: ShardId(random::<16>()?),
+            root,
+            size,
+        },
+    };
+    Ok(SignedOrder::sign(order, &ctx.key))
+}
+
+/// A get order for `gateway` to read `shard` (of `size` bytes) whole or in part.
+pub(super) fn sign_get(
+    ctx: &RpcContext,
+    gateway: PublicKey,
+    shard: &crate::catalog::model::ShardRecord,
+    size: u64,
+) -> Result<SignedOrder, getrandom::Error> {
+    let order = Order {
+        node: shard.node,
+        client: gateway,
+        serial: u64::from_le_bytes(random::<8>()?),
+        expires_at: unix_now() + READ_ORDER_SECS,
+        action: Action::Get {
+            shard: shard.id,
+            root: shard.root,
+            size,
+        },
+    };
+    Ok(SignedOrder::sign(order, &ctx.key))
 }
 
 /// Read orders for segments `from..from + READ_WINDOW` of `object`.
@@ -578,34 +649,24 @@ fn read_orders(
     };
     let codec =
         Codec::new(usize::from(erasure.k), usize::from(erasure.m)).map_err(|e| e.to_string())?;
-    let expires_at = unix_now() + READ_ORDER_SECS;
     for segment in segments
         .iter()
         .skip(from as usize)
         .take(READ_WINDOW as usize)
     {
         let size = codec.shard_len(segment.len);
-        let mut orders = Vec::with_capacity(segment.shards.len());
-        for shard in &segment.shards {
-            let order = Order {
-                node: shard.node,
-                client: peer,
-                serial: u64::from_le_bytes(random::<8>().map_err(|e| e.to_string())?),
-                expires_at,
-                action: Action::Get {
-                    shard: shard.id,
-                    root: shard.root,
-                    size,
-                },
-            };
-            orders.push(SignedOrder::sign(order, &ctx.key));
-        }
+        let orders = segment
+            .shards
+            .iter()
+            .map(|shard| sign_get(ctx, peer, shard, size))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         out.segments.push(orders);
     }
     Ok(out)
 }
 
-fn random<const N: usize>() -> Result<[u8; N], getrandom::Error> {
+pub(super) fn random<const N: usize>() -> Result<[u8; N], getrandom::Error> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes)?;
     Ok(bytes)
@@ -615,7 +676,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -5,6 +5,7 @@
 //! identity and QUIC endpoint, and one [`NodeClient`] per node (each keeps its connection).
 
 mod read;
+mod repair;
 mod write;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use cairn_node::client::NodeClient;
 use cairn_proto::identity::{NodeId, SecretKey};
 
 pub use read::{ReadError, ShardProblem, read_range};
+pub use repair::{Repaired, run_worker};
 pub use write::{WriteError, Written, write_body};
 
 /// How long a node that did not answer is skipped. Long enough to spare every request

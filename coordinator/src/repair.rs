@@ -1,0 +1,313 @@
+//! The repair scheduler: the leader's queue of segments to rebuild or move, handed out to
+//! gateways as jobs within the cluster's repair budget.
+//!
+//! While this member leads, [`run`] re-surveys the catalog every `interval`
+//! ([`crate::durability::survey`]) and replaces the queue with what it found. Gateways ask
+//! for work ([`crate::rpc::GatewayRequest::RepairJob`]); [`Repairs::next`] hands out the
+//! most urgent segment nobody is working on, if the concurrency limit and the bandwidth
+//! budget allow, and leases it so no second gateway rebuilds the same segment. A lease ends
+//! when the job is reported done or failed, or after `lease` if its gateway went quiet.
+//!
+//! The budget is a token bucket over the bytes a job moves (k shards read, the rebuilt ones
+//! written): repair proceeds at `bandwidth` bytes per second however many gateways help,
+//! which leaves the rest of every link to client reads and writes.
+//!
+//! Nothing here is replicated: a new leader re-surveys and starts a fresh queue. A job
+//! finished under an old leader still commits, because the commit checks the catalog
+//! itself (the shard ids replaced must still be current).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::Raft;
+use serde::{Deserialize, Serialize};
+
+use cairn_proto::identity::NodeId;
+
+use crate::catalog::model::NodeState;
+use crate::catalog::{Catalog, Command, CommandResult, MoveReason};
+use crate::durability::{Need, Survey, survey};
+use crate::raft::types::TypeConfig;
+
+/// Limits and pace of repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairSettings {
+    /// Time between surveys of the catalog.
+    pub interval: Duration,
+    /// A segment with missing shards is rebuilt once its margin is at most this.
+    pub threshold: u16,
+    /// Jobs out at once, across all gateways.
+    pub concurrency: usize,
+    /// Bytes per second repair may move (reads plus writes); 0 means no limit.
+    pub bandwidth: u64,
+    /// How long a handed-out job stays reserved for its gateway.
+    pub lease: Duration,
+}
+
+impl From<&crate::config::CoordinatorConfig> for RepairSettings {
+    fn from(config: &crate::config::CoordinatorConfig) -> Self {
+        Self {
+            interval: Duration::from_millis(config.repair_interval_ms),
+            threshold: config.repair_threshold,
+            concurrency: config.repair_concurrency,
+            bandwidth: config.repair_bandwidth.0,
+            lease: Duration::from_secs(config.repair_lease_secs),
+        }
+    }
+}
+
+/// A segment's identity in the queue and the lease table.
+type SegmentKey = (String, String, u32);
+
+/// What the leader knows about durability and repair right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairView {
+    /// The latest survey, if this member leads and has finished one.
+    pub survey: Option<Survey>,
+    /// Segments waiting for a rebuild or a move.
+    pub queue: u64,
+    /// Jobs out with gateways now.
+    pub in_progress: u64,
+    /// When the latest survey finished, milliseconds since the Unix epoch.
+    pub surveyed_ms: Option<u64>,
+}
+
+/// The leader's repair queue and leases (shared by the survey loop and the gateway RPC).
+pub struct Repairs {
+    settings: RepairSettings,
+    state: Mutex<State>,
+}
+
+struct State {
+    survey: Option<Survey>,
+    surveyed_ms: Option<u64>,
+    queue: VecDeque<Need>,
+    leases: HashMap<SegmentKey, Instant>,
+    /// Bytes repair may still move now (the token bucket), and when it was last filled.
+    budget: f64,
+    filled: Instant,
+}
+
+impl Repairs {
+    /// An empty scheduler.
+    pub fn new(settings: RepairSettings) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            state: Mutex::new(State {
+                survey: None,
+                surveyed_ms: None,
+                queue: VecDeque::new(),
+                leases: HashMap::new(),
+                budget: 0.0,
+                filled: Instant::now(),
+            }),
+        })
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &RepairSettings {
+        &self.settings
+    }
+
+    /// Durability and queue as of the latest survey.
+    pub fn view(&self) -> RepairView {
+        let Ok(mut state) = self.state.lock() else {
+            return RepairView::default();
+        };
+        expire(&mut state);
+        RepairView {
+            survey: state.survey.clone(),
+            queue: state.queue.len() as u64,
+            in_progress: state.leases.len() as u64,
+            surveyed_ms: state.surveyed_ms,
+        }
+    }
+
+    /// Replaces the queue with a new survey's needs, leaving out leased segments.
+    fn install(&self, found: Survey, needs: Vec<Need>) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        expire(&mut state);
+        let leases = &state.leases;
+        let queue: VecDeque<Need> = needs
+            .into_iter()
+            .filter(|need| !leases.contains_key(&key_of(need)))
+            .collect();
+        state.queue = queue;
+        state.survey = Some(found);
+        state.surveyed_ms = Some(now_ms());
+    }
+
+    /// Forgets everything (this member stopped leading).
+    fn clear(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.survey = None;
+            state.surveyed_ms = None;
+            state.queue.clear();
+            state.leases.clear();
+        }
+    }
+
+    /// The next segment to work on, leased to the caller; or how long to wait before
+    /// asking again.
+    pub fn next(&self) -> Result<Need, Duration> {
+        let idle = self.settings.interval.max(Duration::from_millis(100));
+        let Ok(mut state) = self.state.lock() else {
+            return Err(idle);
+        };
+        expire(&mut state);
+        if state.queue.is_empty() {
+            return Err(idle);
+        }
+        if state.leases.len() >= self.settings.concurrency.max(1) {
+            return Err(idle.min(Duration::from_secs(1)));
+        }
+        // Whole jobs are granted; the budget may go below zero by one job, which the
+        // refill then pays back before the next grant.
+        if self.settings.bandwidth > 0 {
+            let rate = self.settings.bandwidth as f64;
+            let now = Instant::now();
+            let refill = now.duration_since(state.filled).as_secs_f64() * rate;
+            // At most a second's worth is saved up, so an idle spell does not buy a burst.
+            state.budget = (state.budget + refill).min(rate);
+            state.filled = now;
+            if state.budget <= 0.0 {
+                let wait = Duration::from_secs_f64(-state.budget / rate);
+                return Err(wait.clamp(Duration::from_millis(10), Duration::from_secs(5)));
+            }
+        }
+        let need = state.queue.pop_front().ok_or(idle)?;
+        if self.settings.bandwidth > 0 {
+            state.budget -= job_bytes(&need) as f64;
+        }
+        let lease = Instant::now() + self.settings.lease;
+        state.leases.insert(key_of(&need), lease);
+        Ok(need)
+    }
+
+    /// Ends the lease of a segment (its job was done, failed, or could not be prepared).
+    pub fn release(&self, bucket: &str, key: &str, segment: u32) {
+        if let Ok(mut state) = self.state.lock() {
+            state
+                .leases
+                .remove(&(bucket.to_string(), key.to_string(), segment));
+        }
+    }
+}
+
+/// Bytes a job moves: `k` shards read, each replaced shard written.
+fn job_bytes(need: &Need) -> u64 {
+    let shards = u64::from(need.k) + (need.missing.len() + need.draining.len()) as u64;
+    shards.saturating_mul(need.shard_size)
+}
+
+/// Drops leases whose gateway went quiet.
+fn expire(state: &mut State) {
+    let now = Instant::now();
+    state.leases.retain(|_, until| *until > now);
+}
+
+fn key_of(need: &Need) -> SegmentKey {
+    (need.bucket.clone(), need.key.clone(), need.segment)
+}
+
+/// Why a need is worked on: lost shards are a repair, moves alone are a drain.
+pub fn reason(need: &Need) -> MoveReason {
+    if need.missing.is_empty() {
+        MoveReason::Drain
+    } else {
+        MoveReason::Repair
+    }
+}
+
+/// Surveys the catalog every `interval` while this member leads; idle (and with an empty
+/// queue) otherwise. Returns when Raft shuts down.
+pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>) {
+    let mut ticker = tokio::time::interval(repairs.settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics = raft.metrics();
+    loop {
+        ticker.tick().await;
+        if metrics.has_changed().is_err() {
+            return;
+        }
+        let leading = {
+            let m = metrics.borrow_and_update();
+            m.current_leader == Some(m.id)
+        };
+        if !leading {
+            repairs.clear();
+            continue;
+        }
+        // The survey must see every commit of earlier terms, or it would rebuild shards
+        // that were already replaced.
+        match tokio::time::timeout(Duration::from_secs(10), raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            _ => continue,
+        }
+        let snapshot = catalog.clone();
+        let threshold = repairs.settings.threshold;
+        let surveyed = tokio::task::spawn_blocking(move || {
+            let states: HashMap<NodeId, NodeState> = snapshot
+                .nodes()?
+                .into_iter()
+                .map(|n| (n.id, n.state))
+                .collect();
+            survey(&snapshot, &states, threshold).map(|found| (found, states))
+        })
+        .await;
+        match surveyed {
+            Ok(Ok(((found, needs), states))) => {
+                if !needs.is_empty() {
+                    tracing::debug!(
+                        queue = needs.len(),
+                        segments = found.segments,
+                        "durability survey: segments need work"
+                    );
+                }
+                let drained: Vec<NodeId> = states
+                    .iter()
+                    .filter(|(id, state)| {
+                        **state == NodeState::Draining && !found.shards_by_node.contains_key(id)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                repairs.install(found, needs);
+                for node in drained {
+                    finish_drain(&raft, node).await;
+                }
+            }
+            Ok(Err(err)) => tracing::warn!(%err, "durability survey failed"),
+            Err(err) => tracing::warn!(%err, "durability survey panicked"),
+        }
+    }
+}
+
+/// A draining node nothing depends on any more is gone.
+async fn finish_drain(raft: &Raft<TypeConfig>, node: NodeId) {
+    let command = Command::ChangeNodeState {
+        node,
+        from: NodeState::Draining,
+        to: NodeState::Gone,
+        now_ms: now_ms(),
+    };
+    match tokio::time::timeout(Duration::from_secs(10), raft.client_write(command)).await {
+        Ok(Ok(response)) => match response.data {
+            CommandResult::Refused(err) => {
+                tracing::debug!(%node, %err, "drain not finished: state changed");
+            }
+            _ => tracing::info!(%node, "node drained: no shard depends on it, it is gone"),
+        },
+        Ok(Err(err)) => tracing::warn!(%node, %err, "could not mark a drained node gone"),
+        Err(_) => tracing::warn!(%node, "marking a drained node gone timed out"),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,321 @@
+//! Repair jobs over the gateway RPC: handing a queued segment to a gateway with everything
+//! it needs (read orders for the shards that exist, put orders for the replacements), and
+//! checking and committing what it did.
+//!
+//! The gateway is trusted to do the work, not to say what the catalog becomes: a rebuilt
+//! shard must hash to the root the catalog already holds for its index (Reed-Solomon is
+//! deterministic, so a correct rebuild reproduces the lost shard bit for bit), the node
+//! must have signed a receipt for exactly that, and the commit lands only if the shards it
+//! replaces are still the current ones.
+
+use cairn_erasure::Codec;
+use cairn_proto::identity::PublicKey;
+
+use super::serve::{
+    Answer, RpcContext, address, bucket_record, candidate, candidates, commit, error, internal,
+    random, sign_get, sign_put,
+};
+use super::{
+    GatewayResponse, PlacedShard, RepairJob, RepairTicket, RpcCode, StoredShard, verify_shard,
+};
+use crate::catalog::model::{NodeRecord, NodeState, ObjectBody};
+use crate::catalog::{Command, CommandResult, ShardReplacement};
+use crate::durability::Need;
+use crate::placement::{PlacementRequest, place_replacements};
+
+/// Queued segments looked at per request before answering "nothing for now": a need can
+/// be stale (the object was overwritten) or not placeable yet.
+const TRIES: usize = 8;
+
+/// Hands out the next repair job, if any.
+pub(super) fn next_job(ctx: &RpcContext, peer: PublicKey) -> GatewayResponse {
+    for _ in 0..TRIES {
+        let need = match ctx.repairs.next() {
+            Ok(need) => need,
+            Err(wait) => {
+                return GatewayResponse::NoRepairWork {
+                    retry_after_ms: wait.as_millis() as u64,
+                };
+            }
+        };
+        match prepare(ctx, peer, &need) {
+            Ok(Some(job)) => {
+                tracing::info!(
+                    bucket = %need.bucket,
+                    key = %need.key,
+                    segment = need.segment,
+                    margin = need.margin,
+                    shards = job.targets.len(),
+                    gateway = %peer,
+                    reason = job.ticket.reason.as_str(),
+                    "repair job handed out"
+                );
+                return GatewayResponse::RepairJob(Box::new(job));
+            }
+            Ok(None) => ctx.repairs.release(&need.bucket, &need.key, need.segment),
+            Err(problem) => {
+                tracing::warn!(bucket = %need.bucket, key = %need.key, segment = need.segment, %problem, "cannot repair segment now");
+                ctx.repairs.release(&need.bucket, &need.key, need.segment);
+            }
+        }
+    }
+    GatewayResponse::NoRepairWork {
+        retry_after_ms: ctx.repairs.settings().interval.as_millis() as u64,
+    }
+}
+
+/// The job for `need` as the catalog stands now; `None` if there is nothing left to do.
+fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<RepairJob>, String> {
+    let catalog = &ctx.catalog;
+    let Some(object) = catalog
+        .object(&need.bucket, &need.key)
+        .map_err(|e| e.to_string())?
+        .filter(|o| o.etag == need.etag)
+    else {
+        return Ok(None);
+    };
+    let ObjectBody::Segments { erasure, segments } = &object.body else {
+        return Ok(None);
+    };
+    let Some(segment) = segments.get(need.segment as usize) else {
+        return Ok(None);
+    };
+    let bucket = catalog
+        .bucket(&need.bucket)
+        .map_err(|e| e.to_string())?
+        .ok_or("the bucket is gone")?;
+    let codec =
+        Codec::new(usize::from(erasure.k), usize::from(erasure.m)).map_err(|e| e.to_string())?;
+    let shard_size = codec.shard_len(segment.len);
+    let nodes = catalog.nodes().map_err(|e| e.to_string())?;
+    let state = |i: usize| {
+        nodes
+            .iter()
+            .find(|n| n.id == segment.shards[i].node)
+            .map(|n| n.state)
+    };
+    // Decide again from the current states: the survey may be a while old.
+    let mut replace = Vec::new();
+    let mut lost = false;
+    for i in 0..segment.shards.len() {
+        match state(i) {
+            Some(s) if s.holds_data() && s != NodeState::Draining => {}
+            Some(NodeState::Draining) => replace.push(i),
+            _ => {
+                lost = true;
+                replace.push(i);
+            }
+        }
+    }
+    if replace.is_empty() {
+        return Ok(None);
+    }
+    // Readable shards, best first: nodes in good standing, then draining ones (still
+    // serving while they leave), then suspect ones (may not answer).
+    let rank = |s: NodeState| match s {
+        NodeState::Active | NodeState::Vetting => 0,
+        NodeState::Draining => 1,
+        _ => 2,
+    };
+    let mut readable: Vec<(u8, usize)> = (0..segment.shards.len())
+        .filter_map(|i| state(i).filter(|s| s.holds_data()).map(|s| (rank(s), i)))
+        .collect();
+    readable.sort();
+    if readable.len() < usize::from(erasure.k) {
+        return Err(format!(
+            "only {} of the {} shards needed to rebuild are readable",
+            readable.len(),
+            erasure.k
+        ));
+    }
+    let mut sources = Vec::with_capacity(readable.len());
+    for &(_, i) in &readable {
+        let shard = &segment.shards[i];
+        let order = sign_get(ctx, peer, shard, shard_size).map_err(|e| e.to_string())?;
+        sources.push((i as u32, address(&nodes, &shard.node), order));
+    }
+    // The shards that stay constrain where the new ones may go.
+    let kept: Vec<_> = (0..segment.shards.len())
+        .filter(|i| !replace.contains(i))
+        .filter_map(|i| nodes.iter().find(|n| n.id == segment.shards[i].node))
+        .map(|n: &NodeRecord| candidate(ctx, n))
+        .collect();
+    let request = PlacementRequest {
+        failure_tolerance: usize::from(bucket.failure_tolerance),
+        ..PlacementRequest::new(usize::from(erasure.k), usize::from(erasure.m), shard_size)
+    };
+    let seed = u64::from_le_bytes(random::<8>().map_err(|e| e.to_string())?);
+    let placement = place_replacements(
+        &candidates(ctx, &nodes, &[]),
+        &kept,
+        &request,
+        replace.len(),
+        seed,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut targets = Vec::with_capacity(replace.len());
+    for (&i, node) in replace.iter().zip(&placement.nodes) {
+        let order = sign_put(ctx, peer, *node, segment.shards[i].root, shard_size)
+            .map_err(|e| e.to_string())?;
+        targets.push((
+            i as u32,
+            PlacedShard {
+                addr: address(&nodes, node),
+                order,
+            },
+        ));
+    }
+    Ok(Some(RepairJob {
+        ticket: RepairTicket {
+            bucket: need.bucket.clone(),
+            key: need.key.clone(),
+            etag: need.etag.clone(),
+            segment: need.segment,
+            reason: if lost {
+                crate::catalog::MoveReason::Repair
+            } else {
+                crate::catalog::MoveReason::Drain
+            },
+            replaced: replace
+                .iter()
+                .map(|&i| (i as u32, segment.shards[i].id))
+                .collect(),
+        },
+        erasure: *erasure,
+        len: segment.len,
+        roots: segment.shards.iter().map(|s| s.root).collect(),
+        sources,
+        targets,
+    }))
+}
+
+/// Checks a finished job's receipts and commits the new shards.
+pub(super) async fn finish(
+    ctx: &RpcContext,
+    peer: PublicKey,
+    ticket: RepairTicket,
+    stored: Vec<(u32, StoredShard)>,
+) -> Answer {
+    let release = || {
+        ctx.repairs
+            .release(&ticket.bucket, &ticket.key, ticket.segment)
+    };
+    let result = check_and_commit(ctx, peer, &ticket, &stored).await;
+    release();
+    result
+}
+
+async fn check_and_commit(
+    ctx: &RpcContext,
+    peer: PublicKey,
+    ticket: &RepairTicket,
+    stored: &[(u32, StoredShard)],
+) -> Answer {
+    let changed = || {
+        error(
+            RpcCode::Changed,
+            format!(
+                "{}/{} changed while its segment {} was repaired",
+                ticket.bucket, ticket.key, ticket.segment
+            ),
+        )
+    };
+    bucket_record(&ctx.catalog, &ticket.bucket)?;
+    let object = ctx
+        .catalog
+        .object(&ticket.bucket, &ticket.key)
+        .map_err(internal)?
+        .filter(|o| o.etag == ticket.etag)
+        .ok_or_else(changed)?;
+    let ObjectBody::Segments { erasure, segments } = &object.body else {
+        return Err(changed());
+    };
+    let segment = segments.get(ticket.segment as usize).ok_or_else(changed)?;
+    let codec = Codec::new(usize::from(erasure.k), usize::from(erasure.m)).map_err(internal)?;
+    let shard_len = codec.shard_len(segment.len);
+    if stored.len() != ticket.replaced.len() {
+        return Err(error(
+            RpcCode::InvalidRequest,
+            format!(
+                "{} shards stored, the job replaces {}",
+                stored.len(),
+                ticket.replaced.len()
+            ),
+        ));
+    }
+    let mut replacements = Vec::with_capacity(stored.len());
+    for &(index, old) in &ticket.replaced {
+        let Some((_, shard)) = stored.iter().find(|(i, _)| *i == index) else {
+            return Err(error(
+                RpcCode::InvalidRequest,
+                format!("no stored copy of shard {index}"),
+            ));
+        };
+        let new = verify_shard(&ctx.key.public(), &peer, shard, shard_len, |id| {
+            ctx.catalog.node(id).ok().flatten()
+        })
+        .map_err(|problem| {
+            error(
+                RpcCode::InvalidRequest,
+                problem
+                    .at(ticket.segment as usize, index as usize)
+                    .to_string(),
+            )
+        })?;
+        let current = segment.shards.get(index as usize).ok_or_else(changed)?;
+        if new.root != current.root {
+            return Err(error(
+                RpcCode::InvalidRequest,
+                format!("the copy of shard {index} has another root than the catalog's"),
+            ));
+        }
+        replacements.push(ShardReplacement { index, old, new });
+    }
+    let result = commit(
+        ctx,
+        Command::ReplaceShards {
+            bucket: ticket.bucket.clone(),
+            key: ticket.key.clone(),
+            etag: ticket.etag.clone(),
+            segment: ticket.segment,
+            replacements,
+            reason: ticket.reason,
+            now_ms: super::serve::now_ms(),
+        },
+    )
+    .await?;
+    match result {
+        CommandResult::Refused(err) => Err(error(RpcCode::Changed, err.to_string())),
+        _ => {
+            tracing::info!(
+                bucket = %ticket.bucket,
+                key = %ticket.key,
+                segment = ticket.segment,
+                shards = ticket.replaced.len(),
+                reason = ticket.reason.as_str(),
+                "segment repaired"
+            );
+            Ok(GatewayResponse::Done)
+        }
+    }
+}
+
+/// A gateway gave up on a job: the segment goes back to the next survey's queue.
+pub(super) fn failed(
+    ctx: &RpcContext,
+    peer: PublicKey,
+    ticket: &RepairTicket,
+    problem: &str,
+) -> GatewayResponse {
+    tracing::warn!(
+        bucket = %ticket.bucket,
+        key = %ticket.key,
+        segment = ticket.segment,
+        gateway = %peer,
+        %problem,
+        "repair job failed"
+    );
+    ctx.repairs
+        .release(&ticket.bucket, &ticket.key, ticket.segment);
+    GatewayResponse::Done
+}

@@ -1,0 +1,253 @@
+//! Repair work, done by gateways for the coordinator: fetch `k` verified shards of a
+//! segment, rebuild the missing ones, store them where the coordinator placed them, and
+//! hand back the receipts.
+//!
+//! The coordinator decides what to repair and when (its queue, its bandwidth budget); a
+//! gateway only asks for the next job whenever it is free. Jobs run one at a time per
+//! worker, beside client traffic on the same connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_coordinator::client::CallError;
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, RepairJob, RpcCode, StoredShard};
+use cairn_erasure::Codec;
+use cairn_node::client::ClientError;
+use cairn_proto::order::Action;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::{DataPath, ShardProblem};
+
+/// Longest pause between asks when the coordinator cannot be reached or refuses.
+const BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a finished job did, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repaired {
+    /// Shards stored.
+    pub shards: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Asks the coordinator for repair jobs and does them, until the task is dropped.
+/// `report` hears of nodes that sent bad bytes; `done` of every committed job.
+pub async fn run_worker(
+    path: Arc<DataPath>,
+    report: Arc<dyn Fn(ShardProblem) + Send + Sync>,
+    done: Arc<dyn Fn(Repaired) + Send + Sync>,
+) {
+    loop {
+        let wait = match path.coordinator.call(&GatewayRequest::RepairJob).await {
+            Ok(GatewayResponse::RepairJob(job)) => {
+                let ticket = job.ticket.clone();
+                let request = match execute(&path, &job, &report).await {
+                    Ok(stored) => {
+                        let repaired = Repaired {
+                            shards: stored.len(),
+                            bytes: stored.len() as u64 * shard_size(&job),
+                        };
+                        match path
+                            .coordinator
+                            .call(&GatewayRequest::RepairDone {
+                                ticket: ticket.clone(),
+                                stored,
+                            })
+                            .await
+                        {
+                            Ok(_) => done(repaired),
+                            Err(err) => tracing::warn!(
+                                bucket = %ticket.bucket,
+                                key = %ticket.key,
+                                segment = ticket.segment,
+                                %err,
+                                "repair not committed"
+                            ),
+                        }
+                        None
+                    }
+                    Err(problem) => Some(GatewayRequest::RepairFailed { ticket, problem }),
+                };
+                if let Some(request) = request
+                    && let Err(err) = path.coordinator.call(&request).await
+                {
+                    tracing::warn!(%err, "could not report a failed repair job");
+                }
+                Duration::ZERO
+            }
+            Ok(GatewayResponse::NoRepairWork { retry_after_ms }) => {
+                Duration::from_millis(retry_after_ms).clamp(Duration::from_millis(20), BACKOFF * 12)
+            }
+            Ok(other) => {
+                tracing::warn!(
+                    ?other,
+                    "coordinator answered a repair ask with something else"
+                );
+                BACKOFF
+            }
+            Err(CallError::Refused {
+                code: RpcCode::Forbidden,
+                ..
+            }) => {
+                tracing::debug!("not registered with the coordinator yet: no repair work");
+                BACKOFF
+            }
+            Err(err) => {
+                tracing::debug!(%err, "cannot ask for repair work");
+                BACKOFF
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn shard_size(job: &RepairJob) -> u64 {
+    job.targets
+        .first()
+        .and_then(|(_, placed)| match placed.order.order.action {
+            Action::Put { size, .. } => Some(size),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// Does one job: returns the stored shards with their receipts, or what went wrong.
+async fn execute(
+    path: &DataPath,
+    job: &RepairJob,
+    report: &Arc<dyn Fn(ShardProblem) + Send + Sync>,
+) -> Result<Vec<(u32, StoredShard)>, String> {
+    let k = usize::from(job.erasure.k);
+    let codec = Codec::new(k, usize::from(job.erasure.m)).map_err(|e| e.to_string())?;
+    let size = codec.shard_len(job.len);
+    // Generous for a slow volunteer uplink, bounded for a dead node.
+    let limit = Duration::from_secs(30) + Duration::from_secs(size >> 20);
+
+    // Read k shards, starting with the best k sources and taking the next one whenever a
+    // read fails; every byte is verified against the order's root by the node client.
+    let mut sources = job.sources.iter();
+    let mut reads = FuturesUnordered::new();
+    for source in sources.by_ref().take(k) {
+        reads.push(fetch(path, source, limit));
+    }
+    let mut shards: Vec<(usize, Vec<u8>)> = Vec::with_capacity(k);
+    let mut failures = Vec::new();
+    while let Some((index, node, shard, result)) = reads.next().await {
+        match result {
+            Ok(bytes) => shards.push((index as usize, bytes)),
+            Err(err) => {
+                let bad = match &err {
+                    ClientError::BadProof(_) => true,
+                    ClientError::Refused { code, .. } => {
+                        *code == cairn_proto::wire::ErrorCode::Damaged
+                    }
+                    _ => false,
+                };
+                if bad {
+                    report(ShardProblem {
+                        node,
+                        shard,
+                        problem: err.to_string(),
+                    });
+                }
+                if matches!(err, ClientError::Connect(_) | ClientError::Stream(_)) {
+                    path.mark_down(node);
+                }
+                failures.push(format!("shard {index} on {node}: {err}"));
+                if let Some(next) = sources.next() {
+                    reads.push(fetch(path, next, limit));
+                }
+            }
+        }
+        if shards.len() == k {
+            break;
+        }
+    }
+    drop(reads);
+    if shards.len() < k {
+        return Err(format!(
+            "only {} of {k} shards could be read: {}",
+            shards.len(),
+            failures.join("; ")
+        ));
+    }
+
+    // Rebuild on the blocking pool: decoding a 64 MiB segment is CPU work.
+    let wanted: Vec<usize> = job.targets.iter().map(|(i, _)| *i as usize).collect();
+    let roots = job.roots.clone();
+    let len = job.len;
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        let refs: Vec<(usize, &[u8])> = shards.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        codec.rebuild_shards(len, &roots, &refs, &wanted)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("rebuilding failed: {e}"))?;
+
+    // Store every rebuilt shard where it was placed, in parallel.
+    let sends = job.targets.iter().map(|(index, placed)| {
+        let bytes = rebuilt
+            .shards
+            .iter()
+            .find(|(i, _)| *i == *index as usize)
+            .map(|(_, b)| b.as_slice());
+        async move {
+            let node = placed.order.order.node;
+            let bytes = bytes.ok_or_else(|| format!("shard {index} was not rebuilt"))?;
+            let client = path.node(node, &placed.addr).await?;
+            match tokio::time::timeout(limit, client.put_shard(&placed.order, bytes)).await {
+                Ok(Ok(receipt)) => Ok((
+                    *index,
+                    StoredShard {
+                        order: placed.order.clone(),
+                        receipt,
+                    },
+                )),
+                Ok(Err(err)) => {
+                    path.mark_down(node);
+                    Err(format!("storing shard {index} on {node}: {err}"))
+                }
+                Err(_) => {
+                    path.mark_down(node);
+                    Err(format!(
+                        "storing shard {index} on {node}: no answer within {limit:?}"
+                    ))
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Reads one whole source shard.
+async fn fetch<'a>(
+    path: &'a DataPath,
+    source: &'a (u32, String, cairn_proto::order::SignedOrder),
+    limit: Duration,
+) -> (
+    u32,
+    cairn_proto::identity::NodeId,
+    cairn_proto::ids::ShardId,
+    Result<Vec<u8>, ClientError>,
+) {
+    let (index, addr, order) = source;
+    let node = order.order.node;
+    let shard = match &order.order.action {
+        Action::Get { shard, .. } => *shard,
+        _ => cairn_proto::ids::ShardId([0; 16]),
+    };
+    let result = async {
+        let client = path.node(node, addr).await.map_err(ClientError::Protocol)?;
+        match tokio::time::timeout(limit, client.get_shard(order, None)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Stream(format!("no answer within {limit:?}"))),
+        }
+    }
+    .await;
+    (*index, node, shard, result)
+}
