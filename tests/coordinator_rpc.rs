@@ -5,102 +5,21 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use cairn_coordinator::catalog::ListQuery;
 use cairn_coordinator::catalog::model::{ObjectBody, ObjectHeaders};
-use cairn_coordinator::client::{CallError, CoordinatorClient};
 use cairn_coordinator::rpc::{
-    GATEWAY_ALPN, GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment, PlacedShard,
-    RpcCode, StoredShard,
+    GATEWAY_ALPN, GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment, RpcCode,
+    StoredShard,
 };
-use cairn_erasure::{Codec, EncodedSegment};
-use cairn_node::client::NodeClient;
+use cairn_erasure::Codec;
 use cairn_proto::identity::SecretKey;
 use cairn_proto::ids::ShardId;
 use cairn_proto::order::{Action, Order, Receipt, SignedOrder, SignedReceipt, unix_now};
-use cairn_proto::transport::{client_endpoint, connect};
+use cairn_proto::transport::connect;
 use md5::Digest;
 use support::cluster::TestCluster;
 use support::coordinator::admin;
-
-struct Gateway {
-    key: SecretKey,
-    endpoint: quinn::Endpoint,
-    client: CoordinatorClient,
-}
-
-impl Gateway {
-    fn new(cluster: &TestCluster) -> Gateway {
-        let key = SecretKey::generate();
-        let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap(), &key).unwrap();
-        let client = CoordinatorClient::new(
-            endpoint.clone(),
-            key.clone(),
-            cluster.key,
-            vec![cluster.coordinator.quic.to_string()],
-        );
-        Gateway {
-            key,
-            endpoint,
-            client,
-        }
-    }
-
-    async fn call(&self, request: GatewayRequest) -> GatewayResponse {
-        match self.client.call(&request).await {
-            Ok(response) => response,
-            Err(err) => panic!("{} failed: {err}", request.name()),
-        }
-    }
-
-    async fn refused(&self, request: GatewayRequest) -> (RpcCode, String) {
-        match self.client.call(&request).await {
-            Err(CallError::Refused { code, message }) => (code, message),
-            other => panic!("{} was not refused: {other:?}", request.name()),
-        }
-    }
-
-    /// Places `segment` and stores its shards on the chosen nodes.
-    async fn store(&self, bucket: &str, segment: &EncodedSegment) -> NewSegment {
-        let placed = match self
-            .call(GatewayRequest::Place {
-                bucket: bucket.into(),
-                shard_size: segment.shard_len() as u64,
-                roots: segment.roots().to_vec(),
-                avoid: Vec::new(),
-            })
-            .await
-        {
-            GatewayResponse::Placed(placed) => placed,
-            other => panic!("unexpected {other:?}"),
-        };
-        assert_eq!(placed.len(), segment.shard_count());
-        let mut shards = Vec::new();
-        for (PlacedShard { addr, order }, bytes) in placed.into_iter().zip(segment.shards()) {
-            let receipt = self
-                .node(&addr, &order)
-                .put_shard(&order, bytes)
-                .await
-                .unwrap();
-            shards.push(StoredShard { order, receipt });
-        }
-        NewSegment {
-            len: segment.segment_len(),
-            shards,
-        }
-    }
-
-    fn node(&self, addr: &str, order: &SignedOrder) -> NodeClient {
-        let addr: SocketAddr = addr.parse().unwrap();
-        NodeClient::new(
-            self.endpoint.clone(),
-            self.key.clone(),
-            addr,
-            order.order.node,
-        )
-    }
-}
+use support::rpc::RpcGateway as Gateway;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

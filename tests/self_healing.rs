@@ -3,8 +3,11 @@
 //! byte-exact at once (decoded around the dead nodes) and throughout; after the lost
 //! timeout the gateway's repair worker rebuilds every missing shard onto live nodes, the
 //! status shows every segment back at full margin, and no segment refers to a dead node.
-//! A node drained under load (uploads and reads going on) ends `gone` with nothing placed
-//! on it, and no request failed.
+//! A node drained under load (uploads and reads going on) ends `gone` holding no shard, and
+//! no request failed. Two nodes whose data folders are wiped while they run are found out
+//! by their inventories and repaired the same way. Deleted objects' shards and shards of
+//! an upload that never committed leave the nodes after their safety delays, while every
+//! referenced shard stays.
 
 mod support;
 
@@ -112,6 +115,30 @@ fn shard_nodes(cluster: &TestCluster) -> Vec<(String, Vec<Vec<NodeId>>)> {
     })
 }
 
+/// Polls `check` for up to a minute.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the survey shows every segment at full margin (2), and returns how many
+/// segments there are.
+fn full_margin(cluster: &TestCluster) -> u64 {
+    let mut total = 0;
+    wait_until("every segment at full margin", || {
+        let Some(d) = durability(cluster) else {
+            return false;
+        };
+        let m = margins(&d);
+        total = m.get(&2).copied().unwrap_or(0);
+        m.len() == 1 && total > 0 && d["repair_queue"] == 0
+    });
+    total
+}
+
 /// A cluster of 8 nodes in 4 organisations with short timers, a gateway, an access key and
 /// the 4 + 2 bucket, filled with the objects under `mixed/`.
 fn filled_cluster() -> (
@@ -129,6 +156,12 @@ fn filled_cluster() -> (
             "3",
             "--repair-interval-ms",
             "300",
+            "--gc-interval-ms",
+            "300",
+            "--gc-delay-secs",
+            "1",
+            "--orphan-delay-secs",
+            "12",
         ],
     );
     let gateway = cluster.start_gateway();
@@ -219,6 +252,13 @@ fn a_node_drained_under_load_ends_gone_with_nothing_lost() {
         .unwrap();
     assert_eq!(node["state"], "gone");
     assert_eq!(node["placed_shards"], 0);
+    // Its moved shards were garbage: collected from it after the delay.
+    wait_until("the drained node holds no shard", || {
+        cluster
+            .nodes_view()
+            .iter()
+            .any(|n| n["id"] == leaving.to_string().as_str() && n["shards"] == 0)
+    });
     for (object, segments) in shard_nodes(&cluster) {
         for (i, nodes) in segments.iter().enumerate() {
             assert!(
@@ -340,4 +380,105 @@ fn killed_nodes_are_repaired_to_full_margin_while_reads_stay_exact() {
         )),
         "{text}"
     );
+}
+
+#[test]
+fn wiped_nodes_are_found_by_their_inventories_and_repaired() {
+    let (cluster, gateway, key) = filled_cluster();
+    let total = full_margin(&cluster);
+    let before = shard_nodes(&cluster);
+    let holders: Vec<&support::NodeProcess> = cluster
+        .nodes
+        .iter()
+        .filter(|n| {
+            before
+                .iter()
+                .any(|(_, segs)| segs.iter().any(|s| s.contains(&n.id)))
+        })
+        .take(2)
+        .collect();
+    assert_eq!(holders.len(), 2);
+    // Everything in their data folders goes, while the processes keep running.
+    for node in &holders {
+        let data = node.dir.join("data");
+        for entry in std::fs::read_dir(&data).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+    objects("check", &gateway.endpoint, &key).expect("reads right after the wipe");
+    let wiped: Vec<NodeId> = holders.iter().map(|n| n.id).collect();
+    let lost: usize = before
+        .iter()
+        .flat_map(|(_, segs)| segs.iter())
+        .map(|s| s.iter().filter(|n| wiped.contains(n)).count())
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        objects("check", &gateway.endpoint, &key).expect("reads during repair");
+        if let Some(d) = durability(&cluster)
+            && margins(&d) == BTreeMap::from([(2, total)])
+            && d["repair_queue"] == 0
+            && d["moved"]["repair"]["shards"].as_u64() == Some(lost as u64)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not repaired in time: {:?}",
+            durability(&cluster)
+        );
+    }
+    for (object, segments) in shard_nodes(&cluster) {
+        let before_segments = &before.iter().find(|(k, _)| *k == object).unwrap().1;
+        for (i, nodes) in segments.iter().enumerate() {
+            for (j, node) in nodes.iter().enumerate() {
+                assert!(
+                    !(wiped.contains(node) && before_segments[i][j] == *node),
+                    "{object} segment {i} shard {j} still points at its wiped copy"
+                );
+            }
+        }
+    }
+    objects("check", &gateway.endpoint, &key).expect("reads after repair");
+}
+
+#[test]
+fn deleted_and_orphaned_shards_leave_the_nodes_and_referenced_ones_stay() {
+    let (cluster, gateway, key) = filled_cluster();
+    objects_at("put", &gateway.endpoint, &key, "keep/").unwrap();
+
+    // An upload that never commits: a segment placed and stored, then abandoned.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let rpc = runtime.block_on(async { support::rpc::RpcGateway::new(&cluster) });
+    cluster.register_gateway(&rpc.key.public());
+    let codec = cairn_erasure::Codec::new(4, 2).unwrap();
+    let segment = codec.encode_segment(0, 0, vec![7u8; 300_000]);
+    runtime.block_on(rpc.store(BUCKET, &segment));
+
+    objects("delete", &gateway.endpoint, &key).unwrap();
+    // Every node ends up holding exactly what the catalog places on it: the deleted
+    // objects' shards and the abandoned upload's are gone, the kept objects' are there.
+    wait_until("nodes hold exactly what the catalog places on them", || {
+        let view = cluster.nodes_view();
+        let settled = view
+            .iter()
+            .all(|n| n["placed_shards"].is_u64() && n["shards"] == n["placed_shards"]);
+        let collected = durability(&cluster)
+            .is_some_and(|d| d["garbage_queue"] == 0 && d["orphans_pending"] == 0);
+        settled && collected
+    });
+    let placed: u64 = cluster
+        .nodes_view()
+        .iter()
+        .map(|n| n["placed_shards"].as_u64().unwrap())
+        .sum();
+    assert!(placed > 0, "the kept objects' shards are placed somewhere");
+    let d = durability(&cluster).unwrap();
+    assert!(d["collected_shards"].as_u64().unwrap() >= 6 + placed);
+    objects_at("check", &gateway.endpoint, &key, "keep/").expect("kept objects intact");
 }

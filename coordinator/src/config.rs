@@ -56,6 +56,16 @@ pub struct CoordinatorConfig {
     pub repair_bandwidth: ByteSize,
     /// Seconds a repair job stays reserved for the gateway that took it.
     pub repair_lease_secs: u64,
+    /// Milliseconds between garbage collection rounds (each also checks every node's
+    /// inventory against the catalog).
+    pub gc_interval_ms: u64,
+    /// Seconds a replaced or deleted shard stays on its node before it is deleted, so
+    /// reads that started before the change can finish.
+    pub gc_delay_secs: u64,
+    /// Seconds a shard must be seen unreferenced in a node's inventory before it is
+    /// deleted as an orphan (an upload that never committed). Commits refuse put orders
+    /// older than half of this, so nothing collected can still be committed.
+    pub orphan_delay_secs: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -80,6 +90,9 @@ impl Default for CoordinatorConfig {
             repair_concurrency: 4,
             repair_bandwidth: ByteSize(64 << 20),
             repair_lease_secs: 600,
+            gc_interval_ms: 60_000,
+            gc_delay_secs: 3_600,
+            orphan_delay_secs: 86_400,
         }
     }
 }
@@ -103,6 +116,12 @@ impl CoordinatorConfig {
         }
         if self.repair_interval_ms == 0 || self.repair_lease_secs == 0 {
             return Err("repair_interval_ms and repair_lease_secs must be at least 1".into());
+        }
+        if self.gc_interval_ms == 0 {
+            return Err("gc_interval_ms must be at least 1".into());
+        }
+        if self.orphan_delay_secs < 4 {
+            return Err("orphan_delay_secs must be at least 4".into());
         }
         if self.repair_concurrency == 0 {
             return Err("repair_concurrency must be at least 1".into());

@@ -203,8 +203,10 @@ pub async fn start(
 
     let mut tasks = Vec::new();
     let repairs = crate::repair::Repairs::new(crate::repair::RepairSettings::from(&config));
+    let gc_stats = Arc::new(crate::gc::GcStats::default());
     let rpc = RpcContext {
         repairs: repairs.clone(),
+        commit_within: std::time::Duration::from_secs(config.orphan_delay_secs / 2),
         raft: raft.clone(),
         catalog: catalog.clone(),
         liveness: liveness.clone(),
@@ -226,12 +228,25 @@ pub async fn start(
         default_m: config.default_m,
         key: key.public(),
         repairs: repairs.clone(),
+        gc: gc_stats.clone(),
     });
     tasks.push(tokio::spawn(admin::serve(admin_listener, state)));
     tasks.push(tokio::spawn(crate::repair::run(
         raft.clone(),
         catalog.clone(),
-        repairs,
+        repairs.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::gc::run(
+        crate::gc::GcContext {
+            raft: raft.clone(),
+            catalog: catalog.clone(),
+            endpoint: endpoint.clone(),
+            key: key.clone(),
+            liveness: liveness.clone(),
+            repairs,
+            stats: gc_stats,
+        },
+        crate::gc::GcSettings::from(&config),
     )));
     tasks.push(tokio::spawn(failure::run(
         raft.clone(),

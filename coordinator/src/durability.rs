@@ -3,17 +3,19 @@
 //!
 //! A segment's *margin* is the number of its shards that still exist minus `k`: how many
 //! more it can lose and still be read. Shards count while their node is in a state that
-//! holds data (vetting, active, suspect, draining); a lost, gone or disqualified node's
-//! shards are missing. A suspect node's shards still count, so a node that is only slow or
+//! holds data (vetting, active, suspect, draining) and its inventory does not lack it; a
+//! lost, gone or disqualified node's shards are missing, and so are shards a node's
+//! inventory no longer lists ([`crate::gc`]). A suspect node's shards still count, so a node that is only slow or
 //! rebooting costs no repair traffic.
 //!
 //! The survey walks the whole catalog in one read snapshot. That is linear in the number of
 //! objects; at the real cache's size it becomes an index of shards by node (so a lost node
 //! touches only its own segments), with this walk kept as the periodic cross-check.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use cairn_proto::identity::NodeId;
+use cairn_proto::ids::ShardId;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::model::{NodeState, ObjectBody};
@@ -67,6 +69,7 @@ pub struct Survey {
 pub fn survey(
     catalog: &Catalog,
     states: &HashMap<NodeId, NodeState>,
+    missing_shards: &HashSet<ShardId>,
     threshold: u16,
 ) -> Result<(Survey, Vec<Need>), CatalogFault> {
     let mut survey = Survey::default();
@@ -86,7 +89,7 @@ pub fn survey(
             for (i, shard) in segment.shards.iter().enumerate() {
                 *survey.shards_by_node.entry(shard.node).or_default() += 1;
                 match states.get(&shard.node) {
-                    Some(state) if state.holds_data() => {
+                    Some(state) if state.holds_data() && !missing_shards.contains(&shard.id) => {
                         survey.stored_bytes += shard_size;
                         if *state == NodeState::Draining {
                             draining.push(i as u32);

@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod durability;
 pub mod failure;
+pub mod gc;
 pub mod liveness;
 pub mod placement;
 pub mod raft;

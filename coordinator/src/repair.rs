@@ -16,7 +16,7 @@
 //! finished under an old leader still commits, because the commit checks the catalog
 //! itself (the shard ids replaced must still be current).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use openraft::Raft;
 use serde::{Deserialize, Serialize};
 
 use cairn_proto::identity::NodeId;
+use cairn_proto::ids::ShardId;
 
 use crate::catalog::model::NodeState;
 use crate::catalog::{Catalog, Command, CommandResult, MoveReason};
@@ -80,6 +81,8 @@ pub struct Repairs {
 }
 
 struct State {
+    /// Shards found missing from their nodes' inventories (by the collector).
+    missing: HashMap<ShardId, NodeId>,
     survey: Option<Survey>,
     surveyed_ms: Option<u64>,
     queue: VecDeque<Need>,
@@ -95,6 +98,7 @@ impl Repairs {
         Arc::new(Self {
             settings,
             state: Mutex::new(State {
+                missing: HashMap::new(),
                 survey: None,
                 surveyed_ms: None,
                 queue: VecDeque::new(),
@@ -122,6 +126,22 @@ impl Repairs {
             in_progress: state.leases.len() as u64,
             surveyed_ms: state.surveyed_ms,
         }
+    }
+
+    /// Records the shards the latest inventories lack (replacing the previous set); the
+    /// next survey counts them lost.
+    pub fn set_missing(&self, missing: HashMap<ShardId, NodeId>) {
+        if let Ok(mut state) = self.state.lock() {
+            state.missing = missing;
+        }
+    }
+
+    /// The shards inventories lack.
+    pub fn missing(&self) -> HashSet<ShardId> {
+        self.state
+            .lock()
+            .map(|state| state.missing.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Replaces the queue with a new survey's needs, leaving out leased segments.
@@ -223,7 +243,9 @@ pub fn reason(need: &Need) -> MoveReason {
 }
 
 /// Surveys the catalog every `interval` while this member leads; idle (and with an empty
-/// queue) otherwise. Returns when Raft shuts down.
+/// queue) otherwise. A draining node is retired once no shard is placed on it and the
+/// collector has deleted the copies it moved, so a gone node holds nothing. Returns when
+/// Raft shuts down.
 pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>) {
     let mut ticker = tokio::time::interval(repairs.settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -249,17 +271,19 @@ pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>
         }
         let snapshot = catalog.clone();
         let threshold = repairs.settings.threshold;
+        let missing = repairs.missing();
         let surveyed = tokio::task::spawn_blocking(move || {
             let states: HashMap<NodeId, NodeState> = snapshot
                 .nodes()?
                 .into_iter()
                 .map(|n| (n.id, n.state))
                 .collect();
-            survey(&snapshot, &states, threshold).map(|found| (found, states))
+            let garbage = snapshot.garbage_by_node()?;
+            survey(&snapshot, &states, &missing, threshold).map(|found| (found, states, garbage))
         })
         .await;
         match surveyed {
-            Ok(Ok(((found, needs), states))) => {
+            Ok(Ok(((found, needs), states, garbage))) => {
                 if !needs.is_empty() {
                     tracing::debug!(
                         queue = needs.len(),
@@ -270,7 +294,9 @@ pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>
                 let drained: Vec<NodeId> = states
                     .iter()
                     .filter(|(id, state)| {
-                        **state == NodeState::Draining && !found.shards_by_node.contains_key(id)
+                        **state == NodeState::Draining
+                            && !found.shards_by_node.contains_key(id)
+                            && !garbage.contains_key(id)
                     })
                     .map(|(id, _)| *id)
                     .collect();
@@ -285,7 +311,7 @@ pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>
     }
 }
 
-/// A draining node nothing depends on any more is gone.
+/// A draining node nothing depends on and that holds no garbage any more is gone.
 async fn finish_drain(raft: &Raft<TypeConfig>, node: NodeId) {
     let command = Command::ChangeNodeState {
         node,

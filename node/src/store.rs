@@ -531,13 +531,24 @@ impl ShardStore {
         Ok(true)
     }
 
-    /// Every stored shard id, in id order.
+    /// Every shard this node can serve, in id order: indexed, its file present, and not
+    /// marked damaged. What the coordinator checks against the catalog, so a shard whose
+    /// file vanished (a wiped disk, an operator's `rm`) shows up as missing and is rebuilt
+    /// elsewhere, while the node tells no lie about it.
     pub fn inventory(&self) -> Result<Vec<ShardId>, StoreError> {
         let txn = self.db.begin_read()?;
+        let damaged: std::collections::HashSet<[u8; 16]> = txn
+            .open_table(DAMAGED)?
+            .iter()?
+            .map(|row| row.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
         let table = txn.open_table(SHARDS)?;
         let mut ids = Vec::new();
         for row in table.iter()? {
-            ids.push(ShardId(row?.0.value()));
+            let id = ShardId(row?.0.value());
+            if !damaged.contains(&id.0) && self.shard_path(id).is_file() {
+                ids.push(id);
+            }
         }
         Ok(ids)
     }

@@ -749,3 +749,24 @@ fn kill_9_at_random_points_loses_nothing_acknowledged() {
         acks.in_flight = None;
     }
 }
+
+/// The inventory lists only shards the node can serve: a shard whose file vanished under a
+/// running store (a wiped disk) or that failed verification is left out, so the
+/// coordinator sees it missing and rebuilds it elsewhere.
+#[test]
+fn inventory_leaves_out_vanished_and_damaged_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = ShardStore::open(dir.path(), 10 * MIB).unwrap();
+    let ids: Vec<ShardId> = (0..4).map(id).collect();
+    for (n, shard) in ids.iter().enumerate() {
+        put(&store, *shard, &data(4096, n as u64)).unwrap();
+    }
+    fs::remove_file(shard_path(dir.path(), ids[1])).unwrap();
+    // Flip a byte of another: the verification marks it damaged.
+    let path = shard_path(dir.path(), ids[2]);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&path, bytes).unwrap();
+    assert!(!store.verify(ids[2]).unwrap());
+    assert_eq!(store.inventory().unwrap(), vec![ids[0], ids[3]]);
+}

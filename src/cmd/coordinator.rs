@@ -108,6 +108,21 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     repair_lease_secs: Option<u64>,
+    /// Milliseconds between garbage collection rounds, which also check node inventories
+    /// against the catalog [default: 60000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gc_interval_ms: Option<u64>,
+    /// Seconds a replaced or deleted shard stays on its node before deletion, so reads in
+    /// progress can finish [default: 3600].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gc_delay_secs: Option<u64>,
+    /// Seconds a shard must be seen unreferenced before it is deleted as an orphan; put
+    /// orders older than half of this cannot be committed [default: 86400].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    orphan_delay_secs: Option<u64>,
 }
 
 /// Runs a member until Ctrl-C or SIGTERM.

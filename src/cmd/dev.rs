@@ -47,7 +47,8 @@ pub struct DevArgs {
     #[arg(long, default_value = "cache")]
     bucket: String,
     /// Shorten every interval to seconds (heartbeats 0.2 s, suspect after 2 s, lost after
-    /// 5 s, durability surveys every 0.5 s) to watch failure and repair happen.
+    /// 5 s, durability surveys every 0.5 s, garbage deleted after 2 s, orphans after 30 s)
+    /// to watch failure, repair and collection happen.
     #[arg(long)]
     fast_timers: bool,
 }
@@ -82,6 +83,9 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
         suspect_after_secs: if args.fast_timers { 2 } else { 15 },
         lost_after_secs: if args.fast_timers { 5 } else { 120 },
         repair_interval_ms: if args.fast_timers { 500 } else { 5_000 },
+        gc_interval_ms: if args.fast_timers { 1_000 } else { 30_000 },
+        gc_delay_secs: if args.fast_timers { 2 } else { 300 },
+        orphan_delay_secs: if args.fast_timers { 30 } else { 3_600 },
         ..CoordinatorConfig::default()
     };
     let heartbeat_interval_ms = if args.fast_timers { 200 } else { 1_000 };

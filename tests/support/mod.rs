@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod coordinator;
+pub mod rpc;
 pub mod s3clients;
 
 use std::io::{BufRead, BufReader};

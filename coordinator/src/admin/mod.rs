@@ -6,6 +6,7 @@ pub mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -51,6 +52,8 @@ pub struct AdminContext {
     pub key: cairn_proto::identity::PublicKey,
     /// The leader's repair queue and latest durability survey.
     pub repairs: std::sync::Arc<crate::repair::Repairs>,
+    /// What the garbage collector did while this member led.
+    pub gc: std::sync::Arc<crate::gc::GcStats>,
 }
 
 impl From<AdminContext> for AdminState {
@@ -281,6 +284,10 @@ fn durability(
         stored_per_logical: (logical_bytes > 0 && survey.stored_bytes > 0)
             .then(|| survey.stored_bytes as f64 / logical_bytes as f64),
         surveyed_ms,
+        missing_shards: state.inner.gc.missing.load(Ordering::Relaxed),
+        garbage_queue: state.inner.catalog.garbage_count()?,
+        orphans_pending: state.inner.gc.orphans_pending.load(Ordering::Relaxed),
+        collected_shards: state.inner.gc.deleted.load(Ordering::Relaxed),
     }))
 }
 
@@ -687,7 +694,28 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             "Repair jobs out with gateways.",
             view.in_progress,
         );
+        gauge(
+            "cairn_coordinator_missing_shards",
+            "Shards missing from their nodes' latest inventories.",
+            state.inner.gc.missing.load(Ordering::Relaxed),
+        );
+        gauge(
+            "cairn_coordinator_orphan_shards",
+            "Unreferenced shards watched until the orphan delay ends.",
+            state.inner.gc.orphans_pending.load(Ordering::Relaxed),
+        );
+        if let Ok(count) = state.inner.catalog.garbage_count() {
+            gauge(
+                "cairn_coordinator_garbage_shards",
+                "Replaced and deleted shards waiting for their safety delay.",
+                count,
+            );
+        }
     }
+    out.push_str(&format!(
+        "# HELP cairn_coordinator_collected_shards_total Shards deleted from nodes by garbage collection (since this member led).\n# TYPE cairn_coordinator_collected_shards_total counter\ncairn_coordinator_collected_shards_total {}\n",
+        state.inner.gc.deleted.load(Ordering::Relaxed)
+    ));
     let mut shards_moved = String::new();
     let mut bytes_moved = String::new();
     for reason in [MoveReason::Repair, MoveReason::Drain, MoveReason::Rebalance] {

@@ -55,6 +55,14 @@ pub struct DurabilityView {
     pub stored_per_logical: Option<f64>,
     /// When the survey finished, milliseconds since the Unix epoch.
     pub surveyed_ms: u64,
+    /// Shards found missing from their nodes' latest inventories (being rebuilt).
+    pub missing_shards: u64,
+    /// Replaced and deleted shards waiting for their safety delay to end.
+    pub garbage_queue: u64,
+    /// Unreferenced shards seen in inventories, watched until the orphan delay ends.
+    pub orphans_pending: u64,
+    /// Shards deleted from nodes since this member became leader.
+    pub collected_shards: u64,
 }
 
 /// Shards moved for one reason.

@@ -136,6 +136,13 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             to,
             now_ms,
         } => set_node_state(txn, node, Some(*from), *to, *now_ms),
+        Command::ForgetGarbage { shards } => {
+            let mut garbage = txn.open_table(GARBAGE)?;
+            for shard in shards {
+                garbage.remove(shard.0)?;
+            }
+            Ok(CommandResult::Done)
+        }
         Command::PutObject {
             bucket,
             key,

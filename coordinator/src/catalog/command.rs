@@ -157,6 +157,12 @@ pub enum Command {
         /// Leader's clock, ms since the epoch.
         now_ms: u64,
     },
+    /// Drops shards from the garbage queue: deleted from their nodes, or their nodes are
+    /// gone (a node that returns has them collected as orphans from its inventory).
+    ForgetGarbage {
+        /// The shards.
+        shards: Vec<cairn_proto::ids::ShardId>,
+    },
     /// Moves a node from `from` to `to`, refused if it is no longer in `from`: how the
     /// leader's own loops (failure detection, drain) change states, so a decision made on
     /// a read never overrides an operator's change committed in between.
@@ -228,6 +234,7 @@ impl Command {
             Command::ReportBadRead { .. } => "report_bad_read",
             Command::ReplaceShards { .. } => "replace_shards",
             Command::ChangeNodeState { .. } => "change_node_state",
+            Command::ForgetGarbage { .. } => "forget_garbage",
         }
     }
 }

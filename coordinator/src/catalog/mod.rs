@@ -14,7 +14,8 @@ use std::sync::Arc;
 use cairn_proto::identity::NodeId;
 use cairn_proto::ids::ShardId;
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -101,6 +102,15 @@ pub fn part_key(upload: &str, number: u32) -> Vec<u8> {
     out.extend_from_slice(upload.as_bytes());
     out.extend_from_slice(&number.to_be_bytes());
     out
+}
+
+/// Shard ids by node, as [`Catalog::shard_map`] found them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardMap {
+    /// Shards objects and parts refer to.
+    pub referenced: std::collections::HashMap<NodeId, std::collections::HashSet<ShardId>>,
+    /// Shards queued for deletion.
+    pub garbage: std::collections::HashMap<NodeId, std::collections::HashSet<ShardId>>,
 }
 
 /// What one page of an object listing asks for.
@@ -354,6 +364,23 @@ impl Catalog {
         table.iter()?.map(|item| decode(item?.1.value())).collect()
     }
 
+    /// Garbage shards per node: what deletion still has to reach.
+    pub fn garbage_by_node(&self) -> Result<std::collections::HashMap<NodeId, u64>, CatalogFault> {
+        let txn = self.read()?;
+        let mut out = std::collections::HashMap::new();
+        for item in txn.open_table(GARBAGE)?.iter()? {
+            let entry: GarbageShard = decode(item?.1.value())?;
+            *out.entry(entry.node).or_default() += 1;
+        }
+        Ok(out)
+    }
+
+    /// Shards waiting in the garbage queue.
+    pub fn garbage_count(&self) -> Result<u64, CatalogFault> {
+        let txn = self.read()?;
+        Ok(txn.open_table(GARBAGE)?.len()?)
+    }
+
     /// Up to `max` unreferenced shards waiting for deletion.
     pub fn garbage(&self, max: usize) -> Result<Vec<(ShardId, GarbageShard)>, CatalogFault> {
         let txn = self.read()?;
@@ -366,6 +393,41 @@ impl Catalog {
                 Ok((ShardId(k.value()), decode(v.value())?))
             })
             .collect()
+    }
+
+    /// Every shard the catalog refers to (objects, parts of uploads in progress) and every
+    /// shard queued as garbage, by node, in one snapshot: what a node's inventory is
+    /// checked against.
+    pub fn shard_map(&self) -> Result<ShardMap, CatalogFault> {
+        let txn = self.read()?;
+        let mut map = ShardMap::default();
+        for item in txn.open_table(OBJECTS)?.iter()? {
+            let record: ObjectRecord = decode(item?.1.value())?;
+            for shard in record.body.shards() {
+                map.referenced
+                    .entry(shard.node)
+                    .or_default()
+                    .insert(shard.id);
+            }
+        }
+        for item in txn.open_table(PARTS)?.iter()? {
+            let part: PartRecord = decode(item?.1.value())?;
+            for shard in part.segments.iter().flat_map(|s| s.shards.iter()) {
+                map.referenced
+                    .entry(shard.node)
+                    .or_default()
+                    .insert(shard.id);
+            }
+        }
+        for item in txn.open_table(GARBAGE)?.iter()? {
+            let (k, v) = item?;
+            let entry: GarbageShard = decode(v.value())?;
+            map.garbage
+                .entry(entry.node)
+                .or_default()
+                .insert(ShardId(k.value()));
+        }
+        Ok(map)
     }
 
     /// Shards and shard bytes moved so far for `reason` (repair, drain, rebalance), as

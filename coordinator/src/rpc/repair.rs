@@ -88,11 +88,14 @@ fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<Repa
         Codec::new(usize::from(erasure.k), usize::from(erasure.m)).map_err(|e| e.to_string())?;
     let shard_size = codec.shard_len(segment.len);
     let nodes = catalog.nodes().map_err(|e| e.to_string())?;
+    // A shard its node's inventory lacks is as lost as one on a lost node.
+    let missing = ctx.repairs.missing();
     let state = |i: usize| {
-        nodes
-            .iter()
-            .find(|n| n.id == segment.shards[i].node)
-            .map(|n| n.state)
+        let shard = &segment.shards[i];
+        if missing.contains(&shard.id) {
+            return None;
+        }
+        nodes.iter().find(|n| n.id == shard.node).map(|n| n.state)
     };
     // Decide again from the current states: the survey may be a while old.
     let mut replace = Vec::new();
@@ -145,8 +148,10 @@ fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<Repa
         ..PlacementRequest::new(usize::from(erasure.k), usize::from(erasure.m), shard_size)
     };
     let seed = u64::from_le_bytes(random::<8>().map_err(|e| e.to_string())?);
+    // Not back onto a node that just lost or is leaving one of these shards.
+    let avoid: Vec<_> = replace.iter().map(|&i| segment.shards[i].node).collect();
     let placement = place_replacements(
-        &candidates(ctx, &nodes, &[]),
+        &candidates(ctx, &nodes, &avoid),
         &kept,
         &request,
         replace.len(),
@@ -251,6 +256,7 @@ async fn check_and_commit(
                 format!("no stored copy of shard {index}"),
             ));
         };
+        super::serve::fresh_enough(ctx, shard)?;
         let new = verify_shard(&ctx.key.public(), &peer, shard, shard_len, |id| {
             ctx.catalog.node(id).ok().flatten()
         })

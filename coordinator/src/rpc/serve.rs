@@ -52,6 +52,8 @@ pub(crate) struct RpcContext {
     pub default_erasure: ErasureProfile,
     /// The repair queue (filled while this member leads).
     pub repairs: Arc<crate::repair::Repairs>,
+    /// How long after placement shards may still be committed (half the orphan delay).
+    pub commit_within: std::time::Duration,
 }
 
 /// Serves one gateway connection: one request per stream, until the gateway goes away.
@@ -488,6 +490,9 @@ fn checked_segments(
     segments: &[NewSegment],
 ) -> Result<Vec<crate::catalog::model::SegmentRecord>, GatewayResponse> {
     let catalog = &ctx.catalog;
+    for stored in segments.iter().flat_map(|s| s.shards.iter()) {
+        fresh_enough(ctx, stored)?;
+    }
     verify_segments(&ctx.key.public(), &peer, erasure, segments, |node| {
         catalog.node(node).ok().flatten()
     })
@@ -497,6 +502,26 @@ fn checked_segments(
             format!("proof of storage refused: {err}"),
         )
     })
+}
+
+/// Refuses a put order placed so long ago that its shard may have been collected as an
+/// orphan meanwhile (see [`crate::gc`]): commits must come within half the orphan delay.
+pub(super) fn fresh_enough(
+    ctx: &RpcContext,
+    stored: &super::StoredShard,
+) -> Result<(), GatewayResponse> {
+    let issued = stored.order.order.expires_at.saturating_sub(PUT_ORDER_SECS);
+    let age = unix_now().saturating_sub(issued);
+    if age > ctx.commit_within.as_secs() {
+        return Err(error(
+            RpcCode::InvalidRequest,
+            format!(
+                "a put order was placed {age} s ago; shards must be committed within {} s",
+                ctx.commit_within.as_secs()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Places one segment and signs a put order per shard.

@@ -1,0 +1,467 @@
+//! Garbage collection and inventory checks: the leader deletes shards nothing references
+//! from the nodes that hold them, and compares what each node says it holds with what the
+//! catalog says it should.
+//!
+//! Two kinds of shards are collected, each after its own safety delay:
+//!
+//! - **Garbage**: shards the catalog queued when their object was replaced or deleted, a
+//!   part was dropped, or a shard was replaced by repair. They wait `garbage_delay` so
+//!   that reads that began before the change (holding read orders) can finish.
+//! - **Orphans**: shards a node's inventory lists that the catalog neither refers to nor
+//!   queued, such as an upload's shards whose gateway died before the commit. A shard is
+//!   collected only after it has been seen unreferenced, round after round, for
+//!   `orphan_delay`, which commits enforce from the other side: a put order older than
+//!   half the delay is refused at commit ([`crate::rpc::verify_shard`] callers pass the
+//!   limit), so no upload can still turn an orphan into a referenced shard once it is
+//!   collected. The count starts again on a new leader.
+//!
+//! The same inventory round finds shards the catalog places on a node that its inventory
+//! lacks (a wiped disk, a deleted file, a shard found damaged): they are handed to the
+//! repair scheduler as missing, so the survey counts them lost and they are rebuilt.
+//!
+//! Nodes are trusted for none of this: the catalog says what may be deleted, and a node
+//! that claims a shard it lost is caught by audits, not by its inventory.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_node::client::NodeClient;
+use cairn_proto::identity::{NodeId, SecretKey};
+use cairn_proto::ids::ShardId;
+use cairn_proto::order::{Action, Order, SignedOrder, unix_now};
+use openraft::Raft;
+
+use crate::catalog::model::NodeRecord;
+use crate::catalog::{Catalog, Command, ShardMap};
+use crate::liveness::Liveness;
+use crate::raft::types::TypeConfig;
+use crate::repair::Repairs;
+
+/// Garbage entries handled per round.
+const GARBAGE_BATCH: usize = 10_000;
+/// Longest one request to a node may take.
+const NODE_LIMIT: Duration = Duration::from_secs(10);
+/// Lifetime of the delete and inventory orders the collector signs for itself.
+const ORDER_SECS: u64 = 120;
+
+/// Pace and safety delays of collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcSettings {
+    /// Time between rounds.
+    pub interval: Duration,
+    /// How long a garbage shard waits before it is deleted.
+    pub garbage_delay: Duration,
+    /// How long a shard must be seen unreferenced before it is deleted as an orphan.
+    pub orphan_delay: Duration,
+    /// A node is asked for its inventory only if a heartbeat came within this long.
+    pub alive_within: Duration,
+}
+
+impl From<&crate::config::CoordinatorConfig> for GcSettings {
+    fn from(config: &crate::config::CoordinatorConfig) -> Self {
+        Self {
+            interval: Duration::from_millis(config.gc_interval_ms),
+            garbage_delay: Duration::from_secs(config.gc_delay_secs),
+            orphan_delay: Duration::from_secs(config.orphan_delay_secs),
+            alive_within: Duration::from_secs(config.suspect_after_secs),
+        }
+    }
+}
+
+/// What one node's inventory says against the catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Shards the catalog placed on the node (before and after the inventory was taken)
+    /// that the inventory lacks.
+    pub missing: Vec<ShardId>,
+    /// Shards the inventory lists that the catalog (after the inventory was taken) neither
+    /// refers to nor queued as garbage.
+    pub unreferenced: Vec<ShardId>,
+}
+
+/// Compares `inventory` of `node` with the catalog read just `before` and just `after` it.
+///
+/// Reading the catalog on both sides of the inventory is what makes the answer safe while
+/// writes go on: a shard committed before the inventory was stored before it too, so its
+/// absence means loss; a shard unreferenced after the inventory cannot belong to a commit
+/// the inventory raced (such a commit would be visible in `after`).
+pub fn reconcile(
+    node: &NodeId,
+    inventory: &[ShardId],
+    before: &ShardMap,
+    after: &ShardMap,
+) -> Reconciled {
+    let held: HashSet<&ShardId> = inventory.iter().collect();
+    let empty = HashSet::new();
+    let referenced_before = before.referenced.get(node).unwrap_or(&empty);
+    let referenced_after = after.referenced.get(node).unwrap_or(&empty);
+    let garbage_after = after.garbage.get(node).unwrap_or(&empty);
+    let mut missing: Vec<ShardId> = referenced_before
+        .intersection(referenced_after)
+        .filter(|id| !held.contains(id))
+        .copied()
+        .collect();
+    missing.sort();
+    let unreferenced = inventory
+        .iter()
+        .filter(|id| !referenced_after.contains(id) && !garbage_after.contains(id))
+        .copied()
+        .collect();
+    Reconciled {
+        missing,
+        unreferenced,
+    }
+}
+
+/// Unreferenced shards seen in inventories, and since when (on a clock the caller keeps).
+///
+/// A shard may be deleted once it has been seen unreferenced for the orphan delay: it was
+/// stored before the first inventory that listed it, so its put order is at least that old
+/// and commits refuse it after half the delay. Between members' wall clocks (which date
+/// the orders) and this monotonic clock, the other half absorbs any skew.
+#[derive(Debug, Default)]
+pub struct OrphanWatch {
+    first_seen: HashMap<(NodeId, ShardId), Duration>,
+}
+
+impl OrphanWatch {
+    /// Records that `node`'s inventory at `now` lists `unreferenced` shards nothing refers
+    /// to, and returns those first seen so at least `delay` ago. The node's other watched
+    /// shards are referenced again (or gone) and leave the watch.
+    pub fn observe(
+        &mut self,
+        node: NodeId,
+        unreferenced: &[ShardId],
+        now: Duration,
+        delay: Duration,
+    ) -> Vec<ShardId> {
+        let listed: HashSet<&ShardId> = unreferenced.iter().collect();
+        self.first_seen
+            .retain(|(n, shard), _| *n != node || listed.contains(shard));
+        let mut due = Vec::new();
+        for shard in unreferenced {
+            let first = *self.first_seen.entry((node, *shard)).or_insert(now);
+            if now.saturating_sub(first) >= delay {
+                due.push(*shard);
+            }
+        }
+        due
+    }
+
+    /// Stops watching a shard (it was deleted).
+    pub fn forget(&mut self, node: NodeId, shard: ShardId) {
+        self.first_seen.remove(&(node, shard));
+    }
+
+    /// Shards watched.
+    pub fn len(&self) -> usize {
+        self.first_seen.len()
+    }
+
+    /// Whether nothing is watched.
+    pub fn is_empty(&self) -> bool {
+        self.first_seen.is_empty()
+    }
+
+    /// Forgets everything (a new term starts the watch again).
+    pub fn clear(&mut self) {
+        self.first_seen.clear();
+    }
+}
+
+/// What the collector did, for status and metrics (leader memory, since it took office).
+#[derive(Debug, Default)]
+pub struct GcStats {
+    /// Shards deleted from nodes.
+    pub deleted: std::sync::atomic::AtomicU64,
+    /// Shards found missing in the latest round.
+    pub missing: std::sync::atomic::AtomicU64,
+    /// Unreferenced shards being watched before they are collected.
+    pub orphans_pending: std::sync::atomic::AtomicU64,
+}
+
+/// What the collector works with.
+pub struct GcContext {
+    /// This member's Raft handle.
+    pub raft: Raft<TypeConfig>,
+    /// The catalog.
+    pub catalog: Catalog,
+    /// QUIC endpoint to reach nodes from.
+    pub endpoint: quinn::Endpoint,
+    /// The coordinator key: it signs the collector's own orders and is its identity.
+    pub key: SecretKey,
+    /// Heartbeats (only nodes heard from lately are asked for inventories).
+    pub liveness: Arc<Liveness>,
+    /// Where missing shards are reported.
+    pub repairs: Arc<Repairs>,
+    /// Counters for status and metrics.
+    pub stats: Arc<GcStats>,
+}
+
+/// Collects garbage and checks inventories while this member leads. Returns when Raft
+/// shuts down.
+pub async fn run(context: GcContext, settings: GcSettings) {
+    let GcContext {
+        raft,
+        catalog,
+        endpoint,
+        key,
+        liveness,
+        repairs,
+        stats,
+    } = context;
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics = raft.metrics();
+    let mut collector = Collector {
+        catalog,
+        endpoint,
+        key,
+        clients: HashMap::new(),
+        orphans: OrphanWatch::default(),
+        started: Instant::now(),
+        settings,
+    };
+    loop {
+        ticker.tick().await;
+        if metrics.has_changed().is_err() {
+            return;
+        }
+        let leading = {
+            let m = metrics.borrow_and_update();
+            m.current_leader == Some(m.id)
+        };
+        if !leading {
+            // A later term starts the orphan watch from scratch.
+            collector.orphans.clear();
+            repairs.set_missing(HashMap::new());
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            _ => continue,
+        }
+        if let Err(err) = collector.round(&raft, &liveness, &repairs, &stats).await {
+            tracing::warn!(%err, "garbage collection round incomplete");
+        }
+    }
+}
+
+struct Collector {
+    catalog: Catalog,
+    endpoint: quinn::Endpoint,
+    key: SecretKey,
+    clients: HashMap<NodeId, (String, Arc<NodeClient>)>,
+    /// Unreferenced shards and when this leader first saw them so.
+    orphans: OrphanWatch,
+    /// The collector's clock for the orphan watch.
+    started: Instant,
+    settings: GcSettings,
+}
+
+impl Collector {
+    async fn round(
+        &mut self,
+        raft: &Raft<TypeConfig>,
+        liveness: &Liveness,
+        repairs: &Repairs,
+        stats: &GcStats,
+    ) -> Result<(), String> {
+        let nodes: HashMap<NodeId, NodeRecord> = self
+            .catalog
+            .nodes()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|n| (n.id, n))
+            .collect();
+        self.collect_garbage(raft, &nodes, stats).await?;
+
+        // Inventories, between two catalog snapshots.
+        let before = self.shard_map().await?;
+        let mut inventories = Vec::new();
+        for node in nodes.values() {
+            let alive = liveness
+                .last(&node.id)
+                .is_some_and(|(ago, _)| ago <= self.settings.alive_within);
+            if !node.state.holds_data() || !alive {
+                continue;
+            }
+            match self.inventory(node).await {
+                Ok(held) => inventories.push((node.id, held)),
+                Err(err) => tracing::debug!(node = %node.id, %err, "no inventory this round"),
+            }
+        }
+        let after = self.shard_map().await?;
+
+        let mut missing = HashMap::new();
+        let now = self.started.elapsed();
+        let mut due: HashMap<NodeId, Vec<ShardId>> = HashMap::new();
+        for (node, held) in &inventories {
+            let found = reconcile(node, held, &before, &after);
+            if !found.missing.is_empty() {
+                tracing::warn!(%node, missing = found.missing.len(), "node lacks shards the catalog places on it");
+            }
+            for shard in found.missing {
+                missing.insert(shard, *node);
+            }
+            let ripe =
+                self.orphans
+                    .observe(*node, &found.unreferenced, now, self.settings.orphan_delay);
+            if !ripe.is_empty() {
+                due.insert(*node, ripe);
+            }
+        }
+        stats
+            .missing
+            .store(missing.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        repairs.set_missing(missing);
+        for (node, shards) in due {
+            let Some(record) = nodes.get(&node) else {
+                continue;
+            };
+            let mut deleted = 0u64;
+            for shard in shards {
+                if self.delete(record, shard).await.is_ok() {
+                    self.orphans.forget(node, shard);
+                    deleted += 1;
+                }
+            }
+            if deleted > 0 {
+                tracing::info!(%node, shards = deleted, "orphan shards collected");
+                stats
+                    .deleted
+                    .fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        stats.orphans_pending.store(
+            self.orphans.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Deletes garbage older than the delay from its nodes and forgets it. Garbage on a node
+    /// that no longer holds data (lost, gone, disqualified, removed) is forgotten at once:
+    /// should the node return, its inventory shows the shards as orphans.
+    async fn collect_garbage(
+        &mut self,
+        raft: &Raft<TypeConfig>,
+        nodes: &HashMap<NodeId, NodeRecord>,
+        stats: &GcStats,
+    ) -> Result<(), String> {
+        let catalog = self.catalog.clone();
+        let garbage = tokio::task::spawn_blocking(move || catalog.garbage(GARBAGE_BATCH))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let cutoff = now_ms().saturating_sub(self.settings.garbage_delay.as_millis() as u64);
+        let mut done = Vec::new();
+        let mut deleted = 0u64;
+        for (shard, entry) in garbage {
+            if entry.since_ms > cutoff {
+                continue;
+            }
+            match nodes.get(&entry.node) {
+                Some(node) if node.state.holds_data() => match self.delete(node, shard).await {
+                    Ok(existed) => {
+                        deleted += u64::from(existed);
+                        done.push(shard);
+                    }
+                    Err(err) => {
+                        tracing::debug!(node = %entry.node, %shard, %err, "garbage not deleted yet");
+                    }
+                },
+                _ => done.push(shard),
+            }
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        let forgotten = done.len();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            raft.client_write(Command::ForgetGarbage { shards: done }),
+        )
+        .await
+        .map_err(|_| "forgetting collected garbage timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        stats
+            .deleted
+            .fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(deleted, forgotten, "garbage collected");
+        Ok(())
+    }
+
+    async fn shard_map(&self) -> Result<ShardMap, String> {
+        let catalog = self.catalog.clone();
+        tokio::task::spawn_blocking(move || catalog.shard_map())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    async fn inventory(&mut self, node: &NodeRecord) -> Result<Vec<ShardId>, String> {
+        let order = self.order(node.id, Action::Inventory)?;
+        let client = self.client(node).await?;
+        tokio::time::timeout(NODE_LIMIT, client.inventory(&order))
+            .await
+            .map_err(|_| format!("no inventory within {NODE_LIMIT:?}"))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Deletes one shard; returns whether the node had it.
+    async fn delete(&mut self, node: &NodeRecord, shard: ShardId) -> Result<bool, String> {
+        let order = self.order(node.id, Action::Delete { shard })?;
+        let client = self.client(node).await?;
+        tokio::time::timeout(NODE_LIMIT, client.delete_shard(&order))
+            .await
+            .map_err(|_| format!("no answer within {NODE_LIMIT:?}"))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// An order for this coordinator itself to present to `node`.
+    fn order(&self, node: NodeId, action: Action) -> Result<SignedOrder, String> {
+        let mut serial = [0u8; 8];
+        getrandom::fill(&mut serial).map_err(|e| e.to_string())?;
+        let order = Order {
+            node,
+            client: self.key.public(),
+            serial: u64::from_le_bytes(serial),
+            expires_at: unix_now() + ORDER_SECS,
+            action,
+        };
+        Ok(SignedOrder::sign(order, &self.key))
+    }
+
+    /// The client for `node` at its current address, made on first use.
+    async fn client(&mut self, node: &NodeRecord) -> Result<Arc<NodeClient>, String> {
+        if let Some((addr, client)) = self.clients.get(&node.id)
+            && *addr == node.addr
+        {
+            return Ok(client.clone());
+        }
+        let resolved: SocketAddr = tokio::net::lookup_host(node.addr.as_str())
+            .await
+            .map_err(|e| format!("node address {}: {e}", node.addr))?
+            .next()
+            .ok_or_else(|| format!("node address {} resolves to nothing", node.addr))?;
+        let client = Arc::new(NodeClient::new(
+            self.endpoint.clone(),
+            self.key.clone(),
+            resolved,
+            node.id,
+        ));
+        self.clients
+            .insert(node.id, (node.addr.clone(), client.clone()));
+        Ok(client)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
