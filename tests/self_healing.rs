@@ -146,24 +146,34 @@ fn filled_cluster() -> (
     support::cluster::GatewayProcess,
     (String, String),
 ) {
-    let orgs = ["a", "a", "b", "b", "c", "c", "d", "d"];
-    let cluster = TestCluster::start_with(
-        &orgs,
-        &[
-            "--suspect-after-secs",
-            "1",
-            "--lost-after-secs",
-            "3",
-            "--repair-interval-ms",
-            "300",
-            "--gc-interval-ms",
-            "300",
-            "--gc-delay-secs",
-            "1",
-            "--orphan-delay-secs",
-            "12",
-        ],
-    );
+    filled_cluster_of(&["a", "a", "b", "b", "c", "c", "d", "d"], &[])
+}
+
+/// Like [`filled_cluster`], with nodes in `orgs` and extra coordinator flags.
+fn filled_cluster_of(
+    orgs: &[&str],
+    flags: &[&str],
+) -> (
+    TestCluster,
+    support::cluster::GatewayProcess,
+    (String, String),
+) {
+    let mut all = vec![
+        "--suspect-after-secs",
+        "1",
+        "--lost-after-secs",
+        "3",
+        "--repair-interval-ms",
+        "300",
+        "--gc-interval-ms",
+        "300",
+        "--gc-delay-secs",
+        "1",
+        "--orphan-delay-secs",
+        "12",
+    ];
+    all.extend_from_slice(flags);
+    let cluster = TestCluster::start_with(orgs, &all);
     let gateway = cluster.start_gateway();
     let key = cluster.access_key();
     admin(
@@ -356,6 +366,14 @@ fn killed_nodes_are_repaired_to_full_margin_while_reads_stay_exact() {
         moved as usize, lost_shards,
         "every lost shard rebuilt exactly once"
     );
+    // The loss model saw the two failures (plus the one it always assumes).
+    let model = &healed["loss_model"];
+    assert!(
+        model["failures_per_node_year"].as_f64().unwrap() >= 3.0,
+        "{model}"
+    );
+    let p = model["annual_loss_probability"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p), "{model}");
 
     // The gateway counted the work, the coordinator exports the margins.
     let gateway_metrics = Command::new("curl")
@@ -481,4 +499,79 @@ fn deleted_and_orphaned_shards_leave_the_nodes_and_referenced_ones_stay() {
     let d = durability(&cluster).unwrap();
     assert!(d["collected_shards"].as_u64().unwrap() >= 6 + placed);
     objects_at("check", &gateway.endpoint, &key, "keep/").expect("kept objects intact");
+}
+
+#[test]
+fn added_nodes_receive_shards_until_utilisation_evens_out() {
+    // Six nodes for a 4 + 2 code: every segment has a shard on every node.
+    let (mut cluster, gateway, key) = filled_cluster_of(
+        &["a", "b", "c", "d", "e", "f"],
+        &["--rebalance-threshold-permille", "2"],
+    );
+    let total = full_margin(&cluster);
+    cluster.add_node("g");
+    cluster.add_node("h");
+    let added: Vec<String> = cluster.nodes[6..]
+        .iter()
+        .map(|n| n.id.to_string())
+        .collect();
+
+    // Moves copy, commit, then collect the old copy: no segment's margin ever dips.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let d = durability(&cluster).expect("surveyed");
+        assert_eq!(
+            margins(&d),
+            BTreeMap::from([(2, total)]),
+            "a segment lost margin while data moved"
+        );
+        let view = cluster.nodes_view();
+        let used: Vec<u64> = view.iter().filter_map(|n| n["used"].as_u64()).collect();
+        let received = view
+            .iter()
+            .filter(|n| added.iter().any(|id| n["id"] == id.as_str()))
+            .all(|n| n["placed_shards"].as_u64().unwrap_or(0) > 0);
+        let spread = used.iter().max().unwrap_or(&0) - used.iter().min().unwrap_or(&0);
+        let settled = d["repair_queue"] == 0
+            && d["repairs_in_progress"] == 0
+            && d["garbage_queue"] == 0
+            && d["moved"]["rebalance"]["shards"].as_u64().unwrap_or(0) > 0;
+        // Even to within the threshold (2 per mille of the nodes' 1 GiB) plus a shard.
+        if received && settled && used.len() == 8 && spread <= (2 << 20) + (256 << 10) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "utilisation never evened out: {view:?} {d:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    objects("check", &gateway.endpoint, &key).expect("reads after rebalancing");
+}
+
+#[test]
+fn a_node_that_asks_to_leave_is_drained_and_gone() {
+    let (cluster, gateway, key) = filled_cluster();
+    let leaving = &cluster.nodes[0];
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("node")
+        .arg("--config")
+        .arg(&leaving.config)
+        .arg("leave")
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = leaving.id.to_string();
+    wait_until("the leaving node is gone and empty", || {
+        cluster
+            .nodes_view()
+            .iter()
+            .any(|n| n["id"] == id.as_str() && n["state"] == "gone" && n["shards"] == 0)
+    });
+    objects("check", &gateway.endpoint, &key).expect("reads after the node left");
 }

@@ -56,6 +56,9 @@ pub struct CoordinatorConfig {
     pub repair_bandwidth: ByteSize,
     /// Seconds a repair job stays reserved for the gateway that took it.
     pub repair_lease_secs: u64,
+    /// Move shards from the fullest to the emptiest nodes when their utilisation (bytes
+    /// placed ÷ capacity) differs by more than this many thousandths; 0 never rebalances.
+    pub rebalance_threshold_permille: u16,
     /// Milliseconds between garbage collection rounds (each also checks every node's
     /// inventory against the catalog).
     pub gc_interval_ms: u64,
@@ -90,6 +93,7 @@ impl Default for CoordinatorConfig {
             repair_concurrency: 4,
             repair_bandwidth: ByteSize(64 << 20),
             repair_lease_secs: 600,
+            rebalance_threshold_permille: 100,
             gc_interval_ms: 60_000,
             gc_delay_secs: 3_600,
             orphan_delay_secs: 86_400,

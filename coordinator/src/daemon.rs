@@ -456,6 +456,7 @@ async fn handle_cluster(
                 Err(err) => refuse(ErrorCode::Internal, &err.to_string()),
             }
         }
+        CoordinatorRequest::Leave => leave(peer, raft, catalog).await,
         CoordinatorRequest::Join(join) => {
             let now_ms = now_ms();
             // The node is registered under the key it connected with: an invitation cannot
@@ -488,6 +489,45 @@ async fn handle_cluster(
                 Err(err) => refuse(ErrorCode::Busy, &err.to_string()),
             }
         }
+    }
+}
+
+/// A node asking to leave turns draining (from a state that holds data and still takes
+/// work); asking again while draining or gone is answered the same.
+async fn leave(peer: PublicKey, raft: &Raft<TypeConfig>, catalog: &Catalog) -> CoordinatorResponse {
+    let record = match catalog.node(&peer) {
+        Ok(Some(record)) => record,
+        Ok(None) => return refuse(ErrorCode::NotFound, "node is not registered"),
+        Err(err) => return refuse(ErrorCode::Internal, &err.to_string()),
+    };
+    match record.state {
+        NodeState::Draining | NodeState::Gone => return CoordinatorResponse::Ack,
+        NodeState::Vetting | NodeState::Active | NodeState::Suspect => {}
+        other => {
+            return refuse(
+                ErrorCode::Forbidden,
+                &format!(
+                    "a {} node cannot leave; ask the cluster's operator",
+                    other.as_str()
+                ),
+            );
+        }
+    }
+    let command = Command::ChangeNodeState {
+        node: peer,
+        from: record.state,
+        to: NodeState::Draining,
+        now_ms: now_ms(),
+    };
+    match raft.client_write(command).await {
+        Ok(response) => match response.data {
+            CommandResult::Refused(err) => refuse(ErrorCode::Busy, &err.to_string()),
+            _ => {
+                tracing::info!(node = %peer, "node asked to leave: draining");
+                CoordinatorResponse::Ack
+            }
+        },
+        Err(err) => refuse(ErrorCode::Busy, &err.to_string()),
     }
 }
 

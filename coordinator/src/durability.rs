@@ -38,6 +38,10 @@ pub struct Need {
     pub missing: Vec<u32>,
     /// Indexes of shards on draining nodes: to move.
     pub draining: Vec<u32>,
+    /// Indexes of shards on over-full nodes, to move to `targets` (rebalancing).
+    pub moving: Vec<u32>,
+    /// Nodes the moved shards should go to (empty: anywhere placement allows).
+    pub targets: Vec<NodeId>,
     /// Length of each shard of the segment.
     pub shard_size: u64,
     /// Data shards of the segment's code.
@@ -58,6 +62,12 @@ pub struct Survey {
     /// Shards the catalog places on each node (objects and multipart parts in progress):
     /// what still depends on it.
     pub shards_by_node: BTreeMap<NodeId, u64>,
+    /// Bytes of those shards per node: the node's utilisation as the catalog sees it
+    /// (unlike its disk, this does not count copies waiting for collection).
+    pub bytes_by_node: BTreeMap<NodeId, u64>,
+    /// Segments per (shards present, margin), for the loss model.
+    #[serde(skip)]
+    pub segments_by_shape: BTreeMap<(u32, i64), u64>,
 }
 
 /// Walks the catalog: returns the survey and the segments needing work, lowest margin
@@ -88,6 +98,7 @@ pub fn survey(
             let mut draining = Vec::new();
             for (i, shard) in segment.shards.iter().enumerate() {
                 *survey.shards_by_node.entry(shard.node).or_default() += 1;
+                *survey.bytes_by_node.entry(shard.node).or_default() += shard_size;
                 match states.get(&shard.node) {
                     Some(state) if state.holds_data() && !missing_shards.contains(&shard.id) => {
                         survey.stored_bytes += shard_size;
@@ -101,6 +112,10 @@ pub fn survey(
             let present = (segment.shards.len() - missing.len()) as i64;
             let margin = present - i64::from(erasure.k);
             *survey.segments_by_margin.entry(margin).or_default() += 1;
+            *survey
+                .segments_by_shape
+                .entry((present as u32, margin))
+                .or_default() += 1;
             survey.segments += 1;
             if margin < 0 {
                 survey.unreadable += 1;
@@ -117,6 +132,8 @@ pub fn survey(
                     margin,
                     missing: if rebuild { missing } else { Vec::new() },
                     draining,
+                    moving: Vec::new(),
+                    targets: Vec::new(),
                     shard_size,
                     k: erasure.k,
                 });
@@ -127,8 +144,10 @@ pub fn survey(
     // Parts of uploads in progress are not repaired or moved (they become objects or are
     // dropped within the upload's life), but their nodes are still needed until then.
     catalog.for_each_part(|part| {
-        for shard in part.segments.iter().flat_map(|s| s.shards.iter()) {
-            *survey.shards_by_node.entry(shard.node).or_default() += 1;
+        for segment in &part.segments {
+            for shard in &segment.shards {
+                *survey.shards_by_node.entry(shard.node).or_default() += 1;
+            }
         }
     })?;
     // Rebuilds before moves, lowest margin first; a stable sort keeps catalog order within
@@ -153,4 +172,223 @@ pub fn placed_on(catalog: &Catalog, node: &NodeId) -> Result<u64, CatalogFault> 
             .count() as u64;
     })?;
     Ok(count)
+}
+
+/// Bytes to move off each over-full node, and the nodes that should receive them, when
+/// the utilisation (bytes placed ÷ capacity) of the nodes taking new shards differs by more
+/// than `threshold` (a fraction of capacity); `None` when the cluster is even enough.
+///
+/// Each node above the mean sheds what brings it to the mean, so one round of moves
+/// evens the cluster out without overshooting; receivers are the nodes below the mean.
+pub fn imbalance(
+    capacity: &HashMap<NodeId, u64>,
+    placed: &BTreeMap<NodeId, u64>,
+    threshold: f64,
+) -> Option<(HashMap<NodeId, u64>, Vec<NodeId>)> {
+    let util = |node: &NodeId, cap: u64| placed.get(node).copied().unwrap_or(0) as f64 / cap as f64;
+    let nodes: Vec<(NodeId, u64, f64)> = capacity
+        .iter()
+        .filter(|(_, cap)| **cap > 0)
+        .map(|(node, cap)| (*node, *cap, util(node, *cap)))
+        .collect();
+    if nodes.len() < 2 {
+        return None;
+    }
+    let total_placed: u64 = nodes
+        .iter()
+        .map(|(node, _, _)| placed.get(node).copied().unwrap_or(0))
+        .sum();
+    let total_capacity: u64 = nodes.iter().map(|(_, cap, _)| cap).sum();
+    let mean = total_placed as f64 / total_capacity as f64;
+    let (lowest, highest) = nodes
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), (_, _, u)| {
+            (lo.min(*u), hi.max(*u))
+        });
+    if highest - lowest <= threshold {
+        return None;
+    }
+    let shed: HashMap<NodeId, u64> = nodes
+        .iter()
+        .filter(|(_, _, u)| *u > mean)
+        .map(|(node, cap, u)| (*node, ((u - mean) * *cap as f64) as u64))
+        .filter(|(_, bytes)| *bytes > 0)
+        .collect();
+    let receivers: Vec<NodeId> = nodes
+        .iter()
+        .filter(|(_, _, u)| *u < mean)
+        .map(|(node, _, _)| *node)
+        .collect();
+    (!shed.is_empty() && !receivers.is_empty()).then_some((shed, receivers))
+}
+
+/// Moves for rebalancing: for each over-full node in `shed`, shards of healthy segments
+/// (every shard present, none on a draining node) until its byte budget is spent, at
+/// most one shard per segment and `max_moves` in all. Each goes to one of `receivers`.
+pub fn rebalance_moves(
+    catalog: &Catalog,
+    states: &HashMap<NodeId, NodeState>,
+    shed: &HashMap<NodeId, u64>,
+    receivers: &[NodeId],
+    max_moves: usize,
+) -> Result<Vec<Need>, CatalogFault> {
+    let mut left = shed.clone();
+    let mut moves = Vec::new();
+    catalog.for_each_object(|bucket, key, object| {
+        let ObjectBody::Segments { erasure, segments } = &object.body else {
+            return true;
+        };
+        let Ok(codec) = cairn_erasure::Codec::new(usize::from(erasure.k), usize::from(erasure.m))
+        else {
+            return true;
+        };
+        for (index, segment) in segments.iter().enumerate() {
+            let healthy = segment.shards.iter().all(|s| {
+                states
+                    .get(&s.node)
+                    .is_some_and(|st| st.holds_data() && *st != NodeState::Draining)
+            });
+            if !healthy {
+                continue;
+            }
+            let shard_size = codec.shard_len(segment.len);
+            let pick = segment.shards.iter().position(|s| {
+                left.get(&s.node)
+                    .is_some_and(|budget| *budget >= shard_size.max(1))
+            });
+            let Some(i) = pick else {
+                continue;
+            };
+            let node = segment.shards[i].node;
+            if let Some(budget) = left.get_mut(&node) {
+                *budget -= shard_size.max(1);
+            }
+            // Receivers already holding a shard of the segment cannot take another.
+            let targets: Vec<NodeId> = receivers
+                .iter()
+                .filter(|r| !segment.shards.iter().any(|s| s.node == **r))
+                .copied()
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            moves.push(Need {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                etag: object.etag.clone(),
+                segment: index as u32,
+                margin: (segment.shards.len() as i64) - i64::from(erasure.k),
+                missing: Vec::new(),
+                draining: Vec::new(),
+                moving: vec![i as u32],
+                targets,
+                shard_size,
+                k: erasure.k,
+            });
+            if moves.len() >= max_moves {
+                return false;
+            }
+        }
+        true
+    })?;
+    Ok(moves)
+}
+
+/// The modelled chance of losing data within a year, from node churn and current margins.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossModel {
+    /// Node failures per node-year: the observed ones plus one, over the node-years
+    /// observed (at least one), so a young cluster does not claim immortality.
+    pub failures_per_node_year: f64,
+    /// Seconds from a node failing until its shards are rebuilt: the lost timeout, a
+    /// survey, and moving its share of the data at the repair bandwidth.
+    pub repair_window_secs: f64,
+    /// Chance that some segment loses more shards than its margin within one repair
+    /// window, in a year (an upper bound: segments sharing nodes are counted separately).
+    pub annual_loss_probability: f64,
+    /// Segments expected to become unreadable per year.
+    pub expected_segments_lost_per_year: f64,
+}
+
+/// Models independent node failures at the observed rate: a segment with `present`
+/// shards and margin `g` is lost if `g + 1` of its nodes fail within one repair window,
+/// which happens `year / window` times a year.
+pub fn loss_model(
+    shapes: &BTreeMap<(u32, i64), u64>,
+    failures: u64,
+    node_years: f64,
+    window: std::time::Duration,
+) -> LossModel {
+    const YEAR: f64 = 365.25 * 24.0 * 3600.0;
+    let rate = (failures as f64 + 1.0) / node_years.max(1.0);
+    let window_secs = window.as_secs_f64().max(1.0);
+    // Chance one node fails within one window.
+    let p = 1.0 - (-rate * window_secs / YEAR).exp();
+    let windows = YEAR / window_secs;
+    let mut expected = 0.0;
+    let mut survive_all = 1.0f64;
+    for (&(present, margin), &count) in shapes {
+        if margin < 0 {
+            // Already unreadable: counted as lost.
+            expected += count as f64;
+            survive_all = 0.0;
+            continue;
+        }
+        let per_window = binomial_tail(present, (margin + 1) as u32, p);
+        let per_year = 1.0 - (1.0 - per_window).powf(windows);
+        expected += count as f64 * per_year;
+        survive_all *= (1.0 - per_year).powf(count as f64);
+    }
+    LossModel {
+        failures_per_node_year: rate,
+        repair_window_secs: window_secs,
+        annual_loss_probability: (1.0 - survive_all).clamp(0.0, 1.0),
+        expected_segments_lost_per_year: expected,
+    }
+}
+
+/// P[X ≥ at_least] for X ~ Binomial(n, p).
+fn binomial_tail(n: u32, at_least: u32, p: f64) -> f64 {
+    if at_least > n {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    let mut choose = 1.0f64; // C(n, 0)
+    for i in 0..=n {
+        if i >= at_least {
+            total += choose * p.powi(i as i32) * (1.0 - p).powi((n - i) as i32);
+        }
+        choose = choose * f64::from(n - i) / f64::from(i + 1);
+    }
+    total.clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binomial_tail_matches_hand_values() {
+        assert!((binomial_tail(2, 1, 0.5) - 0.75).abs() < 1e-12);
+        assert!((binomial_tail(3, 3, 0.5) - 0.125).abs() < 1e-12);
+        assert_eq!(binomial_tail(3, 4, 0.9), 0.0);
+        assert!((binomial_tail(6, 0, 0.3) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn more_margin_means_less_loss() {
+        let window = std::time::Duration::from_secs(3600);
+        let model = |margin: i64| {
+            let shapes = BTreeMap::from([(((4 + margin) as u32, margin), 1_000)]);
+            loss_model(&shapes, 3, 10.0, window).annual_loss_probability
+        };
+        assert!(model(0) > model(1));
+        assert!(model(1) > model(2));
+        assert!(model(2) > 0.0);
+        let lost = BTreeMap::from([((3, -1), 1)]);
+        assert_eq!(
+            loss_model(&lost, 0, 1.0, window).annual_loss_probability,
+            1.0
+        );
+    }
 }

@@ -44,6 +44,11 @@ pub struct RepairSettings {
     pub bandwidth: u64,
     /// How long a handed-out job stays reserved for its gateway.
     pub lease: Duration,
+    /// Rebalance when the utilisation of nodes taking new shards differs by more than this
+    /// many thousandths of capacity; 0 never rebalances.
+    pub rebalance_permille: u16,
+    /// Silence after which a node is lost (the first part of every repair's delay).
+    pub lost_after: Duration,
 }
 
 impl From<&crate::config::CoordinatorConfig> for RepairSettings {
@@ -54,6 +59,8 @@ impl From<&crate::config::CoordinatorConfig> for RepairSettings {
             concurrency: config.repair_concurrency,
             bandwidth: config.repair_bandwidth.0,
             lease: Duration::from_secs(config.repair_lease_secs),
+            rebalance_permille: config.rebalance_threshold_permille,
+            lost_after: Duration::from_secs(config.lost_after_secs),
         }
     }
 }
@@ -160,6 +167,28 @@ impl Repairs {
         state.surveyed_ms = Some(now_ms());
     }
 
+    /// Queues rebalancing moves behind whatever else waits.
+    fn install_moves(&self, moves: Vec<Need>) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let State { queue, leases, .. } = &mut *state;
+        queue.extend(
+            moves
+                .into_iter()
+                .filter(|need| !leases.contains_key(&key_of(need))),
+        );
+    }
+
+    /// Whether nothing waits and no job is out: the moment to plan rebalancing, so moves
+    /// are planned from a catalog that already reflects the previous ones.
+    fn idle(&self) -> bool {
+        self.state.lock().is_ok_and(|mut state| {
+            expire(&mut state);
+            state.queue.is_empty() && state.leases.is_empty()
+        })
+    }
+
     /// Forgets everything (this member stopped leading).
     fn clear(&self) {
         if let Ok(mut state) = self.state.lock() {
@@ -217,9 +246,15 @@ impl Repairs {
     }
 }
 
-/// Bytes a job moves: `k` shards read, each replaced shard written.
+/// Bytes a job moves: a rebuild reads `k` shards and writes each replaced one; a move of
+/// shards that are still readable copies each (one read, one write).
 fn job_bytes(need: &Need) -> u64 {
-    let shards = u64::from(need.k) + (need.missing.len() + need.draining.len()) as u64;
+    let replaced = (need.missing.len() + need.draining.len() + need.moving.len()) as u64;
+    let shards = if need.missing.is_empty() {
+        2 * replaced
+    } else {
+        u64::from(need.k) + replaced
+    };
     shards.saturating_mul(need.shard_size)
 }
 
@@ -233,14 +268,20 @@ fn key_of(need: &Need) -> SegmentKey {
     (need.bucket.clone(), need.key.clone(), need.segment)
 }
 
-/// Why a need is worked on: lost shards are a repair, moves alone are a drain.
+/// Why a need is worked on: lost shards are a repair, moves off draining nodes a drain,
+/// the rest rebalancing.
 pub fn reason(need: &Need) -> MoveReason {
-    if need.missing.is_empty() {
+    if !need.missing.is_empty() {
+        MoveReason::Repair
+    } else if !need.draining.is_empty() {
         MoveReason::Drain
     } else {
-        MoveReason::Repair
+        MoveReason::Rebalance
     }
 }
+
+/// Most rebalancing moves planned per survey.
+const MAX_MOVES: usize = 256;
 
 /// Surveys the catalog every `interval` while this member leads; idle (and with an empty
 /// queue) otherwise. A draining node is retired once no shard is placed on it and the
@@ -300,14 +341,56 @@ pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>
                     })
                     .map(|(id, _)| *id)
                     .collect();
+                let placed = found.bytes_by_node.clone();
+                let quiet = needs.is_empty() && repairs.idle();
                 repairs.install(found, needs);
                 for node in drained {
                     finish_drain(&raft, node).await;
+                }
+                if quiet && repairs.settings.rebalance_permille > 0 {
+                    plan_rebalance(&catalog, &repairs, &states, placed).await;
                 }
             }
             Ok(Err(err)) => tracing::warn!(%err, "durability survey failed"),
             Err(err) => tracing::warn!(%err, "durability survey panicked"),
         }
+    }
+}
+
+/// Queues moves from over-full nodes to under-full ones if utilisation is uneven.
+async fn plan_rebalance(
+    catalog: &Catalog,
+    repairs: &Repairs,
+    states: &HashMap<NodeId, NodeState>,
+    placed: std::collections::BTreeMap<NodeId, u64>,
+) {
+    let Ok(nodes) = catalog.nodes() else {
+        return;
+    };
+    let capacity: HashMap<NodeId, u64> = nodes
+        .iter()
+        .filter(|n| n.state.accepts_new_shards())
+        .map(|n| (n.id, n.capacity))
+        .collect();
+    let threshold = f64::from(repairs.settings.rebalance_permille) / 1000.0;
+    let Some((shed, receivers)) = crate::durability::imbalance(&capacity, &placed, threshold)
+    else {
+        return;
+    };
+    let snapshot = catalog.clone();
+    let states = states.clone();
+    let planned = tokio::task::spawn_blocking(move || {
+        crate::durability::rebalance_moves(&snapshot, &states, &shed, &receivers, MAX_MOVES)
+    })
+    .await;
+    match planned {
+        Ok(Ok(moves)) if !moves.is_empty() => {
+            tracing::info!(moves = moves.len(), "utilisation uneven: rebalancing");
+            repairs.install_moves(moves);
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "planning rebalancing failed"),
+        Err(err) => tracing::warn!(%err, "planning rebalancing panicked"),
     }
 }
 

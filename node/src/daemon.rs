@@ -219,7 +219,15 @@ async fn join(
     let mut last = String::from("no coordinator address");
     loop {
         for addr in coordinators {
-            match ask(endpoint, key, *addr, coordinator_key, &request).await {
+            match ask(
+                endpoint,
+                key,
+                *addr,
+                coordinator_key,
+                &CoordinatorRequest::Join(request.clone()),
+            )
+            .await
+            {
                 Ok(CoordinatorResponse::Ack) => return Ok(()),
                 Ok(CoordinatorResponse::Error {
                     code: ErrorCode::Forbidden,
@@ -245,13 +253,13 @@ async fn ask(
     key: &SecretKey,
     addr: SocketAddr,
     coordinator_key: &cairn_proto::identity::PublicKey,
-    request: &JoinRequest,
+    request: &CoordinatorRequest,
 ) -> Result<CoordinatorResponse, String> {
     let conn = connect(endpoint, key, addr, coordinator_key, COORDINATOR_ALPN)
         .await
         .map_err(|err| err.to_string())?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|err| err.to_string())?;
-    write_frame(&mut send, &CoordinatorRequest::Join(request.clone()))
+    write_frame(&mut send, request)
         .await
         .map_err(|err| err.to_string())?;
     let _ = send.finish();
@@ -259,8 +267,51 @@ async fn ask(
         .await
         .map_err(|_| "no answer within 10 s".to_string())?
         .map_err(|err| err.to_string());
-    conn.close(0u32.into(), b"joined");
+    conn.close(0u32.into(), b"done");
     response
+}
+
+/// Asks the coordinator to let this node leave (the node must have joined): it turns
+/// draining, the cluster moves its shards elsewhere, and it is gone once nothing depends
+/// on it. The node keeps serving meanwhile; `cairn admin node drain` shows the progress.
+pub async fn leave(mut config: NodeConfig) -> Result<(), StartError> {
+    config.apply_join_token()?;
+    config.validate()?;
+    let Some(coordinator_key) = config.coordinator_key else {
+        return Err(StartError::Join("no coordinator key configured".into()));
+    };
+    let key = SecretKey::load(&config.data_dir.join(KEY_FILE))?;
+    let endpoint =
+        cairn_proto::transport::client_endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), &key)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no coordinator address");
+    loop {
+        for addr in &config.coordinators {
+            match ask(
+                &endpoint,
+                &key,
+                *addr,
+                &coordinator_key,
+                &CoordinatorRequest::Leave,
+            )
+            .await
+            {
+                Ok(CoordinatorResponse::Ack) => return Ok(()),
+                Ok(CoordinatorResponse::Error {
+                    code: code @ (ErrorCode::Forbidden | ErrorCode::NotFound),
+                    message,
+                }) => return Err(StartError::Join(format!("refused ({code}): {message}"))),
+                Ok(CoordinatorResponse::Error { code, message }) => {
+                    last = format!("{addr}: {code}: {message}")
+                }
+                Err(err) => last = format!("{addr}: {err}"),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StartError::Join(last));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 impl RunningNode {

@@ -337,6 +337,9 @@ pub enum CoordinatorRequest {
     Heartbeat(Heartbeat),
     /// A node joining with an invitation (sent from the key it will be known by).
     Join(JoinRequest),
+    /// The connecting node asks to leave: it turns draining, its shards are moved off,
+    /// and it is gone once nothing depends on it.
+    Leave,
 }
 
 /// What a node tells the coordinator when it joins.

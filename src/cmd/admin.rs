@@ -410,6 +410,12 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                             d.stored_per_logical
                                 .map_or("-".to_string(), |r| format!("{r:.2}"))
                         );
+                        println!(
+                            "modelled annual loss probability {:.2e}  ({:.2} node failures per node-year, repair window {:.0} s)",
+                            d.loss_model.annual_loss_probability,
+                            d.loss_model.failures_per_node_year,
+                            d.loss_model.repair_window_secs
+                        );
                     }
                     None => println!("durability: not surveyed (ask the leader)"),
                 }

@@ -108,6 +108,11 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     repair_lease_secs: Option<u64>,
+    /// Rebalance when the utilisation of nodes differs by more than this many thousandths
+    /// of capacity; 0 never rebalances [default: 100].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rebalance_threshold_permille: Option<u16>,
     /// Milliseconds between garbage collection rounds, which also check node inventories
     /// against the catalog [default: 60000].
     #[arg(long)]

@@ -86,12 +86,35 @@ pub struct NodeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_concurrent_puts: Option<usize>,
+    #[command(subcommand)]
+    #[serde(skip)]
+    action: Option<NodeAction>,
+}
+
+/// What to do instead of running the node.
+#[derive(clap::Subcommand, Clone, Copy)]
+pub enum NodeAction {
+    /// Ask the cluster to let this node leave (with the same config it runs with): it
+    /// turns draining, its shards are moved to other nodes while it keeps serving them,
+    /// and it is gone, holding nothing, once nothing depends on it. Keep it running until
+    /// then (`cairn admin nodes` shows what is still placed on it).
+    Leave,
 }
 
 /// Runs a node until Ctrl-C or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config: NodeConfig = super::merge_config(args.config.as_deref(), &args)?;
     let runtime = tokio::runtime::Runtime::new()?;
+    if let Some(NodeAction::Leave) = args.action {
+        return runtime.block_on(async {
+            cairn_node::daemon::leave(config).await?;
+            println!(
+                "leaving: this node is draining; its shards are being moved elsewhere and it \
+                 will be gone once nothing depends on it (keep it running until then)"
+            );
+            anyhow::Ok(())
+        });
+    }
     runtime.block_on(async {
         let node = cairn_node::daemon::start(config).await?;
         // Plain lines on stdout for people and scripts; logs go to stderr.

@@ -31,24 +31,33 @@ impl TestCluster {
         let key = SecretKey::load(&coordinator.dir.join("coordinator.key"))
             .unwrap()
             .public();
-        let mut nodes = Vec::new();
-        for (i, org) in orgs.iter().enumerate() {
-            let token = admin(&coordinator, &["invite"]).unwrap().trim().to_string();
-            let dir = root.path().join(format!("n{i}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let extra = format!(
-                "join = \"{token}\"\norg = \"{org}\"\nsite = \"site-{org}\"\nheartbeat_interval_ms = 100\ncapacity = \"1GiB\""
-            );
-            nodes.push(NodeProcess::start(&dir, &key, &extra));
-        }
-        let cluster = TestCluster {
+        let mut cluster = TestCluster {
             coordinator,
             key,
-            nodes,
+            nodes: Vec::new(),
             root,
         };
+        for org in orgs {
+            cluster.add_node(org);
+        }
         cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
         cluster
+    }
+
+    /// Invites one more node in `org` and starts it (ready once it serves; its first
+    /// heartbeat follows within 100 ms).
+    pub fn add_node(&mut self, org: &str) -> &NodeProcess {
+        let token = admin(&self.coordinator, &["invite"])
+            .unwrap()
+            .trim()
+            .to_string();
+        let dir = self.root.path().join(format!("n{}", self.nodes.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let extra = format!(
+            "join = \"{token}\"\norg = \"{org}\"\nsite = \"site-{org}\"\nheartbeat_interval_ms = 100\ncapacity = \"1GiB\""
+        );
+        self.nodes.push(NodeProcess::start(&dir, &self.key, &extra));
+        self.nodes.last().unwrap()
     }
 
     /// The coordinator's secret key (tests use it to forge what only the coordinator may

@@ -268,6 +268,7 @@ fn durability(
     let (Some(survey), Some(surveyed_ms)) = (view.survey, view.surveyed_ms) else {
         return Ok(None);
     };
+    let loss_model = loss_model(state, &survey)?;
     let mut moved = BTreeMap::new();
     for reason in [MoveReason::Repair, MoveReason::Drain, MoveReason::Rebalance] {
         let (shards, bytes) = state.inner.catalog.moved(reason)?;
@@ -288,7 +289,53 @@ fn durability(
         garbage_queue: state.inner.catalog.garbage_count()?,
         orphans_pending: state.inner.gc.orphans_pending.load(Ordering::Relaxed),
         collected_shards: state.inner.gc.deleted.load(Ordering::Relaxed),
+        loss_model,
     }))
+}
+
+/// The loss model from the nodes' history and the survey's margins.
+fn loss_model(
+    state: &AdminState,
+    survey: &crate::durability::Survey,
+) -> Result<crate::durability::LossModel, crate::catalog::CatalogFault> {
+    const YEAR_MS: f64 = 365.25 * 24.0 * 3600.0 * 1000.0;
+    let nodes = state.inner.catalog.nodes()?;
+    let now = now_ms();
+    let mut failures = 0;
+    let mut node_years = 0.0;
+    let mut holding = 0u64;
+    for node in &nodes {
+        let ended = matches!(
+            node.state,
+            NodeState::Lost | NodeState::Gone | NodeState::Disqualified
+        );
+        if matches!(node.state, NodeState::Lost | NodeState::Disqualified) {
+            failures += 1;
+        }
+        if node.state.holds_data() {
+            holding += 1;
+        }
+        let end = if ended { node.state_since_ms } else { now };
+        node_years += end.saturating_sub(node.joined_ms) as f64 / YEAR_MS;
+    }
+    let settings = state.inner.repairs.settings();
+    // Rebuilding one node's share reads k shards and writes one per shard it held.
+    let per_node = survey.stored_bytes / holding.max(1);
+    let moving = if settings.bandwidth > 0 {
+        std::time::Duration::from_secs_f64(
+            (per_node as f64 * (f64::from(state.inner.default_k) + 1.0))
+                / settings.bandwidth as f64,
+        )
+    } else {
+        std::time::Duration::ZERO
+    };
+    let window = settings.lost_after + settings.interval + moving;
+    Ok(crate::durability::loss_model(
+        &survey.segments_by_shape,
+        failures,
+        node_years,
+        window,
+    ))
 }
 
 async fn members(State(state): State<AdminState>) -> ApiResult<Json<Vec<MemberView>>> {

@@ -63,6 +63,8 @@ pub struct DurabilityView {
     pub orphans_pending: u64,
     /// Shards deleted from nodes since this member became leader.
     pub collected_shards: u64,
+    /// The modelled chance of losing data within a year, from node churn and margins.
+    pub loss_model: crate::durability::LossModel,
 }
 
 /// Shards moved for one reason.

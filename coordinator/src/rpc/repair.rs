@@ -110,6 +110,16 @@ fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<Repa
             }
         }
     }
+    // Rebalancing moves shards that are healthy where they are.
+    let mut rebalance = false;
+    for &i in &need.moving {
+        let i = i as usize;
+        if i < segment.shards.len() && !replace.contains(&i) {
+            replace.push(i);
+            rebalance = true;
+        }
+    }
+    replace.sort_unstable();
     if replace.is_empty() {
         return Ok(None);
     }
@@ -148,16 +158,15 @@ fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<Repa
         ..PlacementRequest::new(usize::from(erasure.k), usize::from(erasure.m), shard_size)
     };
     let seed = u64::from_le_bytes(random::<8>().map_err(|e| e.to_string())?);
-    // Not back onto a node that just lost or is leaving one of these shards.
+    // Not back onto a node that just lost or is leaving one of these shards; a rebalancing
+    // move goes only to the under-full nodes it was planned for.
     let avoid: Vec<_> = replace.iter().map(|&i| segment.shards[i].node).collect();
-    let placement = place_replacements(
-        &candidates(ctx, &nodes, &avoid),
-        &kept,
-        &request,
-        replace.len(),
-        seed,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut pool = candidates(ctx, &nodes, &avoid);
+    if rebalance && !need.targets.is_empty() {
+        pool.retain(|c| need.targets.contains(&c.node));
+    }
+    let placement = place_replacements(&pool, &kept, &request, replace.len(), seed)
+        .map_err(|e| e.to_string())?;
     let mut targets = Vec::with_capacity(replace.len());
     for (&i, node) in replace.iter().zip(&placement.nodes) {
         let order = sign_put(ctx, peer, *node, segment.shards[i].root, shard_size)
@@ -178,6 +187,8 @@ fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<Repa
             segment: need.segment,
             reason: if lost {
                 crate::catalog::MoveReason::Repair
+            } else if rebalance && need.draining.is_empty() {
+                crate::catalog::MoveReason::Rebalance
             } else {
                 crate::catalog::MoveReason::Drain
             },

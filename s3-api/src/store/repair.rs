@@ -119,12 +119,87 @@ async fn execute(
     job: &RepairJob,
     report: &Arc<dyn Fn(ShardProblem) + Send + Sync>,
 ) -> Result<Vec<(u32, StoredShard)>, String> {
-    let k = usize::from(job.erasure.k);
-    let codec = Codec::new(k, usize::from(job.erasure.m)).map_err(|e| e.to_string())?;
+    let codec = Codec::new(usize::from(job.erasure.k), usize::from(job.erasure.m))
+        .map_err(|e| e.to_string())?;
     let size = codec.shard_len(job.len);
     // Generous for a slow volunteer uplink, bounded for a dead node.
     let limit = Duration::from_secs(30) + Duration::from_secs(size >> 20);
+    let copies = match copy(path, job, limit).await {
+        Some(copies) => copies,
+        None => rebuild(path, job, codec, limit, report).await?,
+    };
 
+    // Store every shard where it was placed, in parallel.
+    let sends = job.targets.iter().map(|(index, placed)| {
+        let bytes = copies
+            .iter()
+            .find(|(i, _)| *i == *index as usize)
+            .map(|(_, b)| b.as_slice());
+        async move {
+            let node = placed.order.order.node;
+            let bytes = bytes.ok_or_else(|| format!("shard {index} was not rebuilt"))?;
+            let client = path.node(node, &placed.addr).await?;
+            match tokio::time::timeout(limit, client.put_shard(&placed.order, bytes)).await {
+                Ok(Ok(receipt)) => Ok((
+                    *index,
+                    StoredShard {
+                        order: placed.order.clone(),
+                        receipt,
+                    },
+                )),
+                Ok(Err(err)) => {
+                    path.mark_down(node);
+                    Err(format!("storing shard {index} on {node}: {err}"))
+                }
+                Err(_) => {
+                    path.mark_down(node);
+                    Err(format!(
+                        "storing shard {index} on {node}: no answer within {limit:?}"
+                    ))
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// A move of shards that are still readable where they are (a drain, a rebalance): each
+/// is copied, verified against its root by the node client, instead of decoded from `k`
+/// others. `None` if any of them cannot be read that way.
+async fn copy(path: &DataPath, job: &RepairJob, limit: Duration) -> Option<Vec<(usize, Vec<u8>)>> {
+    let sources: Option<Vec<_>> = job
+        .targets
+        .iter()
+        .map(|(index, _)| job.sources.iter().find(|(i, _, _)| i == index))
+        .collect();
+    let reads = sources?
+        .into_iter()
+        .map(|source| fetch(path, source, limit));
+    let mut copies = Vec::new();
+    for (index, node, shard, result) in futures_util::future::join_all(reads).await {
+        match result {
+            Ok(bytes) => copies.push((index as usize, bytes)),
+            Err(err) => {
+                tracing::debug!(%node, %shard, %err, "copying a shard failed; rebuilding it instead");
+                return None;
+            }
+        }
+    }
+    Some(copies)
+}
+
+/// Reads `k` verified shards and rebuilds the job's targets from them.
+async fn rebuild(
+    path: &DataPath,
+    job: &RepairJob,
+    codec: Codec,
+    limit: Duration,
+    report: &Arc<dyn Fn(ShardProblem) + Send + Sync>,
+) -> Result<Vec<(usize, Vec<u8>)>, String> {
+    let k = codec.data_shards();
     // Read k shards, starting with the best k sources and taking the next one whenever a
     // read fails; every byte is verified against the order's root by the node client.
     let mut sources = job.sources.iter();
@@ -186,42 +261,7 @@ async fn execute(
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("rebuilding failed: {e}"))?;
 
-    // Store every rebuilt shard where it was placed, in parallel.
-    let sends = job.targets.iter().map(|(index, placed)| {
-        let bytes = rebuilt
-            .shards
-            .iter()
-            .find(|(i, _)| *i == *index as usize)
-            .map(|(_, b)| b.as_slice());
-        async move {
-            let node = placed.order.order.node;
-            let bytes = bytes.ok_or_else(|| format!("shard {index} was not rebuilt"))?;
-            let client = path.node(node, &placed.addr).await?;
-            match tokio::time::timeout(limit, client.put_shard(&placed.order, bytes)).await {
-                Ok(Ok(receipt)) => Ok((
-                    *index,
-                    StoredShard {
-                        order: placed.order.clone(),
-                        receipt,
-                    },
-                )),
-                Ok(Err(err)) => {
-                    path.mark_down(node);
-                    Err(format!("storing shard {index} on {node}: {err}"))
-                }
-                Err(_) => {
-                    path.mark_down(node);
-                    Err(format!(
-                        "storing shard {index} on {node}: no answer within {limit:?}"
-                    ))
-                }
-            }
-        }
-    });
-    futures_util::future::join_all(sends)
-        .await
-        .into_iter()
-        .collect()
+    Ok(rebuilt.shards)
 }
 
 /// Reads one whole source shard.
