@@ -148,3 +148,69 @@ fn three_members_survive_leader_kill_compaction_and_restart() {
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }
+
+/// Raft traffic is heard only from registered member keys: a client holding the
+/// coordinator key itself (a copied key file, say) but no member key is cut off before any
+/// stream is served, and so is a stranger. The members list shows every member's key.
+#[test]
+fn only_registered_member_keys_speak_raft() {
+    use cairn_coordinator::raft::network::RAFT_ALPN;
+    use cairn_proto::identity::SecretKey;
+    let root = tempfile::tempdir().unwrap();
+    let mut members: Vec<Member> = (1..=2).map(|id| Member::new(id, root.path())).collect();
+    members[0].start(true);
+    join_members(&mut members);
+    let formed = wait_status(&members[1], "two voters", |s| {
+        s["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["voter"] == true))
+    });
+    for (member, view) in members.iter().zip(formed["members"].as_array().unwrap()) {
+        assert_eq!(
+            view["key"],
+            support::coordinator::member_key(member)
+                .to_string()
+                .as_str()
+        );
+    }
+    let coordinator = SecretKey::load(&members[0].dir.join("coordinator.key")).unwrap();
+    let member_two = SecretKey::load(&members[1].dir.join("member.key")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // How the member treats a Raft connection from `key`: the reason it closed it within
+    // two seconds, or None if it kept it open.
+    let verdict = |key: &SecretKey| {
+        runtime.block_on(async {
+            let client =
+                cairn_proto::transport::client_endpoint("127.0.0.1:0".parse().unwrap(), key)
+                    .unwrap();
+            let conn = cairn_proto::transport::connect(
+                &client,
+                key,
+                members[0].quic,
+                &coordinator.public(),
+                RAFT_ALPN,
+            )
+            .await
+            .unwrap();
+            tokio::time::timeout(Duration::from_secs(2), conn.closed())
+                .await
+                .ok()
+                .map(|reason| reason.to_string())
+        })
+    };
+    assert_eq!(
+        verdict(&member_two),
+        None,
+        "a registered member was cut off"
+    );
+    for (who, key) in [
+        ("the coordinator key", coordinator.clone()),
+        ("a stranger", SecretKey::generate()),
+    ] {
+        let closed = verdict(&key).unwrap_or_else(|| panic!("{who} was heard on the Raft channel"));
+        assert!(
+            closed.contains("not a coordinator member"),
+            "{who}: {closed}"
+        );
+    }
+}

@@ -398,6 +398,10 @@ fn killed_nodes_are_repaired_to_full_margin_while_reads_stay_exact() {
         )),
         "{text}"
     );
+    assert!(
+        text.contains("cairn_coordinator_nodes{state=\"lost\"} 2"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -25,7 +25,7 @@ use crate::config::CoordinatorConfig;
 use crate::failure;
 use crate::liveness::Liveness;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{Network, RAFT_ALPN, serve_connection};
+use crate::raft::network::{Network, RAFT_ALPN, admits, serve_connection};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Member, TypeConfig};
 use crate::rpc::GATEWAY_ALPN;
@@ -33,6 +33,8 @@ use crate::rpc::serve::{RpcContext, serve_gateway};
 
 /// File holding the coordinator key, shared by every member of the group.
 pub const KEY_FILE: &str = "coordinator.key";
+/// File holding this member's own key (created on first start), which it speaks Raft as.
+pub const MEMBER_KEY_FILE: &str = "member.key";
 /// File holding the admin API's bearer token.
 pub const TOKEN_FILE: &str = "admin.token";
 
@@ -42,6 +44,8 @@ pub struct RunningCoordinator {
     pub id: u64,
     /// The coordinator key's public half (what nodes pin and join tokens carry).
     pub key: PublicKey,
+    /// This member's own key (what `cairn admin members add --key` registers).
+    pub member_key: PublicKey,
     /// QUIC address bound.
     pub quic_addr: SocketAddr,
     /// Admin HTTP address bound.
@@ -116,6 +120,7 @@ pub async fn start(
             key_path.display()
         )));
     };
+    let (member_key, _) = SecretKey::load_or_create(&config.data_dir.join(MEMBER_KEY_FILE))?;
     let (token, new_token) = admin_token(&config.data_dir)?;
 
     let dir = config.data_dir.clone();
@@ -180,7 +185,7 @@ pub async fn start(
     let raft = Raft::new(
         config.id,
         Arc::new(raft_config),
-        Network::new(endpoint.clone(), key.clone()),
+        Network::new(endpoint.clone(), member_key.clone(), key.public()),
         log,
         sm,
     )
@@ -199,6 +204,7 @@ pub async fn start(
             .admin_advertise
             .clone()
             .unwrap_or_else(|| admin_addr.to_string()),
+        key: member_key.public().to_string(),
     };
 
     let mut tasks = Vec::new();
@@ -283,6 +289,7 @@ pub async fn start(
     Ok(RunningCoordinator {
         id: config.id,
         key: key.public(),
+        member_key: member_key.public(),
         quic_addr,
         admin_addr,
         new_token,
@@ -383,7 +390,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
 /// Accepts QUIC connections: Raft from holders of the coordinator key, cluster RPC from
 /// nodes, gateway RPC from registered gateways.
 async fn serve_quic(endpoint: quinn::Endpoint, rpc: RpcContext) {
-    let cluster = rpc.key.public();
     while let Some(incoming) = endpoint.accept().await {
         let rpc = rpc.clone();
         tokio::spawn(async move {
@@ -392,9 +398,9 @@ async fn serve_quic(endpoint: quinn::Endpoint, rpc: RpcContext) {
             let (raft, catalog, liveness) =
                 (rpc.raft.clone(), rpc.catalog.clone(), rpc.liveness.clone());
             match negotiated_alpn(&conn).as_deref() {
-                Some(RAFT_ALPN) if peer == cluster => serve_connection(conn, raft).await,
+                Some(RAFT_ALPN) if admits(&raft, &peer) => serve_connection(conn, raft).await,
                 Some(RAFT_ALPN) => {
-                    tracing::warn!(%peer, remote = %conn.remote_address(), "raft connection from a key that is not the coordinator's");
+                    tracing::warn!(%peer, remote = %conn.remote_address(), "raft connection from a key that is not a member's");
                     conn.close(1u32.into(), b"not a coordinator member");
                 }
                 Some(COORDINATOR_ALPN) => serve_cluster(conn, peer, raft, catalog, liveness).await,

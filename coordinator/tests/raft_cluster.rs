@@ -53,7 +53,7 @@ async fn start(id: u64, dir: &Path, addr: SocketAddr, key: &SecretKey) -> Runnin
     let raft = Raft::new(
         id,
         Arc::new(config.validate().unwrap()),
-        Network::new(endpoint.clone(), key.clone()),
+        Network::new(endpoint.clone(), key.clone(), key.public()),
         log,
         sm.clone(),
     )
@@ -153,6 +153,7 @@ async fn commits_survive_leader_loss_restart_and_snapshot_catch_up() {
                 Member {
                     addr: addrs[i].to_string(),
                     admin: String::new(),
+                    key: key.public().to_string(),
                 },
             )
         })

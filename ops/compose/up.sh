@@ -43,9 +43,9 @@ retry() {
     echo "gave up waiting for $what: $out" >&2
     return 1
 }
-# The key a gateway printed when it started.
-printed_gateway_key() {
-    compose logs --no-color "g$1" | sed -n 's/.*gateway key: \([A-Za-z0-9]*\).*/\1/p' | head -n1 | grep .
+# The key a service printed when it started (`gateway key:`, `member key:`).
+printed_key() {
+    compose logs --no-color "$1" | sed -n "s/.*$2 key: \([A-Za-z0-9]*\).*/\1/p" | head -n1 | grep .
 }
 # Whether at least $1 nodes have heartbeated to the leader.
 nodes_heartbeating() {
@@ -83,7 +83,8 @@ save CAIRN_COORDINATOR_KEY "$key"
 echo "adding members 2 and 3"
 compose up -d c2 c3
 for i in 2 3; do
-    retry "member $i" admin members add --id "$i" \
+    member_key=$(retry "member $i's key" printed_key "c$i" member)
+    retry "member $i" admin members add --id "$i" --key "$member_key" \
         --addr "$CAIRN_NET.1$i:7300" --admin "$CAIRN_NET.1$i:7301" >/dev/null
 done
 
@@ -96,7 +97,7 @@ compose up -d n1 n2 n3 n4 n5 n6 n7 n8
 echo "registering the gateways"
 compose up -d g1 g2
 for g in 1 2; do
-    gateway_key=$(retry "gateway $g's key" printed_gateway_key "$g")
+    gateway_key=$(retry "gateway $g's key" printed_key "g$g" gateway)
     admin gateway add "$gateway_key" --name "g$g" >/dev/null
 done
 

@@ -141,6 +141,7 @@ async fn commit_rate(
         let node = Member {
             addr: member.quic_addr.to_string(),
             admin: member.admin_addr.to_string(),
+            key: member.member_key.to_string(),
         };
         leader
             .add_learner(member.id, node, true)

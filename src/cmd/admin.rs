@@ -118,6 +118,10 @@ enum MemberAction {
         /// Its admin API address.
         #[arg(long)]
         admin: String,
+        /// Its own key, printed at its start as `member key: …` (kept in its data dir as
+        /// member.key): the only key other members accept its Raft traffic from.
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -427,10 +431,23 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             print(json, &members, || print_members(&members))
         }
         AdminCommand::Members {
-            action: Some(MemberAction::Add { id, addr, admin }),
+            action:
+                Some(MemberAction::Add {
+                    id,
+                    addr,
+                    admin,
+                    key,
+                }),
         } => {
-            let members: Vec<MemberView> =
-                api.post("/v1/members", &AddMember { id, addr, admin })?;
+            let members: Vec<MemberView> = api.post(
+                "/v1/members",
+                &AddMember {
+                    id,
+                    addr,
+                    admin,
+                    key,
+                },
+            )?;
             print(json, &members, || print_members(&members))
         }
         AdminCommand::NodeState { id, state } => {
@@ -625,11 +642,12 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> 
 fn print_members(members: &[MemberView]) {
     for m in members {
         println!(
-            "  member {:<4} {:<8} quic {:<22} admin {}",
+            "  member {:<4} {:<8} quic {:<22} admin {:<22} key {}",
             m.id,
             if m.voter { "voter" } else { "learner" },
             m.addr,
-            m.admin
+            m.admin,
+            m.key
         );
     }
 }

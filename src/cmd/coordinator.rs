@@ -139,6 +139,7 @@ pub fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         let member =
             cairn_coordinator::daemon::start(config, args.init, args.restore.as_deref()).await?;
         println!("coordinator key: {}", member.key);
+        println!("member key: {}", member.member_key);
         println!("member {} serving on {}", member.id, member.quic_addr);
         println!("admin API on http://{}", member.admin_addr);
         if let Some(token) = &member.new_token {

@@ -160,10 +160,11 @@ pub fn join_members(members: &mut [Member]) {
             member.quic.to_string(),
             member.admin.to_string(),
         );
+        let key = member_key(member).to_string();
         admin(
             first,
             &[
-                "members", "add", "--id", &id, "--addr", &quic, "--admin", &adm,
+                "members", "add", "--id", &id, "--addr", &quic, "--admin", &adm, "--key", &key,
             ],
         )
         .unwrap();
@@ -186,14 +187,22 @@ pub fn join_members_with(members: &mut [Member], extra: &[&str]) {
             member.quic.to_string(),
             member.admin.to_string(),
         );
+        let key = member_key(member).to_string();
         admin(
             first,
             &[
-                "members", "add", "--id", &id, "--addr", &quic, "--admin", &adm,
+                "members", "add", "--id", &id, "--addr", &quic, "--admin", &adm, "--key", &key,
             ],
         )
         .unwrap();
     }
+}
+
+/// A member's own key (what `members add --key` registers), from its data dir.
+pub fn member_key(member: &Member) -> cairn_proto::identity::PublicKey {
+    cairn_proto::identity::SecretKey::load(&member.dir.join("member.key"))
+        .unwrap()
+        .public()
 }
 
 /// The group's coordinator key, as nodes pin it.

@@ -229,6 +229,7 @@ fn member_views(state: &AdminState) -> Vec<MemberView> {
             id: *id,
             addr: member.addr.clone(),
             admin: member.admin.clone(),
+            key: member.key.clone(),
             voter: voters.contains(id),
         })
         .collect()
@@ -353,10 +354,17 @@ async fn add_member(
             "a member needs an id ≥ 1 and a QUIC socket address",
         ));
     }
+    let key: PublicKey = add.key.trim().parse().map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("member key (printed by the member at start as `member key:`): {err}"),
+        )
+    })?;
     let raft = &state.inner.raft;
     let member = Member {
         addr: add.addr,
         admin: add.admin,
+        key: key.to_string(),
     };
     if let Err(err) = raft.add_learner(add.id, member, true).await {
         let leader = err.forward_to_leader().and_then(|f| f.leader_node.clone());
@@ -706,6 +714,31 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         "Last log index applied to the catalog.",
         metrics.last_applied.map(|l| l.index).unwrap_or(0),
     );
+    if let Ok(nodes) = state.inner.catalog.nodes() {
+        let mut by_state: BTreeMap<&str, u64> = [
+            "vetting",
+            "active",
+            "suspect",
+            "lost",
+            "draining",
+            "gone",
+            "disqualified",
+        ]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+        for node in &nodes {
+            *by_state.entry(node.state.as_str()).or_default() += 1;
+        }
+        out.push_str(
+            "# HELP cairn_coordinator_nodes Storage nodes by lifecycle state.\n# TYPE cairn_coordinator_nodes gauge\n",
+        );
+        for (name, count) in by_state {
+            out.push_str(&format!(
+                "cairn_coordinator_nodes{{state=\"{name}\"}} {count}\n"
+            ));
+        }
+    }
     let view = state.inner.repairs.view();
     if let Some(survey) = &view.survey {
         out.push_str(

@@ -85,6 +85,9 @@ pub struct MemberView {
     pub addr: String,
     /// Admin API address.
     pub admin: String,
+    /// The member's own key.
+    #[serde(default)]
+    pub key: String,
     /// Voter (or still a learner).
     pub voter: bool,
 }
@@ -98,6 +101,8 @@ pub struct AddMember {
     pub addr: String,
     /// Its admin API address.
     pub admin: String,
+    /// Its own key, as it printed at start (`member key: …`): the key it speaks Raft as.
+    pub key: String,
 }
 
 /// A storage node.

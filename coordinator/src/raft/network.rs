@@ -1,8 +1,9 @@
 //! Raft RPCs between coordinator members, over QUIC on ALPN `cairn-raft/1`.
 //!
-//! Each RPC is one bi-directional stream: a request frame, a response frame. Both ends
-//! present the shared coordinator key, so a member accepts Raft traffic only from holders
-//! of that key and dials other members pinned to it.
+//! Each RPC is one bi-directional stream: a request frame, a response frame. The caller
+//! presents its own member key and pins the callee to the coordinator key (every member
+//! serves under it); the callee accepts Raft traffic only from member keys in its current
+//! membership ([`admits`]).
 
 // openraft fixes the RPC error types, which are large.
 #![allow(clippy::result_large_err)]
@@ -59,13 +60,35 @@ pub enum RaftResponse {
 pub struct Network {
     endpoint: quinn::Endpoint,
     key: SecretKey,
+    coordinator: PublicKey,
 }
 
 impl Network {
-    /// Dials from `endpoint` as `key` (the coordinator key).
-    pub fn new(endpoint: quinn::Endpoint, key: SecretKey) -> Self {
-        Self { endpoint, key }
+    /// Dials from `endpoint` as `key` (this member's own key), expecting every member to
+    /// prove `coordinator`.
+    pub fn new(endpoint: quinn::Endpoint, key: SecretKey, coordinator: PublicKey) -> Self {
+        Self {
+            endpoint,
+            key,
+            coordinator,
+        }
     }
+}
+
+/// Whether `peer` may send Raft traffic to this member: its key belongs to a member of the
+/// current membership. A member that has never joined has no membership yet and accepts
+/// the first leader that replicates to it (which the operator's `members add` makes
+/// happen right after its start); once it holds a membership, only members are heard.
+pub fn admits(raft: &Raft<TypeConfig>, peer: &PublicKey) -> bool {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    let membership = metrics.membership_config.membership();
+    let mut nodes = membership.nodes().peekable();
+    if nodes.peek().is_none() {
+        return true;
+    }
+    let peer = peer.to_string();
+    nodes.any(|(_, member)| member.key == peer)
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -75,6 +98,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             endpoint: self.endpoint.clone(),
             key: self.key.clone(),
+            coordinator: self.coordinator,
             target,
             member: node.clone(),
             conn: None,
@@ -86,6 +110,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     endpoint: quinn::Endpoint,
     key: SecretKey,
+    coordinator: PublicKey,
     target: u64,
     member: Member,
     conn: Option<quinn::Connection>,
@@ -134,10 +159,15 @@ impl Peer {
                         .map_err(|err: std::net::AddrParseError| {
                             CallError::Address(self.member.addr.clone(), err.to_string())
                         })?;
-                let expected: PublicKey = self.key.public();
-                connect(&self.endpoint, &self.key, addr, &expected, RAFT_ALPN)
-                    .await
-                    .map_err(|err| CallError::Connect(err.to_string()))?
+                connect(
+                    &self.endpoint,
+                    &self.key,
+                    addr,
+                    &self.coordinator,
+                    RAFT_ALPN,
+                )
+                .await
+                .map_err(|err| CallError::Connect(err.to_string()))?
             }
         };
         let (mut send, mut recv) = conn

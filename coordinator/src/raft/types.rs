@@ -7,16 +7,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Command, CommandResult};
 
-/// A coordinator member as Raft knows it: where to reach it.
+/// A coordinator member as Raft knows it: where to reach it and who it is.
 ///
-/// Members need no key of their own here: every member holds the one coordinator key (the
-/// key nodes pin and that signs orders), and member-to-member connections are pinned to it.
+/// Every member serves under the one coordinator key (the key nodes and gateways pin, and
+/// that signs orders), but speaks Raft to the others as itself: its own member key,
+/// registered by the operator's `cairn admin members add --key`, is what the other members
+/// accept Raft traffic from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// QUIC address of the member's endpoint (Raft, nodes and gateways all use it).
     pub addr: String,
     /// HTTP address of the member's admin API, so followers can point clients to the leader.
     pub admin: String,
+    /// The member's own key (text form), presented when it sends Raft traffic.
+    pub key: String,
 }
 
 impl fmt::Display for Member {
