@@ -1,7 +1,9 @@
 //! The README's Nix section, with real Nix: a closure signed into a `file://` cache by
 //! `nix copy`, uploaded with `aws s3 sync` into a nix-cache bucket, and substituted back by
 //! `nix-store -r` from the gateway over plain HTTP into an empty store. A narinfo signed by
-//! a key the bucket does not trust is refused on the way in.
+//! a key the bucket does not trust is refused on the way in. A NAR uploaded as a multipart
+//! upload (as the new Hydra queue runner does) is checked when the upload completes:
+//! accepted under its own name, refused under another.
 //!
 //! Skipped, with a message saying why, where Nix is not installed (`.ci/run` installs
 //! Debian's `nix-bin`).
@@ -229,5 +231,56 @@ fn nix_copies_into_a_nix_cache_bucket_and_substitutes_from_it() {
     assert_eq!(
         served,
         std::fs::read(cache.join(format!("{hash}.narinfo"))).unwrap()
+    );
+
+    // The same NARs again, each as a multipart upload: accepted under their own names,
+    // refused under a name that is not their hash, and then not visible.
+    let nar_dir = cache.join("nar");
+    let mut nars: Vec<_> = std::fs::read_dir(&nar_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    nars.sort();
+    for nar in &nars {
+        let name = nar.file_name().unwrap().to_str().unwrap().to_string();
+        let out = support::s3clients::boto3(
+            &gateway.endpoint,
+            &key,
+            "multipart",
+            "nix",
+            &format!("nar/{name}"),
+            nar,
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "multipart NAR {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let wrong = "nar/0000000000000000000000000000000000000000000000000000.nar.zst";
+    let out =
+        support::s3clients::boto3(&gateway.endpoint, &key, "multipart", "nix", wrong, &nars[0])
+            .output()
+            .unwrap();
+    assert!(
+        !out.status.success(),
+        "a misnamed multipart NAR was accepted"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AccessDenied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = checked(&mut aws(
+        &gateway.endpoint,
+        &key,
+        &["s3", "ls", "s3://nix/nar/"],
+    ))
+    .stdout;
+    assert!(
+        !String::from_utf8_lossy(&listed).contains("0000000000000000"),
+        "the refused NAR is visible"
     );
 }

@@ -75,8 +75,10 @@ pub fn rclone(endpoint: &str, key: &(String, String), args: &[&str]) -> Command 
     command
 }
 
-/// boto3: `put` uploads FILE as BUCKET/KEY with one `put_object`, `get` writes BUCKET/KEY
-/// to FILE, `list` prints `key size` lines of BUCKET (all pages, under KEY as a prefix).
+/// boto3: `put` uploads FILE as BUCKET/KEY with one `put_object`, `multipart` with an
+/// explicit multipart upload in 5 MiB parts (one part if smaller; aborted if completing
+/// fails, whose error it then prints), `get` writes BUCKET/KEY to FILE, `list` prints
+/// `key size` lines of BUCKET (all pages, under KEY as a prefix).
 const BOTO3: &str = r#"
 import sys, boto3
 from botocore.config import Config
@@ -88,6 +90,21 @@ s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id,
 if op == "put":
     with open(path, "rb") as f:
         s3.put_object(Bucket=bucket, Key=key, Body=f.read())
+elif op == "multipart":
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    parts = []
+    with open(path, "rb") as f:
+        data = f.read()
+    for n, start in enumerate(range(0, max(len(data), 1), 5 << 20), 1):
+        tag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=n,
+            Body=data[start:start + (5 << 20)])["ETag"]
+        parts.append({"PartNumber": n, "ETag": tag})
+    try:
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+            MultipartUpload={"Parts": parts})
+    except Exception:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+        raise
 elif op == "get":
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     with open(path, "wb") as f:

@@ -188,6 +188,15 @@ pub enum GatewayRequest {
     },
     /// A segment to rebuild or move, if the leader has one for this gateway now.
     RepairJob,
+    /// One stored part of a multipart upload, as an object with read orders for all its
+    /// segments (answered with [`GatewayResponse::Read`]): how a gateway checks a NAR
+    /// uploaded in parts before completing it.
+    ReadPart {
+        /// Upload id.
+        upload: String,
+        /// Part number.
+        number: u32,
+    },
     /// Whether the member is there at all (answered at once, by any member): a client
     /// waiting long on an answer asks this to tell a slow request from a dead member.
     Ping,
@@ -234,6 +243,7 @@ impl GatewayRequest {
             GatewayRequest::ReportShard { .. } => "report_shard",
             GatewayRequest::RepairJob => "repair_job",
             GatewayRequest::Ping => "ping",
+            GatewayRequest::ReadPart { .. } => "read_part",
             GatewayRequest::RepairDone { .. } => "repair_done",
             GatewayRequest::RepairFailed { .. } => "repair_failed",
         }

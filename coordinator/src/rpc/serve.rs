@@ -184,23 +184,39 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
             let Some(object) = catalog.object(&bucket, &key).map_err(fault)? else {
                 return Ok(GatewayResponse::Read(None));
             };
-            let mut nodes: Vec<(NodeId, String, bool)> = Vec::new();
-            for shard in object.body.shards() {
-                if nodes.iter().any(|(id, _, _)| *id == shard.node) {
-                    continue;
-                }
-                if let Some(record) = catalog.node(&shard.node).map_err(fault)? {
-                    let serving = record.state.accepts_new_shards()
-                        || record.state == crate::catalog::model::NodeState::Draining;
-                    nodes.push((record.id, record.addr, serving));
-                }
-            }
-            let orders = read_orders(ctx, peer, &object, 0).map_err(internal)?;
-            Ok(GatewayResponse::Read(Some(Box::new(ObjectRead {
-                object,
-                nodes,
-                orders,
-            }))))
+            let read = object_read(ctx, peer, object, READ_WINDOW as usize)?;
+            Ok(GatewayResponse::Read(Some(Box::new(read))))
+        }
+        GatewayRequest::ReadPart { upload, number } => {
+            let Some(record) = catalog.upload(&upload).map_err(fault)? else {
+                return Err(error(RpcCode::NoSuchUpload, format!("no upload {upload}")));
+            };
+            let part = catalog
+                .parts(&upload, number.saturating_sub(1), 1)
+                .map_err(fault)?
+                .into_iter()
+                .find(|(n, _)| *n == number)
+                .map(|(_, part)| part)
+                .ok_or_else(|| {
+                    error(
+                        RpcCode::InvalidPart,
+                        format!("upload {upload} has no part {number}"),
+                    )
+                })?;
+            // A part read as an object of its own; its orders cover every segment at once
+            // (a part is at most 5 GiB, so at most a few hundred segments).
+            let object = ObjectRecord {
+                size: part.size,
+                etag: part.etag,
+                last_modified_ms: part.last_modified_ms,
+                headers: record.headers,
+                body: ObjectBody::Segments {
+                    erasure: record.erasure,
+                    segments: part.segments,
+                },
+            };
+            let read = object_read(ctx, peer, object, usize::MAX)?;
+            Ok(GatewayResponse::Read(Some(Box::new(read))))
         }
         GatewayRequest::ReadOrders {
             bucket,
@@ -216,7 +232,7 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
                 ));
             };
             Ok(GatewayResponse::ReadOrders(
-                read_orders(ctx, peer, &object, from).map_err(internal)?,
+                read_orders(ctx, peer, &object, from, READ_WINDOW as usize).map_err(internal)?,
             ))
         }
         GatewayRequest::List { bucket, query } => {
@@ -658,12 +674,39 @@ pub(super) fn sign_get(
     Ok(SignedOrder::sign(order, &ctx.key))
 }
 
-/// Read orders for segments `from..from + READ_WINDOW` of `object`.
+/// An object with the addresses of its nodes and read orders for its first `window`
+/// segments.
+fn object_read(
+    ctx: &RpcContext,
+    peer: PublicKey,
+    object: ObjectRecord,
+    window: usize,
+) -> Result<ObjectRead, GatewayResponse> {
+    let mut nodes: Vec<(NodeId, String, bool)> = Vec::new();
+    for shard in object.body.shards() {
+        if nodes.iter().any(|(id, _, _)| *id == shard.node) {
+            continue;
+        }
+        if let Some(record) = ctx.catalog.node(&shard.node).map_err(internal)? {
+            let serving = record.state.accepts_new_shards() || record.state == NodeState::Draining;
+            nodes.push((record.id, record.addr, serving));
+        }
+    }
+    let orders = read_orders(ctx, peer, &object, 0, window).map_err(internal)?;
+    Ok(ObjectRead {
+        object,
+        nodes,
+        orders,
+    })
+}
+
+/// Read orders for segments `from..from + window` of `object`.
 fn read_orders(
     ctx: &RpcContext,
     peer: PublicKey,
     object: &ObjectRecord,
     from: u32,
+    window: usize,
 ) -> Result<ReadOrders, String> {
     let mut out = ReadOrders {
         first: from,
@@ -674,11 +717,7 @@ fn read_orders(
     };
     let codec =
         Codec::new(usize::from(erasure.k), usize::from(erasure.m)).map_err(|e| e.to_string())?;
-    for segment in segments
-        .iter()
-        .skip(from as usize)
-        .take(READ_WINDOW as usize)
-    {
+    for segment in segments.iter().skip(from as usize).take(window) {
         let size = codec.shard_len(segment.len);
         let orders = segment
             .shards

@@ -1,6 +1,7 @@
 //! Multipart uploads: create, upload parts (always stored as segments), complete (the
-//! coordinator checks part order, sizes and ETags and assembles the object in one commit),
-//! abort, and the two listings.
+//! coordinator checks part order, sizes and ETags and assembles the object in one commit;
+//! a NAR in a nix-cache bucket is first read back and checked against its name), abort,
+//! and the two listings.
 
 use cairn_coordinator::catalog::model::{BucketMode, UploadRecord};
 use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
@@ -10,7 +11,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::errors::from_write;
 use crate::nix::nar::{ObjectKind, classify_key};
-use crate::ops::put::{body_or_empty, check_md5, content_md5};
+use crate::ops::put::{Policy, body_or_empty, check_md5, content_md5, nix_refusal};
 use crate::service::{Gateway, etag, hex, object_headers, quoted, timestamp, unexpected};
 use crate::store::write_body;
 
@@ -47,15 +48,15 @@ impl Gateway {
         let input = req.input;
         let bucket = self.bucket(&input.bucket).await?;
         if matches!(bucket.mode, BucketMode::NixCache { .. }) {
-            // A NAR's hash (and a narinfo's signature) can only be checked over the whole
-            // body, which a multipart upload never streams through one request.
+            // A narinfo's signature is checked before anything is stored, which a multipart
+            // upload cannot offer; NARs are checked when the upload completes.
             let kind = classify_key(&input.key).map_err(|err| {
                 S3Error::with_message(S3ErrorCode::AccessDenied, format!("nix-cache: {err}"))
             })?;
-            if !matches!(kind, ObjectKind::Plain) {
+            if matches!(kind, ObjectKind::NarInfo { .. }) {
                 return Err(S3Error::with_message(
                     S3ErrorCode::AccessDenied,
-                    "nix-cache: NARs and narinfos must be uploaded in one PUT so their hashes and signatures can be checked",
+                    "nix-cache: narinfos must be uploaded in one PUT so their signatures can be checked",
                 ));
             }
         }
@@ -165,6 +166,17 @@ impl Gateway {
                 .ok_or_else(|| s3s::s3_error!(InvalidPart, "part {number} has no ETag"))?;
             parts.push((number, tag));
         }
+        let bucket = self.bucket(&input.bucket).await?;
+        if let Policy::Nar(verifier) = Policy::for_key(&bucket, &input.key)? {
+            self.verify_parts(
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                &parts,
+                *verifier,
+            )
+            .await?;
+        }
         match self
             .call(GatewayRequest::CompleteUpload {
                 upload: input.upload_id,
@@ -183,6 +195,74 @@ impl Gateway {
             }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Reads the listed parts back, in order, through the verifying data path and checks
+    /// that together they hash to the NAR's name: nothing becomes visible in a nix-cache
+    /// bucket unchecked, however it was uploaded. Each part must still be the one listed
+    /// (its ETag, and the MD5 of the bytes read, match), so completing what was checked is
+    /// what the coordinator assembles.
+    async fn verify_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        parts: &[(u32, String)],
+        mut verifier: crate::nix::nar::NarVerifier,
+    ) -> S3Result<()> {
+        use futures_util::StreamExt;
+        for (number, tag) in parts {
+            let read = match self
+                .call(GatewayRequest::ReadPart {
+                    upload: upload.to_string(),
+                    number: *number,
+                })
+                .await?
+            {
+                GatewayResponse::Read(Some(read)) => *read,
+                GatewayResponse::Read(None) => {
+                    return Err(s3s::s3_error!(InvalidPart, "part {number} is missing"));
+                }
+                other => return Err(unexpected(other)),
+            };
+            if read.object.etag != *tag {
+                return Err(s3s::s3_error!(
+                    InvalidPart,
+                    "part {number} has ETag {}, not {tag}",
+                    read.object.etag
+                ));
+            }
+            let size = read.object.size;
+            let mut md5 = Md5::new();
+            if size > 0 {
+                let mut stream = Box::pin(crate::store::read_range(
+                    self.path.clone(),
+                    bucket.to_string(),
+                    key.to_string(),
+                    read,
+                    0..size,
+                    self.reporter(),
+                ));
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|err| {
+                        S3Error::with_message(
+                            S3ErrorCode::InternalError,
+                            format!("reading part {number} back to check it: {err}"),
+                        )
+                    })?;
+                    md5.update(&chunk);
+                    verifier.update(&chunk).map_err(nix_refusal)?;
+                }
+            }
+            if quoted(&hex(&md5.finalize())) != *tag {
+                return Err(s3s::s3_error!(
+                    InvalidPart,
+                    "part {number} changed while the upload was being completed"
+                ));
+            }
+        }
+        verifier.finish().map_err(nix_refusal)?;
+        Ok(())
     }
 
     pub(crate) async fn op_abort_multipart_upload(

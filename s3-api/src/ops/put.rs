@@ -85,7 +85,7 @@ impl Policy {
 }
 
 /// A failed Nix check: 403, with the check that failed in the message.
-fn nix_refusal(err: crate::nix::NixCheckError) -> S3Error {
+pub(crate) fn nix_refusal(err: crate::nix::NixCheckError) -> S3Error {
     S3Error::with_message(S3ErrorCode::AccessDenied, format!("nix-cache: {err}"))
 }
 
