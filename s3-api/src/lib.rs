@@ -7,6 +7,7 @@
 //! bucket in *nix-cache* mode applies to every upload (narinfo signatures, NAR hashes).
 
 pub mod access;
+mod checksums;
 pub mod config;
 pub mod daemon;
 mod errors;

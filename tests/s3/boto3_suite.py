@@ -1,12 +1,14 @@
 """S3 operations a Nix cache, Hydra and a CDN rely on, driven with boto3 and curl against a
 running `cairn gateway`. Run by tests/gateway_s3.rs; every check raises on failure."""
 
+import base64
 import hashlib
 import os
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import zlib
 
 import boto3
 import botocore
@@ -99,6 +101,18 @@ check("range header", got["ContentRange"] == f"bytes 1048570-1048700/{len(big)}"
 got = s3.get_object(Bucket=BUCKET, Key="nar/big.nar", Range="bytes=-10")
 check("suffix range", got["Body"].read() == big[-10:])
 check("range past the end", error_code(lambda: s3.get_object(Bucket=BUCKET, Key="nar/big.nar", Range=f"bytes={len(big)}-")) == "InvalidRange")
+
+# Declared checksums are checked before anything is stored.
+def crc32_b64(body):
+    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+
+
+summed = data(200 * 1024, "summed")
+s3.put_object(Bucket=BUCKET, Key="summed", Body=summed, ChecksumCRC32=crc32_b64(summed))
+check("declared crc32 accepted", s3.get_object(Bucket=BUCKET, Key="summed")["Body"].read() == summed)
+check("wrong crc32 refused", error_code(lambda: s3.put_object(Bucket=BUCKET, Key="missummed", Body=summed, ChecksumCRC32=crc32_b64(b"other"))) == "BadDigest")
+check("wrong sha256 refused", error_code(lambda: s3.put_object(Bucket=BUCKET, Key="missummed", Body=summed, ChecksumSHA256=base64.b64encode(hashlib.sha256(b"other").digest()).decode())) == "BadDigest")
+check("refused body not stored", error_code(lambda: s3.head_object(Bucket=BUCKET, Key="missummed")) in ("404", "NoSuchKey"))
 
 # Conditional GETs.
 check("if-none-match hit", error_code(lambda: s3.get_object(Bucket=BUCKET, Key="nar/big.nar", IfNoneMatch=etag)) == "304")

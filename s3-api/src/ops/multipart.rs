@@ -9,6 +9,7 @@ use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
+use crate::checksums::BodyChecksums;
 use crate::errors::from_write;
 use crate::nix::nar::{ObjectKind, classify_key};
 use crate::ops::put::{Policy, body_or_empty, check_md5, content_md5, nix_refusal};
@@ -90,6 +91,8 @@ impl Gateway {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        let mut checksums = BodyChecksums::from_headers(&req.headers)?;
+        let trailers = req.trailing_headers;
         let input = req.input;
         let number = u32::try_from(input.part_number)
             .ok()
@@ -111,6 +114,7 @@ impl Gateway {
             body_or_empty(input.body),
             |chunk| {
                 md5.update(chunk);
+                checksums.update(chunk);
                 Ok(())
             },
             true,
@@ -119,6 +123,7 @@ impl Gateway {
         .map_err(from_write)?;
         let digest = md5.finalize();
         check_md5(expected_md5, &digest)?;
+        checksums.finish(trailers.as_ref())?;
         self.metrics.bytes_in.inc_by(written.size);
         let tag = hex(&digest);
         let segments = match written.body {

@@ -6,6 +6,7 @@ use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
+use crate::checksums::BodyChecksums;
 use crate::errors::from_write;
 use crate::nix::keys::{TrustedKey, verify_narinfo};
 use crate::nix::nar::{NarVerifier, ObjectKind, classify_key};
@@ -128,6 +129,8 @@ impl Gateway {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        let mut checksums = BodyChecksums::from_headers(&req.headers)?;
+        let trailers = req.trailing_headers;
         let input = req.input;
         let bucket = self.bucket(&input.bucket).await?;
         let mut policy = Policy::for_key(&bucket, &input.key)?;
@@ -139,6 +142,7 @@ impl Gateway {
             body_or_empty(input.body),
             |chunk| {
                 md5.update(chunk);
+                checksums.update(chunk);
                 policy.update(chunk)
             },
             false,
@@ -147,6 +151,7 @@ impl Gateway {
         .map_err(from_write)?;
         let digest = md5.finalize();
         check_md5(expected_md5, &digest)?;
+        checksums.finish(trailers.as_ref())?;
         policy.finish(&input.key)?;
         self.metrics.bytes_in.inc_by(written.size);
         let tag = hex(&digest);
