@@ -65,3 +65,49 @@ fn bench_coordinator_commits_through_raft_and_sizes_the_catalog() {
     let per_object = json["catalog_bytes_per_object"].as_f64().unwrap();
     assert!(per_object > 1536.0, "{json}");
 }
+
+#[test]
+fn bench_repair_restores_full_margin_after_losing_a_node() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "repair", "--nodes", "4", "--k", "2", "--m", "1"])
+        .args([
+            "--data",
+            "4MiB",
+            "--object-size",
+            "1MiB",
+            "--segment-size",
+            "1MiB",
+        ])
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("run cairn");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().expect("some output");
+    let json: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    for key in [
+        "node_bytes",
+        "bandwidth_bytes_s",
+        "lost_after_s",
+        "repair_s",
+        "moved_bytes",
+        "ideal_s_x_over_bw",
+        "ideal_s_moved_over_bw",
+        "ratio",
+    ] {
+        let value = json[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {last}"));
+        assert!(value > 0.0, "{key} = {value}");
+    }
+    // Every shard the stopped node held was rebuilt, each once.
+    assert_eq!(json["moved_bytes"], json["node_bytes"], "{last}");
+    assert_eq!(json["moved_shards"], json["node_shards"], "{last}");
+    // Lost comes after 2 s of silence counted from the last heartbeat, which can be up to
+    // one heartbeat interval (0.2 s) before the node stopped.
+    assert!(json["lost_after_s"].as_f64().unwrap() >= 1.7, "{last}");
+}

@@ -4,6 +4,7 @@ mod coordinator;
 mod erasure;
 mod measure;
 mod node;
+mod repair;
 
 use clap::Subcommand;
 
@@ -22,6 +23,12 @@ pub enum BenchCommand {
     /// Committed inline-object writes per second through Raft (1 or 3 members in this
     /// process, over loopback QUIC), and catalog bytes on disk per object.
     Coordinator(coordinator::CoordinatorBenchArgs),
+    /// Time to restore full margin after losing the fullest node, against the configured
+    /// repair bandwidth (one coordinator, N nodes and a gateway in this process).
+    ///
+    /// Prints a table, then one JSON line with the node's bytes, the times to lost and to
+    /// full margin, the bytes rebuilt and the measured ÷ ideal ratios.
+    Repair(repair::RepairBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -30,5 +37,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Erasure(args) => erasure::run(args),
         BenchCommand::Node(args) => node::run(args),
         BenchCommand::Coordinator(args) => coordinator::run(args),
+        BenchCommand::Repair(args) => repair::run(args),
     }
 }
