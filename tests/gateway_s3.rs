@@ -139,6 +139,16 @@ fn real_s3_clients_work_against_the_gateway() {
         !metrics.contains("cairn_gateway_verification_failures_total 0"),
         "{metrics}"
     );
+    assert!(
+        !metrics.contains("cairn_gateway_degraded_reads_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("operation=\"PutObject\"")
+            && metrics.contains("operation=\"GetObject\"")
+            && metrics.contains("operation=\"CompleteMultipartUpload\""),
+        "{metrics}"
+    );
 }
 
 /// The node and file name of the first data shard of an object, asked of the coordinator

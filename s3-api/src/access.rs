@@ -126,9 +126,25 @@ impl Access {
     }
 }
 
+/// Where the access check leaves the name of the S3 operation a request was routed to, for
+/// the request metrics (the HTTP layer around s3s sees only methods and paths).
+#[derive(Debug, Clone, Default)]
+pub struct OperationSlot(Arc<std::sync::OnceLock<String>>);
+
+impl OperationSlot {
+    /// The operation's name, or `unknown` for requests refused before routing.
+    pub fn name(&self) -> String {
+        self.0.get().cloned().unwrap_or_else(|| "unknown".into())
+    }
+}
+
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let operation = cx.s3_op().name().to_string();
+        if let Some(slot) = cx.extensions_mut().get::<OperationSlot>() {
+            let _ = slot.0.set(operation);
+        }
         if cx.credentials().is_some() {
             return Ok(());
         }

@@ -66,6 +66,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
         config.inline_threshold,
     ));
     let metrics = Arc::new(GatewayMetrics::new());
+    path.count_degraded_reads_in(metrics.degraded_reads.clone());
     let gateway = Gateway::new(path.clone(), metrics.clone());
     let report = gateway.reporter();
     let counted = metrics.clone();
@@ -141,6 +142,10 @@ async fn handle(
     }
     let method = req.method().as_str().to_string();
     let started = Instant::now();
+    // The access check, which every routed request passes through, names the operation.
+    let operation = crate::access::OperationSlot::default();
+    let mut req = req;
+    req.extensions_mut().insert(operation.clone());
     let response = match service.call(req.map(s3s::Body::from)).await {
         Ok(response) => response,
         Err(err) => {
@@ -154,7 +159,7 @@ async fn handle(
         .observe(started.elapsed().as_secs_f64());
     metrics
         .requests
-        .with_label_values(&[&method, response.status().as_str()])
+        .with_label_values(&[&operation.name(), &method, response.status().as_str()])
         .inc();
     response
 }

@@ -7,7 +7,7 @@ use prometheus::{
 /// Every metric the gateway exports, named `cairn_gateway_<thing>_<unit>`.
 pub struct GatewayMetrics {
     registry: Registry,
-    /// Requests by HTTP method and status code.
+    /// Requests by S3 operation, HTTP method and status code.
     pub requests: IntCounterVec,
     /// Request latency (to the response head) by HTTP method.
     pub latency: HistogramVec,
@@ -17,6 +17,9 @@ pub struct GatewayMetrics {
     pub bytes_out: IntCounter,
     /// Shard reads whose bytes failed verification (or that the node said were damaged).
     pub verification_failures: IntCounter,
+    /// Segment reads that gave up on a slow or failing data shard and decoded the range
+    /// from other shards (the read path's hedging).
+    pub degraded_reads: IntCounter,
     /// Shards rebuilt and stored for the coordinator's repair queue.
     pub repaired_shards: IntCounter,
     /// Bytes of those shards.
@@ -38,9 +41,9 @@ impl GatewayMetrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "cairn_gateway_requests_total",
-                "S3 requests by HTTP method and status.",
+                "S3 requests by operation (as s3s routed them; `unknown` when refused before routing), HTTP method and status.",
             ),
-            &["method", "status"],
+            &["operation", "method", "status"],
         )
         .expect("valid metric");
         registry
@@ -74,6 +77,10 @@ impl GatewayMetrics {
             verification_failures: counter(
                 "cairn_gateway_verification_failures_total",
                 "Shard reads that failed verification and were served from other shards.",
+            ),
+            degraded_reads: counter(
+                "cairn_gateway_degraded_reads_total",
+                "Segment reads decoded around a slow or failing shard (hedged reads).",
             ),
             repaired_shards: counter(
                 "cairn_gateway_repaired_shards_total",

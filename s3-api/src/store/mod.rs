@@ -37,6 +37,9 @@ pub struct DataPath {
     down: Mutex<HashMap<NodeId, Instant>>,
     /// Bodies up to this size live in the catalog instead of on nodes.
     pub inline_threshold: usize,
+    /// Counts segment reads that gave up on a slow or failing data shard and decoded
+    /// around it (set once by whoever exports metrics).
+    degraded_reads: std::sync::OnceLock<prometheus::IntCounter>,
 }
 
 impl DataPath {
@@ -55,6 +58,19 @@ impl DataPath {
             nodes: Mutex::new(HashMap::new()),
             down: Mutex::new(HashMap::new()),
             inline_threshold,
+            degraded_reads: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts degraded (hedged) segment reads in `counter` from now on.
+    pub fn count_degraded_reads_in(&self, counter: prometheus::IntCounter) {
+        let _ = self.degraded_reads.set(counter);
+    }
+
+    /// One more read decoded around a slow or failing shard.
+    fn degraded_read(&self) {
+        if let Some(counter) = self.degraded_reads.get() {
+            counter.inc();
         }
     }
 

@@ -143,6 +143,7 @@ impl Reader {
             {
                 Ok(bytes) => bytes,
                 Err(failed) => {
+                    self.path.degraded_read();
                     // Orders are single-use, and some were spent: fetch fresh ones.
                     let fresh = self.orders(&object.etag, index).await?;
                     let orders = fresh.segments.first().cloned().unwrap_or_default();
