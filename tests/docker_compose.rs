@@ -6,9 +6,13 @@
 //!
 //! Skipped, with a message saying why, where no Docker engine or compose tool answers.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use support::s3clients::aws;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -105,18 +109,6 @@ impl Drop for Deployment {
             .args(["image", "rm", "-f", &self.image])
             .output();
     }
-}
-
-fn aws(endpoint: &str, key: &(String, String), args: &[&str]) -> Command {
-    let mut command = Command::new("aws");
-    command
-        .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", &key.0)
-        .env("AWS_SECRET_ACCESS_KEY", &key.1)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-    command
 }
 
 /// Polls `attempt` until it succeeds, for at most `limit`; panics with the last failure.

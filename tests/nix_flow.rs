@@ -15,6 +15,7 @@ use std::process::{Command, Output};
 
 use support::cluster::TestCluster;
 use support::coordinator::admin;
+use support::s3clients::aws;
 
 /// `nix` subcommands are experimental in the Nix versions Debian ships.
 const NIX: [&str; 2] = ["--extra-experimental-features", "nix-command"];
@@ -37,18 +38,6 @@ fn stdout(command: &mut Command) -> String {
         .unwrap()
         .trim()
         .to_string()
-}
-
-fn aws(endpoint: &str, key: &(String, String), args: &[&str]) -> Command {
-    let mut command = Command::new("aws");
-    command
-        .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", &key.0)
-        .env("AWS_SECRET_ACCESS_KEY", &key.1)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-    command
 }
 
 /// A signing key pair made by `nix key`: (secret file, public key text).

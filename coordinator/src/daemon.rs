@@ -329,6 +329,38 @@ async fn compact_after_restore(raft: &Raft<TypeConfig>) -> Result<(), StartError
 }
 
 impl RunningCoordinator {
+    /// Commits one command through this member, which must lead (for programs that run a
+    /// coordinator in process: `cairn dev`, benchmarks); a refusal is an error.
+    pub async fn commit(&self, command: Command) -> Result<CommandResult, String> {
+        let response = self
+            .raft
+            .client_write(command)
+            .await
+            .map_err(|err| format!("coordinator: {err}"))?;
+        match response.data {
+            CommandResult::Refused(err) => Err(format!("coordinator refused: {err}")),
+            result => Ok(result),
+        }
+    }
+
+    /// A fresh one-time invitation for one node, valid for an hour, naming this member's
+    /// QUIC address (what `cairn admin invite` makes for a group).
+    pub async fn invite(&self) -> Result<String, String> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|err| format!("no randomness: {err}"))?;
+        self.commit(Command::CreateInvite {
+            secret_hash: JoinToken::secret_hash(&secret),
+            expires_ms: now_ms() + 3_600_000,
+        })
+        .await?;
+        Ok(JoinToken {
+            coordinators: vec![self.quic_addr.to_string()],
+            key: self.key,
+            secret,
+        }
+        .encode())
+    }
+
     /// Leaves the group's work to the others and stops serving.
     pub async fn shutdown(self) {
         let _ = self.raft.shutdown().await;

@@ -25,7 +25,7 @@ use cairn_coordinator::admin::views::StatusView;
 use cairn_coordinator::catalog::model::{
     Bucket, BucketMode, ErasureProfile, GatewayRecord, NodeState, ObjectBody, ObjectHeaders,
 };
-use cairn_coordinator::catalog::{Catalog, Command, CommandResult, MoveReason};
+use cairn_coordinator::catalog::{Catalog, Command, MoveReason};
 use cairn_coordinator::client::CoordinatorClient;
 use cairn_coordinator::config::CoordinatorConfig;
 use cairn_coordinator::daemon::RunningCoordinator;
@@ -36,7 +36,6 @@ use cairn_node::config::NodeConfig;
 use cairn_node::daemon::RunningNode;
 use cairn_proto::bytesize::ByteSize;
 use cairn_proto::identity::{NodeId, SecretKey};
-use cairn_proto::invite::JoinToken;
 use cairn_proto::transport::client_endpoint;
 use cairn_s3_api::config::GatewayConfig;
 use clap::Args;
@@ -343,7 +342,7 @@ async fn measure(args: &RepairBenchArgs, dir: &Path) -> anyhow::Result<Report> {
             heartbeat_interval_ms: HEARTBEAT_MS,
             // The scrub would compete with repair for the disk and the two cores.
             scrub_rate: ByteSize(0),
-            join: Some(invite(&coordinator).await?),
+            join: Some(coordinator.invite().await.map_err(anyhow::Error::msg)?),
             ..NodeConfig::default()
         };
         let node = cairn_node::daemon::start(config)
@@ -371,7 +370,7 @@ async fn measure(args: &RepairBenchArgs, dir: &Path) -> anyhow::Result<Report> {
     .await
     .map_err(|err| anyhow::anyhow!("starting the gateway: {err}"))?;
 
-    write(
+    commit(
         &coordinator,
         Command::CreateBucket {
             bucket: Bucket {
@@ -786,7 +785,7 @@ async fn register_gateway(
     key: &SecretKey,
     name: &str,
 ) -> anyhow::Result<()> {
-    write(
+    commit(
         coordinator,
         Command::RegisterGateway {
             gateway: GatewayRecord {
@@ -799,42 +798,18 @@ async fn register_gateway(
     .await
 }
 
-/// Commits one command through the (only) member's Raft.
-async fn write(coordinator: &RunningCoordinator, command: Command) -> anyhow::Result<()> {
-    let response = coordinator
-        .raft
-        .client_write(command)
-        .await
-        .map_err(|err| anyhow::anyhow!("coordinator: {err}"))?;
-    if let CommandResult::Refused(err) = response.data {
-        anyhow::bail!("coordinator refused: {err}");
-    }
-    Ok(())
-}
-
-/// A fresh one-time invitation for one node.
-async fn invite(coordinator: &RunningCoordinator) -> anyhow::Result<String> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).context("no randomness for the invitation")?;
-    write(
-        coordinator,
-        Command::CreateInvite {
-            secret_hash: JoinToken::secret_hash(&secret),
-            expires_ms: now_ms() + 3_600_000,
-        },
-    )
-    .await?;
-    Ok(JoinToken {
-        coordinators: vec![coordinator.quic_addr.to_string()],
-        key: coordinator.key,
-        secret,
-    }
-    .encode())
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Commits one command through the in-process coordinator; a refusal is an error.
+async fn commit(coordinator: &RunningCoordinator, command: Command) -> anyhow::Result<()> {
+    coordinator
+        .commit(command)
+        .await
+        .map(drop)
+        .map_err(anyhow::Error::msg)
 }

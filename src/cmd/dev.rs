@@ -9,15 +9,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use cairn_coordinator::catalog::Command;
 use cairn_coordinator::catalog::model::{
     AccessKey, Bucket, BucketMode, ErasureProfile, GatewayRecord,
 };
-use cairn_coordinator::catalog::{Command, CommandResult};
 use cairn_coordinator::config::CoordinatorConfig;
 use cairn_coordinator::daemon::RunningCoordinator;
 use cairn_node::config::NodeConfig;
 use cairn_proto::bytesize::ByteSize;
-use cairn_proto::invite::JoinToken;
 use cairn_s3_api::config::GatewayConfig;
 use clap::Args;
 
@@ -116,7 +115,7 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
             config.coordinators = vec![quic];
             config.coordinator_key = Some(coordinator.key);
         } else {
-            config.join = Some(invite(&coordinator, quic).await?);
+            config.join = Some(coordinator.invite().await.map_err(anyhow::Error::msg)?);
         }
         let node = cairn_node::daemon::start(config)
             .await
@@ -133,7 +132,7 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
     })
     .await
     .map_err(|err| anyhow::anyhow!("starting the gateway: {err}"))?;
-    write(
+    commit(
         &coordinator,
         Command::RegisterGateway {
             gateway: GatewayRecord {
@@ -157,7 +156,7 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
         failure_tolerance: 2,
     };
     if coordinator.catalog.bucket(&args.bucket)?.is_none() {
-        write(&coordinator, Command::CreateBucket { bucket }).await?;
+        commit(&coordinator, Command::CreateBucket { bucket }).await?;
     }
     let (id, secret) = access_key(&coordinator, dir).await?;
 
@@ -206,38 +205,6 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn write(coordinator: &RunningCoordinator, command: Command) -> anyhow::Result<()> {
-    let response = coordinator
-        .raft
-        .client_write(command)
-        .await
-        .map_err(|err| anyhow::anyhow!("coordinator: {err}"))?;
-    if let CommandResult::Refused(err) = response.data {
-        anyhow::bail!("coordinator refused: {err}");
-    }
-    Ok(())
-}
-
-/// A fresh one-time invitation for one node.
-async fn invite(coordinator: &RunningCoordinator, quic: SocketAddr) -> anyhow::Result<String> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).context("no randomness for the invitation")?;
-    write(
-        coordinator,
-        Command::CreateInvite {
-            secret_hash: JoinToken::secret_hash(&secret),
-            expires_ms: now_ms() + 3_600_000,
-        },
-    )
-    .await?;
-    Ok(JoinToken {
-        coordinators: vec![quic.to_string()],
-        key: coordinator.key,
-        secret,
-    }
-    .encode())
-}
-
 /// The dev access key: `CAIRN_ACCESS_KEY` / `CAIRN_SECRET_KEY` when set, else made on the
 /// first start and kept (0600) in the data folder; registered with the coordinator once.
 async fn access_key(
@@ -258,7 +225,7 @@ async fn access_key(
         _ => stored_or_new_key(&dir.join("access-key"))?,
     };
     if coordinator.catalog.access_key(&id)?.is_none() {
-        write(
+        commit(
             coordinator,
             Command::CreateAccessKey {
                 key: AccessKey {
@@ -314,4 +281,13 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Commits one command through the in-process coordinator; a refusal is an error.
+async fn commit(coordinator: &RunningCoordinator, command: Command) -> anyhow::Result<()> {
+    coordinator
+        .commit(command)
+        .await
+        .map(drop)
+        .map_err(anyhow::Error::msg)
 }
