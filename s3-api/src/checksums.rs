@@ -1,9 +1,12 @@
-//! The checksums a client declares for an upload body: `x-amz-checksum-*` headers, or the
-//! same names announced in `x-amz-trailer` and sent after an aws-chunked body. They are
-//! computed while the body streams and compared before anything is committed, so a body
-//! damaged on the way is refused with `BadDigest` instead of stored.
+//! The checksums a client declares for an upload body: `Content-MD5`, `x-amz-checksum-*`
+//! headers, or the same names announced in `x-amz-trailer` and sent after an aws-chunked
+//! body. They are computed while the body streams and compared before anything is
+//! committed, so a body damaged on the way is refused with `BadDigest` instead of stored.
+//! The MD5 is computed in any case: it is the object's (or part's) ETag.
 
+use base64::Engine as _;
 use http::HeaderMap;
+use md5::{Digest, Md5};
 use s3s::checksum::ChecksumHasher;
 use s3s::crypto::{Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
 use s3s::dto::Checksum;
@@ -19,7 +22,12 @@ const NAMES: [&str; 5] = [
 ];
 
 /// Running checksums of one upload body and what they must come to.
-pub(crate) struct BodyChecksums {
+pub(crate) struct BodyChecks {
+    md5: Md5,
+    /// The `Content-MD5` the client sent, if any.
+    expected_md5: Option<[u8; 16]>,
+    /// Where the trailers arrive once the body is read to its end.
+    trailers: Option<s3s::TrailingHeaders>,
     hasher: ChecksumHasher,
     /// Values given in headers, by name.
     declared: Vec<(&'static str, String)>,
@@ -27,10 +35,19 @@ pub(crate) struct BodyChecksums {
     trailed: Vec<&'static str>,
 }
 
-impl BodyChecksums {
-    /// The checksums `headers` declare (none is fine: then nothing is computed).
-    pub(crate) fn from_headers(headers: &HeaderMap) -> S3Result<Self> {
-        let mut checks = BodyChecksums {
+impl BodyChecks {
+    /// The checks a request declares: `content_md5` (the header's value), the checksum
+    /// headers and announced trailers in `headers` (none is fine: then only the MD5 is
+    /// computed).
+    pub(crate) fn new(
+        headers: &HeaderMap,
+        trailers: Option<s3s::TrailingHeaders>,
+        content_md5: Option<&str>,
+    ) -> S3Result<Self> {
+        let mut checks = BodyChecks {
+            md5: Md5::new(),
+            expected_md5: parse_content_md5(content_md5)?,
+            trailers,
             hasher: ChecksumHasher::default(),
             declared: Vec::new(),
             trailed: Vec::new(),
@@ -85,12 +102,23 @@ impl BodyChecksums {
 
     /// Feeds the next chunk of the body.
     pub(crate) fn update(&mut self, chunk: &[u8]) {
+        self.md5.update(chunk);
         self.hasher.update(chunk);
     }
 
     /// Compares what was computed with the declared values and the trailers (available
-    /// once the body was read to its end).
-    pub(crate) fn finish(self, trailers: Option<&s3s::TrailingHeaders>) -> S3Result<()> {
+    /// once the body was read to its end); returns the body's MD5 in hex (its ETag).
+    pub(crate) fn finish(self) -> S3Result<String> {
+        let digest = self.md5.finalize();
+        if let Some(expected) = self.expected_md5
+            && expected.as_slice() != digest.as_slice()
+        {
+            return Err(S3Error::with_message(
+                S3ErrorCode::BadDigest,
+                "the body does not match Content-MD5",
+            ));
+        }
+        let trailers = self.trailers.as_ref();
         let computed = self.hasher.finalize();
         let value = |name: &str| computed_value(&computed, name);
         for (name, declared) in &self.declared {
@@ -118,8 +146,26 @@ impl BodyChecksums {
                 return Err(mismatch(name));
             }
         }
-        Ok(())
+        Ok(crate::service::hex(&digest))
     }
+}
+
+/// A `Content-MD5` header's digest.
+fn parse_content_md5(header: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(header.trim())
+        .ok()
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::InvalidDigest,
+                "Content-MD5 is not the base64 of 16 bytes",
+            )
+        })?;
+    Ok(Some(bytes))
 }
 
 fn computed_value(computed: &Checksum, name: &str) -> Option<String> {

@@ -9,10 +9,10 @@ use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
-use crate::checksums::BodyChecksums;
+use crate::checksums::BodyChecks;
 use crate::errors::from_write;
 use crate::nix::nar::{ObjectKind, classify_key};
-use crate::ops::put::{Policy, body_or_empty, check_md5, content_md5, nix_refusal};
+use crate::ops::put::{Policy, body_or_empty, nix_refusal};
 use crate::service::{Gateway, etag, hex, object_headers, quoted, timestamp, unexpected};
 use crate::store::write_body;
 
@@ -91,9 +91,12 @@ impl Gateway {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let mut checksums = BodyChecksums::from_headers(&req.headers)?;
-        let trailers = req.trailing_headers;
         let input = req.input;
+        let mut checks = BodyChecks::new(
+            &req.headers,
+            req.trailing_headers,
+            input.content_md5.as_deref(),
+        )?;
         let number = u32::try_from(input.part_number)
             .ok()
             .filter(|n| (1..=10_000).contains(n))
@@ -106,26 +109,20 @@ impl Gateway {
         let mut bucket = self.bucket(&input.bucket).await?;
         // Parts use the code the upload started with, even if the bucket changed since.
         bucket.erasure = upload.erasure;
-        let expected_md5 = content_md5(input.content_md5.as_deref())?;
-        let mut md5 = Md5::new();
         let written = write_body(
             &self.path,
             &bucket,
             body_or_empty(input.body),
             |chunk| {
-                md5.update(chunk);
-                checksums.update(chunk);
+                checks.update(chunk);
                 Ok(())
             },
             true,
         )
         .await
         .map_err(from_write)?;
-        let digest = md5.finalize();
-        check_md5(expected_md5, &digest)?;
-        checksums.finish(trailers.as_ref())?;
+        let tag = checks.finish()?;
         self.metrics.bytes_in.inc_by(written.size);
-        let tag = hex(&digest);
         let segments = match written.body {
             cairn_coordinator::rpc::NewBody::Segments(segments) => segments,
             cairn_coordinator::rpc::NewBody::Inline(_) => Vec::new(),

@@ -1,16 +1,14 @@
 //! PutObject: the upload path, with the checks a bucket's mode asks for.
 
-use base64::Engine;
 use cairn_coordinator::catalog::model::{Bucket, BucketMode};
-use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
-use crate::checksums::BodyChecksums;
+use crate::checksums::BodyChecks;
 use crate::errors::from_write;
 use crate::nix::keys::{TrustedKey, verify_narinfo};
 use crate::nix::nar::{NarVerifier, ObjectKind, classify_key};
-use crate::service::{Gateway, etag, hex, object_headers};
+use crate::service::{Gateway, etag, object_headers};
 use crate::store::write_body;
 
 /// Largest narinfo accepted: real ones are 1–2 KiB; the bound keeps the buffer small.
@@ -90,35 +88,6 @@ pub(crate) fn nix_refusal(err: crate::nix::NixCheckError) -> S3Error {
     S3Error::with_message(S3ErrorCode::AccessDenied, format!("nix-cache: {err}"))
 }
 
-/// A `Content-MD5` header's digest.
-pub(crate) fn content_md5(header: Option<&str>) -> S3Result<Option<[u8; 16]>> {
-    let Some(header) = header else {
-        return Ok(None);
-    };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(header.trim())
-        .ok()
-        .and_then(|b| <[u8; 16]>::try_from(b).ok())
-        .ok_or_else(|| {
-            S3Error::with_message(
-                S3ErrorCode::InvalidDigest,
-                "Content-MD5 is not the base64 of 16 bytes",
-            )
-        })?;
-    Ok(Some(bytes))
-}
-
-/// Compares the body's MD5 with the one the client sent.
-pub(crate) fn check_md5(expected: Option<[u8; 16]>, actual: &[u8]) -> S3Result<()> {
-    match expected {
-        Some(expected) if expected.as_slice() != actual => Err(S3Error::with_message(
-            S3ErrorCode::BadDigest,
-            "the body does not match Content-MD5",
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// An absent body is an empty one.
 pub(crate) fn body_or_empty(body: Option<StreamingBlob>) -> StreamingBlob {
     body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()))
@@ -129,32 +98,29 @@ impl Gateway {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let mut checksums = BodyChecksums::from_headers(&req.headers)?;
-        let trailers = req.trailing_headers;
         let input = req.input;
+        let mut checks = BodyChecks::new(
+            &req.headers,
+            req.trailing_headers,
+            input.content_md5.as_deref(),
+        )?;
         let bucket = self.bucket(&input.bucket).await?;
         let mut policy = Policy::for_key(&bucket, &input.key)?;
-        let expected_md5 = content_md5(input.content_md5.as_deref())?;
-        let mut md5 = Md5::new();
         let written = write_body(
             &self.path,
             &bucket,
             body_or_empty(input.body),
             |chunk| {
-                md5.update(chunk);
-                checksums.update(chunk);
+                checks.update(chunk);
                 policy.update(chunk)
             },
             false,
         )
         .await
         .map_err(from_write)?;
-        let digest = md5.finalize();
-        check_md5(expected_md5, &digest)?;
-        checksums.finish(trailers.as_ref())?;
+        let tag = checks.finish()?;
         policy.finish(&input.key)?;
         self.metrics.bytes_in.inc_by(written.size);
-        let tag = hex(&digest);
         let headers = object_headers(
             input.content_type,
             input.content_encoding,
