@@ -223,8 +223,9 @@ pub fn imbalance(
 }
 
 /// Moves for rebalancing: for each over-full node in `shed`, shards of healthy segments
-/// (every shard present, none on a draining node) until its byte budget is spent, at
-/// most one shard per segment and `max_moves` in all. Each goes to one of `receivers`.
+/// (every shard present, none on a draining node) that some receiver can take, until its
+/// byte budget is spent, at most one shard per segment (from the node with the most left
+/// to shed) and `max_moves` in all. Each goes to one of `receivers`.
 pub fn rebalance_moves(
     catalog: &Catalog,
     states: &HashMap<NodeId, NodeState>,
@@ -252,18 +253,8 @@ pub fn rebalance_moves(
                 continue;
             }
             let shard_size = codec.shard_len(segment.len);
-            let pick = segment.shards.iter().position(|s| {
-                left.get(&s.node)
-                    .is_some_and(|budget| *budget >= shard_size.max(1))
-            });
-            let Some(i) = pick else {
-                continue;
-            };
-            let node = segment.shards[i].node;
-            if let Some(budget) = left.get_mut(&node) {
-                *budget -= shard_size.max(1);
-            }
-            // Receivers already holding a shard of the segment cannot take another.
+            // Receivers already holding a shard of the segment cannot take another; a
+            // segment no receiver can take spends no node's budget.
             let targets: Vec<NodeId> = receivers
                 .iter()
                 .filter(|r| !segment.shards.iter().any(|s| s.node == **r))
@@ -271,6 +262,21 @@ pub fn rebalance_moves(
                 .collect();
             if targets.is_empty() {
                 continue;
+            }
+            // The shard on the node with the most left to shed.
+            let cost = shard_size.max(1);
+            let pick = segment
+                .shards
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| left.get(&s.node).map(|budget| (*budget, i)))
+                .filter(|(budget, _)| *budget >= cost)
+                .max();
+            let Some((_, i)) = pick else {
+                continue;
+            };
+            if let Some(budget) = left.get_mut(&segment.shards[i].node) {
+                *budget -= cost;
             }
             moves.push(Need {
                 bucket: bucket.to_string(),
