@@ -16,12 +16,15 @@ fn bench_erasure_prints_a_table_and_a_json_line() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("encode + hash all shards"), "{stdout}");
+    assert!(stdout.contains("mask + encode + hash"), "{stdout}");
     let last = stdout.lines().last().expect("some output");
     let json: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
     for key in [
         "memcpy_gib_s",
         "encode_gib_s",
         "encode_hash_gib_s",
+        "encode_hash_mask_gib_s",
+        "unmask_gib_s",
         "rebuild_gib_s",
         "stream_gib_s",
     ] {

@@ -56,10 +56,20 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
     let cluster = TestCluster::start(&["org-a", "org-b", "org-c"]);
     let gateway = Gateway::new(&cluster);
 
-    // Not registered yet: refused.
+    // Not registered yet: refused, the mask key too.
     let (code, message) = gateway.refused(GatewayRequest::ListBuckets).await;
     assert_eq!(code, RpcCode::Forbidden, "{message}");
+    let (code, _) = gateway.refused(GatewayRequest::MaskKey).await;
+    assert_eq!(code, RpcCode::Forbidden);
     cluster.register_gateway(&gateway.key.public());
+    // Registered: the mask key, derived from the coordinator key.
+    let GatewayResponse::MaskKey(mask_key) = gateway.call(GatewayRequest::MaskKey).await else {
+        panic!("no mask key");
+    };
+    assert_eq!(
+        mask_key,
+        cairn_coordinator::rpc::mask_key(&cluster.coordinator_secret())
+    );
     admin(
         &cluster.coordinator,
         &["bucket", "create", "objs", "--k", "2", "--m", "1"],
@@ -365,5 +375,7 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
     )
     .unwrap();
     let (code, _) = gateway.refused(GatewayRequest::ListBuckets).await;
+    assert_eq!(code, RpcCode::Forbidden);
+    let (code, _) = gateway.refused(GatewayRequest::MaskKey).await;
     assert_eq!(code, RpcCode::Forbidden);
 }

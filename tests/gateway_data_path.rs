@@ -1,15 +1,18 @@
-//! The gateway's data path against real nodes: bodies cut into segments, encoded, placed
-//! and stored; ranges read back verified, from data shards when they are healthy and by
-//! decoding when a shard is corrupt or its node is gone; a corrupt node is reported.
+//! The gateway's data path against real nodes: bodies cut into segments, masked, encoded,
+//! placed and stored; ranges read back verified, from data shards when they are healthy
+//! and by decoding when a shard is corrupt or its node is gone; a corrupt node is
+//! reported. What nodes hold is not the object, nor anything encoding it again gives.
 
 mod support;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cairn_coordinator::catalog::model::Bucket;
 use cairn_coordinator::client::CoordinatorClient;
 use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewBody, NewObject, ObjectRead};
+use cairn_erasure::{Codec, ShardRoot};
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::transport::client_endpoint;
 use cairn_s3_api::store::{DataPath, ShardProblem, WriteError, read_range, write_body};
@@ -180,6 +183,8 @@ async fn bodies_round_trip_through_nodes_and_survive_a_bad_shard_and_a_lost_node
         assert_eq!(h.get("blob", range).await, data[s..e], "range {s}..{e}");
     }
     assert!(h.reports.lock().unwrap().is_empty());
+    nodes_hold_only_masked_bytes(&cluster, segments, &data, 262_144);
+    legacy_unmasked_objects_still_read(&cluster, &h).await;
 
     // Corrupt data shard 0 of segment 1 on its node: reads still return the exact bytes,
     // and the node is reported.
@@ -220,4 +225,95 @@ async fn bodies_round_trip_through_nodes_and_survive_a_bad_shard_and_a_lost_node
         h.get("blob", 800_000..800_100).await,
         data[800_000..800_100]
     );
+}
+
+/// Every segment is masked with its own nonce, and nothing on the nodes gives the object
+/// away: no shard file holds a 64-byte run of it, and encoding the object again with the
+/// same code reproduces none of the stored shards (so a node cannot answer an audit from
+/// the public object after dropping its shard).
+fn nodes_hold_only_masked_bytes(
+    cluster: &TestCluster,
+    segments: &[cairn_coordinator::catalog::model::SegmentRecord],
+    data: &[u8],
+    segment_size: usize,
+) {
+    let nonces: HashSet<_> = segments
+        .iter()
+        .map(|s| s.mask.expect("segment stored unmasked"))
+        .collect();
+    assert_eq!(nonces.len(), segments.len(), "a nonce was reused");
+
+    let runs: HashSet<&[u8]> = data.windows(64).collect();
+    let files: Vec<_> = cluster.nodes.iter().flat_map(|n| n.shard_files()).collect();
+    assert_eq!(files.len(), segments.len() * 3, "2+1 shards per segment");
+    let codec = Codec::new(2, 1).unwrap();
+    let plain: HashSet<ShardRoot> = data
+        .chunks(segment_size)
+        .flat_map(|chunk| codec.encode_segment(0, 0, chunk.to_vec()).roots().to_vec())
+        .collect();
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(
+            bytes.windows(64).all(|w| !runs.contains(w)),
+            "{} holds a run of the plain object",
+            file.display()
+        );
+        assert!(
+            !plain.contains(&ShardRoot::of(&bytes)),
+            "{} is reproducible from the object",
+            file.display()
+        );
+    }
+    for shard in segments.iter().flat_map(|s| &s.shards) {
+        assert!(!plain.contains(&shard.root), "catalog root {}", shard.root);
+    }
+}
+
+/// An object stored before masking (segments with no nonce) reads back as it was stored.
+async fn legacy_unmasked_objects_still_read(cluster: &TestCluster, h: &Harness) {
+    let gateway = support::rpc::RpcGateway::new(cluster);
+    cluster.register_gateway(&gateway.key.public());
+    let codec = Codec::new(2, 1).unwrap();
+    let data = pattern(300_000);
+    let mut segments = Vec::new();
+    for (i, chunk) in data.chunks(262_144).enumerate() {
+        let segment = codec.encode_segment(i as u64, 0, chunk.to_vec());
+        let stored = gateway.store("data", &segment).await;
+        assert_eq!(stored.mask, None);
+        segments.push(stored);
+    }
+    gateway
+        .call(GatewayRequest::Put {
+            bucket: "data".into(),
+            key: "legacy".into(),
+            object: NewObject {
+                size: data.len() as u64,
+                etag: "\"legacy\"".into(),
+                headers: Default::default(),
+                body: NewBody::Segments(segments),
+            },
+        })
+        .await;
+    assert_eq!(h.get("legacy", 0..data.len() as u64).await, data);
+    assert_eq!(
+        h.get("legacy", 262_000..262_300).await,
+        data[262_000..262_300]
+    );
+    // Its shards are the plain bytes: the first data shard starts the object.
+    let found = cluster
+        .nodes
+        .iter()
+        .flat_map(|n| n.shard_files())
+        .any(|f| std::fs::read(f).unwrap().starts_with(&data[..4096]));
+    assert!(
+        found,
+        "the unmasked object's first data shard is not on any node"
+    );
+    // Later checks count only the masked object's shards.
+    gateway
+        .call(GatewayRequest::Delete {
+            bucket: "data".into(),
+            key: "legacy".into(),
+        })
+        .await;
 }

@@ -69,6 +69,23 @@ pub struct CoordinatorConfig {
     /// deleted as an orphan (an upload that never committed). Commits refuse put orders
     /// older than half of this, so nothing collected can still be committed.
     pub orphan_delay_secs: u64,
+    /// Milliseconds between audit rounds; each round challenges every live node holding
+    /// data for random slices of one random shard it signed a receipt for. 0 never audits.
+    pub audit_interval_ms: u64,
+    /// Milliseconds a node has to answer an audit before the audit counts as missed.
+    pub audit_deadline_ms: u64,
+    /// A missed audit is asked again, the same challenge, in this many later rounds
+    /// before it counts as failed (containment: a slow link is not a lie).
+    pub audit_retries: u32,
+    /// Forgetting factor of the audit score, in thousandths: the weight the past keeps at
+    /// each judgement (Storj's λ).
+    pub reputation_lambda_permille: u16,
+    /// A node whose audit score (0–1000) falls below this is disqualified: refused new
+    /// work, its shards counted lost and rebuilt elsewhere.
+    pub disqualify_below_permille: u16,
+    /// Audits a new node must pass before it is active; until then it gets a small share
+    /// of new shards.
+    pub vetting_audits: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -97,6 +114,12 @@ impl Default for CoordinatorConfig {
             gc_interval_ms: 60_000,
             gc_delay_secs: 3_600,
             orphan_delay_secs: 86_400,
+            audit_interval_ms: 60_000,
+            audit_deadline_ms: 10_000,
+            audit_retries: 3,
+            reputation_lambda_permille: 950,
+            disqualify_below_permille: 600,
+            vetting_audits: 20,
         }
     }
 }
@@ -127,9 +150,27 @@ impl CoordinatorConfig {
         if self.orphan_delay_secs < 4 {
             return Err("orphan_delay_secs must be at least 4".into());
         }
+        if self.audit_deadline_ms == 0 {
+            return Err("audit_deadline_ms must be at least 1".into());
+        }
+        if self.reputation_lambda_permille > 999 || self.disqualify_below_permille > 1000 {
+            return Err(
+                "reputation_lambda_permille must be below 1000 and disqualify_below_permille at most 1000"
+                    .into(),
+            );
+        }
         if self.repair_concurrency == 0 {
             return Err("repair_concurrency must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The reputation rule this configuration sets.
+    pub fn reputation_policy(&self) -> crate::catalog::model::ReputationPolicy {
+        crate::catalog::model::ReputationPolicy {
+            lambda_ppm: u32::from(self.reputation_lambda_permille) * 1_000,
+            disqualify_below_ppm: u32::from(self.disqualify_below_permille) * 1_000,
+            vetting_audits: self.vetting_audits,
+        }
     }
 }

@@ -210,9 +210,11 @@ pub async fn start(
     let mut tasks = Vec::new();
     let repairs = crate::repair::Repairs::new(crate::repair::RepairSettings::from(&config));
     let gc_stats = Arc::new(crate::gc::GcStats::default());
+    let audit_stats = Arc::new(crate::audit::AuditStats::default());
     let rpc = RpcContext {
         repairs: repairs.clone(),
         commit_within: std::time::Duration::from_secs(config.orphan_delay_secs / 2),
+        policy: config.reputation_policy(),
         raft: raft.clone(),
         catalog: catalog.clone(),
         liveness: liveness.clone(),
@@ -235,6 +237,7 @@ pub async fn start(
         key: key.public(),
         repairs: repairs.clone(),
         gc: gc_stats.clone(),
+        audits: audit_stats.clone(),
     });
     tasks.push(tokio::spawn(admin::serve(admin_listener, state)));
     tasks.push(tokio::spawn(crate::repair::run(
@@ -249,10 +252,22 @@ pub async fn start(
             endpoint: endpoint.clone(),
             key: key.clone(),
             liveness: liveness.clone(),
-            repairs,
+            repairs: repairs.clone(),
             stats: gc_stats,
         },
         crate::gc::GcSettings::from(&config),
+    )));
+    tasks.push(tokio::spawn(crate::audit::run(
+        crate::audit::AuditContext {
+            raft: raft.clone(),
+            catalog: catalog.clone(),
+            endpoint: endpoint.clone(),
+            key: key.clone(),
+            liveness: liveness.clone(),
+            repairs,
+            stats: audit_stats,
+        },
+        crate::audit::AuditSettings::from(&config),
     )));
     tasks.push(tokio::spawn(failure::run(
         raft.clone(),
@@ -346,11 +361,17 @@ impl RunningCoordinator {
     /// A fresh one-time invitation for one node, valid for an hour, naming this member's
     /// QUIC address (what `cairn admin invite` makes for a group).
     pub async fn invite(&self) -> Result<String, String> {
+        self.invite_for(None).await
+    }
+
+    /// [`Self::invite`], bound to organisation `org` if given (`cairn admin invite --org`).
+    pub async fn invite_for(&self, org: Option<&str>) -> Result<String, String> {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|err| format!("no randomness: {err}"))?;
         self.commit(Command::CreateInvite {
             secret_hash: JoinToken::secret_hash(&secret),
             expires_ms: now_ms() + 3_600_000,
+            org: org.map(str::to_string),
         })
         .await?;
         Ok(JoinToken {

@@ -23,14 +23,12 @@
 //! that claims a shard it lost is caught by audits, not by its inventory.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_node::client::NodeClient;
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
-use cairn_proto::order::{Action, Order, SignedOrder, unix_now};
+use cairn_proto::order::Action;
 use openraft::Raft;
 
 use crate::catalog::model::NodeRecord;
@@ -212,27 +210,15 @@ pub async fn run(context: GcContext, settings: GcSettings) {
         repairs,
         stats,
     } = context;
-    let mut ticker = tokio::time::interval(settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut metrics = raft.metrics();
+    let mut ticks = crate::raft::leader_ticks::LeaderTicks::new(&raft, settings.interval);
     let mut collector = Collector {
         catalog,
-        endpoint,
-        key,
-        clients: HashMap::new(),
+        clients: crate::node_clients::NodeClients::new(endpoint, key),
         orphans: OrphanWatch::default(),
         started: Instant::now(),
         settings,
     };
-    loop {
-        ticker.tick().await;
-        if metrics.has_changed().is_err() {
-            return;
-        }
-        let leading = {
-            let m = metrics.borrow_and_update();
-            m.current_leader == Some(m.id)
-        };
+    while let Some(leading) = ticks.next().await {
         if !leading {
             // A later term starts the orphan watch from scratch.
             collector.orphans.clear();
@@ -251,9 +237,7 @@ pub async fn run(context: GcContext, settings: GcSettings) {
 
 struct Collector {
     catalog: Catalog,
-    endpoint: quinn::Endpoint,
-    key: SecretKey,
-    clients: HashMap<NodeId, (String, Arc<NodeClient>)>,
+    clients: crate::node_clients::NodeClients,
     /// Unreferenced shards and when this leader first saw them so.
     orphans: OrphanWatch,
     /// The collector's clock for the orphan watch.
@@ -403,8 +387,8 @@ impl Collector {
     }
 
     async fn inventory(&mut self, node: &NodeRecord) -> Result<Vec<ShardId>, String> {
-        let order = self.order(node.id, Action::Inventory)?;
-        let client = self.client(node).await?;
+        let order = self.clients.order(node.id, Action::Inventory, ORDER_SECS)?;
+        let client = self.clients.get(node).await?;
         tokio::time::timeout(NODE_LIMIT, client.inventory(&order))
             .await
             .map_err(|_| format!("no inventory within {NODE_LIMIT:?}"))?
@@ -413,49 +397,14 @@ impl Collector {
 
     /// Deletes one shard; returns whether the node had it.
     async fn delete(&mut self, node: &NodeRecord, shard: ShardId) -> Result<bool, String> {
-        let order = self.order(node.id, Action::Delete { shard })?;
-        let client = self.client(node).await?;
+        let order = self
+            .clients
+            .order(node.id, Action::Delete { shard }, ORDER_SECS)?;
+        let client = self.clients.get(node).await?;
         tokio::time::timeout(NODE_LIMIT, client.delete_shard(&order))
             .await
             .map_err(|_| format!("no answer within {NODE_LIMIT:?}"))?
             .map_err(|e| e.to_string())
-    }
-
-    /// An order for this coordinator itself to present to `node`.
-    fn order(&self, node: NodeId, action: Action) -> Result<SignedOrder, String> {
-        let mut serial = [0u8; 8];
-        getrandom::fill(&mut serial).map_err(|e| e.to_string())?;
-        let order = Order {
-            node,
-            client: self.key.public(),
-            serial: u64::from_le_bytes(serial),
-            expires_at: unix_now() + ORDER_SECS,
-            action,
-        };
-        Ok(SignedOrder::sign(order, &self.key))
-    }
-
-    /// The client for `node` at its current address, made on first use.
-    async fn client(&mut self, node: &NodeRecord) -> Result<Arc<NodeClient>, String> {
-        if let Some((addr, client)) = self.clients.get(&node.id)
-            && *addr == node.addr
-        {
-            return Ok(client.clone());
-        }
-        let resolved: SocketAddr = tokio::net::lookup_host(node.addr.as_str())
-            .await
-            .map_err(|e| format!("node address {}: {e}", node.addr))?
-            .next()
-            .ok_or_else(|| format!("node address {} resolves to nothing", node.addr))?;
-        let client = Arc::new(NodeClient::new(
-            self.endpoint.clone(),
-            self.key.clone(),
-            resolved,
-            node.id,
-        ));
-        self.clients
-            .insert(node.id, (node.addr.clone(), client.clone()));
-        Ok(client)
     }
 }
 

@@ -9,6 +9,7 @@
 //! not built yet.
 
 pub mod admin;
+pub mod audit;
 pub mod catalog;
 pub mod client;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod durability;
 pub mod failure;
 pub mod gc;
 pub mod liveness;
+pub mod node_clients;
 pub mod placement;
 pub mod raft;
 pub mod repair;

@@ -288,18 +288,8 @@ const MAX_MOVES: usize = 256;
 /// collector has deleted the copies it moved, so a gone node holds nothing. Returns when
 /// Raft shuts down.
 pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>) {
-    let mut ticker = tokio::time::interval(repairs.settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut metrics = raft.metrics();
-    loop {
-        ticker.tick().await;
-        if metrics.has_changed().is_err() {
-            return;
-        }
-        let leading = {
-            let m = metrics.borrow_and_update();
-            m.current_leader == Some(m.id)
-        };
+    let mut ticks = crate::raft::leader_ticks::LeaderTicks::new(&raft, repairs.settings.interval);
+    while let Some(leading) = ticks.next().await {
         if !leading {
             repairs.clear();
             continue;

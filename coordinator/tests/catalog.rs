@@ -94,7 +94,11 @@ fn stored(size: u64, nodes: [NodeId; 3], first_shard: u8) -> ObjectRecord {
                 m: 1,
                 segment_size: 1 << 20,
             },
-            segments: vec![SegmentRecord { len: size, shards }],
+            segments: vec![SegmentRecord {
+                len: size,
+                shards,
+                mask: None,
+            }],
         },
     }
 }
@@ -328,6 +332,7 @@ fn an_invitation_admits_one_node_before_it_expires() {
         &Command::CreateInvite {
             secret_hash: [1; 32],
             expires_ms: 100,
+            org: None,
         },
     );
     run(
@@ -335,6 +340,7 @@ fn an_invitation_admits_one_node_before_it_expires() {
         &Command::CreateInvite {
             secret_hash: [2; 32],
             expires_ms: 100,
+            org: None,
         },
     );
     assert_eq!(run(&catalog, &join(a, [2; 32], 100)), invalid, "expired");
@@ -346,6 +352,119 @@ fn an_invitation_admits_one_node_before_it_expires() {
         "already used"
     );
     assert!(catalog.node(&b).unwrap().is_none());
+}
+
+#[test]
+fn an_invitation_bound_to_an_organisation_admits_only_a_member_of_it() {
+    let (_dir, catalog) = open();
+    let join = |org: &str, hash: [u8; 32]| Command::JoinNode {
+        node: NodeRecord {
+            id: SecretKey::generate().public(),
+            addr: "127.0.0.1:7400".into(),
+            org: org.into(),
+            site: "s".into(),
+            capacity: 1,
+            state: NodeState::Vetting,
+            joined_ms: 0,
+            state_since_ms: 0,
+            vetted: false,
+            reputation: Default::default(),
+        },
+        secret_hash: hash,
+        now_ms: 10,
+    };
+    run(
+        &catalog,
+        &Command::CreateInvite {
+            secret_hash: [5; 32],
+            expires_ms: 100,
+            org: Some("uni-a".into()),
+        },
+    );
+    assert_eq!(
+        run(&catalog, &join("uni-b", [5; 32])),
+        CommandResult::Refused(CatalogError::WrongOrg {
+            invited: "uni-a".into(),
+            claimed: "uni-b".into()
+        })
+    );
+    assert_eq!(
+        run(&catalog, &join("uni-a", [5; 32])),
+        CommandResult::Done,
+        "the refusal did not use the invitation up"
+    );
+}
+
+#[test]
+fn failed_audits_disqualify_after_the_policy_s_count_and_passes_vet() {
+    let (_dir, catalog) = open();
+    let policy = cairn_coordinator::catalog::model::ReputationPolicy {
+        lambda_ppm: 950_000,
+        disqualify_below_ppm: 600_000,
+        vetting_audits: 3,
+    };
+    assert_eq!(policy.failures_to_disqualify(), Some(10));
+    let n = SecretKey::generate().public();
+    run(&catalog, &node(n));
+    let record = |passed: bool| Command::RecordAudits {
+        results: vec![(n, passed)],
+        policy,
+        now_ms: 50,
+    };
+    let get = || catalog.node(&n).unwrap().unwrap();
+    for _ in 0..2 {
+        run(&catalog, &record(true));
+    }
+    assert_eq!(get().state, NodeState::Vetting, "two passes are not enough");
+    run(&catalog, &record(true));
+    assert_eq!(get().state, NodeState::Active, "vetted by the third pass");
+    assert!(get().vetted);
+    assert_eq!(get().reputation.score_ppm, 1_000_000);
+    for failures in 1..10 {
+        run(&catalog, &record(false));
+        assert_eq!(get().state, NodeState::Active, "after {failures} failures");
+    }
+    // A gateway's report of bad bytes is the tenth failure.
+    run(
+        &catalog,
+        &Command::ReportBadRead {
+            node: n,
+            policy,
+            now_ms: 60,
+        },
+    );
+    let node = get();
+    assert_eq!(node.state, NodeState::Disqualified);
+    assert!(!node.vetted);
+    assert_eq!(node.state_since_ms, 60);
+    assert_eq!(node.reputation.audits_passed, 3);
+    assert_eq!(node.reputation.audits_failed, 9);
+    assert_eq!(node.reputation.bad_reads, 1);
+    assert!(node.reputation.score_ppm < 600_000);
+    // Passing audits afterwards changes the score, never the verdict.
+    for _ in 0..50 {
+        run(&catalog, &record(true));
+    }
+    assert_eq!(get().state, NodeState::Disqualified);
+}
+
+#[test]
+fn a_node_that_fails_now_and_then_keeps_a_high_score() {
+    let policy = cairn_coordinator::catalog::model::ReputationPolicy::default();
+    let mut reputation = cairn_coordinator::catalog::model::Reputation::default();
+    // One failure in ten, for a long time: the score settles near 0.9.
+    for i in 0..1_000 {
+        reputation.judge(i % 10 != 0, policy.lambda_ppm);
+        assert!(
+            reputation.score_ppm >= policy.disqualify_below_ppm,
+            "round {i}"
+        );
+    }
+    assert!(
+        (reputation.score() - 0.9).abs() < 0.05,
+        "{}",
+        reputation.score()
+    );
 }
 
 #[test]

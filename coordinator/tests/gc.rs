@@ -196,7 +196,11 @@ impl Model {
                             m: 1,
                             segment_size: 1 << 20,
                         },
-                        segments: vec![SegmentRecord { len: 1000, shards }],
+                        segments: vec![SegmentRecord {
+                            len: 1000,
+                            shards,
+                            mask: None,
+                        }],
                     },
                 };
                 let result = self.run(&Command::PutObject {

@@ -4,7 +4,10 @@ use std::ops::Range;
 
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
-use crate::{CodecError, DecodeError, EncodedSegment, SHARD_ALIGN, ShardRoot};
+use crate::mask::Keystream;
+use crate::{
+    CodecError, DecodeError, EncodedSegment, MaskKey, SHARD_ALIGN, SegmentNonce, ShardRoot,
+};
 
 /// Bytes of each shard handed to the Reed-Solomon engine per call.
 ///
@@ -43,6 +46,13 @@ pub struct Rebuilt {
     pub shards: Vec<(usize, Vec<u8>)>,
     /// Indices of the given shards that did not match their roots.
     pub rejected: Vec<usize>,
+}
+
+/// The data shards the stripe loop codes: as given, or masked by it stripe by stripe (one
+/// keystream per data shard, positioned at that shard's start).
+enum Input<'a> {
+    Plain(&'a [u8]),
+    Masked(&'a mut [u8], Vec<Keystream>),
 }
 
 impl Codec {
@@ -85,15 +95,65 @@ impl Codec {
     ///
     /// `index` and `offset` only label the result (its place in the object). Takes the
     /// buffer by value so the data shards are the caller's bytes, not a copy.
-    pub fn encode_segment(&self, index: u64, offset: u64, mut data: Vec<u8>) -> EncodedSegment {
+    pub fn encode_segment(&self, index: u64, offset: u64, data: Vec<u8>) -> EncodedSegment {
+        self.encode(index, offset, data, None)
+    }
+
+    /// Encodes one segment masked with the keystream of `key` and `nonce`: what nodes then
+    /// store, parity included, cannot be recomputed from the object without the key.
+    ///
+    /// The whole padded buffer is masked (at keystream offset = byte offset in the
+    /// segment), one stripe at a time right before that stripe is coded and hashed, so the
+    /// mask costs one more pass over bytes already in cache. Reading the segment back means
+    /// [`MaskKey::apply`] with the same nonce at the bytes' segment offset.
+    ///
+    /// # Panics
+    /// If the segment is longer than the keystream (256 GiB); segments are at most 4 GiB.
+    pub fn encode_masked_segment(
+        &self,
+        index: u64,
+        offset: u64,
+        data: Vec<u8>,
+        key: &MaskKey,
+        nonce: SegmentNonce,
+    ) -> EncodedSegment {
+        self.encode(index, offset, data, Some((key, nonce)))
+    }
+
+    fn encode(
+        &self,
+        index: u64,
+        offset: u64,
+        mut data: Vec<u8>,
+        mask: Option<(&MaskKey, SegmentNonce)>,
+    ) -> EncodedSegment {
         let len = data.len() as u64;
         let shard_len = self.shard_len(len) as usize;
         data.resize(self.k * shard_len, 0);
         let mut parity = vec![0u8; self.m * shard_len];
         let mut hashers = vec![blake3::Hasher::new(); self.total_shards()];
-        self.encode_stripes(&data, shard_len, &mut parity, Some(&mut hashers));
+        let input = match mask {
+            None => Input::Plain(&data),
+            Some((key, nonce)) => {
+                // One stream per data shard, each advanced a stripe at a time.
+                let streams = (0..self.k)
+                    .map(|i| {
+                        let mut stream = key.keystream(&nonce);
+                        stream
+                            .seek((i * shard_len) as u64)
+                            .expect("segments end far before the keystream does");
+                        stream
+                    })
+                    .collect();
+                Input::Masked(&mut data, streams)
+            }
+        };
+        self.encode_stripes(input, shard_len, &mut parity, Some(&mut hashers));
         let roots = hashers.iter().map(|h| h.finalize().into()).collect();
-        EncodedSegment::new(index, offset, len, shard_len, self.k, data, parity, roots)
+        let nonce = mask.map(|(_, nonce)| nonce);
+        EncodedSegment::new(
+            index, offset, len, shard_len, self.k, data, parity, roots, nonce,
+        )
     }
 
     /// Parity shards (`m × shard_len` bytes, shard after shard) for `data`, which holds the
@@ -104,26 +164,26 @@ impl Codec {
     /// shapes this crate produces itself, never input from outside.
     pub fn encode_parity(&self, data: &[u8], shard_len: usize) -> Vec<u8> {
         let mut parity = vec![0u8; self.m * shard_len];
-        self.encode_stripes(data, shard_len, &mut parity, None);
+        self.encode_stripes(Input::Plain(data), shard_len, &mut parity, None);
         parity
     }
 
-    /// Codes `data` stripe by stripe into `parity`; with `hashers` (one per shard), also
-    /// feeds each stripe of every shard to its hasher while the stripe is still in cache,
-    /// which is what makes encode + hash cheaper than encoding and hashing one after the
-    /// other.
+    /// Codes the data shards stripe by stripe into `parity`; with `hashers` (one per shard),
+    /// also feeds each stripe of every shard to its hasher while the stripe is still in
+    /// cache, which is what makes encode + hash cheaper than encoding and hashing one after
+    /// the other. Masked input is masked in the same loop, a stripe before it is coded.
     fn encode_stripes(
         &self,
-        data: &[u8],
+        mut input: Input<'_>,
         shard_len: usize,
         parity: &mut [u8],
         mut hashers: Option<&mut [blake3::Hasher]>,
     ) {
-        assert_eq!(
-            data.len(),
-            self.k * shard_len,
-            "data must be k whole shards"
-        );
+        let len = match &input {
+            Input::Plain(data) => data.len(),
+            Input::Masked(data, _) => data.len(),
+        };
+        assert_eq!(len, self.k * shard_len, "data must be k whole shards");
         assert!(
             shard_len.is_multiple_of(SHARD_ALIGN),
             "shard length must be 64-byte aligned"
@@ -137,6 +197,17 @@ impl Codec {
         });
         for start in (0..shard_len).step_by(STRIPE) {
             let width = STRIPE.min(shard_len - start);
+            if let Input::Masked(data, streams) = &mut input {
+                for (shard, stream) in data.chunks_exact_mut(shard_len).zip(streams.iter_mut()) {
+                    stream
+                        .apply(&mut shard[start..start + width])
+                        .expect("segments end far before the keystream does");
+                }
+            }
+            let data: &[u8] = match &input {
+                Input::Plain(data) => data,
+                Input::Masked(data, _) => data,
+            };
             let pieces = data
                 .chunks_exact(shard_len)
                 .map(|shard| &shard[start..start + width]);

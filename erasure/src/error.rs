@@ -92,4 +92,21 @@ pub enum EncodeError {
     /// The encoding task could not run (the runtime is shutting down).
     #[error("encoding task failed: {0}")]
     Task(String),
+    /// No random nonce for a masked segment: the operating system's generator failed.
+    #[error("no randomness for a segment nonce: {0}")]
+    Random(String),
+}
+
+/// A keystream position past the end of ChaCha20's 256 GiB stream: far beyond any segment
+/// (at most 4 GiB), so it means a wrong offset, not a long object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MaskError {
+    /// Bytes `offset..offset + len` of the keystream were asked for.
+    #[error("mask keystream bytes {offset}..+{len} are out of range")]
+    OutOfRange {
+        /// First byte asked for.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+    },
 }

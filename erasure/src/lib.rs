@@ -7,6 +7,10 @@
 //! Every shard is named by its [`ShardRoot`], the BLAKE3 hash of its bytes, which is all the
 //! catalog keeps; [`slice`] proves any byte range of a shard against that root.
 //!
+//! Segments can be masked before coding ([`mask`]): XORed with a keystream only the cluster
+//! can compute, so that shards cannot be recomputed from the (public) object by a node
+//! that threw them away.
+//!
 //! The crate does no network or disk I/O of its own. [`SegmentEncoder`] pulls an object from
 //! any async reader, holding one segment at a time, and does the CPU work off the async
 //! threads.
@@ -14,13 +18,15 @@
 mod codec;
 mod error;
 pub mod layout;
+pub mod mask;
 mod root;
 mod segment;
 pub mod slice;
 mod stream;
 
 pub use codec::{Codec, Decoded, Rebuilt};
-pub use error::{CodecError, DecodeError, EncodeError};
+pub use error::{CodecError, DecodeError, EncodeError, MaskError};
+pub use mask::{MaskKey, SegmentNonce};
 pub use root::{ParseRootError, ShardRoot};
 pub use segment::EncodedSegment;
 pub use stream::SegmentEncoder;

@@ -1,12 +1,13 @@
 //! [`EncodedSegment`]: one segment's shards and roots, as the encoder hands them out.
 
-use crate::ShardRoot;
+use crate::{SegmentNonce, ShardRoot};
 
 /// One segment of an object after encoding: `k` data shards, `m` parity shards and the
 /// BLAKE3 root of each, in shard order.
 ///
 /// The data shards are the segment's own buffer (padded), not a copy, so the memory of a
-/// segment is `(k + m) × shard_len` bytes.
+/// segment is `(k + m) × shard_len` bytes. A masked segment ([`EncodedSegment::mask`])
+/// holds the masked bytes: shards, roots and [`EncodedSegment::data`] are all of those.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EncodedSegment {
     /// Position of this segment in its object, from 0.
@@ -19,6 +20,7 @@ pub struct EncodedSegment {
     data: Vec<u8>,
     parity: Vec<u8>,
     roots: Vec<ShardRoot>,
+    mask: Option<SegmentNonce>,
 }
 
 impl EncodedSegment {
@@ -32,6 +34,7 @@ impl EncodedSegment {
         data: Vec<u8>,
         parity: Vec<u8>,
         roots: Vec<ShardRoot>,
+        mask: Option<SegmentNonce>,
     ) -> Self {
         Self {
             index,
@@ -42,6 +45,7 @@ impl EncodedSegment {
             data,
             parity,
             roots,
+            mask,
         }
     }
 
@@ -83,9 +87,16 @@ impl EncodedSegment {
         &self.roots
     }
 
-    /// The segment's object bytes (the data shards without their padding).
+    /// The segment's bytes as stored (the data shards without their padding): the object's
+    /// bytes, or for a masked segment those bytes masked.
     pub fn data(&self) -> &[u8] {
         &self.data[..self.len as usize]
+    }
+
+    /// The nonce the segment was masked with, `None` if it was stored as it came. The
+    /// catalog keeps it: without it (and the cluster's mask key) the bytes cannot be read.
+    pub fn mask(&self) -> Option<SegmentNonce> {
+        self.mask
     }
 }
 
@@ -97,6 +108,7 @@ impl std::fmt::Debug for EncodedSegment {
             .field("len", &self.len)
             .field("shard_len", &self.shard_len)
             .field("shards", &self.roots.len())
+            .field("mask", &self.mask)
             .finish()
     }
 }

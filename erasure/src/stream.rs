@@ -3,7 +3,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::codec::MAX_SEGMENT_SIZE;
-use crate::{Codec, CodecError, EncodeError, EncodedSegment};
+use crate::{Codec, CodecError, EncodeError, EncodedSegment, MaskKey, SegmentNonce};
 
 /// Reads an object from `reader` and encodes it one segment at a time.
 ///
@@ -21,6 +21,7 @@ pub struct SegmentEncoder<R> {
     next_index: u64,
     offset: u64,
     finished: bool,
+    mask: Option<MaskKey>,
 }
 
 impl<R: AsyncRead + Unpin> SegmentEncoder<R> {
@@ -37,7 +38,16 @@ impl<R: AsyncRead + Unpin> SegmentEncoder<R> {
             next_index: 0,
             offset: 0,
             finished: false,
+            mask: None,
         })
+    }
+
+    /// Masks every segment with `key` and a fresh random nonce before coding it (see
+    /// [`Codec::encode_masked_segment`]); each segment's [`EncodedSegment::mask`] names its
+    /// nonce.
+    pub fn masked(mut self, key: MaskKey) -> Self {
+        self.mask = Some(key);
+        self
     }
 
     /// The next encoded segment, or `None` once the reader is exhausted.
@@ -48,6 +58,15 @@ impl<R: AsyncRead + Unpin> SegmentEncoder<R> {
         if self.finished {
             return Ok(None);
         }
+        // Drawn before any byte is read, so a failure loses nothing of the object.
+        let mask = match &self.mask {
+            Some(key) => {
+                let nonce =
+                    SegmentNonce::random().map_err(|err| EncodeError::Random(err.to_string()))?;
+                Some((key.clone(), nonce))
+            }
+            None => None,
+        };
         let padded = self.codec.data_shards() as u64 * self.codec.shard_len(self.segment_size);
         // Room for the padding, plus slack so that the read loop's final zero-byte read never
         // makes the vector reallocate (and briefly double) a full segment.
@@ -68,9 +87,12 @@ impl<R: AsyncRead + Unpin> SegmentEncoder<R> {
         }
         let (codec, index, offset) = (self.codec, self.next_index, self.offset);
         let len = buf.len() as u64;
-        let segment = tokio::task::spawn_blocking(move || codec.encode_segment(index, offset, buf))
-            .await
-            .map_err(|err| EncodeError::Task(err.to_string()))?;
+        let segment = tokio::task::spawn_blocking(move || match mask {
+            Some((key, nonce)) => codec.encode_masked_segment(index, offset, buf, &key, nonce),
+            None => codec.encode_segment(index, offset, buf),
+        })
+        .await
+        .map_err(|err| EncodeError::Task(err.to_string()))?;
         self.next_index += 1;
         self.offset += len;
         Ok(Some(segment))

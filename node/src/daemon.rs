@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::bandwidth::Bandwidth;
+use crate::conduct::{Conduct, Honest};
 use crate::config::{ConfigError, NodeConfig};
 use crate::heartbeat::{self, HeartbeatTarget};
 use crate::metrics::{self, NodeMetrics};
@@ -66,7 +67,16 @@ pub enum StartError {
 }
 
 /// Starts a node and returns once it is serving.
-pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
+pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    start_with_conduct(config, Arc::new(Honest)).await
+}
+
+/// Starts a node that answers with `conduct` (see [`crate::conduct`]): the same daemon as
+/// [`start`], for chaos tests that need a node lying in one chosen way.
+pub async fn start_with_conduct(
+    mut config: NodeConfig,
+    conduct: Arc<dyn Conduct>,
+) -> Result<RunningNode, StartError> {
     let invitation = config.apply_join_token()?;
     config.validate()?;
     let coordinator_key = config
@@ -111,6 +121,7 @@ pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         download: Bandwidth::new(config.download_limit.0),
         puts: Semaphore::new(config.max_concurrent_puts),
         max_shard_size: config.max_shard_size.0,
+        conduct,
     });
     let mut tasks = vec![tokio::spawn(server::serve(endpoint.clone(), state))];
 

@@ -5,10 +5,12 @@
 //! that it still holds them, re-hashes them in the background ([`scrub`]) and tells the
 //! coordinator how it is doing ([`heartbeat`]). It trusts nobody but the coordinator's key.
 //! [`client`] is the other end of the protocol, used by gateways, the coordinator and tests;
-//! [`daemon`] wires everything together from a [`config::NodeConfig`].
+//! [`daemon`] wires everything together from a [`config::NodeConfig`]. [`conduct`] is the
+//! seam through which chaos tests make the real node lie; production nodes are honest.
 
 pub mod bandwidth;
 pub mod client;
+pub mod conduct;
 pub mod config;
 pub mod daemon;
 pub mod heartbeat;

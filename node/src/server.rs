@@ -15,6 +15,7 @@ use quinn::{RecvStream, SendStream};
 use tokio::sync::Semaphore;
 
 use crate::bandwidth::Bandwidth;
+use crate::conduct::{Answer, Conduct};
 use crate::metrics::NodeMetrics;
 use crate::store::{ShardStore, StoreError};
 
@@ -51,6 +52,8 @@ pub struct NodeState {
     pub puts: Semaphore,
     /// Largest shard accepted.
     pub max_shard_size: u64,
+    /// How honestly to answer: [`crate::conduct::Honest`] except in chaos tests.
+    pub conduct: Arc<dyn Conduct>,
 }
 
 /// Why a request was refused: sent back to the client as [`NodeResponse::Error`].
@@ -269,6 +272,20 @@ async fn put(
         &state.key,
     );
     tracing::debug!(%shard, size, "stored shard");
+    // Dropped before the receipt is sent, so a client that reads right after its put
+    // already finds the bytes gone.
+    if state.conduct.drop_after_receipt(shard, root, size) {
+        let store = state.store.clone();
+        match blocking(move || store.delete(shard)).await? {
+            Ok(_) => tracing::debug!(%shard, "conduct dropped the shard after its receipt"),
+            Err(err) => tracing::warn!(%shard, %err, "conduct could not drop the shard"),
+        }
+        state.metrics.stored_bytes.set(state.store.used() as i64);
+        state
+            .metrics
+            .stored_shards
+            .set(state.store.shard_count() as i64);
+    }
     reply(send, &NodeResponse::Stored { receipt }).await
 }
 
@@ -347,11 +364,12 @@ async fn get(
     };
     held(state, shard, root, size).await?;
     let range = range.unwrap_or(0..size);
-    let proof = if size == 0 && range.is_empty() {
+    let mut proof = if size == 0 && range.is_empty() {
         Vec::new()
     } else {
         prove(state, shard, range.clone()).await?
     };
+    state.conduct.tamper(Answer::Get, shard, &mut proof);
     let header = NodeResponse::Shard {
         range,
         proof_len: proof.len() as u64,
@@ -406,15 +424,45 @@ async fn audit(
             ),
         ));
     }
-    held(state, shard, root, size).await?;
-    let mut proofs = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        proofs.push(prove(state, shard, range).await?);
+    let mut proofs = match held(state, shard, root, size).await {
+        Ok(()) => {
+            let mut proofs = Vec::with_capacity(ranges.len());
+            for range in ranges {
+                proofs.push(prove(state, shard, range).await?);
+            }
+            proofs
+        }
+        Err(refusal) if refusal.code == ErrorCode::NotFound => {
+            let Some(bytes) = state.conduct.audit_bytes(shard, root, size).await else {
+                return Err(refusal);
+            };
+            blocking(move || prove_supplied(&bytes, ranges)).await??
+        }
+        Err(refusal) => return Err(refusal),
+    };
+    for proof in &mut proofs {
+        state.conduct.tamper(Answer::Audit, shard, proof);
     }
+    state.conduct.delay_audit(shard).await;
     let bytes: u64 = proofs.iter().map(|p| p.len() as u64).sum();
     state.upload.take(bytes).await;
     state.metrics.sent_bytes.inc_by(bytes);
     reply(send, &NodeResponse::Audit { proofs }).await
+}
+
+/// Slice proofs of `ranges` over bytes a conduct supplied for a shard the node lacks: the
+/// outboard is computed from those bytes, so the proofs verify only if they are the shard's.
+fn prove_supplied(bytes: &[u8], ranges: Vec<Range<u64>>) -> Result<Vec<Vec<u8>>, Refusal> {
+    let outboard = cairn_erasure::slice::SliceOutboard::compute(bytes);
+    ranges
+        .into_iter()
+        .map(|range| {
+            outboard
+                .prove(bytes, range)
+                .map(|proof| proof.into_bytes())
+                .map_err(|err| Refusal::new(ErrorCode::BadRange, err.to_string()))
+        })
+        .collect()
 }
 
 async fn delete(
@@ -431,7 +479,10 @@ async fn delete(
         ));
     };
     let store = state.store.clone();
-    let existed = blocking(move || store.delete(shard)).await??;
+    let stored = blocking(move || store.delete(shard)).await??;
+    // Evaluated even when the store had it, so a conduct never keeps a stale claim.
+    let claimed = state.conduct.release_claim(shard);
+    let existed = stored || claimed;
     state.metrics.stored_bytes.set(state.store.used() as i64);
     state
         .metrics
@@ -454,7 +505,13 @@ async fn inventory(
         ));
     };
     let store = state.store.clone();
-    let shards = blocking(move || store.inventory()).await??;
+    let mut shards = blocking(move || store.inventory()).await??;
+    let claimed = state.conduct.claimed_shards();
+    if !claimed.is_empty() {
+        shards.extend(claimed);
+        shards.sort_unstable();
+        shards.dedup();
+    }
     // Pages of one frame each; the last says there is no more.
     let mut pages = shards.chunks(INVENTORY_PAGE).peekable();
     if pages.peek().is_none() {

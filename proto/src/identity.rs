@@ -58,6 +58,13 @@ impl SecretKey {
         self.0.to_bytes()
     }
 
+    /// A 32-byte key derived from this secret for one purpose, named by `context` (BLAKE3
+    /// `derive_key`): how the coordinator members, who share the coordinator key, agree on
+    /// other keys without storing them. The secret itself never leaves this type.
+    pub fn derive_key(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, self.0.as_bytes())
+    }
+
     /// The public half, which names this identity.
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key().to_bytes())

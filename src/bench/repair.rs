@@ -687,6 +687,7 @@ async fn put_object(
         segments.push(NewSegment {
             len,
             shards: shards.into_iter().map(|(_, stored)| stored).collect(),
+            mask: segment.mask(),
         });
         offset += len;
         index += 1;

@@ -38,7 +38,8 @@ enum AdminCommand {
         #[command(subcommand)]
         action: Option<MemberAction>,
     },
-    /// List storage nodes with their state and last heartbeat.
+    /// List storage nodes: state, domains, last heartbeat, and their record of conduct
+    /// (audit score from 0 to 1, audits passed and failed, bad reads gateways reported).
     Nodes,
     /// Decide a node's lifecycle state: `active` (trusted with a full share of new shards),
     /// `draining`, `gone`, `disqualified`, or back to `vetting`.
@@ -87,6 +88,11 @@ enum AdminCommand {
         /// Hours the invitation stays valid.
         #[arg(long, default_value_t = 24)]
         valid_hours: u64,
+        /// Bind the invitation to an organisation: the node is refused unless its `org`
+        /// is this one. Per-organisation placement limits rest on organisations being
+        /// what the operator says, not what a node claims.
+        #[arg(long)]
+        org: Option<String>,
     },
 }
 
@@ -477,16 +483,33 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             let nodes: Vec<NodeView> = api.get("/v1/nodes")?;
             print(json, &nodes, || {
                 println!(
-                    "{:<52}  {:<12}  {:<16}  {:<10}  {:>14}  {:>10}",
-                    "id", "state", "org", "site", "capacity", "heartbeat"
+                    "{:<52}  {:<12}  {:<16}  {:<10}  {:>14}  {:>10}  {:>5}  {:>13}  {:>9}",
+                    "id",
+                    "state",
+                    "org",
+                    "site",
+                    "capacity",
+                    "heartbeat",
+                    "score",
+                    "audits ok/bad",
+                    "bad reads"
                 );
                 for n in &nodes {
                     let beat = n.last_heartbeat_ms.map_or("-".to_string(), |ms| {
                         format!("{:.1}s ago", ms as f64 / 1000.0)
                     });
+                    let audits = format!("{}/{}", n.audits_passed, n.audits_failed);
                     println!(
-                        "{:<52}  {:<12}  {:<16}  {:<10}  {:>14}  {:>10}",
-                        n.id, n.state, n.org, n.site, n.capacity, beat
+                        "{:<52}  {:<12}  {:<16}  {:<10}  {:>14}  {:>10}  {:>5.3}  {:>13}  {:>9}",
+                        n.id,
+                        n.state,
+                        n.org,
+                        n.site,
+                        n.capacity,
+                        beat,
+                        n.score,
+                        audits,
+                        n.bad_reads
                     );
                 }
             })
@@ -580,9 +603,10 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 )
             })
         }
-        AdminCommand::Invite { valid_hours } => {
+        AdminCommand::Invite { valid_hours, org } => {
             let request = CreateInvite {
                 valid_hours: Some(valid_hours),
+                org,
             };
             let invite: InviteView = api.post("/v1/invites", &request)?;
             print(json, &invite, || {

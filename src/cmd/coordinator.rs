@@ -128,6 +128,36 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     orphan_delay_secs: Option<u64>,
+    /// Milliseconds between audit rounds; each challenges every live node for random
+    /// slices of one random shard it holds; 0 turns audits off [default: 60000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_interval_ms: Option<u64>,
+    /// Milliseconds a node has to answer an audit before it counts as missed
+    /// [default: 10000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_deadline_ms: Option<u64>,
+    /// Later rounds that ask a missed audit again before it counts as failed, so a slow
+    /// link is not taken for a lie [default: 3].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_retries: Option<u32>,
+    /// Forgetting factor of the audit score in thousandths: how much of the past each
+    /// judgement keeps [default: 950].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reputation_lambda_permille: Option<u16>,
+    /// Disqualify a node whose audit score (0–1000) falls below this: no new work, its
+    /// shards rebuilt elsewhere. With the default λ, ten failures in a row [default: 600].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disqualify_below_permille: Option<u16>,
+    /// Audits a new node must pass before it is active; until then it receives a small
+    /// share of new shards [default: 20].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vetting_audits: Option<u64>,
 }
 
 /// Runs a member until Ctrl-C or SIGTERM.
@@ -155,4 +185,26 @@ pub fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         member.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_coordinator::config::CoordinatorConfig;
+
+    /// The annotated example operators copy must stay a valid config that sets exactly
+    /// the defaults it documents.
+    #[test]
+    fn the_example_config_parses_and_matches_the_defaults() {
+        let text = include_str!("../../ops/coordinator.example.toml");
+        let config: CoordinatorConfig = toml::from_str(text).expect("example parses");
+        config.validate().expect("example is valid");
+        let defaults = CoordinatorConfig::default();
+        assert_eq!(config.audit_interval_ms, defaults.audit_interval_ms);
+        assert_eq!(config.reputation_policy(), defaults.reputation_policy());
+        assert_eq!(
+            config.reputation_policy().failures_to_disqualify(),
+            Some(10),
+            "the example's comment says ten"
+        );
+    }
 }

@@ -46,8 +46,9 @@ pub struct DevArgs {
     #[arg(long, default_value = "cache")]
     bucket: String,
     /// Shorten every interval to seconds (heartbeats 0.2 s, suspect after 2 s, lost after
-    /// 5 s, durability surveys every 0.5 s, garbage deleted after 2 s, orphans after 30 s)
-    /// to watch failure, repair and collection happen.
+    /// 5 s, durability surveys every 0.5 s, garbage deleted after 2 s, orphans after 30 s,
+    /// audit rounds every 0.5 s with a 1 s deadline, nodes vetted after 5 passed audits)
+    /// to watch failure, repair, collection and disqualification happen.
     #[arg(long)]
     fast_timers: bool,
 }
@@ -85,6 +86,12 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
         gc_interval_ms: if args.fast_timers { 1_000 } else { 30_000 },
         gc_delay_secs: if args.fast_timers { 2 } else { 300 },
         orphan_delay_secs: if args.fast_timers { 30 } else { 3_600 },
+        // With fast timers a round every half second and a 1 s deadline: a node that
+        // fails every audit is disqualified within 10 rounds (~5 s), one that never
+        // answers in time within 10 × (1 + 3 retries) rounds.
+        audit_interval_ms: if args.fast_timers { 500 } else { 10_000 },
+        audit_deadline_ms: if args.fast_timers { 1_000 } else { 10_000 },
+        vetting_audits: if args.fast_timers { 5 } else { 20 },
         ..CoordinatorConfig::default()
     };
     let heartbeat_interval_ms = if args.fast_timers { 200 } else { 1_000 };

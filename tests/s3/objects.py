@@ -3,6 +3,7 @@
     python3 objects.py put BUCKET PREFIX      upload every object
     python3 objects.py check BUCKET PREFIX    read every object back, byte-exact
     python3 objects.py delete BUCKET PREFIX   delete every object
+    python3 objects.py names BUCKET PREFIX    print every object's key, one a line
 
 Contents are generated from the object's name, so `check` needs nothing from `put` but the
 bucket. The endpoint and key come from CAIRN_S3_ENDPOINT, CAIRN_S3_KEY, CAIRN_S3_SECRET.
@@ -36,6 +37,10 @@ def objects(prefix):
 
 def main():
     mode, bucket, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
+    if mode == "names":
+        for name, _ in objects(prefix):
+            print(name)
+        return
     s3 = boto3.client(
         "s3",
         endpoint_url=os.environ["CAIRN_S3_ENDPOINT"],

@@ -47,6 +47,16 @@ impl TestCluster {
     /// Invites one more node in `org` and starts it (ready once it serves; its first
     /// heartbeat follows within 100 ms).
     pub fn add_node(&mut self, org: &str) -> &NodeProcess {
+        let command = [
+            std::path::PathBuf::from(env!("CARGO_BIN_EXE_cairn")),
+            "node".into(),
+        ];
+        self.add_node_as(org, &command)
+    }
+
+    /// Like [`TestCluster::add_node`], running `command` (program and leading arguments;
+    /// it is given `--config FILE`) instead of `cairn node`.
+    pub fn add_node_as(&mut self, org: &str, command: &[std::path::PathBuf]) -> &NodeProcess {
         let token = admin(&self.coordinator, &["invite"])
             .unwrap()
             .trim()
@@ -56,7 +66,8 @@ impl TestCluster {
         let extra = format!(
             "join = \"{token}\"\norg = \"{org}\"\nsite = \"site-{org}\"\nheartbeat_interval_ms = 100\ncapacity = \"1GiB\""
         );
-        self.nodes.push(NodeProcess::start(&dir, &self.key, &extra));
+        self.nodes
+            .push(NodeProcess::start_as(command, &dir, &self.key, &extra));
         self.nodes.last().unwrap()
     }
 

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod coordinator;
+pub mod healing;
 pub mod rpc;
 pub mod s3clients;
 
@@ -33,23 +34,37 @@ pub struct NodeProcess {
     pub addr: SocketAddr,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// Program and leading arguments it runs as.
+    pub command: Vec<PathBuf>,
 }
 
 impl NodeProcess {
     /// Writes `extra` TOML lines plus the basics into a config in `dir` and starts the node.
     pub fn start(dir: &Path, coordinator: &PublicKey, extra: &str) -> NodeProcess {
+        let command = [PathBuf::from(env!("CARGO_BIN_EXE_cairn")), "node".into()];
+        Self::start_as(&command, dir, coordinator, extra)
+    }
+
+    /// Like [`NodeProcess::start`], but runs `command` (program and leading arguments,
+    /// given `--config FILE` after them), e.g. the misbehaving chaos node.
+    pub fn start_as(
+        command: &[PathBuf],
+        dir: &Path,
+        coordinator: &PublicKey,
+        extra: &str,
+    ) -> NodeProcess {
         let config = dir.join("node.toml");
         let text = format!(
             "data_dir = {data:?}\nlisten = \"127.0.0.1:0\"\ncoordinator_key = \"{coordinator}\"\n{extra}\n",
             data = dir.join("data").display().to_string(),
         );
         std::fs::write(&config, text).unwrap();
-        Self::spawn(dir, config)
+        Self::spawn(command, dir, config)
     }
 
-    fn spawn(dir: &Path, config: PathBuf) -> NodeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("node")
+    fn spawn(command: &[PathBuf], dir: &Path, config: PathBuf) -> NodeProcess {
+        let mut child = Command::new(&command[0])
+            .args(&command[1..])
             .arg("--config")
             .arg(&config)
             .env("CAIRN_LOG", "warn")
@@ -81,6 +96,7 @@ impl NodeProcess {
             addr: addr.unwrap(),
             dir: dir.to_path_buf(),
             config,
+            command: command.to_vec(),
         }
     }
 
@@ -94,7 +110,7 @@ impl NodeProcess {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let again = Self::spawn(&self.dir, self.config.clone());
+        let again = Self::spawn(&self.command, &self.dir, self.config.clone());
         assert_eq!(again.id, self.id, "identity must survive a restart");
         *self = again;
     }

@@ -86,6 +86,7 @@ impl RpcGateway {
         NewSegment {
             len: segment.segment_len(),
             shards,
+            mask: segment.mask(),
         }
     }
 

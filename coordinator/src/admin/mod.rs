@@ -54,6 +54,8 @@ pub struct AdminContext {
     pub repairs: std::sync::Arc<crate::repair::Repairs>,
     /// What the garbage collector did while this member led.
     pub gc: std::sync::Arc<crate::gc::GcStats>,
+    /// What audits found while this member led.
+    pub audits: std::sync::Arc<crate::audit::AuditStats>,
 }
 
 impl From<AdminContext> for AdminState {
@@ -203,6 +205,7 @@ fn refusal(err: CatalogError) -> ApiError {
         CatalogError::InvalidBucketName(_)
         | CatalogError::InvalidKey(_)
         | CatalogError::InvalidInvite
+        | CatalogError::WrongOrg { .. }
         | CatalogError::UnknownNode(_)
         | CatalogError::InvalidPart(_)
         | CatalogError::InvalidPartOrder
@@ -661,6 +664,7 @@ async fn create_invite(
         Command::CreateInvite {
             secret_hash,
             expires_ms,
+            org: req.org.clone(),
         },
     )
     .await?;
@@ -738,6 +742,19 @@ async fn metrics(State(state): State<AdminState>) -> Response {
                 "cairn_coordinator_nodes{{state=\"{name}\"}} {count}\n"
             ));
         }
+        // One series per node that may still hold data: what durability dashboards
+        // watch fall before a disqualification.
+        out.push_str(
+            "# HELP cairn_coordinator_node_audit_score_ratio Audit score of each node holding data (0 to 1; disqualified below the threshold).\n# TYPE cairn_coordinator_node_audit_score_ratio gauge\n",
+        );
+        for node in nodes.iter().filter(|n| n.state.holds_data()) {
+            out.push_str(&format!(
+                "cairn_coordinator_node_audit_score_ratio{{node=\"{}\",org=\"{}\"}} {}\n",
+                node.id,
+                escape_label(&node.org),
+                node.reputation.score()
+            ));
+        }
     }
     let view = state.inner.repairs.view();
     if let Some(survey) = &view.survey {
@@ -796,6 +813,22 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         "# HELP cairn_coordinator_collected_shards_total Shards deleted from nodes by garbage collection (since this member led).\n# TYPE cairn_coordinator_collected_shards_total counter\ncairn_coordinator_collected_shards_total {}\n",
         state.inner.gc.deleted.load(Ordering::Relaxed)
     ));
+    let audits = &state.inner.audits;
+    out.push_str("# HELP cairn_coordinator_audits_total Audit challenges by outcome (since this member led): passed, failed, missed (held for a retry).\n# TYPE cairn_coordinator_audits_total counter\n");
+    for (result, count) in [
+        ("passed", &audits.passed),
+        ("failed", &audits.failed),
+        ("missed", &audits.missed),
+    ] {
+        out.push_str(&format!(
+            "cairn_coordinator_audits_total{{result=\"{result}\"}} {}\n",
+            count.load(Ordering::Relaxed)
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP cairn_coordinator_audit_contained_nodes Nodes with a missed audit challenge due again.\n# TYPE cairn_coordinator_audit_contained_nodes gauge\ncairn_coordinator_audit_contained_nodes {}\n",
+        audits.contained.load(Ordering::Relaxed)
+    ));
     let mut shards_moved = String::new();
     let mut bytes_moved = String::new();
     for reason in [MoveReason::Repair, MoveReason::Drain, MoveReason::Rebalance] {
@@ -838,4 +871,13 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// A Prometheus label value with `\`, `"` and newlines escaped (organisation names come
+/// from node operators).
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -106,7 +106,7 @@ pub struct AddMember {
 }
 
 /// A storage node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeView {
     /// Node id (text form of its key).
     pub id: String,
@@ -136,6 +136,16 @@ pub struct NodeView {
     /// Reads of this node's shards that failed verification, as gateways reported them.
     #[serde(default)]
     pub bad_reads: u64,
+    /// Audits passed.
+    #[serde(default)]
+    pub audits_passed: u64,
+    /// Audits failed (wrong bytes, a denied shard, or missed past every retry).
+    #[serde(default)]
+    pub audits_failed: u64,
+    /// Audit score, 0 to 1 (1 = never failed); below the threshold a node is
+    /// disqualified.
+    #[serde(default)]
+    pub score: f64,
     /// Shards the catalog places on the node, as of the leader's latest survey (what a
     /// drain still has to move); absent on followers and before the first survey.
     #[serde(default)]
@@ -162,6 +172,9 @@ impl NodeView {
             state_since_ms: node.state_since_ms,
             vetted: node.vetted,
             bad_reads: node.reputation.bad_reads,
+            audits_passed: node.reputation.audits_passed,
+            audits_failed: node.reputation.audits_failed,
+            score: node.reputation.score(),
             placed_shards,
         }
     }
@@ -291,6 +304,9 @@ pub struct ErrorView {
 pub struct CreateInvite {
     /// Hours the invitation stays valid (default 24).
     pub valid_hours: Option<u64>,
+    /// The organisation the node must join as, if bound.
+    #[serde(default)]
+    pub org: Option<String>,
 }
 
 /// The answer to `POST /v1/invites`: the token to hand to the node's operator.

@@ -7,8 +7,8 @@ use redb::{ReadableTable, WriteTransaction};
 use super::command::{CatalogError, Command, CommandResult, MoveReason, ShardReplacement};
 use super::model::{
     ErasureProfile, GarbageShard, Invite, MAX_PART_NUMBER, MIN_PART_SIZE, NodeRecord, NodeState,
-    ObjectBody, ObjectRecord, PartRecord, SegmentRecord, ShardRecord, UploadRecord,
-    validate_bucket_name,
+    ObjectBody, ObjectRecord, PartRecord, ReputationPolicy, SegmentRecord, ShardRecord,
+    UploadRecord, validate_bucket_name,
 };
 use super::{
     ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GARBAGE, GATEWAYS, INVITES, LOGICAL_BYTES, NODES,
@@ -83,10 +83,12 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
         Command::CreateInvite {
             secret_hash,
             expires_ms,
+            org,
         } => {
             let invite = Invite {
                 expires_ms: *expires_ms,
                 used_by: None,
+                org: org.clone(),
             };
             txn.open_table(INVITES)?
                 .insert(*secret_hash, encode(&invite)?.as_slice())?;
@@ -106,6 +108,14 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             else {
                 return refused(CatalogError::InvalidInvite);
             };
+            if let Some(invited) = &invite.org
+                && *invited != node.org
+            {
+                return refused(CatalogError::WrongOrg {
+                    invited: invited.clone(),
+                    claimed: node.org.clone(),
+                });
+            }
             invite.used_by = Some(node.id);
             invites.insert(*secret_hash, encode(&invite)?.as_slice())?;
             let mut nodes = txn.open_table(NODES)?;
@@ -272,13 +282,39 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
                 size: object.size,
             })
         }
-        Command::ReportBadRead { node } => {
+        Command::ReportBadRead {
+            node,
+            policy,
+            now_ms,
+        } => {
             let mut table = txn.open_table(NODES)?;
             let Some(mut record) = read_node(&table, node)? else {
                 return refused(CatalogError::NoSuchNode(node.to_string()));
             };
             record.reputation.bad_reads += 1;
+            judge(&mut record, false, policy, *now_ms);
             table.insert(*node.as_bytes(), encode(&record)?.as_slice())?;
+            Ok(CommandResult::Done)
+        }
+        Command::RecordAudits {
+            results,
+            policy,
+            now_ms,
+        } => {
+            let mut table = txn.open_table(NODES)?;
+            for (node, passed) in results {
+                // A node removed since the round began is simply not judged.
+                let Some(mut record) = read_node(&table, node)? else {
+                    continue;
+                };
+                if *passed {
+                    record.reputation.audits_passed += 1;
+                } else {
+                    record.reputation.audits_failed += 1;
+                }
+                judge(&mut record, *passed, policy, *now_ms);
+                table.insert(*node.as_bytes(), encode(&record)?.as_slice())?;
+            }
             Ok(CommandResult::Done)
         }
         Command::ReplaceShards {
@@ -337,6 +373,29 @@ fn replace_object(
     };
     add_counters(txn, count, bytes)?;
     Ok(previous.is_some())
+}
+
+/// Folds one judgement into a node's score, then moves it if the score says so: below the
+/// threshold a node holding or taking data is disqualified (its shards count as lost from
+/// then on); a vetting node with enough passed audits becomes active. Nodes already lost,
+/// gone or disqualified keep their state.
+fn judge(record: &mut NodeRecord, passed: bool, policy: &ReputationPolicy, now_ms: u64) {
+    record.reputation.judge(passed, policy.lambda_ppm);
+    let next =
+        if record.reputation.score_ppm < policy.disqualify_below_ppm && record.state.holds_data() {
+            Some(NodeState::Disqualified)
+        } else if record.state == NodeState::Vetting
+            && record.reputation.audits_passed >= policy.vetting_audits
+        {
+            Some(NodeState::Active)
+        } else {
+            None
+        };
+    if let Some(state) = next {
+        record.state = state;
+        record.state_since_ms = now_ms;
+        record.vetted = state == NodeState::Active;
+    }
 }
 
 /// Moves `node` to `state`, if it is in `from` (when given).
@@ -455,6 +514,7 @@ fn replace_shards(
     let old_segment = SegmentRecord {
         len: 0,
         shards: old_shards,
+        mask: None,
     };
     collect_shards(txn, std::iter::once(&old_segment), now_ms)?;
     let moved = replacements.len() as u64;
@@ -611,7 +671,7 @@ fn check_segments(
     }
     let nodes = txn.open_table(NODES)?;
     let mut ids = std::collections::HashSet::new();
-    for (i, SegmentRecord { shards, len }) in segments.iter().enumerate() {
+    for (i, SegmentRecord { shards, len, .. }) in segments.iter().enumerate() {
         if *len == 0 {
             return malformed(format!("segment {i} is empty"));
         }

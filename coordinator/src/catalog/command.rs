@@ -8,7 +8,8 @@ use cairn_proto::identity::NodeId;
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    AccessKey, Bucket, GatewayRecord, NodeRecord, NodeState, ObjectRecord, PartRecord, UploadRecord,
+    AccessKey, Bucket, GatewayRecord, NodeRecord, NodeState, ObjectRecord, PartRecord,
+    ReputationPolicy, UploadRecord,
 };
 
 /// A change to the catalog. Entries of the Raft log carry one each.
@@ -45,6 +46,8 @@ pub enum Command {
         secret_hash: [u8; 32],
         /// After this (ms since the epoch) the invitation is refused.
         expires_ms: u64,
+        /// The organisation the node must belong to, if the operator bound one.
+        org: Option<String>,
     },
     /// A node joins with an invitation: the invitation is used up and the node registered
     /// (as vetting) in the same step, so one invitation admits one node.
@@ -125,10 +128,26 @@ pub enum Command {
         /// Leader's clock, ms since the epoch.
         now_ms: u64,
     },
-    /// A gateway caught a node serving bytes that fail verification.
+    /// A gateway caught a node serving bytes that fail verification: counted, and judged
+    /// like a failed audit.
     ReportBadRead {
         /// The node.
         node: NodeId,
+        /// The rule the judgement follows.
+        policy: ReputationPolicy,
+        /// Leader's clock, ms since the epoch.
+        now_ms: u64,
+    },
+    /// The outcome of a round of audits. Each judgement moves the node's score; a node
+    /// below the policy's threshold is disqualified, a vetting node that has passed enough
+    /// audits becomes active.
+    RecordAudits {
+        /// Node and whether it passed, one entry per audit.
+        results: Vec<(NodeId, bool)>,
+        /// The rule the judgements follow.
+        policy: ReputationPolicy,
+        /// Leader's clock, ms since the epoch.
+        now_ms: u64,
     },
     /// Drops an upload and all its parts.
     AbortUpload {
@@ -232,6 +251,7 @@ impl Command {
             Command::CompleteUpload { .. } => "complete_upload",
             Command::AbortUpload { .. } => "abort_upload",
             Command::ReportBadRead { .. } => "report_bad_read",
+            Command::RecordAudits { .. } => "record_audits",
             Command::ReplaceShards { .. } => "replace_shards",
             Command::ChangeNodeState { .. } => "change_node_state",
             Command::ForgetGarbage { .. } => "forget_garbage",
@@ -292,6 +312,14 @@ pub enum CatalogError {
     /// The invitation is unknown, already used or expired.
     #[error("invitation is unknown, already used or expired")]
     InvalidInvite,
+    /// The invitation is for another organisation than the node claims.
+    #[error("invitation is for organisation {invited:?}, not {claimed:?}")]
+    WrongOrg {
+        /// The organisation the invitation names.
+        invited: String,
+        /// The organisation the node claimed.
+        claimed: String,
+    },
     /// The object key is empty or too long.
     #[error("invalid object key: {0}")]
     InvalidKey(String),

@@ -3,7 +3,7 @@
 //! Every record is serialised with postcard into redb; field order is part of the on-disk
 //! format, so new fields go at the end of a struct and old ones are never reordered.
 
-use cairn_erasure::ShardRoot;
+use cairn_erasure::{SegmentNonce, ShardRoot};
 use cairn_proto::identity::NodeId;
 use cairn_proto::ids::ShardId;
 use serde::{Deserialize, Serialize};
@@ -137,13 +137,18 @@ impl ObjectBody {
     }
 }
 
-/// One segment: its length and where each of its `k + m` shards is.
+/// One segment: its length, where each of its `k + m` shards is, and how it was masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentRecord {
     /// Bytes of object data in the segment.
     pub len: u64,
     /// Shard `i` of the segment is `shards[i]`.
     pub shards: Vec<ShardRecord>,
+    /// The nonce the gateway masked the segment with before coding it (with the cluster's
+    /// mask key; see `cairn_erasure::mask`), so that nodes cannot recompute their shards
+    /// from the public object; `None`: stored unmasked. Readers unmask with it, repair
+    /// never needs it.
+    pub mask: Option<SegmentNonce>,
 }
 
 /// One placed shard.
@@ -184,12 +189,94 @@ pub struct NodeRecord {
     pub reputation: Reputation,
 }
 
-/// Counters of a node's conduct, kept in the catalog so every member judges alike.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A node's record of conduct, kept in the catalog so every member judges alike.
+///
+/// `score` is Storj's audit reputation with its two counters folded into one: each
+/// judgement forgets a share of the past (`α ← λα + [passed]`, `β ← λβ + [failed]`) and the
+/// score is `α / (α + β)`. Starting every node at `α = 1/(1−λ)`, `β = 0` keeps
+/// `α + β = 1/(1−λ)` for ever, so the score is an exponentially weighted average of
+/// outcomes, `score ← λ·score + (1−λ)·[passed]`, kept in millionths so that every member
+/// computes exactly the same number. `n` failures in a row multiply the score by `λⁿ`,
+/// whatever came before: with `λ = 0.95` and a threshold of 0.6, ten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reputation {
     /// Shard reads whose bytes failed verification (or that the node said were damaged),
-    /// as reported by gateways.
+    /// as reported by gateways. Each also counts as a failed judgement.
     pub bad_reads: u64,
+    /// Audits answered with bytes that verify against the shard's root.
+    pub audits_passed: u64,
+    /// Audits failed: wrong bytes or proof, the shard denied, or no answer after every
+    /// containment retry.
+    pub audits_failed: u64,
+    /// Audit score in millionths (1 000 000 = never failed).
+    pub score_ppm: u32,
+}
+
+impl Default for Reputation {
+    fn default() -> Self {
+        Self {
+            bad_reads: 0,
+            audits_passed: 0,
+            audits_failed: 0,
+            score_ppm: PPM,
+        }
+    }
+}
+
+/// One million: scores and factors are kept in millionths.
+pub const PPM: u32 = 1_000_000;
+
+impl Reputation {
+    /// Folds one judgement into the score with forgetting factor `lambda_ppm`.
+    pub fn judge(&mut self, passed: bool, lambda_ppm: u32) {
+        let lambda = u64::from(lambda_ppm.min(PPM));
+        let outcome = if passed { u64::from(PPM) } else { 0 };
+        let score = (lambda * u64::from(self.score_ppm) + (u64::from(PPM) - lambda) * outcome)
+            / u64::from(PPM);
+        self.score_ppm = score.min(u64::from(PPM)) as u32;
+    }
+
+    /// The score as a fraction, for people.
+    pub fn score(&self) -> f64 {
+        f64::from(self.score_ppm) / f64::from(PPM)
+    }
+}
+
+/// How conduct is judged: the leader's configuration, carried in each command that judges
+/// so that every member applies the same rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReputationPolicy {
+    /// Forgetting factor λ in millionths: the weight the past keeps at each judgement.
+    pub lambda_ppm: u32,
+    /// A node whose score falls below this (millionths) is disqualified.
+    pub disqualify_below_ppm: u32,
+    /// Audits a vetting node must pass before it becomes active.
+    pub vetting_audits: u64,
+}
+
+impl Default for ReputationPolicy {
+    fn default() -> Self {
+        Self {
+            lambda_ppm: 950_000,
+            disqualify_below_ppm: 600_000,
+            vetting_audits: 20,
+        }
+    }
+}
+
+impl ReputationPolicy {
+    /// Consecutive failures that disqualify a node with a perfect score: the least `n`
+    /// with `λⁿ` below the threshold (`None` if the policy never disqualifies).
+    pub fn failures_to_disqualify(&self) -> Option<u32> {
+        let mut score = Reputation::default();
+        for n in 1..=10_000 {
+            score.judge(false, self.lambda_ppm);
+            if score.score_ppm < self.disqualify_below_ppm {
+                return Some(n);
+            }
+        }
+        None
+    }
 }
 
 /// Where a node is in its life. Only transitions are committed to the log; liveness itself
@@ -280,6 +367,10 @@ pub struct Invite {
     pub expires_ms: u64,
     /// The node that used it, once used.
     pub used_by: Option<NodeId>,
+    /// The organisation the operator invited, if bound: the node joins as a member of it
+    /// whatever it claims, so one organisation cannot pass as several to collect shards
+    /// of a segment beyond the per-organisation limit.
+    pub org: Option<String>,
 }
 
 /// A shard no object references any more, waiting to be deleted from its node.

@@ -5,6 +5,7 @@
 //! catalog and builds and installs snapshots; [`network`] carries the RPCs between members
 //! over QUIC, authenticated by the shared coordinator key.
 
+pub mod leader_ticks;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

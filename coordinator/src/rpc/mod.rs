@@ -9,8 +9,8 @@ mod receipts;
 mod repair;
 pub(crate) mod serve;
 
-use cairn_erasure::ShardRoot;
-use cairn_proto::identity::NodeId;
+use cairn_erasure::{MaskKey, SegmentNonce, ShardRoot};
+use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::order::{SignedOrder, SignedReceipt};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,12 @@ pub const MAX_RPC_FRAME: u32 = 16 << 20;
 /// Segments whose read orders one [`GatewayResponse::Read`] carries; a gateway streaming a
 /// longer object asks for the next window with [`GatewayRequest::ReadOrders`].
 pub const READ_WINDOW: u32 = 16;
+
+/// The cluster's segment mask key: derived from the coordinator key, which every member
+/// holds, so all members serve the same key and none stores it.
+pub fn mask_key(coordinator: &SecretKey) -> MaskKey {
+    MaskKey::from_bytes(coordinator.derive_key(cairn_erasure::mask::MASK_KEY_CONTEXT))
+}
 
 /// A gateway's request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +221,10 @@ pub enum GatewayRequest {
         /// What went wrong, for the log.
         problem: String,
     },
+    /// The cluster's segment mask key (answered with [`GatewayResponse::MaskKey`]): a
+    /// gateway masks every segment it stores with it and unmasks what it reads. Only
+    /// registered gateways get it; nodes never do.
+    MaskKey,
 }
 
 impl GatewayRequest {
@@ -246,6 +256,7 @@ impl GatewayRequest {
             GatewayRequest::ReadPart { .. } => "read_part",
             GatewayRequest::RepairDone { .. } => "repair_done",
             GatewayRequest::RepairFailed { .. } => "repair_failed",
+            GatewayRequest::MaskKey => "mask_key",
         }
     }
 }
@@ -280,6 +291,10 @@ pub struct NewSegment {
     pub len: u64,
     /// Shard `i` of the segment, in shard order.
     pub shards: Vec<StoredShard>,
+    /// The nonce the segment was masked with before coding (`None`: not masked); the
+    /// catalog keeps it for readers. Nothing can check it: a wrong one makes the segment
+    /// unreadable, as wrong roots would.
+    pub mask: Option<SegmentNonce>,
 }
 
 /// A shard a node accepted.
@@ -419,6 +434,8 @@ pub enum GatewayResponse {
         /// A message for the operator or the S3 client.
         message: String,
     },
+    /// See [`GatewayRequest::MaskKey`].
+    MaskKey(MaskKey),
 }
 
 /// Why a gateway request failed.

@@ -126,6 +126,7 @@ pub fn verify_segments(
         out.push(SegmentRecord {
             len: segment.len,
             shards,
+            mask: segment.mask,
         });
     }
     Ok(out)

@@ -54,6 +54,8 @@ pub(crate) struct RpcContext {
     pub repairs: Arc<crate::repair::Repairs>,
     /// How long after placement shards may still be committed (half the orphan delay).
     pub commit_within: std::time::Duration,
+    /// How a gateway's report of bad bytes is judged.
+    pub policy: crate::catalog::model::ReputationPolicy,
 }
 
 /// Serves one gateway connection: one request per stream, until the gateway goes away.
@@ -246,6 +248,7 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
             ))
         }
         GatewayRequest::Ping => Ok(GatewayResponse::Done),
+        GatewayRequest::MaskKey => Ok(GatewayResponse::MaskKey(super::mask_key(&ctx.key))),
         GatewayRequest::RepairJob => Ok(super::repair::next_job(ctx, peer)),
         GatewayRequest::RepairDone { ticket, stored } => {
             super::repair::finish(ctx, peer, ticket, stored).await
@@ -392,7 +395,15 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
             problem,
         } => {
             tracing::warn!(%node, %shard, gateway = %peer, problem, "gateway reports a bad shard read");
-            commit(ctx, Command::ReportBadRead { node }).await?;
+            commit(
+                ctx,
+                Command::ReportBadRead {
+                    node,
+                    policy: ctx.policy,
+                    now_ms: now_ms(),
+                },
+            )
+            .await?;
             Ok(GatewayResponse::Done)
         }
         GatewayRequest::ListParts { upload, after, max } => {
@@ -460,7 +471,8 @@ fn refusal(err: CatalogError) -> GatewayResponse {
         | CatalogError::NoSuchAccessKey(_)
         | CatalogError::NoSuchNode(_)
         | CatalogError::NoSuchGateway(_)
-        | CatalogError::InvalidInvite => RpcCode::Internal,
+        | CatalogError::InvalidInvite
+        | CatalogError::WrongOrg { .. } => RpcCode::Internal,
     };
     error(code, err.to_string())
 }

@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_coordinator::client::CoordinatorClient;
+use cairn_coordinator::client::{CallError, CoordinatorClient};
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_erasure::MaskKey;
 use cairn_node::client::NodeClient;
 use cairn_proto::identity::{NodeId, SecretKey};
 
@@ -40,6 +42,10 @@ pub struct DataPath {
     /// Counts segment reads that gave up on a slow or failing data shard and decoded
     /// around it (set once by whoever exports metrics).
     degraded_reads: std::sync::OnceLock<prometheus::IntCounter>,
+    /// The cluster's segment mask key, asked of the coordinator on first use: a gateway
+    /// starts (and answers S3) before it is registered, and a failed fetch is retried by
+    /// the next request that needs it.
+    mask_key: tokio::sync::OnceCell<MaskKey>,
 }
 
 impl DataPath {
@@ -59,7 +65,22 @@ impl DataPath {
             down: Mutex::new(HashMap::new()),
             inline_threshold,
             degraded_reads: std::sync::OnceLock::new(),
+            mask_key: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The cluster's segment mask key, fetched from the coordinator the first time.
+    pub async fn mask_key(&self) -> Result<&MaskKey, CallError> {
+        self.mask_key
+            .get_or_try_init(|| async {
+                match self.coordinator.call(&GatewayRequest::MaskKey).await? {
+                    GatewayResponse::MaskKey(key) => Ok(key),
+                    other => Err(CallError::Unavailable(format!(
+                        "coordinator answered the mask key request with {other:?}"
+                    ))),
+                }
+            })
+            .await
     }
 
     /// Counts degraded (hedged) segment reads in `counter` from now on.

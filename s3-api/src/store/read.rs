@@ -1,6 +1,7 @@
 //! Reading a byte range of an object: only the data shards that hold it, verified against
 //! the catalog's roots as they arrive; when one fails, the same columns from any `k` other
-//! shards, decoded.
+//! shards, decoded. Bytes of a masked segment are unmasked at their segment offset once
+//! verified (and decoded), just before they go out.
 //!
 //! A producer task fetches segments ahead of the client through a one-slot channel, so a
 //! stream holds at most two segments' worth of the range in memory.
@@ -25,6 +26,10 @@ use super::DataPath;
 
 /// Shard columns are 64-byte aligned (the codec works on 64-byte units).
 const ALIGN: u64 = 64;
+
+/// Reads up to this many bytes are unmasked where they are (well under a millisecond);
+/// longer ones on the blocking pool.
+const UNMASK_INLINE: usize = 1 << 20;
 
 /// Why the bytes of an object could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -147,16 +152,53 @@ impl Reader {
                     // Orders are single-use, and some were spent: fetch fresh ones.
                     let fresh = self.orders(&object.etag, index).await?;
                     let orders = fresh.segments.first().cloned().unwrap_or_default();
-                    self.degraded(&codec, index, segment, &orders, &nodes, wanted, &failed)
-                        .await?
+                    self.degraded(
+                        &codec,
+                        index,
+                        segment,
+                        &orders,
+                        &nodes,
+                        wanted.clone(),
+                        &failed,
+                    )
+                    .await?
                 }
             };
+            let bytes = self.unmasked(segment, wanted.start, bytes).await?;
             if tx.send(Ok(bytes)).await.is_err() {
                 // The client went away.
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// The object's bytes from `bytes`, read at `offset` of `segment` as stored: unmasked
+    /// if the segment was masked. Large reads unmask on the blocking pool, so a 64 MiB
+    /// segment does not hold an async thread for tens of milliseconds.
+    async fn unmasked(
+        &self,
+        segment: &SegmentRecord,
+        offset: u64,
+        mut bytes: Vec<u8>,
+    ) -> Result<Bytes, ReadError> {
+        let Some(nonce) = segment.mask else {
+            return Ok(Bytes::from(bytes));
+        };
+        let key = self.path.mask_key().await?.clone();
+        let small = bytes.len() <= UNMASK_INLINE;
+        let unmask = move || {
+            key.apply(&nonce, offset, &mut bytes)
+                .map(|()| Bytes::from(bytes))
+                .map_err(|err| ReadError::Internal(format!("unmasking: {err}")))
+        };
+        if small {
+            unmask()
+        } else {
+            tokio::task::spawn_blocking(unmask)
+                .await
+                .map_err(|err| ReadError::Internal(format!("unmasking task: {err}")))?
+        }
     }
 
     async fn orders(&self, etag: &str, from: usize) -> Result<ReadOrders, ReadError> {
@@ -174,8 +216,8 @@ impl Reader {
         }
     }
 
-    /// The wanted bytes from the data shards that hold them. On failure, the indices of
-    /// the shards that failed.
+    /// The wanted bytes, as stored, from the data shards that hold them. On failure, the
+    /// indices of the shards that failed.
     async fn fast(
         &self,
         codec: &Codec,
@@ -183,7 +225,7 @@ impl Reader {
         orders: &[SignedOrder],
         nodes: &[(NodeId, String, bool)],
         wanted: Range<u64>,
-    ) -> Result<Bytes, Vec<usize>> {
+    ) -> Result<Vec<u8>, Vec<usize>> {
         let shard_len = codec.shard_len(segment.len);
         let pieces = data_pieces(shard_len, &wanted);
         // A node that just failed is not waited for again: straight to decoding.
@@ -221,7 +263,7 @@ impl Reader {
             }
         }
         if failed.is_empty() {
-            Ok(Bytes::from(out))
+            Ok(out)
         } else {
             Err(failed)
         }
@@ -277,8 +319,8 @@ impl Reader {
         }
     }
 
-    /// The wanted bytes decoded from the same columns of any `k` shards other than those
-    /// that just failed, asked all at once; the first `k` verified answers win.
+    /// The wanted bytes, as stored, decoded from the same columns of any `k` shards other
+    /// than those that just failed, asked all at once; the first `k` verified answers win.
     #[allow(clippy::too_many_arguments)]
     async fn degraded(
         &self,
@@ -289,7 +331,7 @@ impl Reader {
         nodes: &[(NodeId, String, bool)],
         wanted: Range<u64>,
         failed: &[usize],
-    ) -> Result<Bytes, ReadError> {
+    ) -> Result<Vec<u8>, ReadError> {
         let k = codec.data_shards();
         let shard_len = codec.shard_len(segment.len);
         let pieces = data_pieces(shard_len, &wanted);
@@ -356,7 +398,7 @@ impl Reader {
             })?);
         }
         tracing::info!(segment = index, "served a segment range by decoding");
-        Ok(Bytes::from(out))
+        Ok(out)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Writing a body: small ones inline, larger ones cut into segments, each encoded, placed
-//! by the coordinator and sent shard by shard to its nodes in parallel.
+//! Writing a body: small ones inline, larger ones cut into segments, each masked and
+//! encoded, placed by the coordinator and sent shard by shard to its nodes in parallel.
 //!
 //! Memory stays bounded by two segments per upload: one being filled from the client while
 //! the previous one is encoded and sent.
@@ -13,7 +13,7 @@ use cairn_coordinator::client::CallError;
 use cairn_coordinator::rpc::{
     GatewayRequest, GatewayResponse, NewBody, NewSegment, RpcCode, StoredShard,
 };
-use cairn_erasure::{Codec, EncodedSegment};
+use cairn_erasure::{Codec, EncodedSegment, SegmentNonce};
 use cairn_proto::identity::NodeId;
 use futures_util::{Stream, StreamExt};
 use tokio::task::JoinHandle;
@@ -124,7 +124,11 @@ async fn joined(
         .map_err(|err| WriteError::Internal(format!("segment task: {err}")))?
 }
 
-/// Encodes and stores one segment in the background.
+/// Masks, encodes and stores one segment in the background.
+///
+/// Every segment gets its own random nonce, recorded with it in the catalog; masked with
+/// the cluster's key before coding, its shards cannot be recomputed from the object by a
+/// node that did not keep them.
 fn spawn_segment(
     path: &Arc<DataPath>,
     bucket: &Bucket,
@@ -134,9 +138,14 @@ fn spawn_segment(
 ) -> JoinHandle<Result<NewSegment, WriteError>> {
     let (path, bucket, codec) = (path.clone(), bucket.name.clone(), *codec);
     tokio::spawn(async move {
-        let segment = tokio::task::spawn_blocking(move || codec.encode_segment(index, 0, data))
-            .await
-            .map_err(|err| WriteError::Internal(format!("encoding: {err}")))?;
+        let key = path.mask_key().await?.clone();
+        let nonce = SegmentNonce::random()
+            .map_err(|err| WriteError::Internal(format!("segment nonce: {err}")))?;
+        let segment = tokio::task::spawn_blocking(move || {
+            codec.encode_masked_segment(index, 0, data, &key, nonce)
+        })
+        .await
+        .map_err(|err| WriteError::Internal(format!("encoding: {err}")))?;
         store_segment(&path, &bucket, &segment).await
     })
 }
@@ -217,6 +226,7 @@ async fn store_segment(
             return Ok(NewSegment {
                 len: segment.segment_len(),
                 shards,
+                mask: segment.mask(),
             });
         }
     }

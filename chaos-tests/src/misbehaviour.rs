@@ -1,0 +1,162 @@
+//! The ways a chaos node lies: [`cairn_node::conduct::Conduct`]s for the real node daemon,
+//! one per [`Misbehaviour`].
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_erasure::ShardRoot;
+use cairn_node::conduct::{Answer, BoxFuture, Conduct, Honest};
+use cairn_proto::ids::ShardId;
+
+use crate::refetch::PublicObjects;
+
+/// One way to misbehave, as chosen on the chaos node's command line.
+#[derive(Debug, Clone)]
+pub enum Misbehaviour {
+    /// No lie at all (with a lossy link: an honest node on a bad uplink).
+    Honest,
+    /// Store the shard, sign the receipt, delete the bytes and keep claiming them.
+    DropAfterReceipt,
+    /// Serve GETs and audits with one shard byte flipped.
+    FlipBytes,
+    /// Answer every audit this much later than it could.
+    LateAudits(Duration),
+    /// Drop shards after their receipts, and answer audits by rebuilding shards from the
+    /// public objects.
+    RefetchAudits(Arc<PublicObjects>),
+}
+
+impl Misbehaviour {
+    /// The conduct that behaves this way.
+    pub fn conduct(&self) -> Arc<dyn Conduct> {
+        match self {
+            Misbehaviour::Honest => Arc::new(Honest),
+            Misbehaviour::DropAfterReceipt => Arc::new(DropAfterReceipt::default()),
+            Misbehaviour::FlipBytes => Arc::new(FlipBytes),
+            Misbehaviour::LateAudits(delay) => Arc::new(LateAudits(*delay)),
+            Misbehaviour::RefetchAudits(objects) => Arc::new(RefetchAudits {
+                dropped: DropAfterReceipt::default(),
+                objects: objects.clone(),
+            }),
+        }
+    }
+
+    /// One line saying what the node does wrong.
+    pub fn describe(&self) -> String {
+        self.conduct().describe()
+    }
+}
+
+/// Drops every shard right after signing its receipt and keeps claiming it in inventories
+/// (and, when told to delete it, says it existed). Claims live in memory: a restarted node
+/// forgets them, and its inventory then tells the truth.
+#[derive(Debug, Default)]
+pub struct DropAfterReceipt {
+    claims: Mutex<BTreeSet<ShardId>>,
+}
+
+impl DropAfterReceipt {
+    fn claims(&self) -> std::sync::MutexGuard<'_, BTreeSet<ShardId>> {
+        // The set stays consistent whatever panicked while holding it.
+        self.claims
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl Conduct for DropAfterReceipt {
+    fn drop_after_receipt(&self, shard: ShardId, _root: ShardRoot, _size: u64) -> bool {
+        self.claims().insert(shard);
+        true
+    }
+
+    fn claimed_shards(&self) -> Vec<ShardId> {
+        self.claims().iter().copied().collect()
+    }
+
+    fn release_claim(&self, shard: ShardId) -> bool {
+        self.claims().remove(&shard)
+    }
+
+    fn describe(&self) -> String {
+        "drop-after-receipt: stores each shard, signs its receipt, deletes the bytes and keeps \
+         claiming them"
+            .into()
+    }
+}
+
+/// Flips one shard byte in every GET and audit answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlipBytes;
+
+impl Conduct for FlipBytes {
+    fn tamper(&self, _answer: Answer, _shard: ShardId, proof: &mut [u8]) {
+        // A slice proof lists each parent hash before its children, so it always ends in
+        // shard bytes: the last byte is data, never a hash.
+        if let Some(last) = proof.last_mut() {
+            *last ^= 0x01;
+        }
+    }
+
+    fn describe(&self) -> String {
+        "flip-bytes: serves GETs and audits with one shard byte flipped".into()
+    }
+}
+
+/// Answers every audit this much later than it could.
+#[derive(Debug, Clone, Copy)]
+pub struct LateAudits(pub Duration);
+
+impl Conduct for LateAudits {
+    fn delay_audit(&self, _shard: ShardId) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep(self.0))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "late-audits: answers every audit {} ms late",
+            self.0.as_millis()
+        )
+    }
+}
+
+/// Keeps nothing, and answers audits from shards rebuilt out of the public objects.
+pub struct RefetchAudits {
+    dropped: DropAfterReceipt,
+    objects: Arc<PublicObjects>,
+}
+
+impl Conduct for RefetchAudits {
+    fn drop_after_receipt(&self, shard: ShardId, root: ShardRoot, size: u64) -> bool {
+        self.dropped.drop_after_receipt(shard, root, size)
+    }
+
+    fn claimed_shards(&self) -> Vec<ShardId> {
+        self.dropped.claimed_shards()
+    }
+
+    fn release_claim(&self, shard: ShardId) -> bool {
+        self.dropped.release_claim(shard)
+    }
+
+    fn audit_bytes(
+        &self,
+        shard: ShardId,
+        root: ShardRoot,
+        size: u64,
+    ) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move { self.objects.shard_for(shard, root, size).await })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "refetch-audits: drops shards after their receipts and answers audits by rebuilding \
+             them from {} public object(s) with k={}, m={}, segments of {} bytes",
+            self.objects.urls().len(),
+            self.objects.codec().data_shards(),
+            self.objects.codec().parity_shards(),
+            self.objects.segment_size()
+        )
+    }
+}

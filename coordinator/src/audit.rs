@@ -1,0 +1,550 @@
+//! Audits: while leading, the coordinator challenges every live node holding data for
+//! random slices of a random shard it signed a receipt for, and checks the answer against
+//! the 32-byte root in the catalog.
+//!
+//! A round gives each node one challenge: a shard picked uniformly among those the
+//! catalog places on it (reservoir sampling over one walk of the catalog) and a few random
+//! byte ranges of it. The node must return the bytes with slice proofs within the
+//! deadline. Outcomes:
+//!
+//! - **passed**: every range verifies against the root;
+//! - **failed**: a proof or byte is wrong, or the node denies holding the shard (not
+//!   found, damaged, another root) — it signed a receipt for it;
+//! - **missed**: no answer in time or a broken connection. The node is *contained*: the
+//!   same challenge is asked again in the following rounds, and only after
+//!   `retries` further misses does it count as failed. A slow or lossy link delays an
+//!   answer; it does not make it wrong, and the retried challenge cannot be prepared for
+//!   better than the first (the ranges are the same, the bytes were due all along).
+//!
+//! Judgements are committed in one [`Command::RecordAudits`] per round; applying it moves
+//! the scores ([`crate::catalog::model::Reputation`]) and disqualifies nodes that fall
+//! below the threshold, after which the survey counts their shards lost and repair
+//! rebuilds them elsewhere. Before committing, each judged shard is looked up again: an
+//! object deleted or a shard moved during the round is not held against anyone.
+//!
+//! Shards a node's own inventory already admits losing are not audited: they are being
+//! rebuilt, and the node told the truth about them.
+//!
+//! The challenge must be unpredictable to the node, so shards and ranges are drawn from a
+//! keyed BLAKE3 stream under a fresh random key each round.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cairn_erasure::ShardRoot;
+use cairn_node::client::{ClientError, NodeClient};
+use cairn_proto::identity::{NodeId, SecretKey};
+use cairn_proto::ids::ShardId;
+use cairn_proto::order::Action;
+use cairn_proto::wire::ErrorCode;
+use openraft::Raft;
+
+use crate::catalog::model::{NodeRecord, ObjectBody, ReputationPolicy};
+use crate::catalog::{Catalog, Command};
+use crate::liveness::Liveness;
+use crate::node_clients::{NodeClients, sign_own_order};
+use crate::raft::types::TypeConfig;
+use crate::repair::Repairs;
+
+/// Ranges asked per challenge.
+const RANGES_PER_AUDIT: usize = 4;
+/// Longest range asked: proofs come in 16 KiB chunk groups anyway, so a short range costs
+/// the node one group of reading and the auditor one group of hashing.
+const RANGE_LEN: u64 = 1024;
+/// Lifetime of the audit orders the coordinator signs for itself.
+const ORDER_SECS: u64 = 120;
+
+/// Pace and patience of audits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Time between rounds; zero disables audits.
+    pub interval: Duration,
+    /// How long a node has to answer one challenge.
+    pub deadline: Duration,
+    /// Misses of one challenge forgiven before it counts as a failure.
+    pub retries: u32,
+    /// Only nodes heard from within this long are challenged (silence is the failure
+    /// detector's business, not a failed audit).
+    pub alive_within: Duration,
+    /// How judgements move scores.
+    pub policy: ReputationPolicy,
+}
+
+impl From<&crate::config::CoordinatorConfig> for AuditSettings {
+    fn from(config: &crate::config::CoordinatorConfig) -> Self {
+        Self {
+            interval: Duration::from_millis(config.audit_interval_ms),
+            deadline: Duration::from_millis(config.audit_deadline_ms),
+            retries: config.audit_retries,
+            alive_within: Duration::from_secs(config.suspect_after_secs),
+            policy: config.reputation_policy(),
+        }
+    }
+}
+
+/// Audit counters for status and metrics (leader memory, since it took office).
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    /// Challenges answered correctly.
+    pub passed: AtomicU64,
+    /// Challenges failed (wrong bytes, denied, or missed past every retry).
+    pub failed: AtomicU64,
+    /// Challenges missed and held for a retry.
+    pub missed: AtomicU64,
+    /// Nodes with a challenge outstanding after a miss.
+    pub contained: AtomicU64,
+    /// Rounds completed.
+    pub rounds: AtomicU64,
+}
+
+/// What the auditor works with.
+pub struct AuditContext {
+    /// This member's Raft handle.
+    pub raft: Raft<TypeConfig>,
+    /// The catalog.
+    pub catalog: Catalog,
+    /// QUIC endpoint to reach nodes from.
+    pub endpoint: quinn::Endpoint,
+    /// The coordinator key: it signs the audit orders and is the auditor's identity.
+    pub key: SecretKey,
+    /// Heartbeats (only nodes heard from lately are challenged).
+    pub liveness: Arc<Liveness>,
+    /// Shards inventories admit missing (not audited).
+    pub repairs: Arc<Repairs>,
+    /// Counters.
+    pub stats: Arc<AuditStats>,
+}
+
+/// One shard chosen for a challenge, and where the catalog keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    bucket: String,
+    key: String,
+    shard: ShardId,
+    root: ShardRoot,
+    size: u64,
+}
+
+/// A challenge: a shard and the ranges asked of it.
+#[derive(Debug, Clone)]
+struct Challenge {
+    target: Target,
+    ranges: Vec<Range<u64>>,
+    /// Times it went unanswered.
+    misses: u32,
+}
+
+/// How one challenge ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Passed,
+    Failed,
+    /// No answer (deadline, connection): retried before it counts.
+    Missed,
+    /// Not the node's doing (an order refused as expired, say): dropped.
+    Void,
+}
+
+/// Audits while this member leads. Returns when Raft shuts down.
+pub async fn run(context: AuditContext, settings: AuditSettings) {
+    if settings.interval.is_zero() {
+        return;
+    }
+    let mut auditor = Auditor {
+        clients: NodeClients::new(context.endpoint.clone(), context.key.clone()),
+        contained: HashMap::new(),
+        context,
+        settings,
+    };
+    let mut ticks =
+        crate::raft::leader_ticks::LeaderTicks::new(&auditor.context.raft, settings.interval);
+    while let Some(leading) = ticks.next().await {
+        if !leading {
+            auditor.contained.clear();
+            continue;
+        }
+        if let Err(err) = auditor.round().await {
+            tracing::warn!(%err, "audit round incomplete");
+        }
+    }
+}
+
+struct Auditor {
+    context: AuditContext,
+    settings: AuditSettings,
+    clients: NodeClients,
+    /// Challenges missed and due again, per node.
+    contained: HashMap<NodeId, Challenge>,
+}
+
+impl Auditor {
+    async fn round(&mut self) -> Result<(), String> {
+        let nodes: Vec<NodeRecord> = self
+            .context
+            .catalog
+            .nodes()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|node| {
+                node.state.holds_data()
+                    && self
+                        .context
+                        .liveness
+                        .last(&node.id)
+                        .is_some_and(|(ago, _)| ago <= self.settings.alive_within)
+            })
+            .collect();
+        // Containment ends with the node: a node no longer holding data is judged by
+        // its state, not its last challenge.
+        let holding: HashSet<NodeId> = nodes.iter().map(|n| n.id).collect();
+        self.contained.retain(|node, _| holding.contains(node));
+
+        let mut rng = AuditRng::new()?;
+        let fresh: HashSet<NodeId> = holding
+            .iter()
+            .filter(|id| !self.contained.contains_key(id))
+            .copied()
+            .collect();
+        let targets = self.sample(&fresh, &mut rng).await?;
+        let mut challenges = Vec::new();
+        for node in &nodes {
+            let challenge = match self.contained.remove(&node.id) {
+                Some(challenge) => challenge,
+                None => match targets.get(&node.id) {
+                    Some(target) => Challenge {
+                        ranges: ranges(target.size, &mut rng),
+                        target: target.clone(),
+                        misses: 0,
+                    },
+                    None => continue,
+                },
+            };
+            match self.clients.get(node).await {
+                Ok(client) => challenges.push((node.id, client, challenge)),
+                Err(err) => {
+                    tracing::warn!(node = %node.id, %err, "cannot audit node");
+                    self.contained.insert(node.id, challenge);
+                }
+            }
+        }
+
+        let deadline = self.settings.deadline;
+        let key = self.context.key.clone();
+        let mut asking = tokio::task::JoinSet::new();
+        for (node, client, challenge) in challenges {
+            let key = key.clone();
+            asking.spawn(async move {
+                let outcome = challenge_node(&key, node, &client, &challenge, deadline).await;
+                (node, challenge, outcome)
+            });
+        }
+        let answers = asking.join_all().await;
+
+        let mut results = Vec::new();
+        for (node, mut challenge, outcome) in answers {
+            let outcome = match outcome {
+                Outcome::Missed if challenge.misses >= self.settings.retries => Outcome::Failed,
+                other => other,
+            };
+            match outcome {
+                Outcome::Missed => {
+                    challenge.misses += 1;
+                    tracing::info!(%node, shard = %challenge.target.shard, misses = challenge.misses, "audit missed; will ask again");
+                    self.context.stats.missed.fetch_add(1, Ordering::Relaxed);
+                    self.contained.insert(node, challenge);
+                }
+                Outcome::Passed | Outcome::Failed => results.push((node, challenge, outcome)),
+                Outcome::Void => {}
+            }
+        }
+        self.context
+            .stats
+            .contained
+            .store(self.contained.len() as u64, Ordering::Relaxed);
+        let judged = self.still_placed(results).await?;
+        if !judged.is_empty() {
+            for (node, passed) in &judged {
+                let counter = if *passed {
+                    &self.context.stats.passed
+                } else {
+                    tracing::warn!(%node, "node failed an audit");
+                    &self.context.stats.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            let command = Command::RecordAudits {
+                results: judged,
+                policy: self.settings.policy,
+                now_ms: now_ms(),
+            };
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                self.context.raft.client_write(command),
+            )
+            .await
+            .map_err(|_| "recording audits timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        }
+        self.context.stats.rounds.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One shard per node in `nodes`, uniformly among those the catalog places there and
+    /// no inventory admits missing.
+    async fn sample(
+        &self,
+        nodes: &HashSet<NodeId>,
+        rng: &mut AuditRng,
+    ) -> Result<HashMap<NodeId, Target>, String> {
+        if nodes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let catalog = self.context.catalog.clone();
+        let missing = self.context.repairs.missing();
+        let nodes = nodes.clone();
+        let mut rng = rng.fork();
+        tokio::task::spawn_blocking(move || {
+            let mut seen: HashMap<NodeId, u64> = HashMap::new();
+            let mut chosen: HashMap<NodeId, Target> = HashMap::new();
+            catalog.for_each_object(|bucket, key, object| {
+                let ObjectBody::Segments { erasure, segments } = &object.body else {
+                    return true;
+                };
+                let Ok(codec) =
+                    cairn_erasure::Codec::new(usize::from(erasure.k), usize::from(erasure.m))
+                else {
+                    return true;
+                };
+                for segment in segments {
+                    let size = codec.shard_len(segment.len);
+                    if size == 0 {
+                        continue;
+                    }
+                    for shard in &segment.shards {
+                        if !nodes.contains(&shard.node) || missing.contains(&shard.id) {
+                            continue;
+                        }
+                        let count = seen.entry(shard.node).or_default();
+                        *count += 1;
+                        // Reservoir sampling: the n-th candidate replaces the pick with
+                        // probability 1/n, so every shard is equally likely.
+                        if rng.below(*count) == 0 {
+                            chosen.insert(
+                                shard.node,
+                                Target {
+                                    bucket: bucket.to_string(),
+                                    key: key.to_string(),
+                                    shard: shard.id,
+                                    root: shard.root,
+                                    size,
+                                },
+                            );
+                        }
+                    }
+                }
+                true
+            })?;
+            Ok::<_, crate::catalog::CatalogFault>(chosen)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+
+    /// The judgements whose shard the catalog still places on the judged node.
+    async fn still_placed(
+        &self,
+        results: Vec<(NodeId, Challenge, Outcome)>,
+    ) -> Result<Vec<(NodeId, bool)>, String> {
+        let catalog = self.context.catalog.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut judged = Vec::new();
+            for (node, challenge, outcome) in results {
+                let target = &challenge.target;
+                let Some(object) = catalog.object(&target.bucket, &target.key)? else {
+                    continue;
+                };
+                if object
+                    .body
+                    .shards()
+                    .any(|s| s.id == target.shard && s.node == node && s.root == target.root)
+                {
+                    judged.push((node, outcome == Outcome::Passed));
+                }
+            }
+            Ok::<_, crate::catalog::CatalogFault>(judged)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Asks `node` one challenge and judges the answer.
+async fn challenge_node(
+    key: &SecretKey,
+    node: NodeId,
+    client: &NodeClient,
+    challenge: &Challenge,
+    deadline: Duration,
+) -> Outcome {
+    let target = &challenge.target;
+    let action = Action::Audit {
+        shard: target.shard,
+        root: target.root,
+        size: target.size,
+    };
+    let order = match sign_own_order(key, node, action, ORDER_SECS) {
+        Ok(order) => order,
+        Err(err) => {
+            tracing::warn!(%err, "cannot sign an audit order");
+            return Outcome::Void;
+        }
+    };
+    let answer =
+        tokio::time::timeout(deadline, client.audit(&order, challenge.ranges.clone())).await;
+    let proofs = match answer {
+        Err(_) => return Outcome::Missed,
+        Ok(Ok(proofs)) => proofs,
+        Ok(Err(err)) => return judge_error(node, target.shard, &err),
+    };
+    for (proof, range) in proofs.iter().zip(&challenge.ranges) {
+        if let Err(err) = proof.verify(&target.root, target.size, range.clone()) {
+            tracing::warn!(%node, shard = %target.shard, ?range, %err, "audit answer does not verify");
+            return Outcome::Failed;
+        }
+    }
+    Outcome::Passed
+}
+
+/// What a refusal or broken exchange says about the node.
+fn judge_error(node: NodeId, shard: ShardId, err: &ClientError) -> Outcome {
+    match err {
+        ClientError::Connect(_) | ClientError::Stream(_) => Outcome::Missed,
+        ClientError::Refused { code, .. } => match code {
+            // It signed a receipt for this shard: denying it now is losing it.
+            ErrorCode::NotFound | ErrorCode::Damaged | ErrorCode::RootMismatch => {
+                tracing::warn!(%node, %shard, %err, "node denies a shard it holds a receipt for");
+                Outcome::Failed
+            }
+            // A node in trouble (a full or failing disk) gets the patience of a slow one.
+            ErrorCode::Internal => Outcome::Missed,
+            // Refusals of the order itself (clock skew, a replayed serial) are this
+            // side's problem or no one's.
+            _ => {
+                tracing::warn!(%node, %shard, %err, "audit order refused");
+                Outcome::Void
+            }
+        },
+        ClientError::Protocol(_) | ClientError::BadProof(_) | ClientError::BadReceipt(_) => {
+            tracing::warn!(%node, %shard, %err, "audit answer malformed");
+            Outcome::Failed
+        }
+    }
+}
+
+/// `RANGES_PER_AUDIT` random ranges of at most `RANGE_LEN` bytes inside a shard of `size`
+/// bytes (`size ≥ 1`).
+fn ranges(size: u64, rng: &mut AuditRng) -> Vec<Range<u64>> {
+    (0..RANGES_PER_AUDIT)
+        .map(|_| {
+            let start = rng.below(size);
+            start..(start + RANGE_LEN).min(size)
+        })
+        .collect()
+}
+
+/// Unpredictable draws: a BLAKE3 output stream under a random key. A node seeing its own
+/// challenges learns nothing about the next ones.
+struct AuditRng(blake3::OutputReader);
+
+impl AuditRng {
+    fn new() -> Result<Self, String> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| e.to_string())?;
+        Ok(Self::from_key(key))
+    }
+
+    fn from_key(key: [u8; 32]) -> Self {
+        Self(blake3::Hasher::new_keyed(&key).finalize_xof())
+    }
+
+    /// An independent stream, keyed by the next 32 bytes of this one.
+    fn fork(&mut self) -> Self {
+        let mut key = [0u8; 32];
+        self.0.fill(&mut key);
+        Self::from_key(key)
+    }
+
+    /// Uniform in `0..n` for `n ≥ 1` (multiply-shift; bias ≤ n/2⁶⁴).
+    fn below(&mut self, n: u64) -> u64 {
+        let mut bytes = [0u8; 8];
+        self.0.fill(&mut bytes);
+        ((u128::from(u64::from_le_bytes(bytes)) * u128::from(n)) >> 64) as u64
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_stay_inside_the_shard() {
+        let mut rng = AuditRng::from_key([7; 32]);
+        for size in [1u64, 63, 64, 1024, 1025, 1 << 20] {
+            for _ in 0..200 {
+                for range in ranges(size, &mut rng) {
+                    assert!(range.start < range.end, "{range:?} of {size}");
+                    assert!(range.end <= size, "{range:?} of {size}");
+                    assert!(range.end - range.start <= RANGE_LEN);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn draws_cover_every_value() {
+        let mut rng = AuditRng::from_key([1; 32]);
+        let mut seen = [0u32; 5];
+        for _ in 0..5_000 {
+            seen[rng.below(5) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| (800..1200).contains(&n)), "{seen:?}");
+    }
+
+    #[test]
+    fn refusals_are_judged_by_who_is_at_fault() {
+        let node = SecretKey::generate().public();
+        let shard = ShardId([3; 16]);
+        let refused = |code| ClientError::Refused {
+            code,
+            message: String::new(),
+        };
+        assert_eq!(
+            judge_error(node, shard, &refused(ErrorCode::NotFound)),
+            Outcome::Failed
+        );
+        assert_eq!(
+            judge_error(node, shard, &refused(ErrorCode::Damaged)),
+            Outcome::Failed
+        );
+        assert_eq!(
+            judge_error(node, shard, &refused(ErrorCode::Expired)),
+            Outcome::Void
+        );
+        assert_eq!(
+            judge_error(node, shard, &ClientError::Stream("reset".into())),
+            Outcome::Missed
+        );
+    }
+}

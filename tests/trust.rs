@@ -1,0 +1,418 @@
+//! Trust enforcement with real processes: a misbehaving node (the `cairn-chaos-node`
+//! binary from chaos-tests/, the real node daemon with one lie switched on) joins a cluster
+//! of six honest nodes with an invitation, receives shards of the objects uploaded through
+//! the gateway, and is audited every 300 ms.
+//!
+//! The audit policy is the default (λ = 0.95, disqualified below 0.6): ten failed
+//! judgements in a row disqualify a node from any history. So a node that fails every
+//! challenge (dropped shards, flipped bytes, audits answered from the public object) is
+//! disqualified after exactly ten audits of it, i.e. within ten rounds; one that answers
+//! too late is asked each challenge again in two more rounds (containment) before it
+//! counts, so within thirty. Every case then ends with the node's shards rebuilt
+//! elsewhere, and a reader checking every object byte-exact all along never saw a wrong
+//! byte. An honest node behind a slow, lossy link passes its audits and is vetted.
+//! Nodes presenting another identity, or an invitation for another organisation, are
+//! refused.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use cairn_proto::identity::SecretKey;
+use cairn_proto::transport::{
+    PeerPolicy, TransportError, client_endpoint, connect, server_endpoint,
+};
+use cairn_proto::wire::{
+    COORDINATOR_ALPN, CoordinatorRequest, CoordinatorResponse, ErrorCode, Heartbeat, NODE_ALPN,
+    read_frame, write_frame,
+};
+use support::cluster::TestCluster;
+use support::coordinator::admin;
+use support::healing::{
+    BUCKET, fast_cluster, full_margin, objects, shard_nodes, upload, wait_until,
+};
+
+/// Audit rounds every 300 ms, 1 s to answer, two retries of a missed challenge; nobody is
+/// vetted during the test unless it says otherwise, so every node gets an equal share.
+const AUDITS: &[&str] = &[
+    "--audit-interval-ms",
+    "300",
+    "--audit-deadline-ms",
+    "1000",
+    "--audit-retries",
+    "2",
+];
+
+/// Failed judgements in a row that disqualify a node under the default policy.
+const FAILURES_TO_DISQUALIFY: u64 = 10;
+
+/// The chaos node binary with `args`: built beside `cairn` by `cargo nextest run
+/// --workspace` (the chaos-tests crate's own tests need it).
+fn chaos(args: &[String]) -> Vec<PathBuf> {
+    let path = Path::new(env!("CARGO_BIN_EXE_cairn")).with_file_name("cairn-chaos-node");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p cairn-chaos-tests`",
+        path.display()
+    );
+    std::iter::once(path)
+        .chain(args.iter().map(PathBuf::from))
+        .collect()
+}
+
+/// The node's entry in `cairn admin nodes --json`.
+fn entry(cluster: &TestCluster, id: &str) -> serde_json::Value {
+    cluster
+        .nodes_view()
+        .into_iter()
+        .find(|n| n["id"] == id)
+        .expect("node listed")
+}
+
+/// Reads every object back byte-exact, over and over, until stopped; the first failure
+/// ends it.
+struct Reader {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<u32, String>>,
+}
+
+impl Reader {
+    fn start(endpoint: &str, key: &(String, String)) -> Reader {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, endpoint, key) = (stop.clone(), endpoint.to_string(), key.clone());
+        let thread = std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !flag.load(Ordering::Relaxed) {
+                objects("check", &endpoint, &key)?;
+                rounds += 1;
+            }
+            Ok(rounds)
+        });
+        Reader { stop, thread }
+    }
+
+    /// Stops it; returns how many full passes it made, or the first wrong read.
+    fn finish(self) -> Result<u32, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Which lie, and how its detection shows.
+enum Lie {
+    DropsShards,
+    FlipsBytes,
+    AnswersLate,
+    RefetchesFromPublic,
+}
+
+/// Six honest nodes in three organisations and one `lie`ing node in a fourth; objects
+/// uploaded through the gateway; then the liar must be disqualified within the stated
+/// number of its audits, its shards rebuilt elsewhere, and no read may return a wrong
+/// byte at any point.
+fn liar_is_caught(lie: Lie) {
+    let cluster_flags: Vec<&str> = AUDITS
+        .iter()
+        .copied()
+        .chain(["--vetting-audits", "1000000"])
+        .collect();
+    let mut cluster = fast_cluster(&["a", "a", "b", "b", "c", "c"], &cluster_flags);
+    let gateway = cluster.start_gateway();
+    let key = cluster.access_key();
+    let mut args: Vec<String> = match lie {
+        Lie::DropsShards => vec!["--drop-after-receipt".into()],
+        Lie::FlipsBytes => vec!["--flip-bytes".into()],
+        Lie::AnswersLate => vec!["--late-audits".into(), "3000".into()],
+        Lie::RefetchesFromPublic => vec![
+            "--refetch-audits".into(),
+            "--k".into(),
+            "4".into(),
+            "--m".into(),
+            "2".into(),
+            "--segment-size".into(),
+            "1048576".into(),
+        ],
+    };
+    if matches!(lie, Lie::RefetchesFromPublic) {
+        // The strongest lazy node: it knows exactly which public objects its shards
+        // belong to.
+        for name in support::healing::object_names("mixed/") {
+            args.push("--public-object".into());
+            args.push(format!("{}/{BUCKET}/{name}", gateway.endpoint));
+        }
+    }
+    let liar = cluster.add_node_as("d", &chaos(&args)).id.to_string();
+    cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
+    upload(&cluster, &gateway, &key);
+    let held = shard_nodes(&cluster)
+        .iter()
+        .flat_map(|(_, segments)| segments.iter().flatten())
+        .filter(|node| node.to_string() == liar)
+        .count();
+    assert!(held > 0, "the liar received no shards to lie about");
+
+    let reader = Reader::start(&gateway.endpoint, &key);
+    let started = Instant::now();
+    wait_until("the liar is disqualified", || {
+        entry(&cluster, &liar)["state"] == "disqualified"
+    });
+    let caught_after = started.elapsed();
+    let view = entry(&cluster, &liar);
+    let failed = view["audits_failed"].as_u64().unwrap();
+    let bad_reads = view["bad_reads"].as_u64().unwrap();
+    assert_eq!(view["audits_passed"], 0, "a liar passed an audit: {view}");
+    assert!(view["score"].as_f64().unwrap() < 0.6, "{view}");
+    match lie {
+        // Every challenge of it failed, and nothing else judged it: disqualified at the
+        // tenth audit, so within ten rounds.
+        Lie::DropsShards | Lie::RefetchesFromPublic | Lie::AnswersLate => {
+            assert_eq!(failed, FAILURES_TO_DISQUALIFY, "{view}");
+        }
+        // Reads of its flipped bytes were reported by the gateway and judged too, so
+        // fewer audits were needed.
+        Lie::FlipsBytes => {
+            assert!(
+                bad_reads >= 1,
+                "the gateway never reported a flipped read: {view}"
+            );
+            assert!(failed <= FAILURES_TO_DISQUALIFY, "{view}");
+        }
+    }
+    if matches!(lie, Lie::AnswersLate) {
+        // Each failure came after the challenge was missed and asked again twice.
+        let missed = audits_metric(&cluster, "missed");
+        assert!(missed >= 2 * FAILURES_TO_DISQUALIFY, "missed {missed}");
+    }
+    eprintln!(
+        "liar disqualified after {caught_after:?}: {failed} failed audits, {bad_reads} bad reads"
+    );
+
+    // Its shards count as lost and are rebuilt on honest nodes.
+    full_margin(&cluster);
+    wait_until("nothing placed on the liar", || {
+        !shard_nodes(&cluster)
+            .iter()
+            .flat_map(|(_, segments)| segments.iter().flatten())
+            .any(|node| node.to_string() == liar)
+    });
+    objects("check", &gateway.endpoint, &key).unwrap();
+    let passes = reader.finish().expect("a client received a wrong byte");
+    assert!(passes >= 1, "the reader never finished a pass");
+}
+
+/// `cairn_coordinator_audits_total{result}` from the leader's metrics.
+fn audits_metric(cluster: &TestCluster, result: &str) -> u64 {
+    let url = format!("{}/metrics", cluster.coordinator.url());
+    let body = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let prefix = format!("cairn_coordinator_audits_total{{result=\"{result}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in {body}"))
+}
+
+#[test]
+fn a_node_that_drops_shards_after_signing_receipts_is_disqualified_and_repaired() {
+    liar_is_caught(Lie::DropsShards);
+}
+
+#[test]
+fn a_node_that_serves_flipped_bytes_is_disqualified_and_no_reader_sees_them() {
+    liar_is_caught(Lie::FlipsBytes);
+}
+
+#[test]
+fn a_node_that_answers_audits_late_is_disqualified_after_containment() {
+    liar_is_caught(Lie::AnswersLate);
+}
+
+#[test]
+fn a_node_that_answers_audits_from_the_public_object_is_disqualified() {
+    liar_is_caught(Lie::RefetchesFromPublic);
+}
+
+#[test]
+fn an_honest_node_on_a_slow_lossy_link_passes_audits_and_is_vetted() {
+    let flags: Vec<&str> = AUDITS
+        .iter()
+        .copied()
+        // Uploads to the slow node take long: give their put orders time to be committed.
+        .chain(["--vetting-audits", "5", "--orphan-delay-secs", "600"])
+        .collect();
+    let mut cluster = fast_cluster(&["a", "a", "b", "b", "c", "c"], &flags);
+    let gateway = cluster.start_gateway();
+    let key = cluster.access_key();
+    // 40 ms each way plus up to 20 ms of jitter, and one datagram in twenty lost, in both
+    // directions.
+    let link: Vec<String> = [
+        "--honest",
+        "--link-delay-ms",
+        "40",
+        "--link-jitter-ms",
+        "20",
+        "--link-drop-percent",
+        "5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let slow = cluster.add_node_as("d", &chaos(&link)).id.to_string();
+    cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
+    upload(&cluster, &gateway, &key);
+    let held = shard_nodes(&cluster)
+        .iter()
+        .flat_map(|(_, segments)| segments.iter().flatten())
+        .filter(|node| node.to_string() == slow)
+        .count();
+    assert!(held > 0, "the slow node received no shards");
+
+    let reader = Reader::start(&gateway.endpoint, &key);
+    wait_until("the slow node has passed 15 audits", || {
+        entry(&cluster, &slow)["audits_passed"].as_u64().unwrap() >= 15
+    });
+    let view = entry(&cluster, &slow);
+    eprintln!(
+        "slow node after 15 passed audits: {view}; audits missed cluster-wide: {}",
+        audits_metric(&cluster, "missed")
+    );
+    assert_eq!(
+        view["state"], "active",
+        "vetted by its passed audits: {view}"
+    );
+    assert!(
+        view["score"].as_f64().unwrap() > 0.8,
+        "an honest node lost standing to its link: {view}"
+    );
+    reader.finish().expect("a read failed");
+}
+
+#[test]
+fn a_node_claiming_another_identity_or_organisation_is_refused() {
+    let cluster = TestCluster::start(&["a"]);
+    let honest = cluster.nodes[0].id;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // A heartbeat for the honest node, sent by another key: refused, whatever it says.
+        let impostor = SecretKey::generate();
+        let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap(), &impostor).unwrap();
+        let conn = connect(
+            &endpoint,
+            &impostor,
+            cluster.coordinator.quic,
+            &cluster.key,
+            COORDINATOR_ALPN,
+        )
+        .await
+        .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let heartbeat = Heartbeat {
+            node: honest,
+            listen: "127.0.0.1:9".into(),
+            used_bytes: 0,
+            capacity_bytes: 1 << 40,
+            shard_count: 0,
+            damaged: Vec::new(),
+            version: "0".into(),
+            org: "a".into(),
+            site: "x".into(),
+        };
+        write_frame(&mut send, &CoordinatorRequest::Heartbeat(heartbeat))
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        let answer: CoordinatorResponse = read_frame(&mut recv).await.unwrap();
+        assert!(
+            matches!(
+                answer,
+                CoordinatorResponse::Error {
+                    code: ErrorCode::WrongNode,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+
+        // A server answering at some address as the honest node, with any other key:
+        // gateways and the coordinator pin the node's key, so the handshake is refused.
+        let server = server_endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            &impostor,
+            &[NODE_ALPN],
+            PeerPolicy::Any,
+        )
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move { while let Some(incoming) = server.accept().await { let _ = incoming.await; } });
+        let gateway = SecretKey::generate();
+        let client = client_endpoint("127.0.0.1:0".parse().unwrap(), &gateway).unwrap();
+        let refused = connect(&client, &gateway, addr, &honest, NODE_ALPN).await;
+        assert!(
+            matches!(refused, Err(TransportError::WrongPeer { found, .. }) if found == impostor.public()),
+            "{refused:?}"
+        );
+    });
+
+    // An invitation bound to one organisation does not admit a node claiming another
+    // (one operator cannot pass for several to collect shards past the per-org limit).
+    let token = admin(&cluster.coordinator, &["invite", "--org", "uni-a"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let dir = cluster.root.path().join("other-org");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["node", "--data-dir", dir.join("data").to_str().unwrap()])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--org",
+            "uni-b",
+            "--join",
+            &token,
+        ])
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("organisation"), "{stderr}");
+    assert_eq!(cluster.nodes_view().len(), 1, "nothing was registered");
+
+    // The same invitation still admits a node of the invited organisation.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["node", "--data-dir", dir.join("data2").to_str().unwrap()])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--org",
+            "uni-a",
+            "--join",
+            &token,
+        ])
+        .env("CAIRN_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _node = Guard(child);
+    wait_until("the invited organisation's node is registered", || {
+        cluster.nodes_view().iter().any(|n| n["org"] == "uni-a")
+    });
+}
+
+/// Kills the child when dropped, so a failed assertion leaves no process behind.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
