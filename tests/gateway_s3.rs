@@ -9,10 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairn_coordinator::client::CoordinatorClient;
 use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
-use cairn_proto::identity::{NodeId, SecretKey};
-use cairn_proto::transport::client_endpoint;
+use cairn_proto::identity::NodeId;
 use support::cluster::TestCluster;
 use support::coordinator::admin;
 use support::s3clients::{aws, rclone, run, s3cmd, s3cmd_config};
@@ -156,15 +154,7 @@ fn real_s3_clients_work_against_the_gateway() {
 fn first_data_shard(cluster: &TestCluster, bucket: &str, key: &str) -> (NodeId, String) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let me = SecretKey::generate();
-        cluster.register_gateway(&me.public());
-        let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap(), &me).unwrap();
-        let client = CoordinatorClient::new(
-            endpoint,
-            me,
-            cluster.key,
-            vec![cluster.coordinator.quic.to_string()],
-        );
+        let client = cluster.gateway_client();
         let request = GatewayRequest::Object {
             bucket: bucket.into(),
             key: key.into(),

@@ -99,6 +99,21 @@ impl TestCluster {
         }
     }
 
+    /// A coordinator client under a fresh gateway key of the test's own, registered (to
+    /// ask the catalog what a gateway may). Call inside a tokio runtime.
+    pub fn gateway_client(&self) -> cairn_coordinator::client::CoordinatorClient {
+        let me = SecretKey::generate();
+        self.register_gateway(&me.public());
+        let endpoint =
+            cairn_proto::transport::client_endpoint("127.0.0.1:0".parse().unwrap(), &me).unwrap();
+        cairn_coordinator::client::CoordinatorClient::new(
+            endpoint,
+            me,
+            self.key,
+            vec![self.coordinator.quic.to_string()],
+        )
+    }
+
     /// Registers `key` as a gateway.
     pub fn register_gateway(&self, key: &PublicKey) {
         admin(

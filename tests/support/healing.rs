@@ -8,10 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairn_coordinator::catalog::model::ObjectBody;
-use cairn_coordinator::client::CoordinatorClient;
 use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
-use cairn_proto::identity::{NodeId, SecretKey};
-use cairn_proto::transport::client_endpoint;
+use cairn_proto::identity::NodeId;
 
 use super::cluster::{GatewayProcess, TestCluster};
 use super::coordinator::admin;
@@ -72,15 +70,7 @@ pub fn margins(durability: &serde_json::Value) -> BTreeMap<i64, u64> {
 pub fn shard_nodes(cluster: &TestCluster) -> Vec<(String, Vec<Vec<NodeId>>)> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let me = SecretKey::generate();
-        cluster.register_gateway(&me.public());
-        let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap(), &me).unwrap();
-        let client = CoordinatorClient::new(
-            endpoint,
-            me,
-            cluster.key,
-            vec![cluster.coordinator.quic.to_string()],
-        );
+        let client = cluster.gateway_client();
         let request = GatewayRequest::List {
             bucket: BUCKET.into(),
             query: cairn_coordinator::catalog::ListQuery {
