@@ -4,6 +4,7 @@ use std::ops::Range;
 
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
+use crate::buffer;
 use crate::mask::Keystream;
 use crate::{
     CodecError, DecodeError, EncodedSegment, MaskKey, SHARD_ALIGN, SegmentNonce, ShardRoot,
@@ -91,6 +92,17 @@ impl Codec {
             .next_multiple_of(SHARD_ALIGN as u64)
     }
 
+    /// An empty buffer to collect a segment of up to `segment_len` bytes in, with room for
+    /// the padding [`Codec::encode_segment`] adds (and 64 bytes of slack for a reader's final
+    /// probe), so that filling and encoding it never reallocates or copies the segment.
+    /// Backed by huge pages where the kernel grants them, which makes its first touch cheap.
+    /// Lengths past the codec's 4 GiB segment limit get room for that limit.
+    pub fn segment_buffer(&self, segment_len: u64) -> Vec<u8> {
+        let segment_len = segment_len.min(MAX_SEGMENT_SIZE);
+        let padded = self.k * self.shard_len(segment_len) as usize;
+        buffer::with_capacity(padded + SHARD_ALIGN)
+    }
+
     /// Encodes one segment: pads `data` to `k` shards, computes the parity and every root.
     ///
     /// `index` and `offset` only label the result (its place in the object). Takes the
@@ -130,7 +142,7 @@ impl Codec {
         let len = data.len() as u64;
         let shard_len = self.shard_len(len) as usize;
         data.resize(self.k * shard_len, 0);
-        let mut parity = vec![0u8; self.m * shard_len];
+        let mut parity = buffer::zeroed(self.m * shard_len);
         let mut hashers = vec![blake3::Hasher::new(); self.total_shards()];
         let input = match mask {
             None => Input::Plain(&data),
@@ -163,7 +175,7 @@ impl Codec {
     /// If `data.len() != k × shard_len` or `shard_len` is not a multiple of 64: both are
     /// shapes this crate produces itself, never input from outside.
     pub fn encode_parity(&self, data: &[u8], shard_len: usize) -> Vec<u8> {
-        let mut parity = vec![0u8; self.m * shard_len];
+        let mut parity = buffer::zeroed(self.m * shard_len);
         self.encode_stripes(Input::Plain(data), shard_len, &mut parity, None);
         parity
     }
@@ -333,7 +345,7 @@ impl Codec {
                 rejected: Vec::new(),
             });
         }
-        let mut out = vec![0u8; self.k * width];
+        let mut out = buffer::zeroed(self.k * width);
         self.restore(width, &chosen[..self.k], &mut out);
         Ok(out)
     }
@@ -372,7 +384,7 @@ impl Codec {
                 rejected,
             });
         }
-        let mut data = vec![0u8; self.k * shard_len];
+        let mut data = buffer::zeroed(self.k * shard_len);
         self.restore(shard_len, &good[..self.k], &mut data);
         Ok((data, rejected))
     }

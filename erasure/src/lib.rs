@@ -15,6 +15,7 @@
 //! any async reader, holding one segment at a time, and does the CPU work off the async
 //! threads.
 
+mod buffer;
 mod codec;
 mod error;
 pub mod layout;

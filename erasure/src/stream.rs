@@ -67,10 +67,9 @@ impl<R: AsyncRead + Unpin> SegmentEncoder<R> {
             }
             None => None,
         };
-        let padded = self.codec.data_shards() as u64 * self.codec.shard_len(self.segment_size);
-        // Room for the padding, plus slack so that the read loop's final zero-byte read never
-        // makes the vector reallocate (and briefly double) a full segment.
-        let mut buf = Vec::with_capacity(padded as usize + 64);
+        // Room for the padding and the read loop's final zero-byte read: the vector never
+        // reallocates (and briefly doubles) a full segment.
+        let mut buf = self.codec.segment_buffer(self.segment_size);
         let read = (&mut self.reader)
             .take(self.segment_size)
             .read_to_end(&mut buf)

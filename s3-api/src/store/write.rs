@@ -86,6 +86,14 @@ where
         let mut rest = &chunk[..];
         while !rest.is_empty() {
             let take = rest.len().min(segment_size - buffer.len());
+            if buffer.len() + take > path.inline_threshold && buffer.capacity() < segment_size {
+                // Past what could stay inline: from here on collect into a buffer sized for
+                // the whole segment and its padding, so growing it never copies the segment
+                // and encoding never reallocates it.
+                let mut segment = codec.segment_buffer(segment_size as u64);
+                segment.extend_from_slice(&buffer);
+                buffer = segment;
+            }
             buffer.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if buffer.len() == segment_size {
