@@ -10,7 +10,9 @@
 //! too late is asked each challenge again in two more rounds (containment) before it
 //! counts, so within thirty. Every case then ends with the node's shards rebuilt
 //! elsewhere, and a reader checking every object byte-exact all along never saw a wrong
-//! byte. An honest node behind a slow, lossy link passes its audits and is vetted.
+//! byte. A shard whose audit fails is rebuilt elsewhere at once, even when its node is
+//! never disqualified. An honest node behind a slow, lossy link passes its audits and is
+//! vetted.
 //! Nodes presenting another identity, or an invitation for another organisation, are
 //! refused.
 
@@ -237,6 +239,50 @@ fn a_node_that_answers_audits_late_is_disqualified_after_containment() {
 #[test]
 fn a_node_that_answers_audits_from_the_public_object_is_disqualified() {
     liar_is_caught(Lie::RefetchesFromPublic);
+}
+
+/// A failed audit condemns the copy, not only its node: with disqualification switched off
+/// (and rebalancing, the only other mover), every shard the liar serves flipped is rebuilt
+/// elsewhere once an audit of it fails, while the liar itself stays in the cluster.
+#[test]
+fn a_shard_that_fails_its_audit_is_rebuilt_without_waiting_for_disqualification() {
+    let flags: Vec<&str> = AUDITS
+        .iter()
+        .copied()
+        .chain(["--vetting-audits", "1000000"])
+        .chain(["--disqualify-below-permille", "0"])
+        .chain(["--rebalance-threshold-permille", "0"])
+        .collect();
+    let mut cluster = fast_cluster(&["a", "a", "b", "b", "c", "c"], &flags);
+    let gateway = cluster.start_gateway();
+    let key = cluster.access_key();
+    let liar = cluster
+        .add_node_as("d", &chaos(&["--flip-bytes".into()]))
+        .id
+        .to_string();
+    cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
+    upload(&cluster, &gateway, &key);
+    let on_liar = |cluster: &TestCluster| {
+        shard_nodes(cluster)
+            .iter()
+            .flat_map(|(_, segments)| segments.iter().flatten())
+            .filter(|node| node.to_string() == liar)
+            .count()
+    };
+    let held = on_liar(&cluster);
+    assert!(held > 0, "the liar received no shards to lie about");
+
+    wait_until("nothing placed on the liar", || on_liar(&cluster) == 0);
+    full_margin(&cluster);
+    let view = entry(&cluster, &liar);
+    assert_eq!(
+        view["state"], "vetting",
+        "the liar was judged, not removed: {view}"
+    );
+    let failed = view["audits_failed"].as_u64().unwrap();
+    assert!(failed >= 1, "shards moved without a failed audit: {view}");
+    eprintln!("{held} shards rebuilt away from the liar after {failed} failed audits");
+    objects("check", &gateway.endpoint, &key).unwrap();
 }
 
 #[test]

@@ -22,6 +22,13 @@
 //! rebuilds them elsewhere. Before committing, each judged shard is looked up again: an
 //! object deleted or a shard moved during the round is not held against anyone.
 //!
+//! A failed shard is also reported to the repair scheduler ([`Repairs::report_failed`]),
+//! which counts it lost from then on: it is rebuilt on another node at once, not only once
+//! its holder has failed often enough to be disqualified. A node that loses or spoils one
+//! shard is not trusted with that shard again, whatever its score; the record lives on the
+//! leader only (a new leader's audits find a bad copy again) and ends when the catalog no
+//! longer places the shard there.
+//!
 //! Shards a node's own inventory already admits losing are not audited: they are being
 //! rebuilt, and the node told the truth about them.
 //!
@@ -47,7 +54,7 @@ use crate::catalog::{Catalog, Command};
 use crate::liveness::Liveness;
 use crate::node_clients::{NodeClients, sign_own_order};
 use crate::raft::types::TypeConfig;
-use crate::repair::Repairs;
+use crate::repair::{FailedShard, Repairs};
 
 /// Ranges asked per challenge.
 const RANGES_PER_AUDIT: usize = 4;
@@ -112,7 +119,7 @@ pub struct AuditContext {
     pub key: SecretKey,
     /// Heartbeats (only nodes heard from lately are challenged).
     pub liveness: Arc<Liveness>,
-    /// Shards inventories admit missing (not audited).
+    /// Shards inventories admit missing (not audited); failed shards are reported to it.
     pub repairs: Arc<Repairs>,
     /// Counters.
     pub stats: Arc<AuditStats>,
@@ -182,6 +189,7 @@ struct Auditor {
 
 impl Auditor {
     async fn round(&mut self) -> Result<(), String> {
+        self.forget_moved_failures().await?;
         let nodes: Vec<NodeRecord> = self
             .context
             .catalog
@@ -266,7 +274,7 @@ impl Auditor {
             .store(self.contained.len() as u64, Ordering::Relaxed);
         let judged = self.still_placed(results).await?;
         if !judged.is_empty() {
-            for (node, passed) in &judged {
+            for (node, _, passed) in &judged {
                 let counter = if *passed {
                     &self.context.stats.passed
                 } else {
@@ -276,7 +284,10 @@ impl Auditor {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             let command = Command::RecordAudits {
-                results: judged,
+                results: judged
+                    .iter()
+                    .map(|(node, _, passed)| (*node, *passed))
+                    .collect(),
                 policy: self.settings.policy,
                 now_ms: now_ms(),
             };
@@ -287,6 +298,17 @@ impl Auditor {
             .await
             .map_err(|_| "recording audits timed out".to_string())?
             .map_err(|e| e.to_string())?;
+            // The failed copies are rebuilt now, whatever becomes of their nodes.
+            for (node, target, passed) in judged {
+                if !passed {
+                    let failed = FailedShard {
+                        node,
+                        bucket: target.bucket,
+                        key: target.key,
+                    };
+                    self.context.repairs.report_failed(target.shard, failed);
+                }
+            }
         }
         self.context.stats.rounds.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -354,11 +376,42 @@ impl Auditor {
         .map_err(|e| e.to_string())
     }
 
-    /// The judgements whose shard the catalog still places on the judged node.
+    /// Stops counting failed shards lost once the catalog no longer places them on the
+    /// node that failed them (rebuilt elsewhere, or their object gone).
+    async fn forget_moved_failures(&self) -> Result<(), String> {
+        let failed = self.context.repairs.failed();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let catalog = self.context.catalog.clone();
+        let moved = tokio::task::spawn_blocking(move || {
+            let mut moved = Vec::new();
+            for (shard, at) in failed {
+                let placed = catalog.object(&at.bucket, &at.key)?.is_some_and(|object| {
+                    object
+                        .body
+                        .shards()
+                        .any(|s| s.id == shard && s.node == at.node)
+                });
+                if !placed {
+                    moved.push(shard);
+                }
+            }
+            Ok::<_, crate::catalog::CatalogFault>(moved)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        self.context.repairs.forget_failed(&moved);
+        Ok(())
+    }
+
+    /// The judgements whose shard the catalog still places on the judged node, with the
+    /// shard and whether the node passed.
     async fn still_placed(
         &self,
         results: Vec<(NodeId, Challenge, Outcome)>,
-    ) -> Result<Vec<(NodeId, bool)>, String> {
+    ) -> Result<Vec<(NodeId, Target, bool)>, String> {
         let catalog = self.context.catalog.clone();
         tokio::task::spawn_blocking(move || {
             let mut judged = Vec::new();
@@ -372,7 +425,7 @@ impl Auditor {
                     .shards()
                     .any(|s| s.id == target.shard && s.node == node && s.root == target.root)
                 {
-                    judged.push((node, outcome == Outcome::Passed));
+                    judged.push((node, challenge.target, outcome == Outcome::Passed));
                 }
             }
             Ok::<_, crate::catalog::CatalogFault>(judged)

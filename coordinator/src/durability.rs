@@ -5,7 +5,8 @@
 //! more it can lose and still be read. Shards count while their node is in a state that
 //! holds data (vetting, active, suspect, draining) and its inventory does not lack it; a
 //! lost, gone or disqualified node's shards are missing, and so are shards a node's
-//! inventory no longer lists ([`crate::gc`]). A suspect node's shards still count, so a node that is only slow or
+//! inventory no longer lists ([`crate::gc`]) and shards whose holder failed an audit of them
+//! ([`crate::audit`]). A suspect node's shards still count, so a node that is only slow or
 //! rebooting costs no repair traffic.
 //!
 //! The survey walks the whole catalog in one read snapshot. That is linear in the number of

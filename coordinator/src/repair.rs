@@ -65,6 +65,18 @@ impl From<&crate::config::CoordinatorConfig> for RepairSettings {
     }
 }
 
+/// Where a shard that failed its audit is placed, so the auditor can tell when the catalog
+/// has moved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedShard {
+    /// The node that failed the audit.
+    pub node: NodeId,
+    /// Bucket of the object the shard belongs to.
+    pub bucket: String,
+    /// Key of that object.
+    pub key: String,
+}
+
 /// A segment's identity in the queue and the lease table.
 type SegmentKey = (String, String, u32);
 
@@ -90,6 +102,9 @@ pub struct Repairs {
 struct State {
     /// Shards found missing from their nodes' inventories (by the collector).
     missing: HashMap<ShardId, NodeId>,
+    /// Shards whose holder failed an audit of them (by the auditor), until the catalog no
+    /// longer places them there.
+    failed: HashMap<ShardId, FailedShard>,
     survey: Option<Survey>,
     surveyed_ms: Option<u64>,
     queue: VecDeque<Need>,
@@ -106,6 +121,7 @@ impl Repairs {
             settings,
             state: Mutex::new(State {
                 missing: HashMap::new(),
+                failed: HashMap::new(),
                 survey: None,
                 surveyed_ms: None,
                 queue: VecDeque::new(),
@@ -143,12 +159,53 @@ impl Repairs {
         }
     }
 
-    /// The shards inventories lack.
+    /// The shards the next survey counts lost although their node holds data: those
+    /// inventories lack and those whose holder failed an audit of them.
     pub fn missing(&self) -> HashSet<ShardId> {
         self.state
             .lock()
-            .map(|state| state.missing.keys().copied().collect())
+            .map(|state| {
+                state
+                    .missing
+                    .keys()
+                    .chain(state.failed.keys())
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    /// Records that the holder of `shard` failed an audit of it: its copy is wrong or gone
+    /// (whatever the node's inventory claims), so the next survey counts the shard lost and
+    /// repair rebuilds it elsewhere, without waiting for the node to be disqualified.
+    pub fn report_failed(&self, shard: ShardId, failed: FailedShard) {
+        if let Ok(mut state) = self.state.lock() {
+            state.failed.insert(shard, failed);
+        }
+    }
+
+    /// The shards [`Repairs::report_failed`] recorded, with where they were placed.
+    pub fn failed(&self) -> Vec<(ShardId, FailedShard)> {
+        self.state
+            .lock()
+            .map(|state| {
+                state
+                    .failed
+                    .iter()
+                    .map(|(shard, failed)| (*shard, failed.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forgets failed shards the catalog no longer places where they failed (rebuilt
+    /// elsewhere, or their object deleted): their ids are never placed again.
+    pub fn forget_failed(&self, shards: &[ShardId]) {
+        if let Ok(mut state) = self.state.lock() {
+            for shard in shards {
+                state.failed.remove(shard);
+            }
+        }
     }
 
     /// Replaces the queue with a new survey's needs, leaving out leased segments.
@@ -192,6 +249,8 @@ impl Repairs {
     /// Forgets everything (this member stopped leading).
     fn clear(&self) {
         if let Ok(mut state) = self.state.lock() {
+            // A failed audit is the leader's own observation; the next leader audits anew.
+            state.failed.clear();
             state.survey = None;
             state.surveyed_ms = None;
             state.queue.clear();
