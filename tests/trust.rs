@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use cairn_coordinator::catalog::model::ObjectBody;
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
 use cairn_proto::identity::SecretKey;
 use cairn_proto::transport::{
     PeerPolicy, TransportError, client_endpoint, connect, server_endpoint,
@@ -283,6 +285,109 @@ fn a_shard_that_fails_its_audit_is_rebuilt_without_waiting_for_disqualification(
     assert!(failed >= 1, "shards moved without a failed audit: {view}");
     eprintln!("{held} shards rebuilt away from the liar after {failed} failed audits");
     objects("check", &gateway.endpoint, &key).unwrap();
+}
+
+/// A copy a gateway reads bad is rebuilt too, not only its node judged: with audits,
+/// disqualification and rebalancing out of the way, reading every object once moves every
+/// data shard off a node that flips bytes (its parity shards are never read, so they stay).
+/// A report about a shard the catalog does not place on the node named is ignored.
+#[test]
+fn a_shard_a_gateway_reads_bad_is_rebuilt_and_stray_reports_are_ignored() {
+    let flags = [
+        "--audit-interval-ms",
+        "3600000",
+        "--vetting-audits",
+        "1000000",
+        "--disqualify-below-permille",
+        "0",
+        "--rebalance-threshold-permille",
+        "0",
+    ];
+    let mut cluster = fast_cluster(&["a", "a", "b", "b", "c", "c"], &flags);
+    let gateway = cluster.start_gateway();
+    let key = cluster.access_key();
+    let liar = cluster
+        .add_node_as("d", &chaos(&["--flip-bytes".into()]))
+        .id
+        .to_string();
+    cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
+    // Uploading reads every object back once through the gateway.
+    upload(&cluster, &gateway, &key);
+    let data_on_liar = |cluster: &TestCluster| {
+        shard_nodes(cluster)
+            .iter()
+            .flat_map(|(_, segments)| segments.iter().flat_map(|nodes| nodes.iter().take(4)))
+            .filter(|node| node.to_string() == liar)
+            .count()
+    };
+    wait_until("no data shard left on the liar", || {
+        data_on_liar(&cluster) == 0
+    });
+    full_margin(&cluster);
+    let view = entry(&cluster, &liar);
+    assert!(view["bad_reads"].as_u64().unwrap() >= 1, "{view}");
+    assert_eq!(
+        view["audits_failed"], 0,
+        "audits were meant to be off: {view}"
+    );
+    assert_eq!(view["state"], "vetting", "{view}");
+    objects("check", &gateway.endpoint, &key).unwrap();
+
+    // A gateway's report naming a shard the node does not hold counts for nothing.
+    let honest = cluster
+        .nodes_view()
+        .iter()
+        .map(|node| node["id"].as_str().unwrap().to_string())
+        .find(|id| *id != liar)
+        .expect("an honest node");
+    let (object, segments) = shard_nodes(&cluster)
+        .into_iter()
+        .find(|(_, segments)| !segments.is_empty())
+        .expect("a segmented object");
+    let not_on_honest = segments[0]
+        .iter()
+        .position(|node| node.to_string() != honest)
+        .expect("a shard elsewhere");
+    let stray = cairn_proto::ids::ShardId([0xee; 16]);
+    let elsewhere = shard_id(&cluster, &object, not_on_honest);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = cluster.gateway_client();
+        for shard in [stray, elsewhere] {
+            let report = GatewayRequest::ReportShard {
+                bucket: BUCKET.into(),
+                key: object.clone(),
+                node: honest.parse().unwrap(),
+                shard,
+                problem: "stray report".into(),
+            };
+            client.call(&report).await.unwrap();
+        }
+    });
+    let view = entry(&cluster, &honest);
+    assert_eq!(
+        view["bad_reads"], 0,
+        "a stray report was held against a node: {view}"
+    );
+}
+
+/// The id of shard `index` of the first segment of `object`.
+fn shard_id(cluster: &TestCluster, object: &str, index: usize) -> cairn_proto::ids::ShardId {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = cluster.gateway_client();
+        let request = GatewayRequest::Object {
+            bucket: BUCKET.into(),
+            key: object.into(),
+        };
+        match client.call(&request).await.unwrap() {
+            GatewayResponse::Object(Some(record)) => match record.body {
+                ObjectBody::Segments { segments, .. } => segments[0].shards[index].id,
+                ObjectBody::Inline(_) => panic!("{object} is inline"),
+            },
+            other => panic!("unexpected answer {other:?}"),
+        }
+    })
 }
 
 #[test]

@@ -90,6 +90,8 @@ impl Gateway {
             let path = path.clone();
             tokio::spawn(async move {
                 let request = GatewayRequest::ReportShard {
+                    bucket: problem.bucket,
+                    key: problem.key,
                     node: problem.node,
                     shard: problem.shard,
                     problem: problem.problem,

@@ -183,8 +183,13 @@ pub enum GatewayRequest {
         max: u32,
     },
     /// A node sent bytes that fail verification against the catalog's root (or said its
-    /// copy is damaged); it is counted against the node.
+    /// copy is damaged): if the catalog places that shard of `bucket`/`key` on the node,
+    /// it is counted against the node and the shard is rebuilt elsewhere.
     ReportShard {
+        /// Bucket of the object the shard belongs to.
+        bucket: String,
+        /// Key of that object.
+        key: String,
         /// The node.
         node: NodeId,
         /// The shard.

@@ -390,10 +390,27 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
             ))
         }
         GatewayRequest::ReportShard {
+            bucket,
+            key,
             node,
             shard,
             problem,
         } => {
+            // Judged only against the catalog: a report about a shard moved or deleted
+            // since the read (or never placed there) is no evidence about the node.
+            let placed = catalog
+                .object(&bucket, &key)
+                .map_err(fault)?
+                .is_some_and(|object| {
+                    object
+                        .body
+                        .shards()
+                        .any(|s| s.id == shard && s.node == node)
+                });
+            if !placed {
+                tracing::info!(%node, %shard, gateway = %peer, problem, "ignoring a bad-read report about a shard not placed on that node");
+                return Ok(GatewayResponse::Done);
+            }
             tracing::warn!(%node, %shard, gateway = %peer, problem, "gateway reports a bad shard read");
             commit(
                 ctx,
@@ -404,6 +421,9 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
                 },
             )
             .await?;
+            // Like a failed audit: the copy is bad whatever becomes of its node.
+            let failed = crate::repair::FailedShard { node, bucket, key };
+            ctx.repairs.report_failed(shard, failed);
             Ok(GatewayResponse::Done)
         }
         GatewayRequest::ListParts { upload, after, max } => {

@@ -53,12 +53,42 @@ pub enum ReadError {
 /// A node that sent bytes failing verification, or said its copy is damaged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardProblem {
+    /// Bucket of the object the shard belongs to.
+    pub bucket: String,
+    /// Key of that object.
+    pub key: String,
     /// The node.
     pub node: NodeId,
     /// The shard.
     pub shard: ShardId,
     /// What was wrong.
     pub problem: String,
+}
+
+impl ShardProblem {
+    /// The problem `err` shows with the copy of `shard` on `node`, if it is one the node
+    /// answers for: bytes failing verification or a copy it admits is damaged. A timeout
+    /// or a broken connection says nothing about the copy.
+    pub fn from_error(
+        bucket: &str,
+        key: &str,
+        node: NodeId,
+        shard: ShardId,
+        err: &ClientError,
+    ) -> Option<Self> {
+        let bad = match err {
+            ClientError::BadProof(_) => true,
+            ClientError::Refused { code, .. } => *code == cairn_proto::wire::ErrorCode::Damaged,
+            _ => false,
+        };
+        bad.then(|| Self {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            node,
+            shard,
+            problem: err.to_string(),
+        })
+    }
 }
 
 /// Streams bytes `range` of the object in `read` (`bucket`/`key`). Every byte is verified
@@ -291,19 +321,10 @@ impl Reader {
         match result {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(err)) => {
-                let bad = match &err {
-                    ClientError::BadProof(_) => true,
-                    ClientError::Refused { code, .. } => {
-                        *code == cairn_proto::wire::ErrorCode::Damaged
-                    }
-                    _ => false,
-                };
-                if bad {
-                    (self.report)(ShardProblem {
-                        node: shard.node,
-                        shard: shard.id,
-                        problem: err.to_string(),
-                    });
+                let problem =
+                    ShardProblem::from_error(&self.bucket, &self.key, shard.node, shard.id, &err);
+                if let Some(problem) = problem {
+                    (self.report)(problem);
                 }
                 if matches!(err, ClientError::Connect(_) | ClientError::Stream(_)) {
                     self.path.mark_down(shard.node);

@@ -213,19 +213,9 @@ async fn rebuild(
         match result {
             Ok(bytes) => shards.push((index as usize, bytes)),
             Err(err) => {
-                let bad = match &err {
-                    ClientError::BadProof(_) => true,
-                    ClientError::Refused { code, .. } => {
-                        *code == cairn_proto::wire::ErrorCode::Damaged
-                    }
-                    _ => false,
-                };
-                if bad {
-                    report(ShardProblem {
-                        node,
-                        shard,
-                        problem: err.to_string(),
-                    });
+                let (bucket, key) = (&job.ticket.bucket, &job.ticket.key);
+                if let Some(problem) = ShardProblem::from_error(bucket, key, node, shard, &err) {
+                    report(problem);
                 }
                 if matches!(err, ClientError::Connect(_) | ClientError::Stream(_)) {
                     path.mark_down(node);
