@@ -2,8 +2,8 @@
 //!
 //! A 38 MiB parity buffer is a fresh anonymous mapping every time (far above the allocator's
 //! mmap threshold), so the encoder's first write to each 4 KiB page takes a page fault. On
-//! the virtual machines the cluster runs on, those ~10 000 faults per segment cost as much
-//! as a third of encoding and hashing it (`docs/benchmarks.md`, "Erasure coding"). Asking
+//! the virtual machine the benchmarks ran on, those ~10 000 faults per segment cost about a
+//! third of encoding and hashing it (`docs/benchmarks.md`, "Erasure coding"). Asking
 //! the kernel for transparent huge pages on such buffers turns them into ~20 faults of
 //! 2 MiB. The advice is only advice: where huge pages are off, or on other systems, the
 //! buffers are ordinary vectors and nothing else changes.
