@@ -33,7 +33,7 @@ use cairn_proto::wire::{
     COORDINATOR_ALPN, CoordinatorRequest, CoordinatorResponse, ErrorCode, Heartbeat, NODE_ALPN,
     read_frame, write_frame,
 };
-use support::cluster::TestCluster;
+use support::cluster::{GatewayProcess, TestCluster};
 use support::coordinator::admin;
 use support::healing::{
     BUCKET, fast_cluster, full_margin, objects, shard_nodes, upload, wait_until,
@@ -248,33 +248,13 @@ fn a_node_that_answers_audits_from_the_public_object_is_disqualified() {
 /// elsewhere once an audit of it fails, while the liar itself stays in the cluster.
 #[test]
 fn a_shard_that_fails_its_audit_is_rebuilt_without_waiting_for_disqualification() {
-    let flags: Vec<&str> = AUDITS
-        .iter()
-        .copied()
-        .chain(["--vetting-audits", "1000000"])
-        .chain(["--disqualify-below-permille", "0"])
-        .chain(["--rebalance-threshold-permille", "0"])
-        .collect();
-    let mut cluster = fast_cluster(&["a", "a", "b", "b", "c", "c"], &flags);
-    let gateway = cluster.start_gateway();
-    let key = cluster.access_key();
-    let liar = cluster
-        .add_node_as("d", &chaos(&["--flip-bytes".into()]))
-        .id
-        .to_string();
-    cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
-    upload(&cluster, &gateway, &key);
-    let on_liar = |cluster: &TestCluster| {
-        shard_nodes(cluster)
-            .iter()
-            .flat_map(|(_, segments)| segments.iter().flatten())
-            .filter(|node| node.to_string() == liar)
-            .count()
-    };
-    let held = on_liar(&cluster);
+    let (cluster, gateway, key, liar) = flipper_cluster(AUDITS);
+    let held = placed_on(&cluster, &liar, usize::MAX);
     assert!(held > 0, "the liar received no shards to lie about");
 
-    wait_until("nothing placed on the liar", || on_liar(&cluster) == 0);
+    wait_until("nothing placed on the liar", || {
+        placed_on(&cluster, &liar, usize::MAX) == 0
+    });
     full_margin(&cluster);
     let view = entry(&cluster, &liar);
     assert_eq!(
@@ -293,35 +273,11 @@ fn a_shard_that_fails_its_audit_is_rebuilt_without_waiting_for_disqualification(
 /// A report about a shard the catalog does not place on the node named is ignored.
 #[test]
 fn a_shard_a_gateway_reads_bad_is_rebuilt_and_stray_reports_are_ignored() {
-    let flags = [
-        "--audit-interval-ms",
-        "3600000",
-        "--vetting-audits",
-        "1000000",
-        "--disqualify-below-permille",
-        "0",
-        "--rebalance-threshold-permille",
-        "0",
-    ];
-    let mut cluster = fast_cluster(&["a", "a", "b", "b", "c", "c"], &flags);
-    let gateway = cluster.start_gateway();
-    let key = cluster.access_key();
-    let liar = cluster
-        .add_node_as("d", &chaos(&["--flip-bytes".into()]))
-        .id
-        .to_string();
-    cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
-    // Uploading reads every object back once through the gateway.
-    upload(&cluster, &gateway, &key);
-    let data_on_liar = |cluster: &TestCluster| {
-        shard_nodes(cluster)
-            .iter()
-            .flat_map(|(_, segments)| segments.iter().flat_map(|nodes| nodes.iter().take(4)))
-            .filter(|node| node.to_string() == liar)
-            .count()
-    };
+    // Audits every hour: none during the test. The upload read every object back once
+    // through the gateway, every data shard (indices 0..4) among them.
+    let (cluster, gateway, key, liar) = flipper_cluster(&["--audit-interval-ms", "3600000"]);
     wait_until("no data shard left on the liar", || {
-        data_on_liar(&cluster) == 0
+        placed_on(&cluster, &liar, 4) == 0
     });
     full_margin(&cluster);
     let view = entry(&cluster, &liar);
@@ -369,6 +325,40 @@ fn a_shard_a_gateway_reads_bad_is_rebuilt_and_stray_reports_are_ignored() {
         view["bad_reads"], 0,
         "a stray report was held against a node: {view}"
     );
+}
+
+/// Six honest nodes in three organisations and a `--flip-bytes` node in a fourth, the
+/// coordinator run with `flags`, and the objects under `mixed/` uploaded (and read back)
+/// through a gateway; returns the cluster, the gateway, its key and the liar's id.
+/// Disqualification and rebalancing are off and nobody is vetted, so only what a test is
+/// about moves shards.
+fn flipper_cluster(flags: &[&str]) -> (TestCluster, GatewayProcess, (String, String), String) {
+    let flags: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain(["--vetting-audits", "1000000"])
+        .chain(["--disqualify-below-permille", "0"])
+        .chain(["--rebalance-threshold-permille", "0"])
+        .collect();
+    let mut cluster = fast_cluster(&["a", "a", "b", "b", "c", "c"], &flags);
+    let gateway = cluster.start_gateway();
+    let key = cluster.access_key();
+    let liar = cluster
+        .add_node_as("d", &chaos(&["--flip-bytes".into()]))
+        .id
+        .to_string();
+    cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
+    upload(&cluster, &gateway, &key);
+    (cluster, gateway, key, liar)
+}
+
+/// Shards with an index below `below` that the catalog places on `node`.
+fn placed_on(cluster: &TestCluster, node: &str, below: usize) -> usize {
+    shard_nodes(cluster)
+        .iter()
+        .flat_map(|(_, segments)| segments.iter().flat_map(|nodes| nodes.iter().take(below)))
+        .filter(|id| id.to_string() == node)
+        .count()
 }
 
 /// The id of shard `index` of the first segment of `object`.
