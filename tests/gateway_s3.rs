@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
 use cairn_proto::identity::NodeId;
 use support::cluster::TestCluster;
 use support::coordinator::admin;
@@ -152,24 +151,11 @@ fn real_s3_clients_work_against_the_gateway() {
 /// The node and file name of the first data shard of an object, asked of the coordinator
 /// with a gateway key of the test's own.
 fn first_data_shard(cluster: &TestCluster, bucket: &str, key: &str) -> (NodeId, String) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let client = cluster.gateway_client();
-        let request = GatewayRequest::Object {
-            bucket: bucket.into(),
-            key: key.into(),
-        };
-        let GatewayResponse::Object(Some(object)) = client.call(&request).await.unwrap() else {
-            panic!("{key} not found");
-        };
-        let shard = object
-            .body
-            .shards()
-            .next()
-            .expect("a segmented object")
-            .clone();
-        (shard.node, shard.id.to_hex())
-    })
+    let object = cluster
+        .object(bucket, key)
+        .unwrap_or_else(|| panic!("{key} not found"));
+    let shard = object.body.shards().next().expect("a segmented object");
+    (shard.node, shard.id.to_hex())
 }
 
 fn ureq_get(url: &str) -> String {

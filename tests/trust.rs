@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use cairn_coordinator::catalog::model::ObjectBody;
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_coordinator::rpc::GatewayRequest;
 use cairn_proto::identity::SecretKey;
 use cairn_proto::transport::{
     PeerPolicy, TransportError, client_endpoint, connect, server_endpoint,
@@ -363,21 +363,10 @@ fn placed_on(cluster: &TestCluster, node: &str, below: usize) -> usize {
 
 /// The id of shard `index` of the first segment of `object`.
 fn shard_id(cluster: &TestCluster, object: &str, index: usize) -> cairn_proto::ids::ShardId {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let client = cluster.gateway_client();
-        let request = GatewayRequest::Object {
-            bucket: BUCKET.into(),
-            key: object.into(),
-        };
-        match client.call(&request).await.unwrap() {
-            GatewayResponse::Object(Some(record)) => match record.body {
-                ObjectBody::Segments { segments, .. } => segments[0].shards[index].id,
-                ObjectBody::Inline(_) => panic!("{object} is inline"),
-            },
-            other => panic!("unexpected answer {other:?}"),
-        }
-    })
+    match cluster.object(BUCKET, object).map(|record| record.body) {
+        Some(ObjectBody::Segments { segments, .. }) => segments[0].shards[index].id,
+        other => panic!("{object} is not a segmented object: {other:?}"),
+    }
 }
 
 #[test]

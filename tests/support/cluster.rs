@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use cairn_coordinator::catalog::model::ObjectRecord;
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
 use cairn_proto::identity::{PublicKey, SecretKey};
 
 use super::NodeProcess;
@@ -112,6 +114,22 @@ impl TestCluster {
             self.key,
             vec![self.coordinator.quic.to_string()],
         )
+    }
+
+    /// The catalog's record of `bucket`/`key` as a gateway sees it, `None` if there is no
+    /// such object. Call outside any tokio runtime.
+    pub fn object(&self, bucket: &str, key: &str) -> Option<ObjectRecord> {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let request = GatewayRequest::Object {
+                bucket: bucket.into(),
+                key: key.into(),
+            };
+            match self.gateway_client().call(&request).await.unwrap() {
+                GatewayResponse::Object(record) => record.map(|record| *record),
+                other => panic!("unexpected answer {other:?}"),
+            }
+        })
     }
 
     /// Registers `key` as a gateway.
