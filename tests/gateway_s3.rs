@@ -140,6 +140,13 @@ fn real_s3_clients_work_against_the_gateway() {
         !metrics.contains("cairn_gateway_degraded_reads_total 0"),
         "{metrics}"
     );
+    // The upload's segment buffers were kept for the next one.
+    let idle: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_gateway_segment_buffers_idle_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the idle segment buffer gauge");
+    assert!(idle >= 1 << 20, "{metrics}");
     assert!(
         metrics.contains("operation=\"PutObject\"")
             && metrics.contains("operation=\"GetObject\"")

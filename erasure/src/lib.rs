@@ -32,6 +32,14 @@ pub use root::{ParseRootError, ShardRoot};
 pub use segment::EncodedSegment;
 pub use stream::SegmentEncoder;
 
+/// Bytes of segment buffers this process holds idle for the next segments to be coded.
+///
+/// Dropped [`EncodedSegment`]s hand their buffers back so that coding segment after
+/// segment maps no new memory; at most 256 MiB is kept, the oldest buffers freed first.
+pub fn idle_buffer_bytes() -> usize {
+    buffer::idle_bytes()
+}
+
 /// Default largest segment: bounds the memory of one stream and the work of one repair.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
 

@@ -100,6 +100,15 @@ impl EncodedSegment {
     }
 }
 
+impl Drop for EncodedSegment {
+    /// Hands the buffers back for the next segment (see `buffer.rs`): a gateway coding
+    /// segment after segment then maps and zeroes no new memory.
+    fn drop(&mut self) {
+        crate::buffer::recycle(std::mem::take(&mut self.data));
+        crate::buffer::recycle(std::mem::take(&mut self.parity));
+    }
+}
+
 impl std::fmt::Debug for EncodedSegment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncodedSegment")

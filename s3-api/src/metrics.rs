@@ -1,7 +1,7 @@
 //! [`GatewayMetrics`]: the gateway's Prometheus metrics, served as text on `/metrics`.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the gateway exports, named `cairn_gateway_<thing>_<unit>`.
@@ -24,6 +24,8 @@ pub struct GatewayMetrics {
     pub repaired_shards: IntCounter,
     /// Bytes of those shards.
     pub repaired_bytes: IntCounter,
+    /// Segment buffers held idle for reuse, read from the erasure crate at each scrape.
+    idle_buffers: IntGauge,
 }
 
 impl GatewayMetrics {
@@ -90,12 +92,25 @@ impl GatewayMetrics {
                 "cairn_gateway_repaired_bytes_total",
                 "Bytes of shards rebuilt and stored for repair jobs.",
             ),
+            idle_buffers: {
+                let gauge = IntGauge::new(
+                    "cairn_gateway_segment_buffers_idle_bytes",
+                    "Memory of segment buffers kept for the next uploads' segments (at most 256 MiB).",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(gauge.clone()))
+                    .expect("registered once");
+                gauge
+            },
             registry,
         }
     }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        self.idle_buffers
+            .set(i64::try_from(cairn_erasure::idle_buffer_bytes()).unwrap_or(i64::MAX));
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
