@@ -18,9 +18,8 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-/// Most bytes of idle buffers kept for reuse: two 64 MiB segments at 10+6 in flight (a
-/// buffer being filled while the previous segment is coded and sent) with room to spare.
-const POOL_LIMIT: usize = 256 << 20;
+/// Most bytes of idle buffers kept for reuse.
+const POOL_LIMIT: usize = crate::MAX_IDLE_BUFFER_BYTES;
 
 /// Buffers below this size are not pooled.
 const POOL_MIN: usize = 1 << 20;

@@ -35,10 +35,16 @@ pub use stream::SegmentEncoder;
 /// Bytes of segment buffers this process holds idle for the next segments to be coded.
 ///
 /// Dropped [`EncodedSegment`]s hand their buffers back so that coding segment after
-/// segment maps no new memory; at most 256 MiB is kept, the oldest buffers freed first.
+/// segment maps no new memory; at most [`MAX_IDLE_BUFFER_BYTES`] is kept, the oldest
+/// buffers freed first.
 pub fn idle_buffer_bytes() -> usize {
     buffer::idle_bytes()
 }
+
+/// Most bytes of segment buffers a process keeps idle for reuse: two 64 MiB segments at
+/// 10+6 in flight (a buffer being filled while the previous segment is coded and sent) with
+/// room to spare.
+pub const MAX_IDLE_BUFFER_BYTES: usize = 256 << 20;
 
 /// Default largest segment: bounds the memory of one stream and the work of one repair.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;

@@ -95,7 +95,7 @@ impl GatewayMetrics {
             idle_buffers: {
                 let gauge = IntGauge::new(
                     "cairn_gateway_segment_buffers_idle_bytes",
-                    "Memory of segment buffers kept for the next uploads' segments (at most 256 MiB).",
+                    "Memory of segment buffers kept for the next uploads' segments (bounded by the erasure crate).",
                 )
                 .expect("valid metric");
                 registry
