@@ -53,7 +53,9 @@ fn backup_under_load_restores_identically_into_a_new_group() {
     let written = writer.join().unwrap();
 
     let bytes = std::fs::read(&file).unwrap();
-    let dump = cairn_coordinator::catalog::read_backup(&bytes).unwrap();
+    let dump = cairn_coordinator::catalog::read_backup(&bytes)
+        .unwrap()
+        .dump;
     let backed_up: Vec<String> = dump.buckets.iter().map(|(name, _)| name.clone()).collect();
     assert!(
         backed_up.len() >= 20 && backed_up.len() < written,
@@ -69,6 +71,13 @@ fn backup_under_load_restores_identically_into_a_new_group() {
     // A new group from the backup, then two more members that must get it by snapshot.
     let new_root = root.path().join("new");
     let mut members: Vec<Member> = (1..=3).map(|id| Member::new(id, &new_root)).collect();
+    // The new group runs under the old group's key (the backup names it).
+    std::fs::create_dir_all(&members[0].dir).unwrap();
+    std::fs::copy(
+        old.dir.join("coordinator.key"),
+        members[0].dir.join("coordinator.key"),
+    )
+    .unwrap();
     members[0].start_with(true, &["--restore", file.to_str().unwrap()]);
     join_members(&mut members);
     let count = backed_up.len() as u64;
@@ -95,4 +104,72 @@ fn backup_under_load_restores_identically_into_a_new_group() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--init"));
+}
+
+/// The segment mask key derives from the coordinator key, so a backup is only half of
+/// what a restore needs. With every coordinator data dir destroyed, a restore refuses to
+/// start without the key the backup names, or under another key, saying which key it
+/// needs; with the kept key it reads every object back from the untouched nodes.
+#[test]
+fn a_restore_needs_the_kept_coordinator_key_and_then_reads_every_object() {
+    use support::healing::{filled_cluster, objects};
+
+    let (mut cluster, gateway, access) = filled_cluster();
+    let file = cluster.root.path().join("catalog.backup");
+    let said = admin(&cluster.coordinator, &["backup", file.to_str().unwrap()]).unwrap();
+    let needed = cluster.key.to_string();
+    assert!(said.contains(&needed), "backup output names no key: {said}");
+    let backup = cairn_coordinator::catalog::read_backup(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(backup.coordinator, Some(cluster.key));
+
+    let escrow = cluster.root.path().join("escrowed-coordinator.key");
+    std::fs::copy(cluster.coordinator.dir.join("coordinator.key"), &escrow).unwrap();
+    drop(gateway);
+    cluster.coordinator.kill9();
+    std::fs::remove_dir_all(&cluster.coordinator.dir).unwrap();
+
+    let restore_in = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["coordinator", "--init", "--restore", file.to_str().unwrap()])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("CAIRN_ADMIN_TOKEN", support::coordinator::TOKEN)
+            .output()
+            .unwrap()
+    };
+    // No key at all: refused, not started under a fresh one.
+    let keyless = cluster.root.path().join("keyless");
+    let out = restore_in(&keyless);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a keyless restore started");
+    assert!(
+        stderr.contains(&needed),
+        "the refusal names no key: {stderr}"
+    );
+    assert!(
+        !keyless.join("coordinator.key").exists(),
+        "a new key was made"
+    );
+    // Another key: refused.
+    let wrong = cluster.root.path().join("wrong");
+    std::fs::create_dir_all(&wrong).unwrap();
+    cairn_proto::identity::SecretKey::load_or_create(&wrong.join("coordinator.key")).unwrap();
+    let out = restore_in(&wrong);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a restore under another key started");
+    assert!(
+        stderr.contains(&needed),
+        "the refusal names no key: {stderr}"
+    );
+
+    // The kept key, on a fresh data dir at the old addresses: every object reads back.
+    std::fs::create_dir_all(&cluster.coordinator.dir).unwrap();
+    std::fs::copy(&escrow, cluster.coordinator.dir.join("coordinator.key")).unwrap();
+    cluster
+        .coordinator
+        .start_with(true, &["--restore", file.to_str().unwrap()]);
+    cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
+    let gateway = cluster.start_gateway();
+    objects("check", &gateway.endpoint, &access).unwrap();
 }

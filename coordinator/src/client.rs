@@ -12,6 +12,7 @@ use cairn_proto::transport::{TransportError, connect};
 use cairn_proto::wire::{WireError, read_frame_within, write_frame_within};
 use tokio::sync::Mutex;
 
+use crate::catalog::RequestId;
 use crate::rpc::{GATEWAY_ALPN, GatewayRequest, GatewayResponse, MAX_RPC_FRAME, RpcCode};
 
 /// Longest one attempt (connect, ask, answer) may take before the next member is tried.
@@ -85,7 +86,22 @@ impl CoordinatorClient {
         }
     }
 
-    /// Sends `request` to the leader and returns its answer; refusals are errors.
+    /// Sends the change `request` to the leader, to be applied at most once however often
+    /// it is resent: the request travels under one fresh id (see
+    /// [`GatewayRequest::Once`]), so a commit whose answer was lost (the leader paused or
+    /// died after committing) is answered, not applied again, when this client retries.
+    pub async fn change(&self, request: GatewayRequest) -> Result<GatewayResponse, CallError> {
+        let id = RequestId::random()
+            .map_err(|err| CallError::Unavailable(format!("no random request id: {err}")))?;
+        let request = GatewayRequest::Once {
+            id,
+            request: Box::new(request),
+        };
+        self.call(&request).await
+    }
+
+    /// Sends `request` to the leader and returns its answer; refusals are errors. A change
+    /// sent this way may be applied twice if an answer is lost; see [`Self::change`].
     pub async fn call(&self, request: &GatewayRequest) -> Result<GatewayResponse, CallError> {
         if self.members.is_empty() {
             return Err(CallError::Unavailable(

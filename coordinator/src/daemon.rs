@@ -110,7 +110,20 @@ pub async fn start(
         .key_file
         .clone()
         .unwrap_or_else(|| config.data_dir.join(KEY_FILE));
-    let key = if init {
+    // A backup is read first: it names the coordinator key its catalog needs (segments are
+    // masked under a key derived from it), and a restore must run under that key or none.
+    let backup = match restore {
+        Some(path) if init => Some(read_backup_file(path)?),
+        Some(_) => {
+            return Err(StartError::Config(
+                "--restore starts a new group: use it with --init".into(),
+            ));
+        }
+        None => None,
+    };
+    let key = if let Some(needed) = backup.as_ref().and_then(|b| b.coordinator) {
+        restore_key(&key_path, &needed)?
+    } else if init {
         SecretKey::load_or_create(&key_path)?.0
     } else if key_path.exists() {
         SecretKey::load(&key_path)?
@@ -134,16 +147,7 @@ pub async fn start(
     .await
     .map_err(|err| StartError::Other(err.to_string()))??;
     let catalog = sm.catalog().clone();
-    if let Some(path) = restore {
-        if !init {
-            return Err(StartError::Config(
-                "--restore starts a new group: use it with --init".into(),
-            ));
-        }
-        let bytes = std::fs::read(path)
-            .map_err(|err| StartError::Other(format!("{}: {err}", path.display())))?;
-        let dump = crate::catalog::read_backup(&bytes)
-            .map_err(|err| StartError::Other(format!("{}: {err}", path.display())))?;
+    if let Some(crate::catalog::Backup { dump, .. }) = &backup {
         if !catalog
             .buckets()
             .map_err(|e| StartError::Storage(e.to_string()))?
@@ -153,7 +157,7 @@ pub async fn start(
                 "--restore needs an empty data dir".into(),
             ));
         }
-        sm.restore(&dump)
+        sm.restore(dump)
             .map_err(|err| StartError::Storage(err.to_string()))?;
         tracing::info!(
             buckets = dump.buckets.len(),
@@ -606,4 +610,36 @@ fn refuse(code: ErrorCode, message: &str) -> CoordinatorResponse {
         code,
         message: message.to_string(),
     }
+}
+
+/// Reads a catalog backup (`cairn admin backup`) for `--restore`.
+fn read_backup_file(path: &Path) -> Result<crate::catalog::Backup, StartError> {
+    let bytes = std::fs::read(path)
+        .map_err(|err| StartError::Other(format!("{}: {err}", path.display())))?;
+    crate::catalog::read_backup(&bytes)
+        .map_err(|err| StartError::Other(format!("{}: {err}", path.display())))
+}
+
+/// The coordinator key a restored catalog needs, from `key_path`: it must be there (kept
+/// from the group the backup comes from) and be the one the backup names. A new key would
+/// start a group whose orders no node obeys and whose masked segments nobody can unmask.
+fn restore_key(key_path: &Path, needed: &PublicKey) -> Result<SecretKey, StartError> {
+    if !key_path.exists() {
+        return Err(StartError::Key(format!(
+            "the backup was made under coordinator key {needed}; put that key's file \
+             (coordinator.key from the original group's data dir, or its escrowed copy) at {} \
+             or name it with --key-file: without it no stored segment can be read",
+            key_path.display()
+        )));
+    }
+    let key = SecretKey::load(key_path)?;
+    if key.public() != *needed {
+        return Err(StartError::Key(format!(
+            "{} holds coordinator key {}, but the backup was made under {needed}: restore \
+             with the original group's key file",
+            key_path.display(),
+            key.public()
+        )));
+    }
+    Ok(key)
 }

@@ -603,3 +603,176 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
         CommandResult::Refused(CatalogError::NoSuchUpload(_))
     ));
 }
+
+fn once(request: u8, command: Command, now_ms: u64) -> Command {
+    Command::Once {
+        request: catalog::RequestId([request; 16]),
+        command: Box::new(command),
+        now_ms,
+    }
+}
+
+fn garbage_ids(catalog: &Catalog) -> Vec<ShardId> {
+    catalog
+        .garbage(1000)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// A commit whose answer was lost comes again: under the same request id it is answered
+/// with the first result and applied once; a same-record commit without one (or after the
+/// request was forgotten) still never queues the shards the record it stores holds.
+#[test]
+fn a_retried_commit_is_applied_once_and_never_collects_its_own_shards() {
+    let (_dir, catalog) = open();
+    let n = trio();
+    run(&catalog, &bucket("cache"));
+    register(&catalog, &n);
+    let first = once(1, put("cache", "nar/a", stored(10, n, 0)), 1_000);
+    assert_eq!(
+        run(&catalog, &first),
+        CommandResult::Object { existed: false }
+    );
+    // The retry: the same answer, nothing applied, nothing queued.
+    assert_eq!(
+        run(&catalog, &first),
+        CommandResult::Object { existed: false }
+    );
+    assert!(garbage_ids(&catalog).is_empty());
+    assert_eq!(catalog.stats().unwrap().objects, 1);
+
+    // The same record committed twice with no request id (an old client): the second
+    // replaces the first with itself and collects nothing.
+    run(&catalog, &put("cache", "nar/b", stored(10, n, 20)));
+    run(&catalog, &put("cache", "nar/b", stored(10, n, 20)));
+    assert!(garbage_ids(&catalog).is_empty());
+
+    // A late retry of a record that was overwritten meanwhile: its shards, queued by the
+    // overwrite, leave the queue again when it becomes visible once more.
+    run(&catalog, &put("cache", "nar/c", stored(10, n, 40)));
+    run(&catalog, &put("cache", "nar/c", stored(10, n, 50)));
+    assert_eq!(
+        garbage_ids(&catalog),
+        vec![ShardId([40; 16]), ShardId([41; 16]), ShardId([42; 16])]
+    );
+    run(&catalog, &put("cache", "nar/c", stored(10, n, 40)));
+    assert_eq!(
+        garbage_ids(&catalog),
+        vec![ShardId([50; 16]), ShardId([51; 16]), ShardId([52; 16])]
+    );
+
+    // Refusals are remembered too, and requests are forgotten after the memory's span, a
+    // few per new request, oldest first.
+    let refused = once(2, put("nope", "k", stored(1, n, 60)), 2_000);
+    assert!(matches!(
+        run(&catalog, &refused),
+        CommandResult::Refused(CatalogError::NoSuchBucket(_))
+    ));
+    run(&catalog, &bucket("nope"));
+    assert!(matches!(
+        run(&catalog, &refused),
+        CommandResult::Refused(CatalogError::NoSuchBucket(_))
+    ));
+    let later = 2_000 + catalog::REQUEST_MEMORY_MS + 1;
+    run(&catalog, &once(3, bucket("later"), later));
+    assert_eq!(
+        run(&catalog, &refused),
+        CommandResult::Object { existed: false },
+        "a forgotten request is applied as new"
+    );
+}
+
+/// A multipart completion whose answer was lost is answered again with the object it made;
+/// a part uploaded again from the same shards keeps them; a refused completion (the bucket
+/// is gone) keeps every part.
+#[test]
+fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
+    let (_dir, catalog) = open();
+    let n = trio();
+    run(&catalog, &bucket("cache"));
+    register(&catalog, &n);
+    let upload = |id: &str, bucket: &str| Command::CreateUpload {
+        id: id.into(),
+        upload: UploadRecord {
+            bucket: bucket.into(),
+            key: "big".into(),
+            initiated_ms: 1,
+            headers: ObjectHeaders::default(),
+            erasure: ErasureProfile {
+                k: 2,
+                m: 1,
+                segment_size: 1 << 20,
+            },
+        },
+    };
+    let part = |first: u8| {
+        let ObjectBody::Segments { segments, .. } = stored(6 << 20, n, first).body else {
+            unreachable!()
+        };
+        PartRecord {
+            size: 6 << 20,
+            etag: "\"0123456789abcdef0123456789abcdef\"".into(),
+            last_modified_ms: 3,
+            segments,
+        }
+    };
+    let put_part = |upload: &str, first: u8| Command::PutPart {
+        upload: upload.into(),
+        number: 1,
+        part: part(first),
+        now_ms: 4,
+    };
+    run(&catalog, &upload("u1", "cache"));
+    run(&catalog, &put_part("u1", 0));
+    run(&catalog, &put_part("u1", 0));
+    assert!(
+        garbage_ids(&catalog).is_empty(),
+        "a part re-sent from the same shards"
+    );
+    let complete = once(
+        7,
+        Command::CompleteUpload {
+            upload: "u1".into(),
+            parts: vec![(1, "\"0123456789abcdef0123456789abcdef\"".into())],
+            now_ms: 5,
+        },
+        5,
+    );
+    let first = run(&catalog, &complete);
+    assert!(
+        matches!(first, CommandResult::Completed { .. }),
+        "{first:?}"
+    );
+    assert_eq!(run(&catalog, &complete), first);
+    assert!(garbage_ids(&catalog).is_empty());
+
+    // The bucket of an upload is deleted (it is empty of objects); completing the upload
+    // is refused and its part stays, so an abort still collects it.
+    run(&catalog, &bucket("gone"));
+    run(&catalog, &upload("u2", "gone"));
+    run(&catalog, &put_part("u2", 30));
+    run(
+        &catalog,
+        &Command::DeleteBucket {
+            name: "gone".into(),
+        },
+    );
+    let refused = run(
+        &catalog,
+        &Command::CompleteUpload {
+            upload: "u2".into(),
+            parts: vec![(1, "\"0123456789abcdef0123456789abcdef\"".into())],
+            now_ms: 6,
+        },
+    );
+    assert!(
+        matches!(
+            refused,
+            CommandResult::Refused(CatalogError::NoSuchBucket(_))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(catalog.parts("u2", 0, 10).unwrap().len(), 1);
+}

@@ -25,6 +25,16 @@ impl Gateway {
         Self { path, metrics }
     }
 
+    /// Asks the coordinator for a change, applied at most once however often the
+    /// coordinator client has to resend it; failures become S3 errors.
+    pub(crate) async fn change(&self, request: GatewayRequest) -> S3Result<GatewayResponse> {
+        self.path
+            .coordinator
+            .change(request)
+            .await
+            .map_err(from_call)
+    }
+
     /// Asks the coordinator; failures become S3 errors.
     pub(crate) async fn call(&self, request: GatewayRequest) -> S3Result<GatewayResponse> {
         self.path
@@ -68,7 +78,7 @@ impl Gateway {
             body: written.body,
         };
         match self
-            .call(GatewayRequest::Put {
+            .change(GatewayRequest::Put {
                 bucket,
                 key,
                 object,

@@ -592,15 +592,29 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Backup { file } => {
             let bytes = api.get_bytes("/v1/backup")?;
+            // Checked before it is kept: a backup that does not read back is no backup.
+            let backup = cairn_coordinator::catalog::read_backup(&bytes).map_err(|err| {
+                anyhow::anyhow!("the coordinator sent an unreadable backup: {err}")
+            })?;
             write_atomically(&file, &bytes)?;
-            let summary =
-                serde_json::json!({ "file": file.display().to_string(), "bytes": bytes.len() });
+            let needs = backup.coordinator.map(|key| key.to_string());
+            let summary = serde_json::json!({
+                "file": file.display().to_string(),
+                "bytes": bytes.len(),
+                "coordinator_key": needs,
+            });
             print(json, &summary, || {
                 println!(
                     "wrote {} bytes of catalog to {}",
                     bytes.len(),
                     file.display()
-                )
+                );
+                if let Some(key) = &needs {
+                    println!(
+                        "restoring it needs the coordinator key {key}: keep a copy of \
+                         coordinator.key (escrowed, apart from the backup)"
+                    );
+                }
             })
         }
         AdminCommand::Invite { valid_hours, org } => {

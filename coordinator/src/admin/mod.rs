@@ -687,7 +687,8 @@ async fn create_invite(
 async fn backup(State(state): State<AdminState>) -> ApiResult<Response> {
     linearizable(&state).await?;
     let catalog = state.inner.catalog.clone();
-    let bytes = tokio::task::spawn_blocking(move || crate::catalog::backup(&catalog))
+    let key = state.inner.key;
+    let bytes = tokio::task::spawn_blocking(move || crate::catalog::backup(&catalog, &key))
         .await
         .map_err(internal)?
         .map_err(internal)?;

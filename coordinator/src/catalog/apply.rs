@@ -1,10 +1,16 @@
 //! [`apply`]: the one place the catalog changes.
 
+use std::collections::HashSet;
+
 use cairn_proto::identity::NodeId;
+use cairn_proto::ids::ShardId;
 use md5::Digest;
 use redb::{ReadableTable, WriteTransaction};
 
-use super::command::{CatalogError, Command, CommandResult, MoveReason, ShardReplacement};
+use super::command::{
+    CatalogError, Command, CommandResult, MoveReason, REQUEST_MEMORY_MS, RequestId,
+    ShardReplacement,
+};
 use super::model::{
     ErasureProfile, GarbageShard, Invite, MAX_PART_NUMBER, MIN_PART_SIZE, NodeRecord, NodeState,
     ObjectBody, ObjectRecord, PartRecord, ReputationPolicy, SegmentRecord, ShardRecord,
@@ -12,9 +18,13 @@ use super::model::{
 };
 use super::{
     ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GARBAGE, GATEWAYS, INVITES, LOGICAL_BYTES, NODES,
-    OBJECT_COUNT, OBJECTS, PARTS, UPLOADS, decode, encode, moved_bytes_counter,
-    moved_shards_counter, object_key, part_key,
+    OBJECT_COUNT, OBJECTS, PARTS, REQUESTS, REQUESTS_BY_TIME, UPLOADS, decode, encode,
+    moved_bytes_counter, moved_shards_counter, object_key, part_key, request_time_key,
 };
+
+/// Most remembered requests forgotten per [`Command::Once`]: more than one, so the memory
+/// shrinks back after a burst, and few, so no single apply does much work.
+const FORGET_PER_REQUEST: usize = 4;
 
 /// Longest object key S3 allows, in bytes.
 const MAX_KEY_LEN: usize = 1024;
@@ -24,6 +34,11 @@ const MAX_KEY_LEN: usize = 1024;
 pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult, CatalogFault> {
     let refused = |err| Ok(CommandResult::Refused(err));
     match command {
+        Command::Once {
+            request,
+            command,
+            now_ms,
+        } => once(txn, request, command, *now_ms),
         Command::CreateBucket { bucket } => {
             if let Err(message) = validate_bucket_name(&bucket.name) {
                 return refused(CatalogError::InvalidBucketName(message));
@@ -238,9 +253,16 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
                 )?
                 .map(|v| decode::<PartRecord>(v.value()))
                 .transpose()?;
+            let kept: HashSet<ShardId> = part
+                .segments
+                .iter()
+                .flat_map(|segment| segment.shards.iter().map(|s| s.id))
+                .collect();
             if let Some(previous) = previous {
-                collect_shards(txn, previous.segments.iter(), *now_ms)?;
+                let shards = previous.segments.iter().flat_map(|s| s.shards.iter());
+                collect_except(txn, shards, &kept, *now_ms)?;
             }
+            unqueue(txn, &kept)?;
             Ok(CommandResult::Done)
         }
         Command::CompleteUpload {
@@ -251,6 +273,10 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             let Some(record) = read_upload(txn, upload)? else {
                 return refused(CatalogError::NoSuchUpload(upload.clone()));
             };
+            // Checked before the parts are taken: a refusal must change nothing.
+            if let Some(err) = check_object_target(txn, &record.bucket, &record.key)? {
+                return refused(err);
+            }
             let stored = take_parts(txn, upload)?;
             let object = match assemble(&record, &stored, parts, *now_ms) {
                 Ok(object) => object,
@@ -266,9 +292,6 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
                     return refused(err);
                 }
             };
-            if let Some(err) = check_object_target(txn, &record.bucket, &record.key)? {
-                return refused(err);
-            }
             let listed: std::collections::BTreeSet<u32> = parts.iter().map(|p| p.0).collect();
             let unused = stored
                 .iter()
@@ -350,6 +373,44 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
     }
 }
 
+/// Applies [`Command::Once`]: the remembered result if `request` was applied before,
+/// otherwise `command`'s, remembered; then forgets a few requests older than
+/// [`REQUEST_MEMORY_MS`].
+fn once(
+    txn: &WriteTransaction,
+    request: &RequestId,
+    command: &Command,
+    now_ms: u64,
+) -> Result<CommandResult, CatalogFault> {
+    if let Some(seen) = txn.open_table(REQUESTS)?.get(request.0)? {
+        let (_, result): (u64, CommandResult) = decode(seen.value())?;
+        return Ok(result);
+    }
+    let result = match command {
+        Command::Once { .. } => CommandResult::Refused(CatalogError::Malformed(
+            "a request cannot wrap another request".into(),
+        )),
+        command => apply(txn, command)?,
+    };
+    let mut requests = txn.open_table(REQUESTS)?;
+    let mut by_time = txn.open_table(REQUESTS_BY_TIME)?;
+    requests.insert(request.0, encode(&(now_ms, &result))?.as_slice())?;
+    by_time.insert(request_time_key(now_ms, &request.0), ())?;
+    let horizon = request_time_key(now_ms.saturating_sub(REQUEST_MEMORY_MS), &[0; 16]);
+    let expired: Vec<[u8; 24]> = by_time
+        .range(..horizon)?
+        .take(FORGET_PER_REQUEST)
+        .map(|item| item.map(|(k, _)| k.value()))
+        .collect::<Result<_, _>>()?;
+    for key in expired {
+        by_time.remove(key)?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&key[8..]);
+        requests.remove(id)?;
+    }
+    Ok(result)
+}
+
 /// Stores `object` under `bucket`/`key`, queueing a replaced version's shards for
 /// collection and keeping the counters; returns whether a version existed.
 fn replace_object(
@@ -364,9 +425,11 @@ fn replace_object(
     let previous = objects.insert(k.as_slice(), encode(object)?.as_slice())?;
     let previous: Option<ObjectRecord> = previous.map(|v| decode(v.value())).transpose()?;
     drop(objects);
+    let kept: HashSet<ShardId> = object.body.shards().map(|s| s.id).collect();
     if let Some(previous) = &previous {
-        collect(txn, previous, now_ms)?;
+        collect_except(txn, previous.body.shards(), &kept, now_ms)?;
     }
+    unqueue(txn, &kept)?;
     let (count, bytes) = match &previous {
         Some(old) => (0, object.size as i128 - old.size as i128),
         None => (1, object.size as i128),
@@ -482,6 +545,10 @@ fn replace_shards(
                 replacement.index
             )));
         };
+        if current.id == replacement.new.id && current.node == replacement.new.node {
+            // Applied already (a retried commit): nothing to replace or collect.
+            continue;
+        }
         if current.id != replacement.old {
             return stale(format!(
                 "shard {} of segment {segment} was replaced already",
@@ -499,6 +566,9 @@ fn replace_shards(
         }
         old_shards.push(std::mem::replace(current, replacement.new.clone()));
     }
+    if old_shards.is_empty() {
+        return Ok(CommandResult::Done);
+    }
     let distinct: std::collections::HashSet<_> = record.shards.iter().map(|s| s.node).collect();
     if distinct.len() != record.shards.len() {
         return refused(CatalogError::Malformed(format!(
@@ -508,16 +578,12 @@ fn replace_shards(
     let shard_len = cairn_erasure::Codec::new(usize::from(erasure.k), usize::from(erasure.m))
         .map(|codec| codec.shard_len(record.len))
         .unwrap_or(0);
+    let kept: HashSet<ShardId> = record.shards.iter().map(|s| s.id).collect();
     drop(nodes);
     objects.insert(object_key.as_slice(), encode(&object)?.as_slice())?;
     drop(objects);
-    let old_segment = SegmentRecord {
-        len: 0,
-        shards: old_shards,
-        mask: None,
-    };
-    collect_shards(txn, std::iter::once(&old_segment), now_ms)?;
-    let moved = replacements.len() as u64;
+    let moved = old_shards.len() as u64;
+    collect_except(txn, old_shards.iter(), &kept, now_ms)?;
     add_named(txn, &moved_shards_counter(reason), moved)?;
     add_named(txn, &moved_bytes_counter(reason), moved * shard_len)?;
     Ok(CommandResult::Done)
@@ -743,6 +809,40 @@ fn collect(txn: &WriteTransaction, object: &ObjectRecord, now_ms: u64) -> Result
         ObjectBody::Inline(_) => Ok(()),
         ObjectBody::Segments { segments, .. } => collect_shards(txn, segments.iter(), now_ms),
     }
+}
+
+/// Queues `shards` for deletion, except those in `kept`: a version that replaces another
+/// may share shards with it (a retried commit of the very same record, a part uploaded
+/// again from the same shards), and a shard a live record names must never be collected.
+fn collect_except<'a>(
+    txn: &WriteTransaction,
+    shards: impl Iterator<Item = &'a ShardRecord>,
+    kept: &HashSet<ShardId>,
+    now_ms: u64,
+) -> Result<(), CatalogFault> {
+    let mut garbage = txn.open_table(GARBAGE)?;
+    for shard in shards.filter(|shard| !kept.contains(&shard.id)) {
+        let entry = GarbageShard {
+            node: shard.node,
+            since_ms: now_ms,
+        };
+        garbage.insert(shard.id.0, encode(&entry)?.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Takes shards a record now names out of the garbage queue, keeping the invariant that
+/// nothing queued is referenced: a record committed again after it was replaced (a late
+/// retry) must not lose its shards to the collection its replacement queued.
+fn unqueue(txn: &WriteTransaction, shards: &HashSet<ShardId>) -> Result<(), CatalogFault> {
+    if shards.is_empty() {
+        return Ok(());
+    }
+    let mut garbage = txn.open_table(GARBAGE)?;
+    for shard in shards {
+        garbage.remove(shard.0)?;
+    }
+    Ok(())
 }
 
 /// Queues the shards of segments nothing references any more for deletion.

@@ -195,6 +195,46 @@ pub enum Command {
         /// Leader's clock when decided, ms since the epoch.
         now_ms: u64,
     },
+    /// Applies `command` at most once for `request`: a client that retries after a lost
+    /// answer (the leader paused or died after the entry was committed) sends the same
+    /// request id again and gets the first application's result, with nothing applied a
+    /// second time. Results are remembered for [`REQUEST_MEMORY_MS`].
+    Once {
+        /// Chosen by the client, the same on every retry of one request.
+        request: RequestId,
+        /// The change itself (never another `Once`).
+        command: Box<Command>,
+        /// Leader's clock, ms since the epoch: dates the memory of the result.
+        now_ms: u64,
+    },
+}
+
+/// How long the result of a [`Command::Once`] is remembered. A client gives up on a
+/// request after a few minutes of retries (the gateway's coordinator client after eight
+/// rounds over the members), so an hour leaves a wide margin, while the memory stays a
+/// bounded number of recent requests.
+pub const REQUEST_MEMORY_MS: u64 = 3_600_000;
+
+/// A client's id for one request, the same on each of its retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId(pub [u8; 16]);
+
+impl RequestId {
+    /// A fresh random id.
+    pub fn random() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
 }
 
 /// One shard of a segment pointed at a new copy.
@@ -255,6 +295,7 @@ impl Command {
             Command::ReplaceShards { .. } => "replace_shards",
             Command::ChangeNodeState { .. } => "change_node_state",
             Command::ForgetGarbage { .. } => "forget_garbage",
+            Command::Once { command, .. } => command.name(),
         }
     }
 }

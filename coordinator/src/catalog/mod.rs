@@ -20,7 +20,10 @@ use redb::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use apply::apply;
-pub use command::{CatalogError, Command, CommandResult, MoveReason, ShardReplacement};
+pub use command::{
+    CatalogError, Command, CommandResult, MoveReason, REQUEST_MEMORY_MS, RequestId,
+    ShardReplacement,
+};
 use model::{
     AccessKey, Bucket, GarbageShard, GatewayRecord, NodeRecord, ObjectRecord, PartRecord,
     UploadRecord,
@@ -42,6 +45,21 @@ pub(crate) const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("u
 pub(crate) const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 /// Totals kept up to date by `apply`, so status never scans the object table.
 pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// Results of recent [`Command::Once`] requests by request id: `(now_ms, CommandResult)`.
+pub(crate) const REQUESTS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("requests");
+/// [`REQUESTS`] by age: the leader's clock (big-endian) then the request id, so the oldest
+/// are forgotten first without a scan.
+pub(crate) const REQUESTS_BY_TIME: TableDefinition<[u8; 24], ()> =
+    TableDefinition::new("requests_by_time");
+
+/// The key of a request in [`REQUESTS_BY_TIME`].
+pub(crate) fn request_time_key(now_ms: u64, request: &[u8; 16]) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&now_ms.to_be_bytes());
+    key[8..].copy_from_slice(request);
+    key
+}
 
 /// Counter names in [`COUNTERS`].
 pub(crate) const OBJECT_COUNT: &str = "objects";
@@ -511,6 +529,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.open_table(GATEWAYS)?;
     txn.open_table(UPLOADS)?;
     txn.open_table(PARTS)?;
+    txn.open_table(REQUESTS)?;
+    txn.open_table(REQUESTS_BY_TIME)?;
     Ok(())
 }
 
@@ -540,6 +560,9 @@ pub struct CatalogDump {
     pub uploads: Vec<(String, Vec<u8>)>,
     /// `PARTS` rows.
     pub parts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `REQUESTS` rows (their by-time index is rebuilt from them on import): every member
+    /// must remember the same requests, or a retry would be applied on some and not others.
+    pub requests: Vec<([u8; 16], Vec<u8>)>,
 }
 
 /// Copies every catalog row out of a read transaction.
@@ -588,6 +611,10 @@ pub fn export(txn: &ReadTransaction) -> Result<CatalogDump, CatalogFault> {
         let (k, v) = item?;
         dump.parts.push((k.value().to_vec(), v.value().to_vec()));
     }
+    for item in txn.open_table(REQUESTS)?.iter()? {
+        let (k, v) = item?;
+        dump.requests.push((k.value(), v.value().to_vec()));
+    }
     Ok(dump)
 }
 
@@ -603,6 +630,8 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     txn.delete_table(GATEWAYS)?;
     txn.delete_table(UPLOADS)?;
     txn.delete_table(PARTS)?;
+    txn.delete_table(REQUESTS)?;
+    txn.delete_table(REQUESTS_BY_TIME)?;
     create_tables(txn)?;
     let mut buckets = txn.open_table(BUCKETS)?;
     for (k, v) in &dump.buckets {
@@ -644,31 +673,108 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     for (k, v) in &dump.parts {
         parts.insert(k.as_slice(), v.as_slice())?;
     }
+    let mut requests = txn.open_table(REQUESTS)?;
+    let mut by_time = txn.open_table(REQUESTS_BY_TIME)?;
+    for (k, v) in &dump.requests {
+        let (now_ms, _): (u64, CommandResult) = decode(v)?;
+        requests.insert(*k, v.as_slice())?;
+        by_time.insert(request_time_key(now_ms, k), ())?;
+    }
     Ok(())
 }
 
-/// First bytes of a backup file; the version is in the text.
-pub const BACKUP_MAGIC: &[u8] = b"cairn-catalog-backup-1\n";
+/// First bytes of a backup file; the version is in the text. Version 2 names the
+/// coordinator key the catalog needs (32 bytes after the magic), because the segment mask
+/// key derives from it: a catalog restored under another key can unmask nothing.
+pub const BACKUP_MAGIC: &[u8] = b"cairn-catalog-backup-2\n";
+/// Version 1 backups: the dump without the request memory, and no key named.
+const BACKUP_MAGIC_V1: &[u8] = b"cairn-catalog-backup-1\n";
 
-/// A consistent backup of the whole catalog: one read transaction, so one point in time.
-pub fn backup(catalog: &Catalog) -> Result<Vec<u8>, CatalogFault> {
+/// A backup as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// The coordinator key the catalog was made under (`None` in version-1 backups, which
+    /// did not say).
+    pub coordinator: Option<cairn_proto::identity::PublicKey>,
+    /// The catalog's rows.
+    pub dump: CatalogDump,
+}
+
+/// A consistent backup of the whole catalog (one read transaction, so one point in time),
+/// naming `coordinator`, the key of the group it comes from.
+pub fn backup(
+    catalog: &Catalog,
+    coordinator: &cairn_proto::identity::PublicKey,
+) -> Result<Vec<u8>, CatalogFault> {
     let dump = export(&catalog.read()?)?;
     let mut out = BACKUP_MAGIC.to_vec();
+    out.extend_from_slice(coordinator.as_bytes());
     postcard::to_io(&dump, &mut out)?;
     Ok(out)
 }
 
-/// Reads a backup made by [`backup`].
-pub fn read_backup(bytes: &[u8]) -> Result<CatalogDump, CatalogFault> {
+/// Reads a backup made by [`backup`] (or by a version-1 release).
+pub fn read_backup(bytes: &[u8]) -> Result<Backup, CatalogFault> {
+    if let Some(body) = bytes.strip_prefix(BACKUP_MAGIC_V1) {
+        let dump: DumpV1 = whole(body)?;
+        return Ok(Backup {
+            coordinator: None,
+            dump: dump.into(),
+        });
+    }
     let body = bytes
         .strip_prefix(BACKUP_MAGIC)
         .ok_or_else(|| CatalogFault("not a Cairn catalog backup (wrong header)".into()))?;
-    let (dump, rest) = postcard::take_from_bytes::<CatalogDump>(body)?;
+    let (key, body) = body
+        .split_first_chunk::<32>()
+        .ok_or_else(|| CatalogFault("backup truncated before its coordinator key".into()))?;
+    Ok(Backup {
+        coordinator: Some(cairn_proto::identity::PublicKey::from_bytes(*key)),
+        dump: whole(body)?,
+    })
+}
+
+/// Decodes `body` as one `T` with nothing after it.
+fn whole<T: DeserializeOwned>(body: &[u8]) -> Result<T, CatalogFault> {
+    let (value, rest) = postcard::take_from_bytes::<T>(body)?;
     if !rest.is_empty() {
         return Err(CatalogFault(format!(
             "{} unexpected bytes after the backup",
             rest.len()
         )));
     }
-    Ok(dump)
+    Ok(value)
+}
+
+/// [`CatalogDump`] as version-1 backups wrote it.
+#[derive(Deserialize)]
+struct DumpV1 {
+    buckets: Vec<(String, Vec<u8>)>,
+    objects: Vec<(Vec<u8>, Vec<u8>)>,
+    access_keys: Vec<(String, Vec<u8>)>,
+    nodes: Vec<([u8; 32], Vec<u8>)>,
+    garbage: Vec<([u8; 16], Vec<u8>)>,
+    counters: Vec<(String, u64)>,
+    invites: Vec<([u8; 32], Vec<u8>)>,
+    gateways: Vec<([u8; 32], Vec<u8>)>,
+    uploads: Vec<(String, Vec<u8>)>,
+    parts: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl From<DumpV1> for CatalogDump {
+    fn from(v1: DumpV1) -> Self {
+        CatalogDump {
+            buckets: v1.buckets,
+            objects: v1.objects,
+            access_keys: v1.access_keys,
+            nodes: v1.nodes,
+            garbage: v1.garbage,
+            counters: v1.counters,
+            invites: v1.invites,
+            gateways: v1.gateways,
+            uploads: v1.uploads,
+            parts: v1.parts,
+            requests: Vec::new(),
+        }
+    }
 }

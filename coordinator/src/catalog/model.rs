@@ -99,6 +99,56 @@ pub struct ObjectRecord {
     pub body: ObjectBody,
 }
 
+impl ObjectRecord {
+    /// The id of this stored version: what reads ask orders for, so a read that spans an
+    /// overwrite is refused instead of being handed the new version's shards. Unlike the
+    /// ETag it differs between two uploads of the same bytes (each segment has its own mask
+    /// nonce, hence its own roots) and, unlike shard ids, it survives repair (which keeps
+    /// every root).
+    pub fn version(&self) -> ObjectVersion {
+        let mut hasher = blake3::Hasher::new_derive_key("cairn 2026 object version v1");
+        hasher.update(&self.size.to_le_bytes());
+        hasher.update(&self.last_modified_ms.to_le_bytes());
+        hasher.update(&(self.etag.len() as u64).to_le_bytes());
+        hasher.update(self.etag.as_bytes());
+        match &self.body {
+            ObjectBody::Inline(bytes) => {
+                hasher.update(&[0]);
+                hasher.update(blake3::hash(bytes).as_bytes());
+            }
+            ObjectBody::Segments { segments, .. } => {
+                hasher.update(&[1]);
+                for segment in segments {
+                    hasher.update(&segment.len.to_le_bytes());
+                    match &segment.mask {
+                        Some(nonce) => hasher.update(&[1]).update(nonce.as_bytes()),
+                        None => hasher.update(&[0]),
+                    };
+                    for shard in &segment.shards {
+                        hasher.update(shard.root.as_bytes());
+                    }
+                }
+            }
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        ObjectVersion(id)
+    }
+}
+
+/// One stored version of an object (see [`ObjectRecord::version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObjectVersion(pub [u8; 16]);
+
+impl std::fmt::Display for ObjectVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The HTTP metadata stored with an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectHeaders {

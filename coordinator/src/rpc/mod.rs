@@ -79,15 +79,15 @@ pub enum GatewayRequest {
         /// Object key.
         key: String,
     },
-    /// Read orders for segments `from..from + READ_WINDOW` of the object version `etag`
-    /// (refused if the key now holds another version).
+    /// Read orders for segments `from..from + READ_WINDOW` of the object version `version`
+    /// (refused if the key now holds another version, even one with the same ETag).
     ReadOrders {
         /// Bucket name.
         bucket: String,
         /// Object key.
         key: String,
-        /// ETag of the version being read.
-        etag: String,
+        /// [`ObjectRecord::version`] of the record being read.
+        version: crate::catalog::model::ObjectVersion,
         /// First segment.
         from: u32,
     },
@@ -230,6 +230,16 @@ pub enum GatewayRequest {
     /// gateway masks every segment it stores with it and unmasks what it reads. Only
     /// registered gateways get it; nodes never do.
     MaskKey,
+    /// `request`, applied at most once under the client's id `id`: every retry of one
+    /// change carries the same id, so a commit whose answer was lost is not applied again
+    /// (see [`crate::catalog::Command::Once`]). Only changes are wrapped; a wrapped read is
+    /// answered as usual.
+    Once {
+        /// The client's id for the request, the same on every retry.
+        id: crate::catalog::RequestId,
+        /// The request (never another `Once`).
+        request: Box<GatewayRequest>,
+    },
 }
 
 impl GatewayRequest {
@@ -260,6 +270,7 @@ impl GatewayRequest {
             GatewayRequest::Ping => "ping",
             GatewayRequest::ReadPart { .. } => "read_part",
             GatewayRequest::RepairDone { .. } => "repair_done",
+            GatewayRequest::Once { request, .. } => request.name(),
             GatewayRequest::RepairFailed { .. } => "repair_failed",
             GatewayRequest::MaskKey => "mask_key",
         }

@@ -21,7 +21,9 @@ use crate::catalog::model::{
     Bucket, BucketMode, ErasureProfile, NodeRecord, NodeState, ObjectBody, ObjectRecord,
     PartRecord, UploadRecord,
 };
-use crate::catalog::{Catalog, CatalogError, CatalogFault, Command, CommandResult, ListQuery};
+use crate::catalog::{
+    Catalog, CatalogError, CatalogFault, Command, CommandResult, ListQuery, RequestId,
+};
 use crate::liveness::Liveness;
 use crate::placement::{Candidate, PlacementRequest, place};
 use crate::raft::types::{Member, TypeConfig};
@@ -119,7 +121,11 @@ async fn handle(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> G
     if let Err(response) = linearizable(ctx).await {
         return response;
     }
-    answer(ctx, peer, request)
+    let (once, request) = match request {
+        GatewayRequest::Once { id, request } => (Some(id), *request),
+        request => (None, request),
+    };
+    answer(ctx, peer, request, once)
         .await
         .unwrap_or_else(|response| response)
 }
@@ -138,9 +144,17 @@ async fn linearizable(ctx: &RpcContext) -> Result<(), GatewayResponse> {
 
 pub(super) type Answer = Result<GatewayResponse, GatewayResponse>;
 
-async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> Answer {
+/// Answers `request`; `once` is the client's id for it when it asked for its change to be
+/// applied at most once (every change the gateway makes does).
+async fn answer(
+    ctx: &RpcContext,
+    peer: PublicKey,
+    request: GatewayRequest,
+    once: Option<RequestId>,
+) -> Answer {
     let catalog = &ctx.catalog;
     let fault = |err: CatalogFault| internal(err);
+    let change = |command: Command| commit_once(ctx, command, once);
     match request {
         GatewayRequest::AccessKey { id } => {
             let key = catalog.access_key(&id).map_err(fault)?;
@@ -161,7 +175,7 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
                 erasure: ctx.default_erasure,
                 failure_tolerance: crate::placement::DEFAULT_FAILURE_TOLERANCE as u8,
             };
-            commit(ctx, Command::CreateBucket { bucket }).await?;
+            change(Command::CreateBucket { bucket }).await?;
             Ok(GatewayResponse::Done)
         }
         GatewayRequest::DeleteBucket { name } => {
@@ -172,7 +186,7 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
                     format!("bucket {name} has multipart uploads in progress"),
                 ));
             }
-            commit(ctx, Command::DeleteBucket { name }).await?;
+            change(Command::DeleteBucket { name }).await?;
             Ok(GatewayResponse::Done)
         }
         GatewayRequest::Object { bucket, key } => {
@@ -223,14 +237,14 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
         GatewayRequest::ReadOrders {
             bucket,
             key,
-            etag,
+            version,
             from,
         } => {
             let object = catalog.object(&bucket, &key).map_err(fault)?;
-            let Some(object) = object.filter(|o| o.etag == etag) else {
+            let Some(object) = object.filter(|o| o.version() == version) else {
                 return Err(error(
                     RpcCode::Changed,
-                    format!("{bucket}/{key} no longer holds version {etag}"),
+                    format!("{bucket}/{key} no longer holds version {version}"),
                 ));
             };
             Ok(GatewayResponse::ReadOrders(
@@ -248,6 +262,10 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
             ))
         }
         GatewayRequest::Ping => Ok(GatewayResponse::Done),
+        GatewayRequest::Once { .. } => Err(error(
+            RpcCode::InvalidRequest,
+            "a request cannot wrap another request",
+        )),
         GatewayRequest::MaskKey => Ok(GatewayResponse::MaskKey(super::mask_key(&ctx.key))),
         GatewayRequest::RepairJob => Ok(super::repair::next_job(ctx, peer)),
         GatewayRequest::RepairDone { ticket, stored } => {
@@ -273,28 +291,22 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
             let record = bucket_record(catalog, &bucket)?;
             let object = new_object(ctx, peer, &record, object)?;
             let now_ms = now_ms();
-            let result = commit(
-                ctx,
-                Command::PutObject {
-                    bucket,
-                    key,
-                    object,
-                    now_ms,
-                },
-            )
+            let result = change(Command::PutObject {
+                bucket,
+                key,
+                object,
+                now_ms,
+            })
             .await?;
             Ok(stored(result))
         }
         GatewayRequest::Delete { bucket, key } => {
             let now_ms = now_ms();
-            let result = commit(
-                ctx,
-                Command::DeleteObject {
-                    bucket,
-                    key,
-                    now_ms,
-                },
-            )
+            let result = change(Command::DeleteObject {
+                bucket,
+                key,
+                now_ms,
+            })
             .await?;
             Ok(stored(result))
         }
@@ -304,7 +316,11 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
             headers,
         } => {
             let record = bucket_record(catalog, &bucket)?;
-            let id = hex(&random::<16>().map_err(internal)?);
+            // A retried creation must name the upload the first attempt created.
+            let id = match once {
+                Some(once) => once.to_string(),
+                None => hex(&random::<16>().map_err(internal)?),
+            };
             let upload = UploadRecord {
                 bucket,
                 key,
@@ -312,13 +328,10 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
                 headers,
                 erasure: record.erasure,
             };
-            commit(
-                ctx,
-                Command::CreateUpload {
-                    id: id.clone(),
-                    upload,
-                },
-            )
+            change(Command::CreateUpload {
+                id: id.clone(),
+                upload,
+            })
             .await?;
             Ok(GatewayResponse::UploadCreated { id })
         }
@@ -343,28 +356,22 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
                 segments,
             };
             let now_ms = now_ms();
-            commit(
-                ctx,
-                Command::PutPart {
-                    upload,
-                    number,
-                    part,
-                    now_ms,
-                },
-            )
+            change(Command::PutPart {
+                upload,
+                number,
+                part,
+                now_ms,
+            })
             .await?;
             Ok(GatewayResponse::Done)
         }
         GatewayRequest::CompleteUpload { upload, parts } => {
             let now_ms = now_ms();
-            match commit(
-                ctx,
-                Command::CompleteUpload {
-                    upload,
-                    parts,
-                    now_ms,
-                },
-            )
+            match change(Command::CompleteUpload {
+                upload,
+                parts,
+                now_ms,
+            })
             .await?
             {
                 CommandResult::Completed { etag, size } => {
@@ -375,7 +382,7 @@ async fn answer(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> A
         }
         GatewayRequest::AbortUpload { upload } => {
             let now_ms = now_ms();
-            commit(ctx, Command::AbortUpload { upload, now_ms }).await?;
+            change(Command::AbortUpload { upload, now_ms }).await?;
             Ok(GatewayResponse::Done)
         }
         GatewayRequest::ListUploads {
@@ -454,6 +461,23 @@ pub(super) fn bucket_record(catalog: &Catalog, name: &str) -> Result<Bucket, Gat
 }
 
 /// Proposes a command; refusals become RPC errors.
+/// Commits `command`, at most once for the client's request id `once` when given.
+async fn commit_once(
+    ctx: &RpcContext,
+    command: Command,
+    once: Option<RequestId>,
+) -> Result<CommandResult, GatewayResponse> {
+    let command = match once {
+        Some(request) => Command::Once {
+            request,
+            command: Box::new(command),
+            now_ms: now_ms(),
+        },
+        None => command,
+    };
+    commit(ctx, command).await
+}
+
 pub(super) async fn commit(
     ctx: &RpcContext,
     command: Command,

@@ -42,7 +42,7 @@ impl Gateway {
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let name = req.input.bucket;
         match self
-            .call(GatewayRequest::CreateBucket { name: name.clone() })
+            .change(GatewayRequest::CreateBucket { name: name.clone() })
             .await?
         {
             GatewayResponse::Done => Ok(S3Response::new(CreateBucketOutput {
@@ -65,7 +65,7 @@ impl Gateway {
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         match self
-            .call(GatewayRequest::DeleteBucket {
+            .change(GatewayRequest::DeleteBucket {
                 name: req.input.bucket,
             })
             .await?

@@ -12,7 +12,7 @@ const MAX_DELETE: usize = 1000;
 impl Gateway {
     async fn delete_key(&self, bucket: &str, key: &str) -> S3Result<()> {
         match self
-            .call(GatewayRequest::Delete {
+            .change(GatewayRequest::Delete {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
             })

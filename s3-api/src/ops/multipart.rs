@@ -68,7 +68,7 @@ impl Gateway {
             input.metadata,
         );
         match self
-            .call(GatewayRequest::CreateUpload {
+            .change(GatewayRequest::CreateUpload {
                 bucket: input.bucket.clone(),
                 key: input.key.clone(),
                 headers,
@@ -128,7 +128,7 @@ impl Gateway {
             cairn_coordinator::rpc::NewBody::Inline(_) => Vec::new(),
         };
         match self
-            .call(GatewayRequest::PutPart {
+            .change(GatewayRequest::PutPart {
                 upload: input.upload_id,
                 number,
                 size: written.size,
@@ -180,7 +180,7 @@ impl Gateway {
             .await?;
         }
         match self
-            .call(GatewayRequest::CompleteUpload {
+            .change(GatewayRequest::CompleteUpload {
                 upload: input.upload_id,
                 parts,
             })
@@ -275,7 +275,7 @@ impl Gateway {
         self.upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
         match self
-            .call(GatewayRequest::AbortUpload {
+            .change(GatewayRequest::AbortUpload {
                 upload: input.upload_id,
             })
             .await?

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_coordinator::catalog::model::{ObjectBody, SegmentRecord};
+use cairn_coordinator::catalog::model::{ObjectBody, ObjectVersion, SegmentRecord};
 use cairn_coordinator::client::CallError;
 use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, ObjectRead, ReadOrders};
 use cairn_erasure::Codec;
 use cairn_node::client::ClientError;
 use cairn_proto::identity::NodeId;
 use cairn_proto::ids::ShardId;
-use cairn_proto::order::SignedOrder;
+use cairn_proto::order::{Action, SignedOrder};
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::mpsc;
 
@@ -151,6 +151,7 @@ impl Reader {
         };
         let codec = Codec::new(usize::from(erasure.k), usize::from(erasure.m))
             .map_err(|err| ReadError::Internal(format!("object code: {err}")))?;
+        let version = object.version();
         let mut window = orders;
         let mut start = 0u64;
         for (index, segment) in segments.iter().enumerate() {
@@ -165,7 +166,7 @@ impl Reader {
             let wanted =
                 range.start.max(span.start) - span.start..range.end.min(span.end) - span.start;
             if !covers(&window, index) {
-                window = self.orders(&object.etag, index).await?;
+                window = self.orders(version, index).await?;
             }
             let orders = window
                 .segments
@@ -180,7 +181,7 @@ impl Reader {
                 Err(failed) => {
                     self.path.degraded_read();
                     // Orders are single-use, and some were spent: fetch fresh ones.
-                    let fresh = self.orders(&object.etag, index).await?;
+                    let fresh = self.orders(version, index).await?;
                     let orders = fresh.segments.first().cloned().unwrap_or_default();
                     self.degraded(
                         &codec,
@@ -231,11 +232,11 @@ impl Reader {
         }
     }
 
-    async fn orders(&self, etag: &str, from: usize) -> Result<ReadOrders, ReadError> {
+    async fn orders(&self, version: ObjectVersion, from: usize) -> Result<ReadOrders, ReadError> {
         let request = GatewayRequest::ReadOrders {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
-            etag: etag.to_string(),
+            version,
             from: from as u32,
         };
         match self.path.coordinator.call(&request).await? {
@@ -312,6 +313,15 @@ impl Reader {
     ) -> Result<Vec<u8>, String> {
         let shard = segment.shards.get(i).ok_or("shard index out of range")?;
         let order = orders.get(i).ok_or("no read order for the shard")?;
+        // The node proves its bytes against the root in the order; the order must be for
+        // the very shard of the record being read, or bytes of another version (or of a
+        // copy placed since) could pass for it.
+        let matches = order.order.node == shard.node
+            && matches!(&order.order.action,
+                Action::Get { shard: id, root, .. } if *id == shard.id && *root == shard.root);
+        if !matches {
+            return Err("the read order is for another shard than the record names".into());
+        }
         let (_, addr, _) = nodes
             .iter()
             .find(|(id, _, _)| *id == shard.node)
