@@ -7,8 +7,8 @@
 //! judgements in a row disqualify a node from any history. So a node that fails every
 //! challenge (dropped shards, flipped bytes, audits answered from the public object) is
 //! disqualified after exactly ten audits of it, i.e. within ten rounds; one that answers
-//! too late is asked each challenge again in two more rounds (containment) before it
-//! counts, so within thirty. Every case then ends with the node's shards rebuilt
+//! too late, or refuses (busy, an order it calls expired…), is asked each challenge again
+//! in two more rounds (containment) before it counts, so within thirty. Every case then ends with the node's shards rebuilt
 //! elsewhere, and a reader checking every object byte-exact all along never saw a wrong
 //! byte. A shard whose audit fails is rebuilt elsewhere at once, even when its node is
 //! never disqualified. An honest node behind a slow, lossy link passes its audits and is
@@ -111,6 +111,8 @@ enum Lie {
     FlipsBytes,
     AnswersLate,
     RefetchesFromPublic,
+    /// Keeps nothing and refuses every read and audit with this error code.
+    Refuses(&'static str),
 }
 
 /// Six honest nodes in three organisations and one `lie`ing node in a fourth; objects
@@ -130,6 +132,7 @@ fn liar_is_caught(lie: Lie) {
         Lie::DropsShards => vec!["--drop-after-receipt".into()],
         Lie::FlipsBytes => vec!["--flip-bytes".into()],
         Lie::AnswersLate => vec!["--late-audits".into(), "3000".into()],
+        Lie::Refuses(code) => vec!["--refuse".into(), code.into()],
         Lie::RefetchesFromPublic => vec![
             "--refetch-audits".into(),
             "--k".into(),
@@ -172,7 +175,7 @@ fn liar_is_caught(lie: Lie) {
     match lie {
         // Every challenge of it failed, and nothing else judged it: disqualified at the
         // tenth audit, so within ten rounds.
-        Lie::DropsShards | Lie::RefetchesFromPublic | Lie::AnswersLate => {
+        Lie::DropsShards | Lie::RefetchesFromPublic | Lie::AnswersLate | Lie::Refuses(_) => {
             assert_eq!(failed, FAILURES_TO_DISQUALIFY, "{view}");
         }
         // Reads of its flipped bytes were reported by the gateway and judged too, so
@@ -185,8 +188,9 @@ fn liar_is_caught(lie: Lie) {
             assert!(failed <= FAILURES_TO_DISQUALIFY, "{view}");
         }
     }
-    if matches!(lie, Lie::AnswersLate) {
-        // Each failure came after the challenge was missed and asked again twice.
+    if matches!(lie, Lie::AnswersLate | Lie::Refuses(_)) {
+        // Each failure came after the challenge was missed and asked again twice: a
+        // refusal is a miss, never a pass.
         let missed = audits_metric(&cluster, "missed");
         assert!(missed >= 2 * FAILURES_TO_DISQUALIFY, "missed {missed}");
     }
@@ -236,6 +240,18 @@ fn a_node_that_serves_flipped_bytes_is_disqualified_and_no_reader_sees_them() {
 #[test]
 fn a_node_that_answers_audits_late_is_disqualified_after_containment() {
     liar_is_caught(Lie::AnswersLate);
+}
+
+#[test]
+fn a_node_that_refuses_every_audit_as_busy_is_disqualified() {
+    liar_is_caught(Lie::Refuses("busy"));
+}
+
+/// An order refused as expired may be the coordinator's clock: the audit is asked again at
+/// once with a fresh order, and a node that refuses that one too has missed it.
+#[test]
+fn a_node_that_calls_every_audit_order_expired_is_disqualified() {
+    liar_is_caught(Lie::Refuses("expired"));
 }
 
 #[test]

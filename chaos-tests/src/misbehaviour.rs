@@ -8,6 +8,7 @@ use std::time::Duration;
 use cairn_erasure::ShardRoot;
 use cairn_node::conduct::{Answer, BoxFuture, Conduct, Honest};
 use cairn_proto::ids::ShardId;
+use cairn_proto::wire::ErrorCode;
 
 use crate::refetch::PublicObjects;
 
@@ -25,6 +26,9 @@ pub enum Misbehaviour {
     /// Drop shards after their receipts, and answer audits by rebuilding shards from the
     /// public objects.
     RefetchAudits(Arc<PublicObjects>),
+    /// Drop shards after their receipts, keep claiming them, and refuse every GET and
+    /// audit with this code.
+    Refuses(ErrorCode),
 }
 
 impl Misbehaviour {
@@ -38,6 +42,10 @@ impl Misbehaviour {
             Misbehaviour::RefetchAudits(objects) => Arc::new(RefetchAudits {
                 dropped: DropAfterReceipt::default(),
                 objects: objects.clone(),
+            }),
+            Misbehaviour::Refuses(code) => Arc::new(Refuses {
+                dropped: DropAfterReceipt::default(),
+                code: *code,
             }),
         }
     }
@@ -157,6 +165,39 @@ impl Conduct for RefetchAudits {
             self.objects.codec().data_shards(),
             self.objects.codec().parity_shards(),
             self.objects.segment_size()
+        )
+    }
+}
+
+/// Keeps nothing, claims everything, and refuses every read and audit with one code: a
+/// node hoping a refusal is never held against it.
+pub struct Refuses {
+    dropped: DropAfterReceipt,
+    code: ErrorCode,
+}
+
+impl Conduct for Refuses {
+    fn drop_after_receipt(&self, shard: ShardId, root: ShardRoot, size: u64) -> bool {
+        self.dropped.drop_after_receipt(shard, root, size)
+    }
+
+    fn claimed_shards(&self) -> Vec<ShardId> {
+        self.dropped.claimed_shards()
+    }
+
+    fn release_claim(&self, shard: ShardId) -> bool {
+        self.dropped.release_claim(shard)
+    }
+
+    fn refuse(&self, _answer: Answer, _shard: ShardId) -> Option<ErrorCode> {
+        Some(self.code)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "refuses: drops shards after their receipts, keeps claiming them and refuses every \
+             GET and audit as `{}`",
+            self.code
         )
     }
 }

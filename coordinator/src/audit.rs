@@ -10,7 +10,8 @@
 //! - **passed**: every range verifies against the root;
 //! - **failed**: a proof or byte is wrong, or the node denies holding the shard (not
 //!   found, damaged, another root) — it signed a receipt for it;
-//! - **missed**: no answer in time or a broken connection. The node is *contained*: the
+//! - **missed**: no answer in time, a broken connection, or any refusal the node chooses
+//!   (busy, a claimed bad range…; a refusal is never a pass). The node is *contained*: the
 //!   same challenge is asked again in the following rounds, and only after
 //!   `retries` further misses does it count as failed. A slow or lossy link delays an
 //!   answer; it does not make it wrong, and the retried challenge cannot be prepared for
@@ -151,7 +152,8 @@ enum Outcome {
     Failed,
     /// No answer (deadline, connection): retried before it counts.
     Missed,
-    /// Not the node's doing (an order refused as expired, say): dropped.
+    /// Perhaps not the node's doing (an order refused as expired or replayed): asked
+    /// again at once, and dropped only if this side cannot sign an order at all.
     Void,
 }
 
@@ -450,19 +452,33 @@ async fn challenge_node(
         root: target.root,
         size: target.size,
     };
-    let order = match sign_own_order(key, node, action, ORDER_SECS) {
-        Ok(order) => order,
-        Err(err) => {
-            tracing::warn!(%err, "cannot sign an audit order");
-            return Outcome::Void;
+    let started = tokio::time::Instant::now();
+    let mut reasked = false;
+    let proofs = loop {
+        let order = match sign_own_order(key, node, action.clone(), ORDER_SECS) {
+            Ok(order) => order,
+            Err(err) => {
+                tracing::warn!(%err, "cannot sign an audit order");
+                return Outcome::Void;
+            }
+        };
+        let left = deadline.saturating_sub(started.elapsed());
+        let answer =
+            tokio::time::timeout(left, client.audit(&order, challenge.ranges.clone())).await;
+        match answer {
+            Err(_) => return Outcome::Missed,
+            Ok(Ok(proofs)) => break proofs,
+            Ok(Err(err)) => match judge_error(node, target.shard, &err) {
+                // Possibly this side's doing: asked again at once with a fresh order,
+                // once; the same refusal again is the node's.
+                Outcome::Void if !reasked => reasked = true,
+                Outcome::Void => {
+                    tracing::warn!(%node, shard = %target.shard, %err, "audit order refused twice");
+                    return Outcome::Missed;
+                }
+                outcome => return outcome,
+            },
         }
-    };
-    let answer =
-        tokio::time::timeout(deadline, client.audit(&order, challenge.ranges.clone())).await;
-    let proofs = match answer {
-        Err(_) => return Outcome::Missed,
-        Ok(Ok(proofs)) => proofs,
-        Ok(Err(err)) => return judge_error(node, target.shard, &err),
     };
     for (proof, range) in proofs.iter().zip(&challenge.ranges) {
         if let Err(err) = proof.verify(&target.root, target.size, range.clone()) {
@@ -474,6 +490,13 @@ async fn challenge_node(
 }
 
 /// What a refusal or broken exchange says about the node.
+///
+/// A refusal is the node's choice, so it is never a pass: a node that keeps no bytes could
+/// otherwise answer every challenge with `Busy` and stay unjudged. Denying the shard or
+/// sending a wrong answer fails at once; any other refusal is a miss (the challenge is
+/// asked again and fails after the retries), except an order refused as expired or
+/// replayed, which may be this side's clock or serial: [`Outcome::Void`] tells the caller
+/// to ask once more at once with a fresh order.
 fn judge_error(node: NodeId, shard: ShardId, err: &ClientError) -> Outcome {
     match err {
         ClientError::Connect(_) | ClientError::Stream(_) => Outcome::Missed,
@@ -483,13 +506,12 @@ fn judge_error(node: NodeId, shard: ShardId, err: &ClientError) -> Outcome {
                 tracing::warn!(%node, %shard, %err, "node denies a shard it holds a receipt for");
                 Outcome::Failed
             }
-            // A node in trouble (a full or failing disk) gets the patience of a slow one.
-            ErrorCode::Internal => Outcome::Missed,
-            // Refusals of the order itself (clock skew, a replayed serial) are this
-            // side's problem or no one's.
+            ErrorCode::Expired | ErrorCode::Replayed => Outcome::Void,
+            // Busy, a failing disk, a claimed bad signature or range: the node's to fix
+            // within the retries.
             _ => {
-                tracing::warn!(%node, %shard, %err, "audit order refused");
-                Outcome::Void
+                tracing::warn!(%node, %shard, %err, "node refused an audit");
+                Outcome::Missed
             }
         },
         ClientError::Protocol(_) | ClientError::BadProof(_) | ClientError::BadReceipt(_) => {

@@ -16,6 +16,7 @@ use std::pin::Pin;
 
 use cairn_erasure::ShardRoot;
 use cairn_proto::ids::ShardId;
+use cairn_proto::wire::ErrorCode;
 
 /// A boxed, sendable future: what the asynchronous hooks return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -80,6 +81,14 @@ pub trait Conduct: Send + Sync + 'static {
     ) -> BoxFuture<'_, Option<Vec<u8>>> {
         let _ = (shard, root, size);
         Box::pin(std::future::ready(None))
+    }
+
+    /// Asked before a `GetShard` or `Audit` of `shard` is answered (its order checked):
+    /// `Some(code)` refuses it with that code instead, as a node that keeps nothing but
+    /// will not admit it might (`Busy`, or a claimed expired order, forever).
+    fn refuse(&self, answer: Answer, shard: ShardId) -> Option<ErrorCode> {
+        let _ = (answer, shard);
+        None
     }
 
     /// A short description for logs.

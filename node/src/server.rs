@@ -362,6 +362,9 @@ async fn get(
             "GetShard needs a get order",
         ));
     };
+    if let Some(code) = state.conduct.refuse(Answer::Get, shard) {
+        return Err(Refusal::new(code, "refused"));
+    }
     held(state, shard, root, size).await?;
     let range = range.unwrap_or(0..size);
     let mut proof = if size == 0 && range.is_empty() {
@@ -420,6 +423,9 @@ async fn audit(
             "Audit needs an audit order",
         ));
     };
+    if let Some(code) = state.conduct.refuse(Answer::Audit, shard) {
+        return Err(Refusal::new(code, "refused"));
+    }
     let total: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
     if ranges.is_empty() || ranges.len() > MAX_AUDIT_RANGES || total > MAX_AUDIT_BYTES {
         return Err(Refusal::new(

@@ -18,19 +18,20 @@ use cairn_chaos_tests::misbehaviour::Misbehaviour;
 use cairn_chaos_tests::refetch::PublicObjects;
 use cairn_node::config::NodeConfig;
 use cairn_proto::bytesize::ByteSize;
+use cairn_proto::wire::ErrorCode;
 use clap::{ArgGroup, Parser};
 
 /// The real Cairn storage node, misbehaving on purpose (test use only).
 ///
-/// Choose exactly one of --honest, --drop-after-receipt, --flip-bytes, --late-audits and
-/// --refetch-audits; any of them may run behind a lossy link (--link-*).
+/// Choose exactly one of --honest, --drop-after-receipt, --flip-bytes, --late-audits,
+/// --refetch-audits and --refuse; any of them may run behind a lossy link (--link-*).
 #[derive(Parser, Debug)]
 #[command(name = "cairn-chaos-node", version)]
 #[command(group(
     ArgGroup::new("misbehaviour")
         .required(true)
         .multiple(false)
-        .args(["honest", "drop_after_receipt", "flip_bytes", "late_audits", "refetch_audits"])
+        .args(["honest", "drop_after_receipt", "flip_bytes", "late_audits", "refetch_audits", "refuse"])
 ))]
 struct Args {
     /// The node's TOML config file: the same fields as `cairn node --config` (data_dir,
@@ -90,6 +91,11 @@ struct Args {
     #[arg(long, value_name = "BYTES", requires = "refetch_audits")]
     segment_size: Option<ByteSize>,
 
+    /// Drop shards after their receipts like --drop-after-receipt, and refuse every GET
+    /// and audit with this error code (busy, expired, replayed, bad_range, internal, …).
+    #[arg(long, value_name = "CODE", value_parser = parse_code)]
+    refuse: Option<ErrorCode>,
+
     /// Hold every datagram, each way, D milliseconds. Any non-zero --link-* option puts a
     /// lossy UDP relay on the configured `listen` address (advertised to the coordinator
     /// unless `advertise` is set) and moves the node itself to an internal port.
@@ -115,6 +121,9 @@ impl Args {
         }
         if let Some(ms) = self.late_audits {
             return Ok(Misbehaviour::LateAudits(Duration::from_millis(ms)));
+        }
+        if let Some(code) = self.refuse {
+            return Ok(Misbehaviour::Refuses(code));
         }
         if self.refetch_audits {
             // clap has checked these are all present; the messages are a second line of
@@ -264,4 +273,31 @@ fn init_logging() {
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)
         .init();
+}
+
+/// An error code by its wire name (`busy`, `expired`, …).
+fn parse_code(name: &str) -> Result<ErrorCode, String> {
+    use ErrorCode::*;
+    [
+        BadSignature,
+        WrongNode,
+        WrongClient,
+        Expired,
+        Replayed,
+        WrongAction,
+        RootMismatch,
+        SizeMismatch,
+        OverQuota,
+        NotFound,
+        Damaged,
+        BadRange,
+        Malformed,
+        TooLarge,
+        Busy,
+        Internal,
+        Forbidden,
+    ]
+    .into_iter()
+    .find(|code| code.as_str() == name)
+    .ok_or_else(|| format!("no error code named {name:?}"))
 }
