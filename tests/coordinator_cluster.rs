@@ -214,3 +214,57 @@ fn only_registered_member_keys_speak_raft() {
         );
     }
 }
+
+/// The admin token a first start makes is written to the data dir, readable by its owner
+/// only, and never printed (stdout ends up in journald): the start says where it is.
+#[test]
+fn the_admin_token_is_kept_in_a_private_file_and_never_printed() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("c1");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["coordinator", "--init", "--id", "1"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env_remove("CAIRN_ADMIN_TOKEN")
+        .env("CAIRN_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut printed = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("admin token written to");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let stderr = {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut text).unwrap();
+        text
+    };
+    child.wait().unwrap();
+    let path = dir.join("admin.token");
+    let token = std::fs::read_to_string(&path).unwrap();
+    let token = token.trim();
+    assert!(token.len() >= 16, "token file holds {token:?}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin.token mode {mode:o}");
+    let printed = printed.join("\n");
+    assert!(
+        printed.contains(&path.display().to_string()),
+        "the start does not say where the token is:\n{printed}"
+    );
+    assert!(
+        !printed.contains(token),
+        "the token was printed:\n{printed}"
+    );
+    assert!(!stderr.contains(token), "the token was logged:\n{stderr}");
+}

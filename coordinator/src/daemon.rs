@@ -50,7 +50,7 @@ pub struct RunningCoordinator {
     pub quic_addr: SocketAddr,
     /// Admin HTTP address bound.
     pub admin_addr: SocketAddr,
-    /// The admin token, when this start created it (to print once).
+    /// The admin token, when this start created it (to say where it was written).
     pub new_token: Option<String>,
     /// The Raft handle.
     pub raft: Raft<TypeConfig>,
@@ -399,7 +399,7 @@ impl RunningCoordinator {
 }
 
 /// The admin token: `CAIRN_ADMIN_TOKEN` if set, else the token file, else a new random
-/// token written to the file (mode 0600) and returned as new so it is printed once.
+/// token written to the file (mode 0600) and returned as new, so the start can say where.
 fn admin_token(dir: &Path) -> Result<(String, Option<String>), StartError> {
     if let Ok(token) = std::env::var("CAIRN_ADMIN_TOKEN") {
         if token.len() < 16 {

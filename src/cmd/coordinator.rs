@@ -172,9 +172,10 @@ pub fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         println!("member key: {}", member.member_key);
         println!("member {} serving on {}", member.id, member.quic_addr);
         println!("admin API on http://{}", member.admin_addr);
-        if let Some(token) = &member.new_token {
+        // The token itself is never printed: output ends up in journald and CI logs.
+        if member.new_token.is_some() {
             println!(
-                "admin token: {token} (kept in {}; shown once)",
+                "admin token written to {} (readable by this user only)",
                 data_dir
                     .join(cairn_coordinator::daemon::TOKEN_FILE)
                     .display()

@@ -167,10 +167,14 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
     }
     let (id, secret) = access_key(&coordinator, dir).await?;
 
-    let admin_token = std::fs::read_to_string(dir.join("coordinator").join("admin.token"))
-        .map(|t| t.trim().to_string())
-        .or_else(|_| std::env::var("CAIRN_ADMIN_TOKEN"))
-        .unwrap_or_default();
+    // Named, not shown: whoever reads the terminal (or a log of it) should not get the
+    // admin token for free.
+    let token_file = dir.join("coordinator").join("admin.token");
+    let admin_token = if token_file.exists() {
+        format!("$(cat {})", token_file.display())
+    } else {
+        "$CAIRN_ADMIN_TOKEN".to_string()
+    };
     println!(
         "Cairn dev cluster: 1 coordinator, {} nodes, 1 gateway, data in {}",
         nodes.len(),
