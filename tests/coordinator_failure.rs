@@ -19,7 +19,7 @@ use support::coordinator::{
 fn join_node(root: &std::path::Path, name: &str, member: &Member, key: &PublicKey) -> NodeProcess {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let token = invite(member);
+    let token = invite(member, name);
     NodeProcess::start(
         &dir,
         key,

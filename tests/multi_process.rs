@@ -90,7 +90,7 @@ fn two_gateways_over_three_coordinators_survive_the_leader_kill() {
         .iter()
         .enumerate()
     {
-        let token = invite(&members[0]);
+        let token = invite(&members[0], org);
         let dir = root.path().join(format!("n{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         let extra = format!(

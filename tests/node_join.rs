@@ -109,7 +109,9 @@ fn invited_nodes_join_and_others_are_refused() {
     let endpoint = format!("http://{admin_addr}");
 
     // Invited: joins, and its heartbeats reach the leader.
-    let token = admin(&endpoint, &["invite"]).trim().to_string();
+    let token = admin(&endpoint, &["invite", "--org", "uni-a"])
+        .trim()
+        .to_string();
     let first = root.path().join("n1");
     let args = node_args(&first, &["--join", &token]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -78,7 +78,7 @@ fn acknowledged_writes_survive_a_leader_paused_mid_commit() {
     let key = coordinator_key(&members[0]);
     let mut nodes = Vec::new();
     for (i, org) in ["a", "a", "b", "b", "c", "c"].iter().enumerate() {
-        let token = invite(&members[0]);
+        let token = invite(&members[0], org);
         let dir = root.path().join(format!("n{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         let extra = format!(
@@ -196,7 +196,7 @@ fn acknowledged_writes_survive_a_leader_paused_mid_commit() {
             let Some(s) = members
                 .iter()
                 .find(|m| m.id == leader)
-                .and_then(|m| status(m))
+                .and_then(status)
             else {
                 return false;
             };

@@ -479,7 +479,7 @@ fn a_node_claiming_another_identity_or_organisation_is_refused() {
             matches!(
                 answer,
                 CoordinatorResponse::Error {
-                    code: ErrorCode::WrongNode,
+                    code: ErrorCode::WrongNode | ErrorCode::NotFound,
                     ..
                 }
             ),
@@ -561,4 +561,119 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// One request from a key the catalog does not know, on a fresh connection; the answer, or
+/// `None` if the coordinator closed the connection without one.
+async fn stranger_asks(
+    cluster: &TestCluster,
+    request: &CoordinatorRequest,
+) -> Option<CoordinatorResponse> {
+    let stranger = SecretKey::generate();
+    let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap(), &stranger).unwrap();
+    let conn = connect(
+        &endpoint,
+        &stranger,
+        cluster.coordinator.quic,
+        &cluster.key,
+        COORDINATOR_ALPN,
+    )
+    .await
+    .ok()?;
+    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+    cairn_proto::wire::write_frame_within(&mut send, request, 1 << 20)
+        .await
+        .ok()?;
+    let _ = send.finish();
+    read_frame(&mut recv).await.ok()
+}
+
+fn last_applied(cluster: &TestCluster) -> u64 {
+    let status = admin(&cluster.coordinator, &["--json", "status"]).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    status["last_applied"].as_u64().unwrap()
+}
+
+/// Anyone can reach the coordinator port. A join without a valid invitation, with fields
+/// too long, or in a frame far larger than a join is refused before anything is proposed
+/// to Raft (the applied log position does not move), and one address's attempts are
+/// limited: past the allowance its connections are closed unanswered.
+#[test]
+fn a_stranger_s_joins_never_reach_the_raft_log_and_are_rate_limited() {
+    let cluster = TestCluster::start(&["a"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let join = |org: String, site: String| {
+        CoordinatorRequest::Join(cairn_proto::wire::JoinRequest {
+            secret: [7; 32],
+            listen: "127.0.0.1:9".into(),
+            capacity_bytes: 1 << 60,
+            org,
+            site,
+        })
+    };
+    let before = last_applied(&cluster);
+    runtime.block_on(async {
+        let refused = |answer: Option<CoordinatorResponse>, code: ErrorCode| match answer {
+            Some(CoordinatorResponse::Error { code: got, .. }) => assert_eq!(got, code),
+            other => panic!("expected a {code:?} refusal, got {other:?}"),
+        };
+        // No such invitation: refused without a proposal.
+        refused(
+            stranger_asks(&cluster, &join("a".into(), "x".into())).await,
+            ErrorCode::Forbidden,
+        );
+        // An organisation name far past the limit.
+        refused(
+            stranger_asks(&cluster, &join("o".repeat(3000), "x".into())).await,
+            ErrorCode::Malformed,
+        );
+        // A frame of 100 KiB from a stranger is not read.
+        refused(
+            stranger_asks(&cluster, &join("a".into(), "s".repeat(100 << 10))).await,
+            ErrorCode::Malformed,
+        );
+        // A stranger may only join: a heartbeat from an unknown key is refused.
+        let heartbeat = CoordinatorRequest::Leave;
+        refused(
+            stranger_asks(&cluster, &heartbeat).await,
+            ErrorCode::NotFound,
+        );
+    });
+    assert_eq!(
+        last_applied(&cluster),
+        before,
+        "a stranger's request reached the Raft log"
+    );
+    runtime.block_on(async {
+        let mut answered = 0;
+        for _ in 0..80 {
+            if stranger_asks(&cluster, &join("a".into(), "x".into()))
+                .await
+                .is_some()
+            {
+                answered += 1;
+            }
+        }
+        assert!(
+            answered < 80,
+            "80 join attempts from one address in a few seconds were all answered"
+        );
+    });
+    // Registered nodes are not held back by strangers on their address.
+    let node = cluster.nodes[0].id.to_string();
+    let since = cluster
+        .nodes_view()
+        .into_iter()
+        .find(|n| n["id"] == node.as_str())
+        .unwrap()["last_heartbeat_ms"]
+        .as_u64()
+        .unwrap();
+    wait_until("the node heartbeats on", || {
+        cluster
+            .nodes_view()
+            .into_iter()
+            .find(|n| n["id"] == node.as_str())
+            .and_then(|n| n["last_heartbeat_ms"].as_u64())
+            .is_some_and(|ms| ms != since)
+    });
 }

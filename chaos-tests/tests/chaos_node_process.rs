@@ -120,7 +120,7 @@ async fn joins_heartbeats_behind_its_link_and_drops_what_it_acknowledges() {
         .current_leader(coordinator.id, "this member leads")
         .await
         .expect("the coordinator leads");
-    let token = coordinator.invite().await.unwrap();
+    let token = coordinator.invite("chaos").await.unwrap();
     let admin_token = coordinator.new_token.clone().expect("a fresh admin token");
 
     let dir = root.path().join("chaos");

@@ -11,19 +11,18 @@ use cairn_proto::invite::JoinToken;
 use cairn_proto::transport::{
     PeerPolicy, TransportError, negotiated_alpn, peer_key, server_endpoint,
 };
-use cairn_proto::wire::{
-    COORDINATOR_ALPN, CoordinatorRequest, CoordinatorResponse, ErrorCode, read_frame, write_frame,
-};
+use cairn_proto::wire::COORDINATOR_ALPN;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, Raft, SnapshotPolicy};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminContext, AdminState};
-use crate::catalog::model::{ErasureProfile, NodeRecord, NodeState};
+use crate::catalog::model::ErasureProfile;
 use crate::catalog::{Catalog, Command, CommandResult};
 use crate::config::CoordinatorConfig;
 use crate::failure;
 use crate::liveness::Liveness;
+use crate::node_rpc::{NodeRpc, serve_nodes};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, RAFT_ALPN, admits, serve_connection};
 use crate::raft::state_machine::StateMachine;
@@ -229,7 +228,14 @@ pub async fn start(
             segment_size: ErasureProfile::PRODUCTION.segment_size,
         },
     };
-    tasks.push(tokio::spawn(serve_quic(endpoint.clone(), rpc)));
+    let nodes = NodeRpc::new(
+        raft.clone(),
+        catalog.clone(),
+        liveness.clone(),
+        endpoint.clone(),
+        key.clone(),
+    );
+    tasks.push(tokio::spawn(serve_quic(endpoint.clone(), rpc, nodes)));
     let state = AdminState::from(AdminContext {
         raft: raft.clone(),
         catalog: catalog.clone(),
@@ -363,19 +369,15 @@ impl RunningCoordinator {
     }
 
     /// A fresh one-time invitation for one node, valid for an hour, naming this member's
-    /// QUIC address (what `cairn admin invite` makes for a group).
-    pub async fn invite(&self) -> Result<String, String> {
-        self.invite_for(None).await
-    }
-
-    /// [`Self::invite`], bound to organisation `org` if given (`cairn admin invite --org`).
-    pub async fn invite_for(&self, org: Option<&str>) -> Result<String, String> {
+    /// QUIC address and bound to organisation `org` (what `cairn admin invite --org` makes
+    /// for a group).
+    pub async fn invite(&self, org: &str) -> Result<String, String> {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|err| format!("no randomness: {err}"))?;
         self.commit(Command::CreateInvite {
             secret_hash: JoinToken::secret_hash(&secret),
             expires_ms: now_ms() + 3_600_000,
-            org: org.map(str::to_string),
+            org: Some(org.to_string()),
         })
         .await?;
         Ok(JoinToken {
@@ -446,151 +448,24 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
 
 /// Accepts QUIC connections: Raft from holders of the coordinator key, cluster RPC from
 /// nodes, gateway RPC from registered gateways.
-async fn serve_quic(endpoint: quinn::Endpoint, rpc: RpcContext) {
+async fn serve_quic(endpoint: quinn::Endpoint, rpc: RpcContext, nodes: NodeRpc) {
     while let Some(incoming) = endpoint.accept().await {
-        let rpc = rpc.clone();
+        let (rpc, nodes) = (rpc.clone(), nodes.clone());
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
             let Some(peer) = peer_key(&conn) else { return };
-            let (raft, catalog, liveness) =
-                (rpc.raft.clone(), rpc.catalog.clone(), rpc.liveness.clone());
+            let raft = rpc.raft.clone();
             match negotiated_alpn(&conn).as_deref() {
                 Some(RAFT_ALPN) if admits(&raft, &peer) => serve_connection(conn, raft).await,
                 Some(RAFT_ALPN) => {
                     tracing::warn!(%peer, remote = %conn.remote_address(), "raft connection from a key that is not a member's");
                     conn.close(1u32.into(), b"not a coordinator member");
                 }
-                Some(COORDINATOR_ALPN) => serve_cluster(conn, peer, raft, catalog, liveness).await,
+                Some(COORDINATOR_ALPN) => serve_nodes(conn, peer, nodes).await,
                 Some(GATEWAY_ALPN) => serve_gateway(conn, peer, rpc).await,
                 _ => conn.close(1u32.into(), b"unknown protocol"),
             }
         });
-    }
-}
-
-/// Node-facing RPC: joining with an invitation, then heartbeats.
-async fn serve_cluster(
-    conn: quinn::Connection,
-    peer: PublicKey,
-    raft: Raft<TypeConfig>,
-    catalog: Catalog,
-    liveness: Arc<Liveness>,
-) {
-    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        let response = match read_frame::<_, CoordinatorRequest>(&mut recv).await {
-            Ok(request) => handle_cluster(request, peer, &raft, &catalog, &liveness).await,
-            Err(err) => refuse(ErrorCode::Malformed, &err.to_string()),
-        };
-        let _ = write_frame(&mut send, &response).await;
-        let _ = send.finish();
-    }
-}
-
-async fn handle_cluster(
-    request: CoordinatorRequest,
-    peer: PublicKey,
-    raft: &Raft<TypeConfig>,
-    catalog: &Catalog,
-    liveness: &Liveness,
-) -> CoordinatorResponse {
-    if raft.current_leader().await != Some(raft_id(raft)) {
-        return refuse(
-            ErrorCode::Busy,
-            "not the leader; try another coordinator member",
-        );
-    }
-    match request {
-        CoordinatorRequest::Heartbeat(heartbeat) => {
-            if heartbeat.node != peer {
-                return refuse(
-                    ErrorCode::WrongNode,
-                    "a heartbeat must come from the node it describes",
-                );
-            }
-            match catalog.node(&peer) {
-                Ok(Some(_)) => {
-                    liveness.record(heartbeat);
-                    CoordinatorResponse::Ack
-                }
-                Ok(None) => refuse(
-                    ErrorCode::NotFound,
-                    "node is not registered; join with an invitation",
-                ),
-                Err(err) => refuse(ErrorCode::Internal, &err.to_string()),
-            }
-        }
-        CoordinatorRequest::Leave => leave(peer, raft, catalog).await,
-        CoordinatorRequest::Join(join) => {
-            let now_ms = now_ms();
-            // The node is registered under the key it connected with: an invitation cannot
-            // be used to register someone else's identity.
-            let node = NodeRecord {
-                id: peer,
-                addr: join.listen,
-                org: join.org,
-                site: join.site,
-                capacity: join.capacity_bytes,
-                state: NodeState::Vetting,
-                joined_ms: now_ms,
-                state_since_ms: now_ms,
-                vetted: false,
-                reputation: Default::default(),
-            };
-            let command = Command::JoinNode {
-                node,
-                secret_hash: JoinToken::secret_hash(&join.secret),
-                now_ms,
-            };
-            match raft.client_write(command).await {
-                Ok(response) => match response.data {
-                    CommandResult::Refused(err) => refuse(ErrorCode::Forbidden, &err.to_string()),
-                    _ => {
-                        tracing::info!(node = %peer, "node joined");
-                        CoordinatorResponse::Ack
-                    }
-                },
-                Err(err) => refuse(ErrorCode::Busy, &err.to_string()),
-            }
-        }
-    }
-}
-
-/// A node asking to leave turns draining (from a state that holds data and still takes
-/// work); asking again while draining or gone is answered the same.
-async fn leave(peer: PublicKey, raft: &Raft<TypeConfig>, catalog: &Catalog) -> CoordinatorResponse {
-    let record = match catalog.node(&peer) {
-        Ok(Some(record)) => record,
-        Ok(None) => return refuse(ErrorCode::NotFound, "node is not registered"),
-        Err(err) => return refuse(ErrorCode::Internal, &err.to_string()),
-    };
-    match record.state {
-        NodeState::Draining | NodeState::Gone => return CoordinatorResponse::Ack,
-        NodeState::Vetting | NodeState::Active | NodeState::Suspect => {}
-        other => {
-            return refuse(
-                ErrorCode::Forbidden,
-                &format!(
-                    "a {} node cannot leave; ask the cluster's operator",
-                    other.as_str()
-                ),
-            );
-        }
-    }
-    let command = Command::ChangeNodeState {
-        node: peer,
-        from: record.state,
-        to: NodeState::Draining,
-        now_ms: now_ms(),
-    };
-    match raft.client_write(command).await {
-        Ok(response) => match response.data {
-            CommandResult::Refused(err) => refuse(ErrorCode::Busy, &err.to_string()),
-            _ => {
-                tracing::info!(node = %peer, "node asked to leave: draining");
-                CoordinatorResponse::Ack
-            }
-        },
-        Err(err) => refuse(ErrorCode::Busy, &err.to_string()),
     }
 }
 
@@ -599,17 +474,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn raft_id(raft: &Raft<TypeConfig>) -> u64 {
-    raft.metrics().borrow().id
-}
-
-fn refuse(code: ErrorCode, message: &str) -> CoordinatorResponse {
-    CoordinatorResponse::Error {
-        code,
-        message: message.to_string(),
-    }
 }
 
 /// Reads a catalog backup (`cairn admin backup`) for `--restore`.

@@ -19,6 +19,7 @@ pub mod failure;
 pub mod gc;
 pub mod liveness;
 pub mod node_clients;
+mod node_rpc;
 pub mod placement;
 pub mod raft;
 pub mod repair;

@@ -327,23 +327,22 @@ fn an_invitation_admits_one_node_before_it_expires() {
     );
     let invalid = CommandResult::Refused(CatalogError::InvalidInvite);
     assert_eq!(run(&catalog, &join(a, [1; 32], 10)), invalid);
-    run(
-        &catalog,
-        &Command::CreateInvite {
-            secret_hash: [1; 32],
-            expires_ms: 100,
-            org: None,
-        },
-    );
-    run(
-        &catalog,
-        &Command::CreateInvite {
-            secret_hash: [2; 32],
-            expires_ms: 100,
-            org: None,
-        },
-    );
+    for (hash, org) in [([1; 32], Some("o")), ([2; 32], Some("o")), ([3; 32], None)] {
+        run(
+            &catalog,
+            &Command::CreateInvite {
+                secret_hash: hash,
+                expires_ms: 100,
+                org: org.map(str::to_string),
+            },
+        );
+    }
     assert_eq!(run(&catalog, &join(a, [2; 32], 100)), invalid, "expired");
+    assert_eq!(
+        run(&catalog, &join(a, [3; 32], 50)),
+        invalid,
+        "an invitation that names no organisation admits no one"
+    );
     assert_eq!(run(&catalog, &join(a, [1; 32], 50)), CommandResult::Done);
     assert_eq!(catalog.node(&a).unwrap().unwrap().state, NodeState::Vetting);
     assert_eq!(
@@ -388,10 +387,57 @@ fn an_invitation_bound_to_an_organisation_admits_only_a_member_of_it() {
             claimed: "uni-b".into()
         })
     );
+    let joined = join("uni-a", [5; 32]);
     assert_eq!(
-        run(&catalog, &join("uni-a", [5; 32])),
+        run(&catalog, &joined),
         CommandResult::Done,
         "the refusal did not use the invitation up"
+    );
+
+    // The node joins again with a fresh invitation for another organisation: refused, and
+    // its organisation stays the one first vouched for.
+    let Command::JoinNode { node, .. } = &joined else {
+        unreachable!()
+    };
+    run(
+        &catalog,
+        &Command::CreateInvite {
+            secret_hash: [6; 32],
+            expires_ms: 100,
+            org: Some("uni-b".into()),
+        },
+    );
+    let again = Command::JoinNode {
+        node: NodeRecord {
+            org: "uni-b".into(),
+            ..node.clone()
+        },
+        secret_hash: [6; 32],
+        now_ms: 20,
+    };
+    assert_eq!(
+        run(&catalog, &again),
+        CommandResult::Refused(CatalogError::WrongOrg {
+            invited: "uni-a".into(),
+            claimed: "uni-b".into()
+        })
+    );
+    assert_eq!(catalog.node(&node.id).unwrap().unwrap().org, "uni-a");
+    // Registering again (a new address) keeps the organisation whatever the record says.
+    run(
+        &catalog,
+        &Command::RegisterNode {
+            node: NodeRecord {
+                org: "uni-c".into(),
+                addr: "127.0.0.1:7500".into(),
+                ..node.clone()
+            },
+        },
+    );
+    let record = catalog.node(&node.id).unwrap().unwrap();
+    assert_eq!(
+        (record.org.as_str(), record.addr.as_str()),
+        ("uni-a", "127.0.0.1:7500")
     );
 }
 

@@ -89,8 +89,10 @@ for i in 2 3; do
 done
 
 echo "inviting 8 storage nodes"
+# Each invitation names the organisation its node is in (as docker-compose.yml declares).
+orgs=(org-a org-a org-b org-b org-c org-c org-d org-d)
 for n in $(seq 8); do
-    save "CAIRN_JOIN_$n" "$(admin invite | tr -d '\r\n')"
+    save "CAIRN_JOIN_$n" "$(admin invite --org "${orgs[$((n - 1))]}" | tr -d '\r\n')"
 done
 compose up -d n1 n2 n3 n4 n5 n6 n7 n8
 

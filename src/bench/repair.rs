@@ -342,7 +342,12 @@ async fn measure(args: &RepairBenchArgs, dir: &Path) -> anyhow::Result<Report> {
             heartbeat_interval_ms: HEARTBEAT_MS,
             // The scrub would compete with repair for the disk and the two cores.
             scrub_rate: ByteSize(0),
-            join: Some(coordinator.invite().await.map_err(anyhow::Error::msg)?),
+            join: Some(
+                coordinator
+                    .invite(&format!("bench-org-{i}"))
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            ),
             ..NodeConfig::default()
         };
         let node = cairn_node::daemon::start(config)

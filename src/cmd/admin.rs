@@ -88,11 +88,11 @@ enum AdminCommand {
         /// Hours the invitation stays valid.
         #[arg(long, default_value_t = 24)]
         valid_hours: u64,
-        /// Bind the invitation to an organisation: the node is refused unless its `org`
-        /// is this one. Per-organisation placement limits rest on organisations being
-        /// what the operator says, not what a node claims.
+        /// The organisation the node belongs to (required): the node is refused unless its
+        /// `org` is this one, and keeps it for good. Per-organisation placement limits rest
+        /// on organisations being what the operator vouches for, not what a node claims.
         #[arg(long)]
-        org: Option<String>,
+        org: String,
     },
 }
 
@@ -620,7 +620,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Invite { valid_hours, org } => {
             let request = CreateInvite {
                 valid_hours: Some(valid_hours),
-                org,
+                org: Some(org),
             };
             let invite: InviteView = api.post("/v1/invites", &request)?;
             print(json, &invite, || {

@@ -109,11 +109,12 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
     for i in 0..args.nodes {
         let data_dir = dir.join(format!("node-{i}"));
         let joined = data_dir.join(cairn_node::daemon::JOINED_FILE).exists();
+        let org = format!("dev-org-{i}");
         let mut config = NodeConfig {
             data_dir,
             listen: port(args.admin_listen, 2 + i),
             capacity: ByteSize(10 << 30),
-            org: format!("dev-org-{i}"),
+            org: org.clone(),
             site: format!("dev-site-{}", i % 3),
             heartbeat_interval_ms,
             ..NodeConfig::default()
@@ -122,12 +123,26 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
             config.coordinators = vec![quic];
             config.coordinator_key = Some(coordinator.key);
         } else {
-            config.join = Some(coordinator.invite().await.map_err(anyhow::Error::msg)?);
+            config.join = Some(coordinator.invite(&org).await.map_err(anyhow::Error::msg)?);
         }
         let node = cairn_node::daemon::start(config)
             .await
             .with_context(|| format!("starting node {i}"))?;
         nodes.push(node);
+    }
+    // After a restart on other ports every node has moved: the banner waits until the
+    // coordinator has reached each one where it now listens (its heartbeats say so).
+    for node in &nodes {
+        let addr = node.quic_addr.to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while coordinator.catalog.node(&node.id)?.map(|n| n.addr) != Some(addr.clone()) {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "node {} was not found at {addr}",
+                node.id
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     let gateway = cairn_s3_api::daemon::start(GatewayConfig {

@@ -59,7 +59,7 @@ impl TestCluster {
     /// Like [`TestCluster::add_node`], running `command` (program and leading arguments;
     /// it is given `--config FILE`) instead of `cairn node`.
     pub fn add_node_as(&mut self, org: &str, command: &[std::path::PathBuf]) -> &NodeProcess {
-        let token = admin(&self.coordinator, &["invite"])
+        let token = admin(&self.coordinator, &["invite", "--org", org])
             .unwrap()
             .trim()
             .to_string();

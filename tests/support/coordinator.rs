@@ -212,9 +212,12 @@ pub fn coordinator_key(member: &Member) -> cairn_proto::identity::PublicKey {
         .public()
 }
 
-/// A one-time join token from `cairn admin invite`.
-pub fn invite(member: &Member) -> String {
-    admin(member, &["invite"]).unwrap().trim().to_string()
+/// A one-time join token from `cairn admin invite --org ORG`.
+pub fn invite(member: &Member, org: &str) -> String {
+    admin(member, &["invite", "--org", org])
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// `cairn admin --json nodes` (the CLI retries a follower's answer at the leader).

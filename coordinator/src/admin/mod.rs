@@ -655,6 +655,13 @@ async fn create_invite(
     Json(req): Json<CreateInvite>,
 ) -> ApiResult<(StatusCode, Json<InviteView>)> {
     let hours = req.valid_hours.unwrap_or(24).clamp(1, 24 * 365);
+    let org = req.org.as_deref().map(str::trim).unwrap_or_default();
+    if let Err(message) = crate::catalog::model::validate_domain("organisation", org) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("an invitation must name the node's organisation (--org): {message}"),
+        ));
+    }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(internal)?;
     let expires_ms = now_ms() + hours * 3_600_000;
@@ -664,7 +671,7 @@ async fn create_invite(
         Command::CreateInvite {
             secret_hash,
             expires_ms,
-            org: req.org.clone(),
+            org: Some(org.to_string()),
         },
     )
     .await?;

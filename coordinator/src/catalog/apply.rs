@@ -88,7 +88,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
         Command::RegisterNode { node } => {
             let mut table = txn.open_table(NODES)?;
             let record = match read_node(&table, &node.id)? {
-                // A known node re-registering keeps its history and state.
+                // A known node re-registering keeps its history, state and organisation.
                 Some(known) => rejoined(known, node),
                 None => node.clone(),
             };
@@ -123,19 +123,29 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             else {
                 return refused(CatalogError::InvalidInvite);
             };
-            if let Some(invited) = &invite.org
-                && *invited != node.org
-            {
+            // Every invitation names the organisation the operator vouches for; one that
+            // does not (made before that was required) admits no one.
+            let Some(invited) = invite.org.clone() else {
+                return refused(CatalogError::InvalidInvite);
+            };
+            if invited != node.org {
                 return refused(CatalogError::WrongOrg {
-                    invited: invited.clone(),
+                    invited,
                     claimed: node.org.clone(),
                 });
             }
             invite.used_by = Some(node.id);
             invites.insert(*secret_hash, encode(&invite)?.as_slice())?;
             let mut nodes = txn.open_table(NODES)?;
-            // A node that re-joins (new disk, new address) keeps its history and state.
+            // A node that re-joins (new disk, new address) keeps its history, state and
+            // organisation.
             let record = match read_node(&nodes, &node.id)? {
+                Some(known) if known.org != node.org => {
+                    return refused(CatalogError::WrongOrg {
+                        invited: known.org,
+                        claimed: node.org.clone(),
+                    });
+                }
                 Some(known) => rejoined(known, node),
                 // A new node starts with nothing earned, whatever the record says.
                 None => NodeRecord {
@@ -155,6 +165,17 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             state,
             now_ms,
         } => set_node_state(txn, node, None, *state, *now_ms),
+        Command::MoveNode { node, addr } => {
+            let mut nodes = txn.open_table(NODES)?;
+            let Some(mut record) = read_node(&nodes, node)? else {
+                return refused(CatalogError::NoSuchNode(node.to_string()));
+            };
+            if record.addr != *addr {
+                record.addr = addr.clone();
+                nodes.insert(*node.as_bytes(), encode(&record)?.as_slice())?;
+            }
+            Ok(CommandResult::Done)
+        }
         Command::ChangeNodeState {
             node,
             from,
@@ -763,12 +784,12 @@ fn check_segments(
     Ok(None)
 }
 
-/// A known node registering again (new address, disk or domain) keeps its history and
-/// lifecycle state; only what it declares about itself changes.
+/// A known node registering again (new address, disk or site) keeps its history,
+/// lifecycle state and organisation (which only an invitation vouches for); only what it
+/// declares about its machine changes.
 fn rejoined(known: NodeRecord, node: &NodeRecord) -> NodeRecord {
     NodeRecord {
         addr: node.addr.clone(),
-        org: node.org.clone(),
         site: node.site.clone(),
         capacity: node.capacity,
         ..known

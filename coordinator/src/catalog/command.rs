@@ -195,6 +195,14 @@ pub enum Command {
         /// Leader's clock when decided, ms since the epoch.
         now_ms: u64,
     },
+    /// A node now answers at another address (it said so in a heartbeat signed by its key,
+    /// and the leader reached it there): gateways, audits and collection dial it there.
+    MoveNode {
+        /// The node.
+        node: NodeId,
+        /// Its QUIC address (`host:port`).
+        addr: String,
+    },
     /// Applies `command` at most once for `request`: a client that retries after a lost
     /// answer (the leader paused or died after the entry was committed) sends the same
     /// request id again and gets the first application's result, with nothing applied a
@@ -295,6 +303,7 @@ impl Command {
             Command::ReplaceShards { .. } => "replace_shards",
             Command::ChangeNodeState { .. } => "change_node_state",
             Command::ForgetGarbage { .. } => "forget_garbage",
+            Command::MoveNode { .. } => "move_node",
             Command::Once { command, .. } => command.name(),
         }
     }

@@ -25,7 +25,7 @@ pub use command::{
     ShardReplacement,
 };
 use model::{
-    AccessKey, Bucket, GarbageShard, GatewayRecord, NodeRecord, ObjectRecord, PartRecord,
+    AccessKey, Bucket, GarbageShard, GatewayRecord, Invite, NodeRecord, ObjectRecord, PartRecord,
     UploadRecord,
 };
 
@@ -371,6 +371,16 @@ impl Catalog {
         let table = txn.open_table(NODES)?;
         table
             .get(*id.as_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// An invitation by the hash of its secret.
+    pub fn invite(&self, secret_hash: &[u8; 32]) -> Result<Option<Invite>, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(INVITES)?;
+        table
+            .get(*secret_hash)?
             .map(|v| decode(v.value()))
             .transpose()
     }

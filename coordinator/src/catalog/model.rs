@@ -417,9 +417,10 @@ pub struct Invite {
     pub expires_ms: u64,
     /// The node that used it, once used.
     pub used_by: Option<NodeId>,
-    /// The organisation the operator invited, if bound: the node joins as a member of it
-    /// whatever it claims, so one organisation cannot pass as several to collect shards
-    /// of a segment beyond the per-organisation limit.
+    /// The organisation the operator invited: the node joins as a member of it or not at
+    /// all, so one organisation cannot pass as several to collect shards of a segment
+    /// beyond the per-organisation limit. `None` only in invitations made before every
+    /// invitation had to name one; those admit no one.
     pub org: Option<String>,
 }
 
@@ -458,6 +459,29 @@ pub fn validate_bucket_name(name: &str) -> Result<(), String> {
     }
     if name.parse::<std::net::Ipv4Addr>().is_ok() {
         return Err(format!("bucket name {name:?} must not be an IP address"));
+    }
+    Ok(())
+}
+
+/// Longest organisation or site name.
+pub const MAX_DOMAIN_LEN: usize = 64;
+/// Longest node address (`host:port`).
+pub const MAX_ADDR_LEN: usize = 255;
+
+/// Checks an organisation or site name (`what` says which, for the message): 1 to
+/// [`MAX_DOMAIN_LEN`] printable ASCII characters, so names fit in logs, labels and status
+/// pages and two spellings of one name cannot look alike.
+pub fn validate_domain(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_DOMAIN_LEN {
+        return Err(format!(
+            "{what} name must be 1 to {MAX_DOMAIN_LEN} characters, got {}",
+            name.len()
+        ));
+    }
+    if !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{what} name {name:?} may only hold printable ASCII characters without spaces"
+        ));
     }
     Ok(())
 }
