@@ -81,10 +81,12 @@ impl S3Auth for Auth {
 }
 
 /// Signed requests may do anything; anonymous ones may only GET and HEAD objects of
-/// public-read buckets.
+/// public-read buckets. An anonymous request to a bucket that does not exist is told so
+/// (`NoSuchBucket`), as S3 tells anyone.
 pub struct Access {
     path: Arc<DataPath>,
-    public: Mutex<HashMap<String, (Instant, bool)>>,
+    /// Per bucket name: whether it is public-read, `None` if there is no such bucket.
+    public: Mutex<HashMap<String, (Instant, Option<bool>)>>,
 }
 
 impl Access {
@@ -96,7 +98,8 @@ impl Access {
         }
     }
 
-    async fn is_public(&self, bucket: &str) -> S3Result<bool> {
+    /// Whether `bucket` is public-read; `None` if it does not exist.
+    async fn is_public(&self, bucket: &str) -> S3Result<Option<bool>> {
         let cached = self.public.lock().ok().and_then(|cache| {
             cache
                 .get(bucket)
@@ -116,8 +119,8 @@ impl Access {
             .await
             .map_err(from_call)?
         {
-            GatewayResponse::Bucket(bucket) => bucket.is_some_and(|b| b.public_read),
-            _ => false,
+            GatewayResponse::Bucket(bucket) => bucket.map(|b| b.public_read),
+            _ => Some(false),
         };
         if let Ok(mut cache) = self.public.lock() {
             cache.insert(bucket.to_string(), (Instant::now(), public));
@@ -150,11 +153,17 @@ impl S3Access for Access {
         }
         let read = matches!(cx.s3_op().name(), "GetObject" | "HeadObject");
         let bucket = cx.s3_path().get_bucket_name().map(str::to_string);
-        if read
-            && let Some(bucket) = bucket
-            && self.is_public(&bucket).await?
-        {
-            return Ok(());
+        if let Some(bucket) = bucket {
+            match self.is_public(&bucket).await? {
+                None => {
+                    return Err(S3Error::with_message(
+                        S3ErrorCode::NoSuchBucket,
+                        format!("no bucket named {bucket}"),
+                    ));
+                }
+                Some(true) if read => return Ok(()),
+                Some(_) => {}
+            }
         }
         Err(S3Error::with_message(
             S3ErrorCode::AccessDenied,

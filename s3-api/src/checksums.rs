@@ -44,6 +44,12 @@ impl BodyChecks {
         trailers: Option<s3s::TrailingHeaders>,
         content_md5: Option<&str>,
     ) -> S3Result<Self> {
+        // s3s reads an empty `Content-MD5` as absent; S3 refuses it as a malformed digest,
+        // so the header itself decides whether one was sent.
+        let content_md5 = match headers.get("content-md5") {
+            Some(value) => Some(value.to_str().map_err(|_| invalid_digest())?),
+            None => content_md5,
+        };
         let mut checks = BodyChecks {
             md5: Md5::new(),
             expected_md5: parse_content_md5(content_md5)?,
@@ -159,13 +165,15 @@ fn parse_content_md5(header: Option<&str>) -> S3Result<Option<[u8; 16]>> {
         .decode(header.trim())
         .ok()
         .and_then(|b| <[u8; 16]>::try_from(b).ok())
-        .ok_or_else(|| {
-            S3Error::with_message(
-                S3ErrorCode::InvalidDigest,
-                "Content-MD5 is not the base64 of 16 bytes",
-            )
-        })?;
+        .ok_or_else(invalid_digest)?;
     Ok(Some(bytes))
+}
+
+fn invalid_digest() -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::InvalidDigest,
+        "The Content-MD5 you specified was invalid: it is not the base64 of 16 bytes.",
+    )
 }
 
 fn computed_value(computed: &Checksum, name: &str) -> Option<String> {

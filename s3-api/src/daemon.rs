@@ -88,7 +88,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
     let addr = listener
         .local_addr()
         .map_err(|err| format!("listener: {err}"))?;
-    let task = tokio::spawn(serve(listener, service, metrics));
+    let host = Arc::new(Host::new(config.domain.clone()));
+    let task = tokio::spawn(serve(listener, service, host, metrics));
     tracing::info!(%addr, key = %key.public(), "gateway serving S3");
     Ok(RunningGateway {
         addr,
@@ -101,6 +102,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
 async fn serve(
     listener: tokio::net::TcpListener,
     service: S3Service,
+    host: Arc<Host>,
     metrics: Arc<GatewayMetrics>,
 ) {
     let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -112,10 +114,10 @@ async fn serve(
                 continue;
             }
         };
-        let (service, metrics) = (service.clone(), metrics.clone());
+        let (service, host, metrics) = (service.clone(), host.clone(), metrics.clone());
         let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (service, metrics) = (service.clone(), metrics.clone());
-            async move { Ok::<_, Infallible>(handle(&service, &metrics, req).await) }
+            let (service, host, metrics) = (service.clone(), host.clone(), metrics.clone());
+            async move { Ok::<_, Infallible>(handle(&service, &host, &metrics, req).await) }
         });
         let http = http.clone();
         tokio::spawn(async move {
@@ -127,9 +129,11 @@ async fn serve(
     }
 }
 
-/// `/health` and `/metrics` for operators; everything else is S3.
+/// `/health` and `/metrics` for operators; everything else is S3, prepared for s3s
+/// (`request::prepare`) and answered under a request id of its own.
 async fn handle(
     service: &S3Service,
+    host: &Host,
     metrics: &GatewayMetrics,
     req: Request<Incoming>,
 ) -> Response<s3s::Body> {
@@ -144,15 +148,27 @@ async fn handle(
     let started = Instant::now();
     // The access check, which every routed request passes through, names the operation.
     let operation = crate::access::OperationSlot::default();
-    let mut req = req;
+    let id = crate::request::new_request_id();
+    let mut req = req.map(s3s::Body::from);
     req.extensions_mut().insert(operation.clone());
-    let response = match service.call(req.map(s3s::Body::from)).await {
-        Ok(response) => response,
-        Err(err) => {
-            tracing::warn!(?err, "S3 request failed outside the S3 layer");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
-        }
+    let mut response = match crate::request::prepare(&mut req, host) {
+        Err(refused) => crate::errors::respond(refused),
+        Ok(()) => match service.call(req).await {
+            Ok(response) => response,
+            Err(err) => {
+                tracing::warn!(?err, request_id = %id, "S3 request failed outside the S3 layer");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
+            }
+        },
     };
+    crate::errors::stamp_request_id(&mut response, &id);
+    let status = response.status();
+    let name = operation.name();
+    if status.is_server_error() {
+        tracing::warn!(request_id = %id, operation = %name, %status, "S3 request failed");
+    } else {
+        tracing::debug!(request_id = %id, operation = %name, %status, "S3 request");
+    }
     metrics
         .latency
         .with_label_values(&[&method])

@@ -70,3 +70,59 @@ pub(crate) fn from_read(err: ReadError) -> S3Error {
         ReadError::Internal(message) => S3Error::with_message(S3ErrorCode::InternalError, message),
     }
 }
+
+/// The answer to a request refused before s3s saw it, in S3's XML error form.
+pub(crate) fn respond(err: S3Error) -> http::Response<s3s::Body> {
+    match err.to_http_response() {
+        Ok(response) => response,
+        Err(failed) => {
+            tracing::error!(?failed, "an S3 error could not be written as XML");
+            let mut response = http::Response::new(s3s::Body::empty());
+            *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        }
+    }
+}
+
+/// Names `response` with the request's id: the `x-amz-request-id` header on every answer
+/// (and `x-amz-id-2`, S3's host id, which Cairn has no other use for), and the same id as
+/// `RequestId` and `HostId` in the body of an error, so the id a client reports from
+/// either place finds the request in the gateway's log (which names every request's id at
+/// debug level, failed ones at warn). Error bodies are small XML documents written whole
+/// (by s3s or [`respond`]), so the id goes in before their closing tag.
+pub(crate) fn stamp_request_id(response: &mut http::Response<s3s::Body>, id: &str) {
+    if let Ok(value) = http::HeaderValue::from_str(id) {
+        response
+            .headers_mut()
+            .insert("x-amz-request-id", value.clone());
+        response.headers_mut().insert("x-amz-id-2", value);
+    }
+    if response.status().as_u16() < 300 {
+        return;
+    }
+    let Some(body) = response.body().bytes() else {
+        return;
+    };
+    const CLOSE: &[u8] = b"</Error>";
+    let Some(at) = body.windows(CLOSE.len()).rposition(|w| w == CLOSE) else {
+        return;
+    };
+    if body
+        .windows(b"<RequestId>".len())
+        .any(|w| w == b"<RequestId>")
+    {
+        return;
+    }
+    let mut stamped = Vec::with_capacity(body.len() + 2 * id.len() + 48);
+    stamped.extend_from_slice(&body[..at]);
+    stamped
+        .extend_from_slice(format!("<RequestId>{id}</RequestId><HostId>{id}</HostId>").as_bytes());
+    stamped.extend_from_slice(&body[at..]);
+    let length = stamped.len();
+    *response.body_mut() = s3s::Body::from(bytes::Bytes::from(stamped));
+    if let Ok(value) = http::HeaderValue::from_str(&length.to_string()) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, value);
+    }
+}

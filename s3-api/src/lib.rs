@@ -5,6 +5,8 @@
 //! and the [`store`] data path, which moves bodies to and from nodes as verified,
 //! erasure-coded segments. [`access`] decides who may do what; [`nix`] holds the checks a
 //! bucket in *nix-cache* mode applies to every upload (narinfo signatures, NAR hashes).
+//! Around s3s, the `request` module gives every request its id and puts the few requests
+//! s3s would take differently from S3 into S3's shape first.
 
 pub mod access;
 mod checksums;
@@ -14,5 +16,6 @@ mod errors;
 pub mod metrics;
 pub mod nix;
 mod ops;
+mod request;
 pub mod service;
 pub mod store;

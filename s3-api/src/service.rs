@@ -114,6 +114,19 @@ impl Gateway {
     }
 }
 
+/// The one region a Cairn cluster is: clients sign for it, and S3 names it by an empty
+/// location constraint.
+pub(crate) const REGION: &str = "us-east-1";
+
+/// The owner S3 answers name (ListBuckets, listings with `fetch-owner`): one operator
+/// owns every bucket of a cluster.
+pub(crate) fn owner() -> Owner {
+    Owner {
+        display_name: Some("cairn".into()),
+        id: Some("cairn".into()),
+    }
+}
+
 /// A coordinator answer that does not fit the question: a bug, reported as such.
 pub(crate) fn unexpected(response: GatewayResponse) -> S3Error {
     S3Error::with_message(
@@ -310,5 +323,12 @@ impl S3 for Gateway {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         self.op_list_multipart_uploads(req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.op_upload_part_copy(req).await
     }
 }

@@ -2,15 +2,42 @@
 
 use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
 use s3s::dto::*;
-use s3s::{S3Request, S3Response, S3Result};
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
-use crate::service::{Gateway, timestamp, unexpected};
+use crate::ops::list::{decode_token, encode_token};
+use crate::service::{Gateway, REGION, owner, timestamp, unexpected};
+
+/// Most buckets a ListBuckets page holds (and the most `max-buckets` may ask for).
+const MAX_BUCKETS: i32 = 10_000;
 
 impl Gateway {
     pub(crate) async fn op_list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let input = req.input;
+        let max = match input.max_buckets {
+            None => None,
+            Some(n) if (1..=MAX_BUCKETS).contains(&n) => usize::try_from(n).ok(),
+            Some(_) => {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidArgument,
+                    format!("max-buckets must be between 1 and {MAX_BUCKETS}"),
+                ));
+            }
+        };
+        let after = input
+            .continuation_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(decode_token)
+            .transpose()?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        // Every bucket is in the one region.
+        let in_region = input
+            .bucket_region
+            .as_deref()
+            .is_none_or(|region| region == REGION);
         let GatewayResponse::Buckets(buckets) = self.call(GatewayRequest::ListBuckets).await?
         else {
             return Err(s3s::s3_error!(
@@ -18,21 +45,33 @@ impl Gateway {
                 "unexpected coordinator answer"
             ));
         };
+        let mut buckets: Vec<_> = buckets
+            .into_iter()
+            .filter(|b| in_region && b.name.starts_with(&prefix))
+            .filter(|b| after.as_ref().is_none_or(|after| b.name > *after))
+            .collect();
+        buckets.sort_by(|a, b| a.name.cmp(&b.name));
+        let truncated = max.is_some_and(|max| buckets.len() > max);
+        if let Some(max) = max {
+            buckets.truncate(max);
+        }
+        let next = buckets
+            .last()
+            .filter(|_| truncated)
+            .map(|b| encode_token(&b.name));
         let buckets = buckets
             .into_iter()
             .map(|b| s3s::dto::Bucket {
                 name: Some(b.name),
                 creation_date: Some(timestamp(b.created_ms)),
-                ..Default::default()
+                bucket_region: Some(REGION.into()),
             })
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(Owner {
-                display_name: Some("cairn".into()),
-                id: Some("cairn".into()),
-            }),
-            ..Default::default()
+            owner: Some(owner()),
+            prefix: input.prefix,
+            continuation_token: next,
         }))
     }
 
@@ -41,14 +80,31 @@ impl Gateway {
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let name = req.input.bucket;
+        let elsewhere = req
+            .input
+            .create_bucket_configuration
+            .and_then(|c| c.location_constraint)
+            .is_some_and(|l| !l.as_str().is_empty() && l.as_str() != REGION);
+        let created = || {
+            Ok(S3Response::new(CreateBucketOutput {
+                location: Some(format!("/{name}")),
+            }))
+        };
         match self
             .change(GatewayRequest::CreateBucket { name: name.clone() })
-            .await?
+            .await
         {
-            GatewayResponse::Done => Ok(S3Response::new(CreateBucketOutput {
-                location: Some(format!("/{name}")),
-            })),
-            other => Err(unexpected(other)),
+            Ok(GatewayResponse::Done) => created(),
+            // S3 in us-east-1, the one region here, answers 200 to creating a bucket the
+            // caller already owns (for compatibility with its oldest clients) and leaves it
+            // as it is; a request placing it in another region is refused. (S3 also resets
+            // the bucket's ACL then; here the public-read flag is the operator's, so it
+            // stays.)
+            Err(err) if *err.code() == S3ErrorCode::BucketAlreadyOwnedByYou && !elsewhere => {
+                created()
+            }
+            Ok(other) => Err(unexpected(other)),
+            Err(err) => Err(err),
         }
     }
 
@@ -80,7 +136,7 @@ impl Gateway {
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         self.bucket(&req.input.bucket).await?;
-        // One region; the empty constraint is S3's way of saying us-east-1.
+        // One region (REGION); the empty constraint is S3's way of saying us-east-1.
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 }

@@ -1,15 +1,96 @@
-//! CopyObject: the source is read through the verified read path and written anew, so the
-//! copy has its own shards (a later delete of either never touches the other's).
+//! CopyObject and UploadPartCopy: the source is read through the verified read path and
+//! written anew, so the copy has its own shards (a later delete of either never touches
+//! the other's).
 
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use std::ops::Range;
+
+use cairn_coordinator::catalog::model::ObjectRecord;
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewBody, ObjectRead};
 use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::errors::from_write;
 use crate::ops::put::Policy;
-use crate::service::{Gateway, etag, hex, object_headers, unexpected};
+use crate::service::{Gateway, etag, hex, object_headers, quoted, timestamp, unexpected};
 use crate::store::{read_range, write_body};
+
+/// What `x-amz-copy-source-range` must look like, in S3's words.
+const RANGE_FORM: &str = "The x-amz-copy-source-range value must be of the form \
+    bytes=first-last where first and last are the zero-based offsets of the first and \
+    last bytes to copy";
+
+/// The bytes of a `size`-byte source that `x-amz-copy-source-range` names (all of it
+/// without one). Unlike a GET's `Range`, S3 takes only `bytes=first-last` here, both
+/// given, and refuses a range reaching past the source instead of shortening it.
+fn copy_range(header: Option<&str>, size: u64) -> S3Result<Range<u64>> {
+    let Some(header) = header else {
+        return Ok(0..size);
+    };
+    let malformed = || S3Error::with_message(S3ErrorCode::InvalidArgument, RANGE_FORM);
+    let offset = |text: &str| {
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<u64>().ok())
+            .flatten()
+    };
+    let (first, last) = header
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|range| range.split_once('-'))
+        .and_then(|(first, last)| Some((offset(first)?, offset(last)?)))
+        .ok_or_else(malformed)?;
+    if first > last || last >= size {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRange,
+            format!(
+                "The requested range bytes={first}-{last} is not satisfiable for a {size}-byte source"
+            ),
+        ));
+    }
+    Ok(first..last + 1)
+}
+
+/// The `x-amz-copy-source-if-*` conditions against the source, as S3 evaluates them for a
+/// copy: a failed one answers 412. A matching `if-match` makes `if-unmodified-since`
+/// moot, and a non-matching `if-none-match` makes `if-modified-since` moot.
+fn check_copy_conditions(
+    source: &ObjectRecord,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let current = etag(&source.etag);
+    let modified = timestamp(source.last_modified_ms);
+    let matches = |condition: &ETagCondition| match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(tag) => tag.value() == current.value(),
+    };
+    let failed = |header: &str| {
+        S3Error::with_message(
+            S3ErrorCode::PreconditionFailed,
+            format!("the copy source does not meet {header}"),
+        )
+    };
+    match (if_match, if_unmodified_since) {
+        (Some(condition), _) if !matches(condition) => {
+            return Err(failed("x-amz-copy-source-if-match"));
+        }
+        (None, Some(since)) if modified > *since => {
+            return Err(failed("x-amz-copy-source-if-unmodified-since"));
+        }
+        _ => {}
+    }
+    match (if_none_match, if_modified_since) {
+        (Some(condition), _) if matches(condition) => {
+            Err(failed("x-amz-copy-source-if-none-match"))
+        }
+        (None, Some(since)) if modified <= *since => {
+            Err(failed("x-amz-copy-source-if-modified-since"))
+        }
+        _ => Ok(()),
+    }
+}
 
 impl Gateway {
     pub(crate) async fn op_copy_object(
@@ -129,5 +210,148 @@ impl Gateway {
             }),
             ..Default::default()
         }))
+    }
+}
+
+impl Gateway {
+    /// The copy source named by `x-amz-copy-source` (already percent-decoded by s3s):
+    /// its bucket, key and read orders.
+    async fn copy_source(&self, source: &CopySource) -> S3Result<(String, String, ObjectRead)> {
+        let CopySource::Bucket {
+            bucket,
+            key,
+            version_id: None,
+        } = source
+        else {
+            return Err(S3Error::with_message(
+                S3ErrorCode::NotImplemented,
+                "only plain bucket/key copy sources (no versions, no access points)",
+            ));
+        };
+        match self
+            .call(GatewayRequest::Read {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })
+            .await?
+        {
+            GatewayResponse::Read(Some(read)) => Ok((bucket.to_string(), key.to_string(), *read)),
+            GatewayResponse::Read(None) => Err(S3Error::with_message(
+                S3ErrorCode::NoSuchKey,
+                format!("no object {key} in {bucket}"),
+            )),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn op_upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        let number = u32::try_from(input.part_number)
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                S3Error::with_message(S3ErrorCode::InvalidArgument, "part numbers are 1 to 10000")
+            })?;
+        let upload = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let (source_bucket, source_key, read) = self.copy_source(&input.copy_source).await?;
+        let source = read.object.clone();
+        check_copy_conditions(
+            &source,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )?;
+        let range = copy_range(input.copy_source_range.as_deref(), source.size)?;
+        let mut bucket = self.bucket(&input.bucket).await?;
+        // Parts use the code the upload started with, even if the bucket changed since.
+        bucket.erasure = upload.erasure;
+        let stream = read_range(
+            self.path.clone(),
+            source_bucket,
+            source_key,
+            read,
+            range,
+            self.reporter(),
+        );
+        let mut md5 = Md5::new();
+        let written = write_body(
+            &self.path,
+            &bucket,
+            Box::pin(stream),
+            |chunk| {
+                md5.update(chunk);
+                Ok(())
+            },
+            true,
+        )
+        .await
+        .map_err(from_write)?;
+        let tag = hex(&md5.finalize());
+        self.metrics.bytes_in.inc_by(written.size);
+        let segments = match written.body {
+            NewBody::Segments(segments) => segments,
+            NewBody::Inline(_) => Vec::new(),
+        };
+        let modified = std::time::SystemTime::now();
+        match self
+            .change(GatewayRequest::PutPart {
+                upload: input.upload_id,
+                number,
+                size: written.size,
+                etag: quoted(&tag),
+                segments,
+            })
+            .await?
+        {
+            GatewayResponse::Done => Ok(S3Response::new(UploadPartCopyOutput {
+                copy_part_result: Some(CopyPartResult {
+                    e_tag: Some(etag(&tag)),
+                    last_modified: Some(Timestamp::from(modified)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_ranges_are_read_as_s3_reads_them() {
+        assert_eq!(copy_range(None, 10).unwrap(), 0..10);
+        assert_eq!(copy_range(Some("bytes=0-9"), 10).unwrap(), 0..10);
+        assert_eq!(copy_range(Some("bytes=3-3"), 10).unwrap(), 3..4);
+        for malformed in [
+            "x",
+            "bytes=0",
+            "bytes=hello-world",
+            "bytes=0-bar",
+            "bytes=hello-",
+            "bytes=0-2,3-5",
+            "bytes=-5",
+            "bytes=+1-2",
+            "0-2",
+        ] {
+            let err = copy_range(Some(malformed), 10).unwrap_err();
+            assert_eq!(*err.code(), S3ErrorCode::InvalidArgument, "{malformed}");
+        }
+        for unsatisfiable in ["bytes=0-10", "bytes=5-4", "bytes=10-12"] {
+            let err = copy_range(Some(unsatisfiable), 10).unwrap_err();
+            assert_eq!(*err.code(), S3ErrorCode::InvalidRange, "{unsatisfiable}");
+        }
+        assert_eq!(
+            *copy_range(Some("bytes=0-0"), 0).unwrap_err().code(),
+            S3ErrorCode::InvalidRange
+        );
     }
 }

@@ -12,7 +12,9 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use crate::checksums::BodyChecks;
 use crate::errors::from_write;
 use crate::nix::nar::{ObjectKind, classify_key};
-use crate::ops::put::{Policy, body_or_empty, nix_refusal};
+use crate::ops::list::{encode, wants_url};
+use crate::ops::put::{Policy, nix_refusal};
+use crate::request::upload_body;
 use crate::service::{Gateway, etag, hex, object_headers, quoted, timestamp, unexpected};
 use crate::store::write_body;
 
@@ -21,7 +23,7 @@ const MAX_PAGE: i32 = 1000;
 
 impl Gateway {
     /// The upload, checked to belong to `bucket`/`key`.
-    async fn upload(&self, bucket: &str, key: &str, id: &str) -> S3Result<UploadRecord> {
+    pub(crate) async fn upload(&self, bucket: &str, key: &str, id: &str) -> S3Result<UploadRecord> {
         let missing = || {
             S3Error::with_message(
                 S3ErrorCode::NoSuchUpload,
@@ -112,7 +114,7 @@ impl Gateway {
         let written = write_body(
             &self.path,
             &bucket,
-            body_or_empty(input.body),
+            upload_body(&req.extensions, input.body),
             |chunk| {
                 checks.update(chunk);
                 Ok(())
@@ -338,6 +340,7 @@ impl Gateway {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let input = req.input;
+        let url = wants_url(input.encoding_type.as_ref());
         let max = input.max_uploads.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
         let uploads = match self
             .call(GatewayRequest::ListUploads {
@@ -369,17 +372,18 @@ impl Gateway {
         };
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
-            prefix: input.prefix,
-            key_marker: input.key_marker,
+            prefix: input.prefix.map(|p| encode(&p, url)),
+            key_marker: input.key_marker.map(|k| encode(&k, url)),
             upload_id_marker: input.upload_id_marker,
-            next_key_marker: next_key,
+            next_key_marker: next_key.map(|k| encode(&k, url)),
             next_upload_id_marker: next_id,
             max_uploads: Some(max),
             is_truncated: Some(truncated),
+            encoding_type: input.encoding_type,
             uploads: Some(
                 page.into_iter()
                     .map(|(id, u)| MultipartUpload {
-                        key: Some(u.key),
+                        key: Some(encode(&u.key, url)),
                         upload_id: Some(id),
                         initiated: Some(timestamp(u.initiated_ms)),
                         ..Default::default()

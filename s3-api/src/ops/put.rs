@@ -8,6 +8,7 @@ use crate::checksums::BodyChecks;
 use crate::errors::from_write;
 use crate::nix::keys::{TrustedKey, verify_narinfo};
 use crate::nix::nar::{NarVerifier, ObjectKind, classify_key};
+use crate::request::upload_body;
 use crate::service::{Gateway, etag, object_headers};
 use crate::store::write_body;
 
@@ -88,11 +89,6 @@ pub(crate) fn nix_refusal(err: crate::nix::NixCheckError) -> S3Error {
     S3Error::with_message(S3ErrorCode::AccessDenied, format!("nix-cache: {err}"))
 }
 
-/// An absent body is an empty one.
-pub(crate) fn body_or_empty(body: Option<StreamingBlob>) -> StreamingBlob {
-    body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()))
-}
-
 impl Gateway {
     pub(crate) async fn op_put_object(
         &self,
@@ -109,7 +105,7 @@ impl Gateway {
         let written = write_body(
             &self.path,
             &bucket,
-            body_or_empty(input.body),
+            upload_body(&req.extensions, input.body),
             |chunk| {
                 checks.update(chunk);
                 policy.update(chunk)

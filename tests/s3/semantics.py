@@ -1,0 +1,520 @@
+"""S3's semantics behind the operations, checked with boto3 and curl against a running
+`cairn gateway`: error answers and request ids, request bodies, headers, presigned URL
+limits, listing details and UploadPartCopy. Run by tests/gateway_s3_semantics.rs as
+
+    python3 semantics.py errors|bodies|headers|presigned|listing|copy
+
+with CAIRN_S3_ENDPOINT, CAIRN_S3_KEY, CAIRN_S3_SECRET, CAIRN_S3_BUCKET (private) and
+CAIRN_S3_PUBLIC_BUCKET (public-read) set. Every check raises on failure; the last line
+printed is `semantics <part> passed`."""
+
+import base64
+import email.header
+import email.utils
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import boto3
+import botocore
+from botocore.config import Config
+
+ENDPOINT = os.environ["CAIRN_S3_ENDPOINT"]
+KEY_ID = os.environ["CAIRN_S3_KEY"]
+SECRET = os.environ["CAIRN_S3_SECRET"]
+BUCKET = os.environ["CAIRN_S3_BUCKET"]
+PUBLIC = os.environ["CAIRN_S3_PUBLIC_BUCKET"]
+
+
+def client(secret=SECRET):
+    return boto3.client(
+        "s3",
+        endpoint_url=ENDPOINT,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 1},
+        ),
+    )
+
+
+s3 = client()
+
+
+def check(name, cond, detail=""):
+    if not cond:
+        raise AssertionError(f"{name}: {detail}")
+    print(f"ok  {name}")
+
+
+def refusal(call):
+    """(HTTP status, S3 error code, message) of a boto3 call that must fail."""
+    try:
+        out = call()
+    except botocore.exceptions.ClientError as err:
+        return (
+            err.response["ResponseMetadata"]["HTTPStatusCode"],
+            err.response["Error"].get("Code"),
+            err.response["Error"].get("Message", ""),
+        )
+    raise AssertionError(f"call succeeded but should have failed: {out}")
+
+
+def data(n, seed):
+    out = bytearray()
+    block = hashlib.sha256(seed.encode()).digest()
+    while len(out) < n:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return bytes(out[:n])
+
+
+def curl(*args, stdin=None):
+    """Runs curl; returns (status, headers as a lower-cased dict, body bytes)."""
+    with tempfile.NamedTemporaryFile() as head:
+        out = subprocess.run(
+            ["curl", "-sS", "-D", head.name, "-o", "-", *args],
+            input=stdin,
+            capture_output=True,
+            check=True,
+        )
+        lines = open(head.name, "rb").read().decode("latin-1").splitlines()
+    # The last response block (after any `100 Continue`).
+    starts = [i for i, line in enumerate(lines) if line.startswith("HTTP/")]
+    block = lines[starts[-1]:]
+    status = int(block[0].split()[1])
+    headers = {}
+    for line in block[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    return status, headers, out.stdout
+
+
+def signed(*args):
+    """curl arguments that sign a request with SigV4 as the test's key, unsigned payload."""
+    return [
+        "--aws-sigv4", "aws:amz:us-east-1:s3",
+        "--user", f"{KEY_ID}:{SECRET}",
+        "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+        *args,
+    ]
+
+
+def set_header(name, value):
+    """A botocore event handler that gives a request header `name` the value `value`
+    (botocore's header map appends on assignment, so the old value goes first)."""
+
+    def handler(request, **kw):
+        if name in request.headers:
+            del request.headers[name]
+        request.headers[name] = value
+
+    return handler
+
+
+def xml_field(body, name):
+    found = re.search(rf"<{name}>(.*?)</{name}>".encode(), body)
+    return found.group(1).decode() if found else None
+
+
+def raw_responses(c):
+    """Every HTTP response `c` receives from now on: (status, headers, body); the body is
+    None for a successful streaming answer (GetObject), which is left for the caller."""
+    seen = []
+
+    def record(http_response, model, **kw):
+        streaming = model.has_streaming_output and http_response.status_code < 300
+        body = None if streaming else http_response.content
+        seen.append((http_response.status_code, dict(http_response.headers), body))
+
+    c.meta.events.register("after-call.s3", record)
+    return seen
+
+
+def errors():
+    """Item 3: anonymous requests, request ids, CreateBucket again, ListBuckets pages."""
+    # An anonymous request to a bucket that does not exist: 404 NoSuchBucket, whatever it
+    # asks (read, write, listing), as S3 tells anyone.
+    for method, path in [("GET", "/no-such-bucket/key"), ("PUT", "/no-such-bucket/key"),
+                         ("GET", "/no-such-bucket")]:
+        payload = ["--data-binary", "x"] if method == "PUT" else []
+        status, _, body = curl("-X", method, *payload, f"{ENDPOINT}{path}")
+        check(f"anonymous {method} {path}", status == 404 and b"<Code>NoSuchBucket</Code>" in body,
+              (status, body))
+    status, _, _ = curl("-I", f"{ENDPOINT}/no-such-bucket/key")
+    check("anonymous HEAD in a missing bucket", status == 404, status)
+    # A missing key of a public bucket: 404 NoSuchKey (a reader of the bucket may know).
+    status, _, body = curl(f"{ENDPOINT}/{PUBLIC}/no-such-key")
+    check("anonymous GET of a missing key", status == 404 and b"<Code>NoSuchKey</Code>" in body,
+          (status, body))
+    status, _, _ = curl("-I", f"{ENDPOINT}/{PUBLIC}/no-such-key")
+    check("anonymous HEAD of a missing key", status == 404, status)
+    # A private bucket that exists still refuses strangers.
+    s3.put_object(Bucket=BUCKET, Key="private", Body=b"x")
+    status, _, body = curl(f"{ENDPOINT}/{BUCKET}/private")
+    check("anonymous GET in a private bucket", status == 403 and b"AccessDenied" in body,
+          (status, body))
+
+    # The request id: on every answer, and in an error's body the same as in its header,
+    # whoever wrote the error (the gateway, s3s's signature check, the gateway's checks in
+    # front of s3s).
+    def same_id(name, status, headers, body):
+        header = headers.get("x-amz-request-id")
+        in_body = xml_field(body, "RequestId")
+        check(f"request id: {name}", header and re.fullmatch(r"[0-9A-F]{16}", header)
+              and header == in_body, (status, headers, body))
+        return header
+
+    ids = set()
+    status, headers, body = curl(f"{ENDPOINT}/{PUBLIC}/no-such-key")
+    ids.add(same_id("anonymous NoSuchKey", status, headers, body))
+    wrong = client(secret="wrong" + SECRET)
+    seen = raw_responses(wrong)
+    code = refusal(lambda: wrong.list_objects_v2(Bucket=BUCKET))
+    status, headers, body = seen[-1]
+    check("a wrong signature is refused", code[1] == "SignatureDoesNotMatch", (code, body))
+    ids.add(same_id("SignatureDoesNotMatch", status, headers, body))
+    seen = raw_responses(s3)
+    refusal(lambda: s3.get_object(Bucket=BUCKET, Key="no-such-key"))
+    status, headers, body = seen[-1]
+    ids.add(same_id("signed NoSuchKey", status, headers, body))
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "private"},
+                                    ExpiresIn=604801)
+    status, headers, body = curl(url)
+    ids.add(same_id("presigned limit", status, headers, body))
+    s3.get_object(Bucket=BUCKET, Key="private")
+    status, headers, _ = seen[-1]
+    check("a success carries a request id too", re.fullmatch(r"[0-9A-F]{16}",
+          headers.get("x-amz-request-id", "")), headers)
+    ids.add(headers["x-amz-request-id"])
+    check("request ids differ", len(ids) == 5, ids)
+
+    # CreateBucket of a bucket one already owns: us-east-1 answers 200 and leaves it be.
+    s3.create_bucket(Bucket="owned-twice")
+    s3.put_object(Bucket="owned-twice", Key="kept", Body=b"still here")
+    again = s3.create_bucket(Bucket="owned-twice")
+    check("CreateBucket again answers 200", again["ResponseMetadata"]["HTTPStatusCode"] == 200, again)
+    check("CreateBucket again keeps the bucket",
+          s3.get_object(Bucket="owned-twice", Key="kept")["Body"].read() == b"still here")
+    out = subprocess.run(
+        ["aws", "--endpoint-url", ENDPOINT, "--region", "us-east-1", "s3", "mb", "s3://owned-twice"],
+        env={**os.environ, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
+             "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"},
+        capture_output=True, text=True)
+    check("aws s3 mb of an owned bucket succeeds", out.returncode == 0, out.stderr)
+    status, code, _ = refusal(lambda: s3.create_bucket(
+        Bucket="owned-twice", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}))
+    check("CreateBucket again in another region is refused",
+          (status, code) == (409, "BucketAlreadyOwnedByYou"), (status, code))
+    s3.delete_object(Bucket="owned-twice", Key="kept")
+    s3.delete_bucket(Bucket="owned-twice")
+
+    # ListBuckets in pages: max-buckets, continuation tokens, a prefix.
+    made = [f"page-{i}" for i in range(5)]
+    for name in made:
+        s3.create_bucket(Bucket=name)
+    everything = sorted(made + [BUCKET, PUBLIC])
+    first = s3.list_buckets(MaxBuckets=2)
+    check("ListBuckets max-buckets", [b["Name"] for b in first["Buckets"]] == everything[:2]
+          and "ContinuationToken" in first, first)
+    names, token = [], None
+    while True:
+        page = s3.list_buckets(MaxBuckets=2, **({"ContinuationToken": token} if token else {}))
+        check("ListBuckets page size", len(page["Buckets"]) <= 2, page)
+        names += [b["Name"] for b in page["Buckets"]]
+        token = page.get("ContinuationToken")
+        if not token:
+            break
+    check("ListBuckets pages cover every bucket once", names == everything, names)
+    paged = [b["Name"] for p in s3.get_paginator("list_buckets").paginate(
+        PaginationConfig={"PageSize": 3}) for b in p["Buckets"]]
+    check("boto3's ListBuckets paginator", paged == everything, paged)
+    prefixed = s3.list_buckets(Prefix="page-", MaxBuckets=10)
+    check("ListBuckets prefix", [b["Name"] for b in prefixed["Buckets"]] == made
+          and prefixed.get("Prefix") == "page-" and "ContinuationToken" not in prefixed, prefixed)
+    check("ListBuckets max-buckets out of range",
+          refusal(lambda: s3.list_buckets(MaxBuckets=10001))[:2] == (400, "InvalidArgument"))
+    for name in made:
+        s3.delete_bucket(Bucket=name)
+
+
+def bodies():
+    """Item 4: chunked uploads, Content-MD5 refusals, MissingContentLength."""
+    body = data((3 << 20) + 12345, "chunked")
+    md5 = hashlib.md5(body).hexdigest()
+    # curl -T - sends Transfer-Encoding: chunked and no Content-Length; the signature says
+    # UNSIGNED-PAYLOAD. Spans several 1 MiB segments, so it is streamed, not inlined.
+    status, headers, answer = curl(*signed("-T", "-", "-H", "Transfer-Encoding: chunked",
+                                           f"{ENDPOINT}/{BUCKET}/chunked.bin"), stdin=body)
+    check("chunked PUT (unsigned payload)", status == 200 and headers.get("etag") == f'"{md5}"',
+          (status, headers, answer))
+    got = s3.get_object(Bucket=BUCKET, Key="chunked.bin")
+    check("chunked PUT stored the body", got["Body"].read() == body and got["ContentLength"] == len(body))
+    # The same with the payload's SHA-256 signed: checked as the body streams.
+    sha = hashlib.sha256(body).hexdigest()
+    status, _, answer = curl("--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{KEY_ID}:{SECRET}",
+                             "-H", f"x-amz-content-sha256: {sha}", "-H", "Transfer-Encoding: chunked",
+                             "-T", "-", f"{ENDPOINT}/{BUCKET}/chunked-signed.bin", stdin=body)
+    check("chunked PUT (signed payload hash)", status == 200, (status, answer))
+    check("chunked PUT (signed payload hash) stored",
+          s3.get_object(Bucket=BUCKET, Key="chunked-signed.bin")["Body"].read() == body)
+    status, _, answer = curl("--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{KEY_ID}:{SECRET}",
+                             "-H", f"x-amz-content-sha256: {sha}", "-H", "Transfer-Encoding: chunked",
+                             "-T", "-", f"{ENDPOINT}/{BUCKET}/chunked-tampered.bin",
+                             stdin=body[:-1] + b"!")
+    check("chunked PUT whose body is not the signed one",
+          status == 400 and xml_field(answer, "Code") == "XAmzContentSHA256Mismatch", (status, answer))
+    check("nothing stored for it", refusal(lambda: s3.head_object(
+        Bucket=BUCKET, Key="chunked-tampered.bin"))[0] == 404)
+    # A presigned PUT URL used with a chunked body.
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": "presigned-chunked"},
+                                    ExpiresIn=300)
+    status, _, answer = curl("-T", "-", "-H", "Transfer-Encoding: chunked", url, stdin=body)
+    check("chunked PUT to a presigned URL", status == 200, (status, answer))
+    check("chunked presigned PUT stored",
+          s3.get_object(Bucket=BUCKET, Key="presigned-chunked")["Body"].read() == body)
+    # A chunked part of a multipart upload.
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="chunked-parts")["UploadId"]
+    status, headers, answer = curl(*signed(
+        "-T", "-", "-H", "Transfer-Encoding: chunked",
+        f"{ENDPOINT}/{BUCKET}/chunked-parts?partNumber=1&uploadId={upload}"), stdin=body)
+    check("chunked UploadPart", status == 200 and headers.get("etag") == f'"{md5}"',
+          (status, headers, answer))
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="chunked-parts", UploadId=upload,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": f'"{md5}"'}]})
+    check("chunked part assembled",
+          s3.get_object(Bucket=BUCKET, Key="chunked-parts")["Body"].read() == body)
+
+    # Content-MD5 that is empty or not an MD5: InvalidDigest, nothing stored.
+    for name, value in [("empty", ""), ("not base64", "not base64!"),
+                        ("not 16 bytes", base64.b64encode(b"short").decode())]:
+        c = client()
+        c.meta.events.register("before-sign.s3.PutObject", set_header("Content-MD5", value))
+        status, code, _ = refusal(lambda: c.put_object(Bucket=BUCKET, Key="digest", Body=b"hello"))
+        check(f"Content-MD5 {name}", (status, code) == (400, "InvalidDigest"), (status, code))
+    check("no object for a bad digest", refusal(lambda: s3.head_object(Bucket=BUCKET, Key="digest"))[0] == 404)
+    wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    status, code, _ = refusal(lambda: s3.put_object(Bucket=BUCKET, Key="digest", Body=b"hello",
+                                                    ContentMD5=wrong))
+    check("Content-MD5 of other bytes", (status, code) == (400, "BadDigest"), (status, code))
+
+    # MissingContentLength where S3 answers it: an object PUT that says neither how long its
+    # body is nor that it is chunked. A bucket PUT needs no length.
+    status, _, answer = curl(*signed("-X", "PUT", f"{ENDPOINT}/{BUCKET}/no-length"))
+    check("PUT without Content-Length", status == 411 and
+          xml_field(answer, "Code") == "MissingContentLength", (status, answer))
+    status, _, answer = curl(*signed("-X", "PUT", f"{ENDPOINT}/made-by-curl"))
+    check("CreateBucket without Content-Length", status == 200, (status, answer))
+    s3.delete_bucket(Bucket="made-by-curl")
+    empty = s3.put_object(Bucket=BUCKET, Key="empty", Body=b"")
+    check("empty PUT with Content-Length: 0", empty["ETag"] == f'"{hashlib.md5(b"").hexdigest()}"', empty)
+
+
+def headers():
+    """Item 5: SigV4 dated by Date, by both Date and x-amz-date; non-ASCII metadata."""
+    # botocore signs with Date alone when the caller sets one (no x-amz-date is sent).
+    sent = []
+    dated = client()
+
+    dated.meta.events.register("before-sign.s3", set_header("Date", email.utils.formatdate(usegmt=True)))
+    dated.meta.events.register("before-send.s3", lambda request, **kw: sent.append(dict(request.headers)))
+    dated.put_object(Bucket=BUCKET, Key="dated", Body=b"signed by Date")
+    check("request signed with Date only", "Date" in sent[-1] and "X-Amz-Date" not in sent[-1]
+          and "date;" in sent[-1]["Authorization"].decode(), sent[-1])
+    check("GET signed with Date only",
+          dated.get_object(Bucket=BUCKET, Key="dated")["Body"].read() == b"signed by Date")
+    # Both: x-amz-date is the signing time, whatever Date says.
+    both = client()
+    both.meta.events.register("before-send.s3", set_header("Date", "Mon, 01 Jan 2024 00:00:00 GMT"))
+    both.meta.events.register("before-send.s3", lambda request, **kw: sent.append(dict(request.headers)))
+    got = both.get_object(Bucket=BUCKET, Key="dated")["Body"].read()
+    check("Date and x-amz-date: x-amz-date wins", got == b"signed by Date"
+          and "X-Amz-Date" in sent[-1] and "Date" in sent[-1], sent[-1])
+
+    # Non-ASCII user metadata: stored as text, answered RFC 2047-encoded as AWS does,
+    # whether it came as raw UTF-8 (curl) or already encoded (boto3 refuses non-ASCII).
+    value = "héllo wörld ☃"
+    encoded = "=?UTF-8?B?" + base64.b64encode(value.encode()).decode() + "?="
+    status, _, answer = curl(*signed("-X", "PUT", "--data-binary", "x",
+                                     "-H", f"x-amz-meta-name: {value}",
+                                     f"{ENDPOINT}/{BUCKET}/meta-raw"))
+    check("PUT with raw UTF-8 metadata", status == 200, (status, answer))
+    s3.put_object(Bucket=BUCKET, Key="meta-encoded", Body=b"x", Metadata={"name": encoded})
+    for key in ["meta-raw", "meta-encoded"]:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        check(f"{key}: HEAD answers RFC 2047", head["Metadata"] == {"name": encoded}, head["Metadata"])
+        got = s3.get_object(Bucket=BUCKET, Key=key)
+        check(f"{key}: GET answers RFC 2047", got["Metadata"] == {"name": encoded}, got["Metadata"])
+        decoded = str(email.header.make_header(email.header.decode_header(encoded)))
+        check(f"{key}: decodes to the value sent", decoded == value, decoded)
+    plain = s3.put_object(Bucket=BUCKET, Key="meta-ascii", Body=b"x", Metadata={"name": "plain"})
+    check("ASCII metadata answered as is", s3.head_object(Bucket=BUCKET, Key="meta-ascii")["Metadata"]
+          == {"name": "plain"}, plain)
+
+
+def presigned():
+    """Item 7: X-Amz-Expires limits (the expired URL is checked by the Rust test)."""
+    s3.put_object(Bucket=BUCKET, Key="shared", Body=b"shared")
+    week = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "shared"},
+                                     ExpiresIn=604800)
+    status, _, body = curl(week)
+    check("a URL valid for a week works", status == 200 and body == b"shared", (status, body))
+    for expires, message in [(604801, "X-Amz-Expires must be less than a week (in seconds) that is 604800"),
+                             (-1, "X-Amz-Expires must be non-negative")]:
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "shared"},
+                                        ExpiresIn=expires)
+        status, _, body = curl(url)
+        check(f"X-Amz-Expires={expires}", status == 400
+              and xml_field(body, "Code") == "AuthorizationQueryParametersError"
+              and xml_field(body, "Message") == message, (status, body))
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "shared"}, ExpiresIn=60)
+    status, _, body = curl(url.replace("X-Amz-Expires=60", "X-Amz-Expires=soon"))
+    check("X-Amz-Expires not a number", status == 400
+          and xml_field(body, "Code") == "AuthorizationQueryParametersError", (status, body))
+    put = s3.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": "never"},
+                                    ExpiresIn=700000)
+    status, _, body = curl("-X", "PUT", "--data-binary", "x", put)
+    check("an over-long PUT URL stores nothing", status == 400
+          and refusal(lambda: s3.head_object(Bucket=BUCKET, Key="never"))[0] == 404, (status, body))
+
+
+def listing():
+    """Item 8: empty delimiter, fetch-owner, encoding-type=url."""
+    for key in ["list/dir/a", "list/dir/b/c", "list/top"]:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"1")
+    seen = raw_responses(s3)
+    out = s3.list_objects_v2(Bucket=BUCKET, Prefix="list/", Delimiter="")
+    check("v2 delimiter= is not echoed", b"<Delimiter>" not in seen[-1][2] and "Delimiter" not in out
+          and [o["Key"] for o in out["Contents"]] == ["list/dir/a", "list/dir/b/c", "list/top"],
+          seen[-1][2])
+    out = s3.list_objects(Bucket=BUCKET, Prefix="list/", Delimiter="")
+    check("v1 delimiter= is not echoed", b"<Delimiter>" not in seen[-1][2]
+          and len(out["Contents"]) == 3, seen[-1][2])
+    out = s3.list_objects_v2(Bucket=BUCKET, Prefix="list/", Delimiter="/")
+    check("a delimiter is echoed", out.get("Delimiter") == "/" and
+          [p["Prefix"] for p in out["CommonPrefixes"]] == ["list/dir/"], out)
+
+    out = s3.list_objects_v2(Bucket=BUCKET, Prefix="list/", FetchOwner=True)
+    check("v2 fetch-owner=true names owners", all("ID" in o.get("Owner", {}) for o in out["Contents"]),
+          out["Contents"])
+    out = s3.list_objects_v2(Bucket=BUCKET, Prefix="list/")
+    check("v2 without fetch-owner names none", all("Owner" not in o for o in out["Contents"]),
+          out["Contents"])
+    out = s3.list_objects(Bucket=BUCKET, Prefix="list/")
+    check("v1 names owners", all("ID" in o.get("Owner", {}) for o in out["Contents"]), out["Contents"])
+
+    # encoding-type=url: keys a raw XML document cannot hold (a control character) list,
+    # page and come back exact; boto3 asks for url encoding on its own and decodes.
+    odd = ["enc/a b", "enc/a+b", "enc/é", "enc/ctl\x01x", "enc/p%q", "enc/tab\tx"]
+    for key in odd:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"1")
+    keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix="enc/", PaginationConfig={"PageSize": 1}) for o in p["Contents"]]
+    check("v2 pages over keys with control characters", keys == sorted(odd), keys)
+    tokens = [xml_field(body, "NextContinuationToken") for _, _, body in seen[-len(odd):]]
+    check("continuation tokens are opaque", all(t is None or re.fullmatch(r"[A-Za-z0-9+/=]+", t)
+                                                for t in tokens), tokens)
+    keys = [o["Key"] for p in s3.get_paginator("list_objects").paginate(
+        Bucket=BUCKET, Prefix="enc/", PaginationConfig={"PageSize": 2}) for o in p["Contents"]]
+    check("v1 pages over the same keys", keys == sorted(odd), keys)
+    body = seen[-1][2]
+    check("v1 without a delimiter names no NextMarker", b"<NextMarker>" not in body, body)
+    s3.list_objects(Bucket=BUCKET, Prefix="enc/", Delimiter=" ", MaxKeys=1, EncodingType="url")
+    body = seen[-1][2]
+    check("v1 encodes prefix, delimiter, next marker and common prefixes",
+          xml_field(body, "Delimiter") == "%20" and xml_field(body, "NextMarker") == "enc/a%20"
+          and b"<Prefix>enc/a%20</Prefix>" in body, body)
+    s3.list_objects_v2(Bucket=BUCKET, Prefix="enc/a ", StartAfter="enc/a b", EncodingType="url")
+    body = seen[-1][2]
+    check("v2 encodes prefix and start-after", xml_field(body, "Prefix") == "enc/a%20"
+          and xml_field(body, "StartAfter") == "enc/a%20b", body)
+    status, code, _ = refusal(lambda: s3.list_objects_v2(Bucket=BUCKET, ContinuationToken="!not a token!"))
+    check("a made-up continuation token", (status, code) == (400, "InvalidArgument"), (status, code))
+    # ListMultipartUploads encodes keys too.
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="enc/up é+")["UploadId"]
+    out = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="enc/", EncodingType="url")
+    body = seen[-1][2]
+    check("ListMultipartUploads encodes keys", xml_field(body, "Key") == "enc/up%20%C3%A9%2B"
+          and xml_field(body, "EncodingType") == "url", body)
+    s3.abort_multipart_upload(Bucket=BUCKET, Key="enc/up é+", UploadId=upload)
+
+
+def copy():
+    """Item 10: UploadPartCopy, whole and ranged, percent-encoded sources, bad ranges."""
+    source_key = "src dir/sóurce+1.bin"
+    source = data((6 << 20) + 321, "copy source")
+    s3.put_object(Bucket=PUBLIC, Key=source_key, Body=source)
+    small = b"a small source"
+    s3.put_object(Bucket=BUCKET, Key="small", Body=small)
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="assembled")["UploadId"]
+    sent = []
+    s3.meta.events.register("before-send.s3.UploadPartCopy",
+                            lambda request, **kw: sent.append(request.headers["x-amz-copy-source"]))
+    first = s3.upload_part_copy(Bucket=BUCKET, Key="assembled", UploadId=upload, PartNumber=1,
+                                CopySource={"Bucket": PUBLIC, "Key": source_key},
+                                CopySourceRange=f"bytes=0-{(5 << 20) - 1}")
+    check("the copy source went percent-encoded", sent[-1] == f"{PUBLIC}/src%20dir/s%C3%B3urce%2B1.bin".encode(),
+          sent[-1])
+    check("ranged part ETag", first["CopyPartResult"]["ETag"] ==
+          f'"{hashlib.md5(source[:5 << 20]).hexdigest()}"', first)
+    second = s3.upload_part_copy(Bucket=BUCKET, Key="assembled", UploadId=upload, PartNumber=2,
+                                 CopySource=f"{PUBLIC}/{source_key}")
+    check("whole-object part ETag", second["CopyPartResult"]["ETag"] ==
+          f'"{hashlib.md5(source).hexdigest()}"', second)
+    # The header as a client that encodes it itself sends it (lower-case escapes).
+    c = client()
+    c.meta.events.register("before-sign.s3.UploadPartCopy",
+                           set_header("x-amz-copy-source", f"/{BUCKET}/sm%61ll"))
+    third = c.upload_part_copy(Bucket=BUCKET, Key="assembled", UploadId=upload, PartNumber=3,
+                               CopySource={"Bucket": BUCKET, "Key": "placeholder"})
+    check("hand-encoded copy source", third["CopyPartResult"]["ETag"] ==
+          f'"{hashlib.md5(small).hexdigest()}"', third)
+    for bad in ["bytes=0-7000000", f"bytes=10-9", f"bytes={len(source)}-{len(source)}"]:
+        status, code, _ = refusal(lambda: s3.upload_part_copy(
+            Bucket=BUCKET, Key="assembled", UploadId=upload, PartNumber=4,
+            CopySource={"Bucket": PUBLIC, "Key": source_key}, CopySourceRange=bad))
+        check(f"unsatisfiable range {bad}", (status, code) == (416, "InvalidRange"), (status, code))
+    for bad in ["bytes=0", "0-10", "bytes=a-b", "bytes=0-1,2-3", "bytes=-5"]:
+        status, code, _ = refusal(lambda: s3.upload_part_copy(
+            Bucket=BUCKET, Key="assembled", UploadId=upload, PartNumber=4,
+            CopySource={"Bucket": PUBLIC, "Key": source_key}, CopySourceRange=bad))
+        check(f"malformed range {bad}", (status, code) == (400, "InvalidArgument"), (status, code))
+    status, code, _ = refusal(lambda: s3.upload_part_copy(
+        Bucket=BUCKET, Key="assembled", UploadId=upload, PartNumber=4,
+        CopySource={"Bucket": PUBLIC, "Key": source_key}, CopySourceIfMatch='"0000"'))
+    check("copy-source-if-match that fails", (status, code) == (412, "PreconditionFailed"), (status, code))
+    status, code, _ = refusal(lambda: s3.upload_part_copy(
+        Bucket=BUCKET, Key="assembled", UploadId=upload, PartNumber=4,
+        CopySource={"Bucket": PUBLIC, "Key": "no such source"}))
+    check("a missing source", (status, code) == (404, "NoSuchKey"), (status, code))
+    status, code, _ = refusal(lambda: s3.upload_part_copy(
+        Bucket=BUCKET, Key="assembled", UploadId="no-such-upload", PartNumber=1,
+        CopySource={"Bucket": PUBLIC, "Key": source_key}))
+    check("a missing upload", (status, code) == (404, "NoSuchUpload"), (status, code))
+    parts = [{"PartNumber": n, "ETag": p["CopyPartResult"]["ETag"]}
+             for n, p in [(1, first), (2, second), (3, third)]]
+    listed = s3.list_parts(Bucket=BUCKET, Key="assembled", UploadId=upload)["Parts"]
+    check("ListParts shows the copied parts", [(p["PartNumber"], p["Size"]) for p in listed]
+          == [(1, 5 << 20), (2, len(source)), (3, len(small))], listed)
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="assembled", UploadId=upload,
+                                 MultipartUpload={"Parts": parts})
+    got = s3.get_object(Bucket=BUCKET, Key="assembled")["Body"].read()
+    check("the assembled object is the copied bytes", got == source[:5 << 20] + source + small, len(got))
+
+
+PARTS = {"errors": errors, "bodies": bodies, "headers": headers, "presigned": presigned,
+         "listing": listing, "copy": copy}
+
+if __name__ == "__main__":
+    part = sys.argv[1]
+    PARTS[part]()
+    print(f"semantics {part} passed")
