@@ -14,8 +14,11 @@ use clap::{Parser, Subcommand};
 /// into shards and stored on untrusted volunteer nodes; a Raft-replicated coordinator keeps
 /// the catalog and checks that every node still holds what it promised.
 ///
-/// Logs go to stderr; set CAIRN_LOG to change what they show (e.g. `debug` or
-/// `info,cairn_node=debug`).
+/// Logs go to stderr: Cairn's own events from `info` up, other libraries' (Raft, QUIC)
+/// only from `warn` up, coloured only on a terminal. `cairn dev` also leaves out its
+/// in-process nodes' events and the start-up announcements its banner sums up. Set
+/// CAIRN_LOG (or RUST_LOG) to change what they show (e.g. `debug`, `info,cairn_node=debug`
+/// or `warn,cairn=info,openraft=info`).
 #[derive(Parser)]
 #[command(name = "cairn", version, about, long_about)]
 struct Cli {
@@ -42,8 +45,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Dev(_)));
     let result = match cli.command {
         Command::Coordinator(args) => cmd::coordinator::run(*args),
         Command::Node(args) => cmd::node::run(*args),
@@ -63,23 +66,60 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Structured logs on stderr, filtered by `CAIRN_LOG` (default `info`).
-fn init_logging() {
+/// Structured logs on stderr. The filter is `CAIRN_LOG`, else `RUST_LOG`, as
+/// comma-separated `target=level` directives (a bare level sets the default; a target
+/// matches every target it prefixes, e.g. `cairn_node` covers `cairn_node::store`).
+/// Without either: [`DEFAULT_LOG`] (Cairn's own crates, every target starting with `cairn`,
+/// at `info`; everything else, openraft's and quinn's routine events included, at `warn`),
+/// or for `cairn dev` ([`DEV_LOG`]) the same without its in-process nodes' events and the
+/// start-up announcements its banner replaces. Colour codes only when stderr is a terminal
+/// and `NO_COLOR` is unset.
+fn init_logging(dev: bool) {
+    use std::io::IsTerminal as _;
+    use tracing::level_filters::LevelFilter;
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
-    let text = std::env::var("CAIRN_LOG").unwrap_or_default();
-    let mut filter = text
-        .parse::<Targets>()
-        .ok()
-        .filter(|_| !text.is_empty())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let default = || {
+        let text = if dev { DEV_LOG } else { DEFAULT_LOG };
+        text.parse::<Targets>()
+            .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO))
+    };
+    let chosen = ["CAIRN_LOG", "RUST_LOG"].into_iter().find_map(|var| {
+        std::env::var(var)
+            .ok()
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| (var, text))
+    });
+    let (mut filter, text) = match chosen {
+        None => (default(), String::new()),
+        Some((var, text)) => match text.parse::<Targets>() {
+            Ok(filter) => (filter, text),
+            Err(err) => {
+                eprintln!("cairn: ignoring {var}={text:?} ({err}); logging at the default levels");
+                (default(), String::new())
+            }
+        },
+    };
     // The S3 library logs every refused request (404s and 304s included) as an error; the
     // gateway's own logs and metrics say what matters, so it is quiet unless asked for.
     if !text.contains("s3s") {
-        filter = filter.with_target("s3s", tracing::level_filters::LevelFilter::OFF);
+        filter = filter.with_target("s3s", LevelFilter::OFF);
     }
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(colour),
+        )
         .with(filter)
         .init();
 }
+
+/// The log filter of every command but `cairn dev`, unless CAIRN_LOG or RUST_LOG is set.
+const DEFAULT_LOG: &str = "warn,cairn=info";
+
+/// `cairn dev`'s: nodes, the coordinator's serving and joining announcements and the
+/// gateway's are what its banner prints; the coordinator's judgements (suspect, lost,
+/// repairs, audits) and every warning still show.
+const DEV_LOG: &str = "warn,cairn=info,cairn_node=warn,cairn_coordinator::daemon=warn,cairn_coordinator::node_rpc=warn,cairn_s3_api::daemon=warn";
