@@ -294,6 +294,64 @@ fn wiped_nodes_are_found_by_their_inventories_and_repaired() {
     objects("check", &gateway.endpoint, &key).expect("reads after repair");
 }
 
+/// A node that stops answering (SIGSTOP: connections hang, nothing is refused) while its
+/// shards are garbage does not hold up collection elsewhere: every other node's garbage
+/// leaves within the usual rounds while the stalled node's waits in the queue; once it
+/// answers again its garbage is collected too.
+#[test]
+fn garbage_on_a_stalled_node_waits_while_the_rest_is_collected() {
+    // Suspect after a second, but not lost for the test's length: a lost node's garbage
+    // is forgotten (its inventory answers for it if it returns), which is not the case here.
+    let (cluster, gateway, key) = filled_cluster_of(
+        &["a", "a", "b", "b", "c", "c", "d", "d"],
+        &["--lost-after-secs", "600"],
+    );
+    let stalled = &cluster.nodes[0];
+    let stalled_id = stalled.id.to_string();
+    let signal = |signal: &str| {
+        let done = Command::new("kill")
+            .args([signal, &stalled.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(done.success());
+    };
+    let held_by = |id: &str| {
+        cluster
+            .nodes_view()
+            .into_iter()
+            .find(|n| n["id"] == id)
+            .and_then(|n| n["placed_shards"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_until("the survey counts the stalled node's shards", || {
+        held_by(&stalled_id) > 0
+    });
+    signal("-STOP");
+    objects("delete", &gateway.endpoint, &key).unwrap();
+    wait_until("every other node's garbage is collected", || {
+        let others_empty = cluster
+            .nodes_view()
+            .iter()
+            .filter(|n| n["id"] != stalled_id.as_str())
+            .all(|n| n["shards"] == 0);
+        let waiting = durability(&cluster)
+            .and_then(|d| d["garbage_queue"].as_u64())
+            .is_some_and(|queued| queued > 0);
+        others_empty && waiting
+    });
+    signal("-CONT");
+    wait_until(
+        "the stalled node's garbage is collected once it answers",
+        || {
+            let view = cluster.nodes_view();
+            let node_empty = view
+                .iter()
+                .any(|n| n["id"] == stalled_id.as_str() && n["shards"] == 0);
+            node_empty && durability(&cluster).is_some_and(|d| d["garbage_queue"] == 0)
+        },
+    );
+}
+
 #[test]
 fn deleted_and_orphaned_shards_leave_the_nodes_and_referenced_ones_stay() {
     let (cluster, gateway, key) = filled_cluster();

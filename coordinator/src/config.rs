@@ -69,6 +69,10 @@ pub struct CoordinatorConfig {
     /// deleted as an orphan (an upload that never committed). Commits refuse put orders
     /// older than half of this, so nothing collected can still be committed.
     pub orphan_delay_secs: u64,
+    /// Seconds a multipart upload may stay open: older ones are aborted and their parts
+    /// collected, as an S3 lifecycle rule would (a forgotten upload otherwise holds its
+    /// shards, and a drain of their nodes, for ever).
+    pub upload_expiry_secs: u64,
     /// Milliseconds between audit rounds; each round challenges every live node holding
     /// data for random slices of one random shard it signed a receipt for. 0 never audits.
     pub audit_interval_ms: u64,
@@ -114,6 +118,7 @@ impl Default for CoordinatorConfig {
             gc_interval_ms: 60_000,
             gc_delay_secs: 3_600,
             orphan_delay_secs: 86_400,
+            upload_expiry_secs: 7 * 86_400,
             audit_interval_ms: 60_000,
             audit_deadline_ms: 10_000,
             audit_retries: 3,
@@ -146,6 +151,9 @@ impl CoordinatorConfig {
         }
         if self.gc_interval_ms == 0 {
             return Err("gc_interval_ms must be at least 1".into());
+        }
+        if self.upload_expiry_secs == 0 {
+            return Err("upload_expiry_secs must be at least 1".into());
         }
         if self.orphan_delay_secs < 4 {
             return Err("orphan_delay_secs must be at least 4".into());

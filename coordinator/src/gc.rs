@@ -39,6 +39,10 @@ use crate::repair::Repairs;
 
 /// Garbage entries handled per round.
 const GARBAGE_BATCH: usize = 10_000;
+/// Expired uploads aborted per round.
+const EXPIRE_BATCH: usize = 100;
+/// Nodes garbage is deleted from at once.
+const PARALLEL_NODES: usize = 32;
 /// Longest one request to a node may take.
 const NODE_LIMIT: Duration = Duration::from_secs(10);
 /// Lifetime of the delete and inventory orders the collector signs for itself.
@@ -55,6 +59,8 @@ pub struct GcSettings {
     pub orphan_delay: Duration,
     /// A node is asked for its inventory only if a heartbeat came within this long.
     pub alive_within: Duration,
+    /// Multipart uploads open longer than this are aborted.
+    pub upload_expiry: Duration,
 }
 
 impl From<&crate::config::CoordinatorConfig> for GcSettings {
@@ -64,6 +70,7 @@ impl From<&crate::config::CoordinatorConfig> for GcSettings {
             garbage_delay: Duration::from_secs(config.gc_delay_secs),
             orphan_delay: Duration::from_secs(config.orphan_delay_secs),
             alive_within: Duration::from_secs(config.suspect_after_secs),
+            upload_expiry: Duration::from_secs(config.upload_expiry_secs),
         }
     }
 }
@@ -260,7 +267,8 @@ impl Collector {
             .into_iter()
             .map(|n| (n.id, n))
             .collect();
-        self.collect_garbage(raft, &nodes, stats).await?;
+        self.expire_uploads(raft).await?;
+        self.collect_garbage(raft, &nodes, liveness, stats).await?;
 
         // Inventories, between two catalog snapshots.
         let before = self.shard_map().await?;
@@ -329,36 +337,88 @@ impl Collector {
     /// Deletes garbage older than the delay from its nodes and forgets it. Garbage on a node
     /// that no longer holds data (lost, gone, disqualified, removed) is forgotten at once:
     /// should the node return, its inventory shows the shards as orphans.
+    ///
+    /// The due entries are read oldest first from the queue's time index, so entries not
+    /// yet due never clog a round. Nodes are served in parallel, each by one task deleting
+    /// its shards in turn; a node not heard from lately is skipped until it returns, and a
+    /// node that fails a delete is left for the next round, so one dead node costs a round
+    /// at most one timeout, not one per shard.
     async fn collect_garbage(
         &mut self,
         raft: &Raft<TypeConfig>,
         nodes: &HashMap<NodeId, NodeRecord>,
+        liveness: &Liveness,
         stats: &GcStats,
     ) -> Result<(), String> {
         let catalog = self.catalog.clone();
-        let garbage = tokio::task::spawn_blocking(move || catalog.garbage(GARBAGE_BATCH))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
         let cutoff = now_ms().saturating_sub(self.settings.garbage_delay.as_millis() as u64);
+        let garbage =
+            tokio::task::spawn_blocking(move || catalog.due_garbage(cutoff, GARBAGE_BATCH))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
         let mut done = Vec::new();
-        let mut deleted = 0u64;
+        let mut by_node: HashMap<NodeId, Vec<ShardId>> = HashMap::new();
         for (shard, entry) in garbage {
-            if entry.since_ms > cutoff {
-                continue;
-            }
             match nodes.get(&entry.node) {
-                Some(node) if node.state.holds_data() => match self.delete(node, shard).await {
-                    Ok(existed) => {
-                        deleted += u64::from(existed);
-                        done.push(shard);
-                    }
-                    Err(err) => {
-                        tracing::debug!(node = %entry.node, %shard, %err, "garbage not deleted yet");
-                    }
-                },
+                Some(node) if node.state.holds_data() => {
+                    by_node.entry(entry.node).or_default().push(shard);
+                }
                 _ => done.push(shard),
             }
+        }
+        let mut deleting = tokio::task::JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_NODES));
+        for (id, shards) in by_node {
+            let alive = liveness
+                .last(&id)
+                .is_some_and(|(ago, _)| ago <= self.settings.alive_within);
+            let Some(node) = nodes.get(&id).filter(|_| alive) else {
+                continue;
+            };
+            let client = match self.clients.get(node).await {
+                Ok(client) => client,
+                Err(err) => {
+                    tracing::debug!(node = %id, %err, "garbage not deleted yet");
+                    continue;
+                }
+            };
+            let orders = shards
+                .iter()
+                .map(|shard| {
+                    self.clients
+                        .order(id, Action::Delete { shard: *shard }, ORDER_SECS)
+                        .map(|order| (*shard, order))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let slots = slots.clone();
+            deleting.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let mut gone = Vec::new();
+                let mut existed = 0u64;
+                for (shard, order) in orders {
+                    match tokio::time::timeout(NODE_LIMIT, client.delete_shard(&order)).await {
+                        Ok(Ok(had)) => {
+                            existed += u64::from(had);
+                            gone.push(shard);
+                        }
+                        failed => {
+                            let err = match failed {
+                                Ok(Err(err)) => err.to_string(),
+                                _ => format!("no answer within {NODE_LIMIT:?}"),
+                            };
+                            tracing::debug!(node = %id, %shard, %err, "garbage not deleted yet; the node's rest waits for the next round");
+                            break;
+                        }
+                    }
+                }
+                (gone, existed)
+            });
+        }
+        let mut deleted = 0u64;
+        for (gone, existed) in deleting.join_all().await {
+            deleted += existed;
+            done.extend(gone);
         }
         if done.is_empty() {
             return Ok(());
@@ -375,6 +435,30 @@ impl Collector {
             .deleted
             .fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(deleted, forgotten, "garbage collected");
+        Ok(())
+    }
+
+    /// Aborts uploads open longer than the expiry, oldest first, a bounded number per
+    /// round; their parts become garbage like any aborted upload's.
+    async fn expire_uploads(&self, raft: &Raft<TypeConfig>) -> Result<(), String> {
+        let catalog = self.catalog.clone();
+        let before = now_ms().saturating_sub(self.settings.upload_expiry.as_millis() as u64);
+        let stale =
+            tokio::task::spawn_blocking(move || catalog.stale_uploads(before, EXPIRE_BATCH))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        for upload in stale {
+            let command = Command::AbortUpload {
+                upload: upload.clone(),
+                now_ms: now_ms(),
+            };
+            tokio::time::timeout(Duration::from_secs(10), raft.client_write(command))
+                .await
+                .map_err(|_| "aborting an expired upload timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            tracing::info!(%upload, "expired multipart upload aborted");
+        }
         Ok(())
     }
 

@@ -181,7 +181,8 @@ fn objects_replace_atomically_and_old_shards_become_garbage() {
         run(
             &catalog,
             &Command::DeleteBucket {
-                name: "cache".into()
+                name: "cache".into(),
+                now_ms: 1,
             }
         ),
         CommandResult::Refused(CatalogError::BucketNotEmpty("cache".into()))
@@ -205,7 +206,8 @@ fn objects_replace_atomically_and_old_shards_become_garbage() {
         run(
             &catalog,
             &Command::DeleteBucket {
-                name: "cache".into()
+                name: "cache".into(),
+                now_ms: 1,
             }
         ),
         CommandResult::Done
@@ -731,8 +733,8 @@ fn a_retried_commit_is_applied_once_and_never_collects_its_own_shards() {
 }
 
 /// A multipart completion whose answer was lost is answered again with the object it made;
-/// a part uploaded again from the same shards keeps them; a refused completion (the bucket
-/// is gone) keeps every part.
+/// a part uploaded again from the same shards keeps them; a refused completion keeps every
+/// part.
 #[test]
 fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
     let (_dir, catalog) = open();
@@ -794,31 +796,202 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
     assert_eq!(run(&catalog, &complete), first);
     assert!(garbage_ids(&catalog).is_empty());
 
-    // The bucket of an upload is deleted (it is empty of objects); completing the upload
-    // is refused and its part stays, so an abort still collects it.
-    run(&catalog, &bucket("gone"));
-    run(&catalog, &upload("u2", "gone"));
+    // A completion the catalog refuses (a listed part's ETag does not match) keeps every
+    // part, so the client can complete again or abort.
+    run(&catalog, &upload("u2", "cache"));
     run(&catalog, &put_part("u2", 30));
-    run(
-        &catalog,
-        &Command::DeleteBucket {
-            name: "gone".into(),
-        },
-    );
     let refused = run(
         &catalog,
         &Command::CompleteUpload {
             upload: "u2".into(),
-            parts: vec![(1, "\"0123456789abcdef0123456789abcdef\"".into())],
+            parts: vec![(1, "\"ffffffffffffffffffffffffffffffff\"".into())],
             now_ms: 6,
         },
     );
     assert!(
         matches!(
             refused,
-            CommandResult::Refused(CatalogError::NoSuchBucket(_))
+            CommandResult::Refused(CatalogError::InvalidPart(_))
         ),
         "{refused:?}"
     );
     assert_eq!(catalog.parts("u2", 0, 10).unwrap().len(), 1);
+    assert!(catalog.upload("u2").unwrap().is_some());
+}
+
+/// The garbage queue is read by due time: entries not yet due never hide due ones, a shard
+/// queued again counts from its later time, forgotten and re-referenced shards leave the
+/// index with the queue, and a restored dump has the same index.
+#[test]
+fn garbage_is_read_oldest_first_up_to_the_cutoff() {
+    let (_dir, catalog) = open();
+    let n = trio();
+    run(&catalog, &bucket("cache"));
+    register(&catalog, &n);
+    let delete = |key: &str, now_ms: u64| Command::DeleteObject {
+        bucket: "cache".into(),
+        key: key.into(),
+        now_ms,
+    };
+    // Three objects deleted at times 500, 300 and 900: nine queued shards.
+    for (key, first, at) in [("a", 0, 500), ("b", 10, 300), ("c", 20, 900)] {
+        run(&catalog, &put("cache", key, stored(10, n, first)));
+        run(&catalog, &delete(key, at));
+    }
+    let due = |cutoff: u64| -> Vec<u8> {
+        catalog
+            .due_garbage(cutoff, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id.0[0])
+            .collect()
+    };
+    assert_eq!(due(299), Vec::<u8>::new());
+    assert_eq!(due(300), vec![10, 11, 12]);
+    assert_eq!(due(600), vec![10, 11, 12, 0, 1, 2]);
+    assert_eq!(
+        catalog.due_garbage(10_000, 4).unwrap().len(),
+        4,
+        "at most max"
+    );
+    // Forgotten shards leave the index; a shard a record names again leaves the queue.
+    run(
+        &catalog,
+        &Command::ForgetGarbage {
+            shards: vec![ShardId([10; 16]), ShardId([11; 16])],
+        },
+    );
+    run(&catalog, &put("cache", "again", stored(10, n, 0)));
+    assert_eq!(due(600), vec![12]);
+    assert_eq!(due(10_000), vec![12, 20, 21, 22]);
+    // The same rows in another catalog give the same queue and index.
+    let dump = {
+        let txn = catalog.database().begin_read().unwrap();
+        catalog::export(&txn).unwrap()
+    };
+    let (_other_dir, other) = open();
+    let txn = other.database().begin_write().unwrap();
+    catalog::import(&txn, &dump).unwrap();
+    txn.commit().unwrap();
+    let restored: Vec<u8> = other
+        .due_garbage(10_000, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id.0[0])
+        .collect();
+    assert_eq!(restored, vec![12, 20, 21, 22]);
+}
+
+/// Uploads are indexed by age for expiry; completing one whose part lost more shards than
+/// the code can spare is refused (the part stays, to be uploaded again) while one with
+/// enough shards left completes; deleting a bucket whose only contents are open uploads
+/// aborts them and queues their parts' shards.
+#[test]
+fn uploads_expire_by_age_refuse_unreadable_parts_and_go_with_their_bucket() {
+    let (_dir, catalog) = open();
+    let n = trio();
+    run(&catalog, &bucket("cache"));
+    register(&catalog, &n);
+    let create = |id: &str, bucket: &str, initiated_ms: u64| Command::CreateUpload {
+        id: id.into(),
+        upload: UploadRecord {
+            bucket: bucket.into(),
+            key: format!("{id}.nar"),
+            initiated_ms,
+            headers: ObjectHeaders::default(),
+            erasure: ErasureProfile {
+                k: 2,
+                m: 1,
+                segment_size: 1 << 20,
+            },
+        },
+    };
+    let etag = "\"0123456789abcdef0123456789abcdef\"";
+    let put_part = |upload: &str, first: u8| {
+        let ObjectBody::Segments { segments, .. } = stored(100, n, first).body else {
+            unreachable!()
+        };
+        Command::PutPart {
+            upload: upload.into(),
+            number: 1,
+            part: PartRecord {
+                size: 100,
+                etag: etag.into(),
+                last_modified_ms: 3,
+                segments,
+            },
+            now_ms: 4,
+        }
+    };
+    for (id, at) in [("late", 900), ("early", 100), ("mid", 500)] {
+        run(&catalog, &create(id, "cache", at));
+    }
+    assert_eq!(
+        catalog.stale_uploads(100, 10).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        catalog.stale_uploads(600, 10).unwrap(),
+        vec!["early", "mid"]
+    );
+    assert_eq!(catalog.stale_uploads(10_000, 1).unwrap(), vec!["early"]);
+    run(
+        &catalog,
+        &Command::AbortUpload {
+            upload: "early".into(),
+            now_ms: 5,
+        },
+    );
+    assert_eq!(
+        catalog.stale_uploads(10_000, 10).unwrap(),
+        vec!["mid", "late"]
+    );
+
+    // Two of a part's three shards on lost nodes: below k = 2, refused, part kept.
+    run(&catalog, &put_part("mid", 0));
+    let set = |node: NodeId, state: NodeState| Command::SetNodeState {
+        node,
+        state,
+        now_ms: 7,
+    };
+    run(&catalog, &set(n[0], NodeState::Lost));
+    run(&catalog, &set(n[1], NodeState::Lost));
+    let complete = Command::CompleteUpload {
+        upload: "mid".into(),
+        parts: vec![(1, etag.into())],
+        now_ms: 8,
+    };
+    let refused = run(&catalog, &complete);
+    assert!(
+        matches!(&refused, CommandResult::Refused(CatalogError::InvalidPart(m)) if m.contains("upload the part again")),
+        "{refused:?}"
+    );
+    assert_eq!(catalog.parts("mid", 0, 10).unwrap().len(), 1);
+    // One node back: two shards left, enough to read; the completion goes through.
+    run(&catalog, &set(n[1], NodeState::Active));
+    assert!(matches!(
+        run(&catalog, &complete),
+        CommandResult::Completed { .. }
+    ));
+    assert_eq!(catalog.stale_uploads(10_000, 10).unwrap(), vec!["late"]);
+
+    // A bucket holding only an open upload is deleted, the upload with it.
+    run(&catalog, &bucket("scratch"));
+    run(&catalog, &create("abandoned", "scratch", 950));
+    run(&catalog, &put_part("abandoned", 30));
+    let before = catalog.garbage(1000).unwrap().len();
+    assert_eq!(
+        run(
+            &catalog,
+            &Command::DeleteBucket {
+                name: "scratch".into(),
+                now_ms: 9,
+            }
+        ),
+        CommandResult::Done
+    );
+    assert!(catalog.upload("abandoned").unwrap().is_none());
+    assert!(catalog.parts("abandoned", 0, 10).unwrap().is_empty());
+    assert_eq!(catalog.garbage(1000).unwrap().len(), before + 3);
+    assert_eq!(catalog.stale_uploads(10_000, 10).unwrap(), vec!["late"]);
 }

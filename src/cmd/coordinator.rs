@@ -128,6 +128,11 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     orphan_delay_secs: Option<u64>,
+    /// Seconds a multipart upload may stay open before it is aborted and its parts are
+    /// collected [default: 604800, seven days].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_expiry_secs: Option<u64>,
     /// Milliseconds between audit rounds; each challenges every live node for random
     /// slices of one random shard it holds; 0 turns audits off [default: 60000].
     #[arg(long)]

@@ -17,9 +17,10 @@ use super::model::{
     UploadRecord, validate_bucket_name,
 };
 use super::{
-    ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GARBAGE, GATEWAYS, INVITES, LOGICAL_BYTES, NODES,
-    OBJECT_COUNT, OBJECTS, PARTS, REQUESTS, REQUESTS_BY_TIME, UPLOADS, decode, encode,
-    moved_bytes_counter, moved_shards_counter, object_key, part_key, request_time_key,
+    ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GATEWAYS, GarbageQueue, INVITES, LOGICAL_BYTES, NODES,
+    OBJECT_COUNT, OBJECTS, PARTS, REQUESTS, REQUESTS_BY_TIME, UPLOADS, UPLOADS_BY_TIME, decode,
+    encode, moved_bytes_counter, moved_shards_counter, object_key, part_key, request_time_key,
+    upload_time_key,
 };
 
 /// Most remembered requests forgotten per [`Command::Once`]: more than one, so the memory
@@ -50,7 +51,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             table.insert(bucket.name.as_str(), encode(bucket)?.as_slice())?;
             Ok(CommandResult::Done)
         }
-        Command::DeleteBucket { name } => {
+        Command::DeleteBucket { name, now_ms } => {
             let mut buckets = txn.open_table(BUCKETS)?;
             if buckets.get(name.as_str())?.is_none() {
                 return refused(CatalogError::NoSuchBucket(name.clone()));
@@ -61,6 +62,8 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             if first.is_some_and(|(k, _)| k.value().starts_with(&head)) {
                 return refused(CatalogError::BucketNotEmpty(name.clone()));
             }
+            drop(objects);
+            abort_uploads_of(txn, name, *now_ms)?;
             buckets.remove(name.as_str())?;
             Ok(CommandResult::Done)
         }
@@ -183,9 +186,9 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             now_ms,
         } => set_node_state(txn, node, Some(*from), *to, *now_ms),
         Command::ForgetGarbage { shards } => {
-            let mut garbage = txn.open_table(GARBAGE)?;
+            let mut garbage = GarbageQueue::open(txn)?;
             for shard in shards {
-                garbage.remove(shard.0)?;
+                garbage.remove(*shard)?;
             }
             Ok(CommandResult::Done)
         }
@@ -243,6 +246,8 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
                 return refused(CatalogError::UploadExists(id.clone()));
             }
             uploads.insert(id.as_str(), encode(upload)?.as_slice())?;
+            txn.open_table(UPLOADS_BY_TIME)?
+                .insert(upload_time_key(upload.initiated_ms, id).as_slice(), ())?;
             Ok(CommandResult::Done)
         }
         Command::PutPart {
@@ -299,7 +304,11 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
                 return refused(err);
             }
             let stored = take_parts(txn, upload)?;
-            let object = match assemble(&record, &stored, parts, *now_ms) {
+            let assembled = match assemble(&record, &stored, parts, *now_ms) {
+                Ok(object) => readable_parts(txn, &record, &stored, parts)?.map(|()| object),
+                Err(err) => Err(err),
+            };
+            let object = match assembled {
                 Ok(object) => object,
                 Err(err) => {
                     // Nothing may change on a refusal: put the parts back.
@@ -319,7 +328,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
                 .filter(|(number, _)| !listed.contains(number))
                 .flat_map(|(_, part)| part.segments.iter());
             collect_shards(txn, unused, *now_ms)?;
-            txn.open_table(UPLOADS)?.remove(upload.as_str())?;
+            remove_upload(txn, upload, &record)?;
             replace_object(txn, &record.bucket, &record.key, &object, *now_ms)?;
             Ok(CommandResult::Completed {
                 etag: object.etag,
@@ -380,9 +389,10 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             *now_ms,
         ),
         Command::AbortUpload { upload, now_ms } => {
-            if txn.open_table(UPLOADS)?.remove(upload.as_str())?.is_none() {
+            let Some(record) = read_upload(txn, upload)? else {
                 return refused(CatalogError::NoSuchUpload(upload.clone()));
-            }
+            };
+            remove_upload(txn, upload, &record)?;
             let stored = take_parts(txn, upload)?;
             collect_shards(
                 txn,
@@ -618,6 +628,37 @@ fn add_named(txn: &WriteTransaction, name: &str, delta: u64) -> Result<(), Catal
     Ok(())
 }
 
+/// Aborts every upload still open in `bucket`, queueing its parts' shards for collection.
+/// Uploads are few (they expire), so this reads them all rather than keep an index.
+fn abort_uploads_of(txn: &WriteTransaction, bucket: &str, now_ms: u64) -> Result<(), CatalogFault> {
+    let mut open = Vec::new();
+    for item in txn.open_table(UPLOADS)?.iter()? {
+        let (k, v) = item?;
+        let record: UploadRecord = decode(v.value())?;
+        if record.bucket == bucket {
+            open.push((k.value().to_string(), record));
+        }
+    }
+    for (id, record) in open {
+        remove_upload(txn, &id, &record)?;
+        let parts = take_parts(txn, &id)?;
+        collect_shards(txn, parts.iter().flat_map(|(_, p)| p.segments.iter()), now_ms)?;
+    }
+    Ok(())
+}
+
+/// Removes an upload's record (not its parts) and its entry in the time index.
+fn remove_upload(
+    txn: &WriteTransaction,
+    id: &str,
+    record: &UploadRecord,
+) -> Result<(), CatalogFault> {
+    txn.open_table(UPLOADS)?.remove(id)?;
+    txn.open_table(UPLOADS_BY_TIME)?
+        .remove(upload_time_key(record.initiated_ms, id).as_slice())?;
+    Ok(())
+}
+
 fn read_upload(txn: &WriteTransaction, id: &str) -> Result<Option<UploadRecord>, CatalogFault> {
     txn.open_table(UPLOADS)?
         .get(id)?
@@ -642,6 +683,41 @@ fn take_parts(
         out.push((u32::from_be_bytes(number), decode(v.value())?));
     }
     Ok(out)
+}
+
+/// Every listed part must still be readable: each of its segments keeps at least `k`
+/// shards on nodes that hold data. A part that sat while its nodes were lost cannot become
+/// an object that is acknowledged but unreadable; the client uploads that part again.
+/// (Parts still readable but below full margin become an object that the survey repairs
+/// like any other.)
+fn readable_parts(
+    txn: &WriteTransaction,
+    upload: &UploadRecord,
+    stored: &[(u32, PartRecord)],
+    listed: &[(u32, String)],
+) -> Result<Result<(), CatalogError>, CatalogFault> {
+    let nodes = txn.open_table(NODES)?;
+    let k = usize::from(upload.erasure.k);
+    for (number, _) in listed {
+        let Some((_, part)) = stored.iter().find(|(n, _)| n == number) else {
+            continue;
+        };
+        for (index, segment) in part.segments.iter().enumerate() {
+            let mut healthy = 0;
+            for shard in &segment.shards {
+                if read_node(&nodes, &shard.node)?.is_some_and(|n| n.state.holds_data()) {
+                    healthy += 1;
+                }
+            }
+            if healthy < k {
+                return Ok(Err(CatalogError::InvalidPart(format!(
+                    "part {number} lost segment {index} on failed nodes ({healthy} of the {k} \
+                     shards needed remain): upload the part again"
+                ))));
+            }
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// The object a completed upload becomes: the listed parts' segments in order, with the
@@ -841,13 +917,13 @@ fn collect_except<'a>(
     kept: &HashSet<ShardId>,
     now_ms: u64,
 ) -> Result<(), CatalogFault> {
-    let mut garbage = txn.open_table(GARBAGE)?;
+    let mut garbage = GarbageQueue::open(txn)?;
     for shard in shards.filter(|shard| !kept.contains(&shard.id)) {
         let entry = GarbageShard {
             node: shard.node,
             since_ms: now_ms,
         };
-        garbage.insert(shard.id.0, encode(&entry)?.as_slice())?;
+        garbage.queue(shard.id, &entry)?;
     }
     Ok(())
 }
@@ -859,9 +935,9 @@ fn unqueue(txn: &WriteTransaction, shards: &HashSet<ShardId>) -> Result<(), Cata
     if shards.is_empty() {
         return Ok(());
     }
-    let mut garbage = txn.open_table(GARBAGE)?;
+    let mut garbage = GarbageQueue::open(txn)?;
     for shard in shards {
-        garbage.remove(shard.0)?;
+        garbage.remove(*shard)?;
     }
     Ok(())
 }
@@ -872,15 +948,8 @@ fn collect_shards<'a>(
     segments: impl Iterator<Item = &'a SegmentRecord>,
     now_ms: u64,
 ) -> Result<(), CatalogFault> {
-    let mut garbage = txn.open_table(GARBAGE)?;
-    for shard in segments.flat_map(|segment| segment.shards.iter()) {
-        let entry = GarbageShard {
-            node: shard.node,
-            since_ms: now_ms,
-        };
-        garbage.insert(shard.id.0, encode(&entry)?.as_slice())?;
-    }
-    Ok(())
+    let shards = segments.flat_map(|segment| segment.shards.iter());
+    collect_except(txn, shards, &HashSet::new(), now_ms)
 }
 
 fn add_counters(txn: &WriteTransaction, objects: i128, bytes: i128) -> Result<(), CatalogFault> {

@@ -20,10 +20,13 @@ pub enum Command {
         /// The new bucket.
         bucket: Bucket,
     },
-    /// Deletes an empty bucket.
+    /// Deletes a bucket that holds no object; multipart uploads still open in it are
+    /// aborted (their parts become garbage), as S3 does.
     DeleteBucket {
         /// Bucket name.
         name: String,
+        /// Leader's clock, ms since the epoch (dates the aborted parts' garbage).
+        now_ms: u64,
     },
     /// Adds an access key; fails if the id exists (revoked ids are never reused).
     CreateAccessKey {

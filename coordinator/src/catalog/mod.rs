@@ -46,6 +46,74 @@ pub(crate) const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pa
 /// Totals kept up to date by `apply`, so status never scans the object table.
 pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
+/// [`GARBAGE`] by when each entry was queued: the queue time (big-endian) then the shard
+/// id, so the collector reads the entries that are due, oldest first, without a scan.
+pub(crate) const GARBAGE_DUE: TableDefinition<[u8; 24], ()> = TableDefinition::new("garbage_due");
+
+/// The garbage queue and its index by time, changed together so they never disagree.
+pub(crate) struct GarbageQueue<'txn> {
+    shards: redb::Table<'txn, [u8; 16], &'static [u8]>,
+    due: redb::Table<'txn, [u8; 24], ()>,
+}
+
+impl<'txn> GarbageQueue<'txn> {
+    /// The queue inside `txn`.
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, CatalogFault> {
+        Ok(Self {
+            shards: txn.open_table(GARBAGE)?,
+            due: txn.open_table(GARBAGE_DUE)?,
+        })
+    }
+
+    /// Queues `shard` (again, if it was: the later time counts).
+    pub(crate) fn queue(&mut self, shard: ShardId, entry: &GarbageShard) -> Result<(), CatalogFault> {
+        let previous = self
+            .shards
+            .insert(shard.0, encode(entry)?.as_slice())?
+            .map(|v| decode::<GarbageShard>(v.value()))
+            .transpose()?;
+        if let Some(previous) = previous {
+            self.due.remove(time_key(previous.since_ms, &shard.0))?;
+        }
+        self.due.insert(time_key(entry.since_ms, &shard.0), ())?;
+        Ok(())
+    }
+
+    /// Takes `shard` out of the queue, if it is there.
+    pub(crate) fn remove(&mut self, shard: ShardId) -> Result<(), CatalogFault> {
+        let removed = self
+            .shards
+            .remove(shard.0)?
+            .map(|v| decode::<GarbageShard>(v.value()))
+            .transpose()?;
+        if let Some(removed) = removed {
+            self.due.remove(time_key(removed.since_ms, &shard.0))?;
+        }
+        Ok(())
+    }
+}
+
+/// A time (ms, big-endian, so keys sort by time) followed by an id.
+pub(crate) fn time_key(ms: u64, id: &[u8; 16]) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&ms.to_be_bytes());
+    key[8..].copy_from_slice(id);
+    key
+}
+
+/// Uploads in progress by when they began: [`upload_time_key`], so expiry reads the oldest
+/// without a scan.
+pub(crate) const UPLOADS_BY_TIME: TableDefinition<&[u8], ()> =
+    TableDefinition::new("uploads_by_time");
+
+/// The key of an upload in [`UPLOADS_BY_TIME`]: its start (big-endian ms), then its id.
+pub(crate) fn upload_time_key(initiated_ms: u64, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + id.len());
+    key.extend_from_slice(&initiated_ms.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
 /// Results of recent [`Command::Once`] requests by request id: `(now_ms, CommandResult)`.
 pub(crate) const REQUESTS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("requests");
 /// [`REQUESTS`] by age: the leader's clock (big-endian) then the request id, so the oldest
@@ -55,10 +123,7 @@ pub(crate) const REQUESTS_BY_TIME: TableDefinition<[u8; 24], ()> =
 
 /// The key of a request in [`REQUESTS_BY_TIME`].
 pub(crate) fn request_time_key(now_ms: u64, request: &[u8; 16]) -> [u8; 24] {
-    let mut key = [0u8; 24];
-    key[..8].copy_from_slice(&now_ms.to_be_bytes());
-    key[8..].copy_from_slice(request);
-    key
+    time_key(now_ms, request)
 }
 
 /// Counter names in [`COUNTERS`].
@@ -280,6 +345,21 @@ impl Catalog {
         Ok(listing)
     }
 
+    /// Up to `max` uploads begun before `before_ms`, oldest first.
+    pub fn stale_uploads(&self, before_ms: u64, max: usize) -> Result<Vec<String>, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(UPLOADS_BY_TIME)?;
+        let end = before_ms.to_be_bytes();
+        let mut out = Vec::new();
+        for item in table.range(..end.as_slice())?.take(max) {
+            let key = item?.0.value().to_vec();
+            let id = std::str::from_utf8(&key[8..])
+                .map_err(|_| CatalogFault("upload id is not UTF-8".into()))?;
+            out.push(id.to_string());
+        }
+        Ok(out)
+    }
+
     /// A registered gateway by key.
     pub fn gateway(&self, key: &NodeId) -> Result<Option<GatewayRecord>, CatalogFault> {
         let txn = self.read()?;
@@ -407,6 +487,29 @@ impl Catalog {
     pub fn garbage_count(&self) -> Result<u64, CatalogFault> {
         let txn = self.read()?;
         Ok(txn.open_table(GARBAGE)?.len()?)
+    }
+
+    /// Up to `max` queued shards whose entries are at least as old as `cutoff_ms`, oldest
+    /// first: one range read of the queue's time index, however long the queue.
+    pub fn due_garbage(
+        &self,
+        cutoff_ms: u64,
+        max: usize,
+    ) -> Result<Vec<(ShardId, GarbageShard)>, CatalogFault> {
+        let txn = self.read()?;
+        let due = txn.open_table(GARBAGE_DUE)?;
+        let shards = txn.open_table(GARBAGE)?;
+        let end = time_key(cutoff_ms.saturating_add(1), &[0; 16]);
+        let mut out = Vec::new();
+        for item in due.range(..end)?.take(max) {
+            let key = item?.0.value();
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&key[8..]);
+            if let Some(entry) = shards.get(id)? {
+                out.push((ShardId(id), decode(entry.value())?));
+            }
+        }
+        Ok(out)
     }
 
     /// Up to `max` unreferenced shards waiting for deletion.
@@ -541,6 +644,40 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.open_table(PARTS)?;
     txn.open_table(REQUESTS)?;
     txn.open_table(REQUESTS_BY_TIME)?;
+    index_garbage(txn)?;
+    index_uploads(txn)?;
+    Ok(())
+}
+
+/// Builds the uploads' time index where it is missing (a catalog written before it
+/// existed): once, at open, in proportion to the uploads in progress.
+fn index_uploads(txn: &WriteTransaction) -> Result<(), CatalogFault> {
+    let mut by_time = txn.open_table(UPLOADS_BY_TIME)?;
+    let uploads = txn.open_table(UPLOADS)?;
+    if !by_time.is_empty()? || uploads.is_empty()? {
+        return Ok(());
+    }
+    for item in uploads.iter()? {
+        let (k, v) = item?;
+        let upload: UploadRecord = decode(v.value())?;
+        by_time.insert(upload_time_key(upload.initiated_ms, k.value()).as_slice(), ())?;
+    }
+    Ok(())
+}
+
+/// Builds the garbage queue's time index where it is missing (a catalog written before it
+/// existed): once, at open, in proportion to the queue.
+fn index_garbage(txn: &WriteTransaction) -> Result<(), CatalogFault> {
+    let mut due = txn.open_table(GARBAGE_DUE)?;
+    let shards = txn.open_table(GARBAGE)?;
+    if !due.is_empty()? || shards.is_empty()? {
+        return Ok(());
+    }
+    for item in shards.iter()? {
+        let (k, v) = item?;
+        let entry: GarbageShard = decode(v.value())?;
+        due.insert(time_key(entry.since_ms, &k.value()), ())?;
+    }
     Ok(())
 }
 
@@ -635,10 +772,12 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     txn.delete_table(ACCESS_KEYS)?;
     txn.delete_table(NODES)?;
     txn.delete_table(GARBAGE)?;
+    txn.delete_table(GARBAGE_DUE)?;
     txn.delete_table(COUNTERS)?;
     txn.delete_table(INVITES)?;
     txn.delete_table(GATEWAYS)?;
     txn.delete_table(UPLOADS)?;
+    txn.delete_table(UPLOADS_BY_TIME)?;
     txn.delete_table(PARTS)?;
     txn.delete_table(REQUESTS)?;
     txn.delete_table(REQUESTS_BY_TIME)?;
@@ -659,9 +798,9 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     for (k, v) in &dump.nodes {
         nodes.insert(*k, v.as_slice())?;
     }
-    let mut garbage = txn.open_table(GARBAGE)?;
+    let mut garbage = GarbageQueue::open(txn)?;
     for (k, v) in &dump.garbage {
-        garbage.insert(*k, v.as_slice())?;
+        garbage.queue(ShardId(*k), &decode(v)?)?;
     }
     let mut counters = txn.open_table(COUNTERS)?;
     for (k, v) in &dump.counters {
@@ -676,8 +815,11 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
         gateways.insert(*k, v.as_slice())?;
     }
     let mut uploads = txn.open_table(UPLOADS)?;
+    let mut uploads_by_time = txn.open_table(UPLOADS_BY_TIME)?;
     for (k, v) in &dump.uploads {
         uploads.insert(k.as_str(), v.as_slice())?;
+        let upload: UploadRecord = decode(v)?;
+        uploads_by_time.insert(upload_time_key(upload.initiated_ms, k).as_slice(), ())?;
     }
     let mut parts = txn.open_table(PARTS)?;
     for (k, v) in &dump.parts {

@@ -179,14 +179,8 @@ async fn answer(
             Ok(GatewayResponse::Done)
         }
         GatewayRequest::DeleteBucket { name } => {
-            let uploads = catalog.uploads(&name, "", 1).map_err(fault)?;
-            if !uploads.is_empty() {
-                return Err(error(
-                    RpcCode::BucketNotEmpty,
-                    format!("bucket {name} has multipart uploads in progress"),
-                ));
-            }
-            change(Command::DeleteBucket { name }).await?;
+            let now_ms = now_ms();
+            change(Command::DeleteBucket { name, now_ms }).await?;
             Ok(GatewayResponse::Done)
         }
         GatewayRequest::Object { bucket, key } => {
