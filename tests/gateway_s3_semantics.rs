@@ -8,7 +8,8 @@
 //! - SigV4 requests dated by `Date`, and non-ASCII user metadata;
 //! - presigned URL lifetimes, including an expired URL;
 //! - listing details: `delimiter=`, `fetch-owner`, `encoding-type=url`;
-//! - UploadPartCopy, whole and ranged, from percent-encoded sources, and bad ranges.
+//! - UploadPartCopy, whole and ranged, from percent-encoded sources, and bad ranges;
+//! - DeleteBucket of a bucket whose only contents are abandoned multipart uploads.
 //!
 //! Each runs one part of tests/s3/semantics.py (boto3, curl and the aws cli); the expired
 //! presigned URL is made by the AWS SDK for Rust, which can date a URL in the past.
@@ -101,6 +102,11 @@ fn listings_leave_out_empty_delimiters_name_owners_and_encode_keys() {
 #[test]
 fn upload_part_copy_copies_whole_and_ranged_sources() {
     semantics("copy");
+}
+
+#[test]
+fn a_bucket_holding_only_abandoned_uploads_is_deleted_with_them() {
+    semantics("delete-bucket");
 }
 
 #[test]

@@ -511,8 +511,30 @@ def copy():
     check("the assembled object is the copied bytes", got == source[:5 << 20] + source + small, len(got))
 
 
+def delete_bucket():
+    """DeleteBucket: a bucket whose only contents are incomplete uploads is deleted (the
+    uploads with it); one holding an object is still refused. (Both buckets come empty
+    from the cluster, coded for its three nodes.)"""
+    upload = s3.create_multipart_upload(Bucket=PUBLIC, Key="half.nar")["UploadId"]
+    s3.upload_part(Bucket=PUBLIC, Key="half.nar", UploadId=upload, PartNumber=1,
+                   Body=data(6 << 20, "abandoned"))
+    s3.delete_bucket(Bucket=PUBLIC)
+    names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    check("the bucket with only an abandoned upload is gone", PUBLIC not in names, names)
+    status, code, _ = refusal(lambda: s3.list_parts(Bucket=PUBLIC, Key="half.nar",
+                                                    UploadId=upload))
+    check("its upload went with it", status == 404, (status, code))
+    s3.put_object(Bucket=BUCKET, Key="kept", Body=b"still here")
+    s3.create_multipart_upload(Bucket=BUCKET, Key="other")
+    status, code, _ = refusal(lambda: s3.delete_bucket(Bucket=BUCKET))
+    check("a bucket with an object is not deleted", (status, code) == (409, "BucketNotEmpty"),
+          (status, code))
+    check("and keeps it", s3.get_object(Bucket=BUCKET, Key="kept")["Body"].read()
+          == b"still here")
+
+
 PARTS = {"errors": errors, "bodies": bodies, "headers": headers, "presigned": presigned,
-         "listing": listing, "copy": copy}
+         "listing": listing, "copy": copy, "delete-bucket": delete_bucket}
 
 if __name__ == "__main__":
     part = sys.argv[1]
