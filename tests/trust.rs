@@ -677,3 +677,60 @@ fn a_stranger_s_joins_never_reach_the_raft_log_and_are_rate_limited() {
             .is_some_and(|ms| ms != since)
     });
 }
+
+/// One gateway's word disqualifies no one. A registered gateway reports shards of an honest
+/// node as bad, each of them over and over: each shard counts once per gateway, and each
+/// report makes the leader audit that shard on that node, which passes. The node keeps its
+/// standing however many reports arrive.
+#[test]
+fn a_gateway_reporting_an_honest_node_cannot_get_it_disqualified() {
+    let cluster = fast_cluster(&["a", "a", "b", "b", "c", "c"], AUDITS);
+    let gateway = cluster.start_gateway();
+    let key = cluster.access_key();
+    upload(&cluster, &gateway, &key);
+    let target = cluster.nodes[0].id;
+    let mut reported = Vec::new();
+    for name in support::healing::object_names("mixed/") {
+        let Some(object) = cluster.object(BUCKET, &name) else {
+            continue;
+        };
+        let ObjectBody::Segments { segments, .. } = &object.body else {
+            continue;
+        };
+        for shard in segments.iter().flat_map(|s| &s.shards) {
+            if shard.node == target && reported.len() < 4 {
+                reported.push((name.clone(), shard.id));
+            }
+        }
+    }
+    assert_eq!(reported.len(), 4, "the node holds too few shards to report");
+    let before = entry(&cluster, &target.to_string());
+    let passed_before = before["audits_passed"].as_u64().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = cluster.gateway_client();
+        for _ in 0..5 {
+            for (name, shard) in &reported {
+                let report = GatewayRequest::ReportShard {
+                    bucket: BUCKET.into(),
+                    key: name.clone(),
+                    node: target,
+                    shard: *shard,
+                    problem: "claimed bad".into(),
+                };
+                client.call(&report).await.unwrap();
+            }
+        }
+    });
+    wait_until("the reported node is audited a few more times", || {
+        entry(&cluster, &target.to_string())["audits_passed"].as_u64() >= Some(passed_before + 4)
+    });
+    let view = entry(&cluster, &target.to_string());
+    assert_eq!(
+        view["bad_reads"], 4,
+        "reports counted once per shard: {view}"
+    );
+    assert_eq!(view["audits_failed"], 0, "{view}");
+    assert_ne!(view["state"], "disqualified", "{view}");
+    assert!(view["score"].as_f64().unwrap() > 0.99, "{view}");
+}

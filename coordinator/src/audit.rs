@@ -30,6 +30,11 @@
 //! leader only (a new leader's audits find a bad copy again) and ends when the catalog no
 //! longer places the shard there.
 //!
+//! A gateway that reads bad bytes from a node reports the shard; the report is counted
+//! once per gateway and shard and judges nothing by itself (one gateway's word could
+//! otherwise disqualify anyone): it makes the next round audit that very shard on that
+//! node, and the audit judges.
+//!
 //! Shards a node's own inventory already admits losing are not audited: they are being
 //! rebuilt, and the node told the truth about them.
 //!
@@ -219,11 +224,13 @@ impl Auditor {
             .copied()
             .collect();
         let targets = self.sample(&fresh, &mut rng).await?;
+        // Shards gateways read bad are audited before any random pick on their node.
+        let requested = self.requested().await?;
         let mut challenges = Vec::new();
         for node in &nodes {
             let challenge = match self.contained.remove(&node.id) {
                 Some(challenge) => challenge,
-                None => match targets.get(&node.id) {
+                None => match requested.get(&node.id).or_else(|| targets.get(&node.id)) {
                     Some(target) => Challenge {
                         ranges: ranges(target.size, &mut rng),
                         target: target.clone(),
@@ -372,6 +379,53 @@ impl Auditor {
                 true
             })?;
             Ok::<_, crate::catalog::CatalogFault>(chosen)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+
+    /// The shards gateways reported since the last round, where the catalog still places
+    /// them on the node named, as challenges to ask.
+    async fn requested(&self) -> Result<HashMap<NodeId, Target>, String> {
+        let requests = self.context.repairs.take_audit_requests();
+        if requests.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let catalog = self.context.catalog.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = HashMap::new();
+            for (shard, at) in requests {
+                let Some(object) = catalog.object(&at.bucket, &at.key)? else {
+                    continue;
+                };
+                let ObjectBody::Segments { erasure, segments } = &object.body else {
+                    continue;
+                };
+                let Ok(codec) =
+                    cairn_erasure::Codec::new(usize::from(erasure.k), usize::from(erasure.m))
+                else {
+                    continue;
+                };
+                let placed = segments.iter().find_map(|segment| {
+                    segment
+                        .shards
+                        .iter()
+                        .find(|s| s.id == shard && s.node == at.node)
+                        .map(|s| (s.root, codec.shard_len(segment.len)))
+                });
+                if let Some((root, size)) = placed.filter(|(_, size)| *size > 0) {
+                    let target = Target {
+                        bucket: at.bucket.clone(),
+                        key: at.key.clone(),
+                        shard,
+                        root,
+                        size,
+                    };
+                    out.insert(at.node, target);
+                }
+            }
+            Ok::<_, crate::catalog::CatalogFault>(out)
         })
         .await
         .map_err(|e| e.to_string())?

@@ -217,7 +217,6 @@ pub async fn start(
     let rpc = RpcContext {
         repairs: repairs.clone(),
         commit_within: std::time::Duration::from_secs(config.orphan_delay_secs / 2),
-        policy: config.reputation_policy(),
         raft: raft.clone(),
         catalog: catalog.clone(),
         liveness: liveness.clone(),

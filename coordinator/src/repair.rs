@@ -77,6 +77,9 @@ pub struct FailedShard {
     pub key: String,
 }
 
+/// (gateway, shard) reports remembered before the memory starts over.
+const MAX_REMEMBERED_REPORTS: usize = 100_000;
+
 /// A segment's identity in the queue and the lease table.
 type SegmentKey = (String, String, u32);
 
@@ -105,6 +108,10 @@ struct State {
     /// Shards whose holder failed an audit of them (by the auditor), until the catalog no
     /// longer places them there.
     failed: HashMap<ShardId, FailedShard>,
+    /// Shards a gateway read bad, per node, to be audited next (the audit judges the node).
+    audit_requests: HashMap<NodeId, (ShardId, FailedShard)>,
+    /// Reports already taken, by (gateway, shard): a gateway counts once per shard.
+    reports: HashSet<(NodeId, ShardId)>,
     survey: Option<Survey>,
     surveyed_ms: Option<u64>,
     queue: VecDeque<Need>,
@@ -122,6 +129,8 @@ impl Repairs {
             state: Mutex::new(State {
                 missing: HashMap::new(),
                 failed: HashMap::new(),
+                audit_requests: HashMap::new(),
+                reports: HashSet::new(),
                 survey: None,
                 surveyed_ms: None,
                 queue: VecDeque::new(),
@@ -182,6 +191,32 @@ impl Repairs {
         if let Ok(mut state) = self.state.lock() {
             state.failed.insert(shard, failed);
         }
+    }
+
+    /// Takes a gateway's report of a bad read of `shard` on `at.node`: `false` if this
+    /// gateway already reported that shard (one report per gateway and shard counts), else
+    /// `true`, and the shard is audited on that node in the next round: a report is a
+    /// reason to look, the audit is the judgement.
+    pub fn take_report(&self, gateway: NodeId, shard: ShardId, at: FailedShard) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        if state.reports.len() >= MAX_REMEMBERED_REPORTS {
+            state.reports.clear();
+        }
+        if !state.reports.insert((gateway, shard)) {
+            return false;
+        }
+        state.audit_requests.insert(at.node, (shard, at));
+        true
+    }
+
+    /// The shards reports asked to audit, one per node (the latest), emptied.
+    pub fn take_audit_requests(&self) -> Vec<(ShardId, FailedShard)> {
+        self.state
+            .lock()
+            .map(|mut state| state.audit_requests.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default()
     }
 
     /// The shards [`Repairs::report_failed`] recorded, with where they were placed.

@@ -472,22 +472,21 @@ fn failed_audits_disqualify_after_the_policy_s_count_and_passes_vet() {
         run(&catalog, &record(false));
         assert_eq!(get().state, NodeState::Active, "after {failures} failures");
     }
-    // A gateway's report of bad bytes is the tenth failure.
-    run(
-        &catalog,
-        &Command::ReportBadRead {
-            node: n,
-            policy,
-            now_ms: 60,
-        },
-    );
+    // A gateway's report of bad bytes is counted, not judged: ten of them change nothing.
+    for _ in 0..10 {
+        run(&catalog, &Command::ReportBadRead { node: n });
+    }
+    assert_eq!(get().state, NodeState::Active);
+    assert_eq!(get().reputation.bad_reads, 10);
+    // The tenth failed audit disqualifies.
+    run(&catalog, &record(false));
     let node = get();
     assert_eq!(node.state, NodeState::Disqualified);
     assert!(!node.vetted);
-    assert_eq!(node.state_since_ms, 60);
+    assert_eq!(node.state_since_ms, 50);
     assert_eq!(node.reputation.audits_passed, 3);
-    assert_eq!(node.reputation.audits_failed, 9);
-    assert_eq!(node.reputation.bad_reads, 1);
+    assert_eq!(node.reputation.audits_failed, 10);
+    assert_eq!(node.reputation.bad_reads, 10);
     assert!(node.reputation.score_ppm < 600_000);
     // Passing audits afterwards changes the score, never the verdict.
     for _ in 0..50 {

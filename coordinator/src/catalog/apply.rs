@@ -335,17 +335,14 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
                 size: object.size,
             })
         }
-        Command::ReportBadRead {
-            node,
-            policy,
-            now_ms,
-        } => {
+        Command::ReportBadRead { node } => {
             let mut table = txn.open_table(NODES)?;
             let Some(mut record) = read_node(&table, node)? else {
                 return refused(CatalogError::NoSuchNode(node.to_string()));
             };
+            // Counted, not judged: one gateway's word is a reason to audit the shard, and
+            // the audit judges the node.
             record.reputation.bad_reads += 1;
-            judge(&mut record, false, policy, *now_ms);
             table.insert(*node.as_bytes(), encode(&record)?.as_slice())?;
             Ok(CommandResult::Done)
         }

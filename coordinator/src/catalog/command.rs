@@ -131,15 +131,11 @@ pub enum Command {
         /// Leader's clock, ms since the epoch.
         now_ms: u64,
     },
-    /// A gateway caught a node serving bytes that fail verification: counted, and judged
-    /// like a failed audit.
+    /// A gateway caught a node serving bytes that fail verification: counted against the
+    /// node (`bad_reads`) but not judged; the leader audits the shard, and that judges.
     ReportBadRead {
         /// The node.
         node: NodeId,
-        /// The rule the judgement follows.
-        policy: ReputationPolicy,
-        /// Leader's clock, ms since the epoch.
-        now_ms: u64,
     },
     /// The outcome of a round of audits. Each judgement moves the node's score; a node
     /// below the policy's threshold is disqualified, a vetting node that has passed enough

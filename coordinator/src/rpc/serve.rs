@@ -56,8 +56,6 @@ pub(crate) struct RpcContext {
     pub repairs: Arc<crate::repair::Repairs>,
     /// How long after placement shards may still be committed (half the orphan delay).
     pub commit_within: std::time::Duration,
-    /// How a gateway's report of bad bytes is judged.
-    pub policy: crate::catalog::model::ReputationPolicy,
 }
 
 /// Serves one gateway connection: one request per stream, until the gateway goes away.
@@ -412,18 +410,15 @@ async fn answer(
                 tracing::info!(%node, %shard, gateway = %peer, problem, "ignoring a bad-read report about a shard not placed on that node");
                 return Ok(GatewayResponse::Done);
             }
-            tracing::warn!(%node, %shard, gateway = %peer, problem, "gateway reports a bad shard read");
-            commit(
-                ctx,
-                Command::ReportBadRead {
-                    node,
-                    policy: ctx.policy,
-                    now_ms: now_ms(),
-                },
-            )
-            .await?;
-            // Like a failed audit: the copy is bad whatever becomes of its node.
             let failed = crate::repair::FailedShard { node, bucket, key };
+            if !ctx.repairs.take_report(peer, shard, failed.clone()) {
+                tracing::debug!(%node, %shard, gateway = %peer, "repeated bad-read report ignored");
+                return Ok(GatewayResponse::Done);
+            }
+            tracing::warn!(%node, %shard, gateway = %peer, problem, "gateway reports a bad shard read; auditing it");
+            commit(ctx, Command::ReportBadRead { node }).await?;
+            // The copy is rebuilt elsewhere at once (a second copy costs little; a reader
+            // met a bad one); the node is judged by the audit the report asked for.
             ctx.repairs.report_failed(shard, failed);
             Ok(GatewayResponse::Done)
         }
