@@ -287,6 +287,7 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
     let complete = |parts: Vec<(u32, String)>| GatewayRequest::CompleteUpload {
         upload: id.clone(),
         parts,
+        verified: Vec::new(),
     };
     let both = vec![(1, part_etags[0].clone()), (2, part_etags[1].clone())];
     let (code, _) = gateway.refused(complete(both)).await;

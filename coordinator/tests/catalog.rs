@@ -616,6 +616,7 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
     let complete = |parts: &[(u32, &str)]| Command::CompleteUpload {
         upload: "u1".into(),
         parts: parts.iter().map(|(n, e)| (*n, e.to_string())).collect(),
+        verified: Vec::new(),
         now_ms: 4,
     };
     // Refusals change nothing: every part is still there afterwards.
@@ -783,6 +784,7 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
         Command::CompleteUpload {
             upload: "u1".into(),
             parts: vec![(1, "\"0123456789abcdef0123456789abcdef\"".into())],
+            verified: Vec::new(),
             now_ms: 5,
         },
         5,
@@ -804,6 +806,7 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
         &Command::CompleteUpload {
             upload: "u2".into(),
             parts: vec![(1, "\"ffffffffffffffffffffffffffffffff\"".into())],
+            verified: Vec::new(),
             now_ms: 6,
         },
     );
@@ -958,6 +961,7 @@ fn uploads_expire_by_age_refuse_unreadable_parts_and_go_with_their_bucket() {
     let complete = Command::CompleteUpload {
         upload: "mid".into(),
         parts: vec![(1, etag.into())],
+        verified: Vec::new(),
         now_ms: 8,
     };
     let refused = run(&catalog, &complete);
@@ -993,4 +997,79 @@ fn uploads_expire_by_age_refuse_unreadable_parts_and_go_with_their_bucket() {
     assert!(catalog.parts("abandoned", 0, 10).unwrap().is_empty());
     assert_eq!(catalog.garbage(1000).unwrap().len(), before + 3);
     assert_eq!(catalog.stale_uploads(10_000, 10).unwrap(), vec!["late"]);
+}
+
+/// A completion names the versions of the parts the gateway read back and checked: if a
+/// part was uploaded again meanwhile (even with the same ETag, as an MD5 collision would
+/// give), the completion is refused and changes nothing; with the current versions it
+/// goes through.
+#[test]
+fn a_completion_is_bound_to_the_parts_that_were_checked() {
+    let (_dir, catalog) = open();
+    let n = trio();
+    run(&catalog, &bucket("cache"));
+    register(&catalog, &n);
+    let record = UploadRecord {
+        bucket: "cache".into(),
+        key: "nar/x.nar".into(),
+        initiated_ms: 1,
+        headers: ObjectHeaders::default(),
+        erasure: ErasureProfile {
+            k: 2,
+            m: 1,
+            segment_size: 1 << 20,
+        },
+    };
+    run(
+        &catalog,
+        &Command::CreateUpload {
+            id: "u".into(),
+            upload: record.clone(),
+        },
+    );
+    let etag = "\"0123456789abcdef0123456789abcdef\"";
+    // Each upload of a part masks its segments under a fresh nonce, so its shards differ.
+    let part = |first: u8| {
+        let ObjectBody::Segments { mut segments, .. } = stored(100, n, first).body else {
+            unreachable!()
+        };
+        segments[0].mask = Some(cairn_erasure::SegmentNonce::from_bytes([first; 16]));
+        PartRecord {
+            size: 100,
+            etag: etag.into(),
+            last_modified_ms: 3,
+            segments,
+        }
+    };
+    let put_part = |first: u8| Command::PutPart {
+        upload: "u".into(),
+        number: 1,
+        part: part(first),
+        now_ms: 4,
+    };
+    run(&catalog, &put_part(0));
+    let checked = part(0).as_object(&record).version();
+    // The same number uploaded again from other shards, with the same ETag.
+    run(&catalog, &put_part(40));
+    let complete = |version| Command::CompleteUpload {
+        upload: "u".into(),
+        parts: vec![(1, etag.into())],
+        verified: vec![(1, version)],
+        now_ms: 5,
+    };
+    let refused = run(&catalog, &complete(checked));
+    assert!(
+        matches!(&refused, CommandResult::Refused(CatalogError::InvalidPart(m)) if m.contains("changed after it was checked")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        catalog.parts("u", 0, 10).unwrap().len(),
+        1,
+        "nothing changed"
+    );
+    let current = part(40).as_object(&record).version();
+    assert!(matches!(
+        run(&catalog, &complete(current)),
+        CommandResult::Completed { .. }
+    ));
 }

@@ -17,10 +17,10 @@ use super::model::{
     UploadRecord, validate_bucket_name,
 };
 use super::{
-    ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GATEWAYS, GarbageQueue, INVITES, LOGICAL_BYTES, NODES,
-    OBJECT_COUNT, OBJECTS, PARTS, REQUESTS, REQUESTS_BY_TIME, UPLOADS, UPLOADS_BY_TIME, decode,
-    encode, moved_bytes_counter, moved_shards_counter, object_key, part_key, request_time_key,
-    upload_time_key,
+    ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GATEWAYS, GarbageQueue, INVITES, LOGICAL_BYTES,
+    NODES, OBJECT_COUNT, OBJECTS, PARTS, REQUESTS, REQUESTS_BY_TIME, UPLOADS, UPLOADS_BY_TIME,
+    decode, encode, moved_bytes_counter, moved_shards_counter, object_key, part_key,
+    request_time_key, upload_time_key,
 };
 
 /// Most remembered requests forgotten per [`Command::Once`]: more than one, so the memory
@@ -294,6 +294,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
         Command::CompleteUpload {
             upload,
             parts,
+            verified,
             now_ms,
         } => {
             let Some(record) = read_upload(txn, upload)? else {
@@ -304,7 +305,9 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
                 return refused(err);
             }
             let stored = take_parts(txn, upload)?;
-            let assembled = match assemble(&record, &stored, parts, *now_ms) {
+            let assembled = match assemble(&record, &stored, parts, *now_ms)
+                .and_then(|object| as_checked(&record, &stored, verified).map(|()| object))
+            {
                 Ok(object) => readable_parts(txn, &record, &stored, parts)?.map(|()| object),
                 Err(err) => Err(err),
             };
@@ -639,7 +642,11 @@ fn abort_uploads_of(txn: &WriteTransaction, bucket: &str, now_ms: u64) -> Result
     for (id, record) in open {
         remove_upload(txn, &id, &record)?;
         let parts = take_parts(txn, &id)?;
-        collect_shards(txn, parts.iter().flat_map(|(_, p)| p.segments.iter()), now_ms)?;
+        collect_shards(
+            txn,
+            parts.iter().flat_map(|(_, p)| p.segments.iter()),
+            now_ms,
+        )?;
     }
     Ok(())
 }
@@ -680,6 +687,26 @@ fn take_parts(
         out.push((u32::from_be_bytes(number), decode(v.value())?));
     }
     Ok(out)
+}
+
+/// Each part a gateway checked must still be the version it checked.
+fn as_checked(
+    upload: &UploadRecord,
+    stored: &[(u32, PartRecord)],
+    verified: &[(u32, super::model::ObjectVersion)],
+) -> Result<(), CatalogError> {
+    for (number, version) in verified {
+        let current = stored
+            .iter()
+            .find(|(n, _)| n == number)
+            .map(|(_, part)| part.as_object(upload).version());
+        if current != Some(*version) {
+            return Err(CatalogError::InvalidPart(format!(
+                "part {number} changed after it was checked: complete the upload again"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every listed part must still be readable: each of its segments keeps at least `k`

@@ -128,6 +128,8 @@ pub enum Command {
         upload: String,
         /// Part numbers with the ETags the client expects them to have, ascending.
         parts: Vec<(u32, String)>,
+        /// Parts that must still be the version the gateway checked.
+        verified: Vec<(u32, super::model::ObjectVersion)>,
         /// Leader's clock, ms since the epoch.
         now_ms: u64,
     },

@@ -525,6 +525,23 @@ pub struct PartRecord {
     pub segments: Vec<SegmentRecord>,
 }
 
+impl PartRecord {
+    /// The part seen as an object of its own (how a gateway reads it back to check a NAR
+    /// uploaded in parts); its [`ObjectRecord::version`] names exactly these bytes.
+    pub fn as_object(&self, upload: &UploadRecord) -> ObjectRecord {
+        ObjectRecord {
+            size: self.size,
+            etag: self.etag.clone(),
+            last_modified_ms: self.last_modified_ms,
+            headers: upload.headers.clone(),
+            body: ObjectBody::Segments {
+                erasure: upload.erasure,
+                segments: self.segments.clone(),
+            },
+        }
+    }
+}
+
 /// Smallest part S3 allows except the last one of an upload, in bytes.
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 

@@ -158,6 +158,11 @@ pub enum GatewayRequest {
         upload: String,
         /// Part numbers and expected ETags, ascending.
         parts: Vec<(u32, String)>,
+        /// Parts the gateway read back and checked (a NAR's), with the version it checked
+        /// ([`crate::catalog::model::PartRecord::as_object`]): completion is refused if a
+        /// part is no longer that very version, so what becomes visible is what was
+        /// checked, not merely something with the same MD5.
+        verified: Vec<(u32, crate::catalog::model::ObjectVersion)>,
     },
     /// Abandons an upload.
     AbortUpload {

@@ -213,16 +213,7 @@ async fn answer(
                 })?;
             // A part read as an object of its own; its orders cover every segment at once
             // (a part is at most 5 GiB, so at most a few hundred segments).
-            let object = ObjectRecord {
-                size: part.size,
-                etag: part.etag,
-                last_modified_ms: part.last_modified_ms,
-                headers: record.headers,
-                body: ObjectBody::Segments {
-                    erasure: record.erasure,
-                    segments: part.segments,
-                },
-            };
+            let object = part.as_object(&record);
             let read = object_read(ctx, peer, object, usize::MAX)?;
             Ok(GatewayResponse::Read(Some(Box::new(read))))
         }
@@ -357,11 +348,16 @@ async fn answer(
             .await?;
             Ok(GatewayResponse::Done)
         }
-        GatewayRequest::CompleteUpload { upload, parts } => {
+        GatewayRequest::CompleteUpload {
+            upload,
+            parts,
+            verified,
+        } => {
             let now_ms = now_ms();
             match change(Command::CompleteUpload {
                 upload,
                 parts,
+                verified,
                 now_ms,
             })
             .await?

@@ -125,8 +125,26 @@ pub fn classify_key(key: &str) -> Result<ObjectKind, NixCheckError> {
             hash_part: hash_part.to_string(),
         });
     }
+    let cache_file = key == "nix-cache-info"
+        || key
+            .strip_suffix(".ls")
+            .is_some_and(|hash_part| check_hash_part(hash_part).is_ok())
+        || CACHE_FOLDERS
+            .iter()
+            .any(|folder| key.strip_prefix(folder).is_some_and(|rest| !rest.is_empty()));
+    if !cache_file {
+        return Err(bad(
+            "a binary cache holds only nix-cache-info, <hash>.narinfo, nar/…, <hash>.ls, \
+             log/…, debuginfo/…, realisations/… and build-trace-v2/…"
+                .into(),
+        ));
+    }
     Ok(ObjectKind::Plain)
 }
+
+/// Folders of a binary cache whose files are stored as they come (logs, debug-info links,
+/// realisations in both of Nix's layouts).
+const CACHE_FOLDERS: [&str; 4] = ["log/", "debuginfo/", "realisations/", "build-trace-v2/"];
 
 /// Which hash in a NAR's name the body matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -506,9 +524,20 @@ mod tests {
             "debuginfo/0123456789abcdef0123456789abcdef01234567",
             "realisations/sha256:abc!out.doi",
             "build-trace-v2/x.drv/out.doi",
-            "narx/foo",
         ] {
             assert_eq!(classify_key(plain).unwrap(), ObjectKind::Plain, "{plain}");
+        }
+        // Nothing else belongs in a binary cache: refused by name, not stored unchecked.
+        for stray in [
+            "narx/foo",
+            "index.html",
+            "nix-cache-info.bak",
+            "foo.ls",
+            "log/",
+            "06sgdhf0cy9l42fm8kkja1r089xb4icn",
+        ] {
+            let e = classify_key(stray).unwrap_err();
+            assert!(e.to_string().contains("a binary cache holds only"), "{stray}: {e}");
         }
         for bad in [
             format!("nar/{NAR_HASH}.nar.zstd"),

@@ -3,7 +3,7 @@
 //! a NAR in a nix-cache bucket is first read back and checked against its name), abort,
 //! and the two listings.
 
-use cairn_coordinator::catalog::model::{BucketMode, UploadRecord};
+use cairn_coordinator::catalog::model::{BucketMode, ObjectVersion, UploadRecord};
 use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
 use md5::{Digest, Md5};
 use s3s::dto::*;
@@ -171,20 +171,24 @@ impl Gateway {
             parts.push((number, tag));
         }
         let bucket = self.bucket(&input.bucket).await?;
-        if let Policy::Nar(verifier) = Policy::for_key(&bucket, &input.key)? {
-            self.verify_parts(
-                &input.bucket,
-                &input.key,
-                &input.upload_id,
-                &parts,
-                *verifier,
-            )
-            .await?;
-        }
+        let verified = match Policy::for_key(&bucket, &input.key)? {
+            Policy::Nar(verifier) => {
+                self.verify_parts(
+                    &input.bucket,
+                    &input.key,
+                    &input.upload_id,
+                    &parts,
+                    *verifier,
+                )
+                .await?
+            }
+            _ => Vec::new(),
+        };
         match self
             .change(GatewayRequest::CompleteUpload {
                 upload: input.upload_id,
                 parts,
+                verified,
             })
             .await?
         {
@@ -205,7 +209,8 @@ impl Gateway {
     /// that together they hash to the NAR's name: nothing becomes visible in a nix-cache
     /// bucket unchecked, however it was uploaded. Each part must still be the one listed
     /// (its ETag, and the MD5 of the bytes read, match), so completing what was checked is
-    /// what the coordinator assembles.
+    /// what the coordinator assembles; the versions read are returned, and the coordinator
+    /// completes only from those very parts.
     async fn verify_parts(
         &self,
         bucket: &str,
@@ -213,8 +218,9 @@ impl Gateway {
         upload: &str,
         parts: &[(u32, String)],
         mut verifier: crate::nix::nar::NarVerifier,
-    ) -> S3Result<()> {
+    ) -> S3Result<Vec<(u32, ObjectVersion)>> {
         use futures_util::StreamExt;
+        let mut checked = Vec::with_capacity(parts.len());
         for (number, tag) in parts {
             let read = match self
                 .call(GatewayRequest::ReadPart {
@@ -236,6 +242,7 @@ impl Gateway {
                     read.object.etag
                 ));
             }
+            checked.push((*number, read.object.version()));
             let size = read.object.size;
             let mut md5 = Md5::new();
             if size > 0 {
@@ -266,7 +273,7 @@ impl Gateway {
             }
         }
         verifier.finish().map_err(nix_refusal)?;
-        Ok(())
+        Ok(checked)
     }
 
     pub(crate) async fn op_abort_multipart_upload(
