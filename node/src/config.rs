@@ -34,7 +34,8 @@ pub struct NodeConfig {
     pub org: String,
     /// Site or region of the node (a wider failure domain).
     pub site: String,
-    /// HTTP address for Prometheus metrics at `/metrics`; none disables it.
+    /// HTTP address for Prometheus metrics at `/metrics` and the status page at `/`; none
+    /// disables both.
     pub metrics_listen: Option<SocketAddr>,
     /// Milliseconds between heartbeats to the coordinator.
     pub heartbeat_interval_ms: u64,

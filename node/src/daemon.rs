@@ -108,6 +108,18 @@ pub async fn start_with_conduct(
     metrics.capacity_bytes.set(capacity as i64);
     metrics.stored_bytes.set(store.used() as i64);
     metrics.stored_shards.set(store.shard_count() as i64);
+    metrics.upload_limit.set(config.upload_limit.0 as i64);
+    metrics.download_limit.set(config.download_limit.0 as i64);
+    metrics.start_time.set(metrics::unix_now());
+    metrics
+        .info
+        .with_label_values(&[
+            id.to_string().as_str(),
+            config.org.as_str(),
+            config.site.as_str(),
+            env!("CARGO_PKG_VERSION"),
+        ])
+        .set(1);
 
     let endpoint = server_endpoint(config.listen, &key, &[NODE_ALPN], PeerPolicy::Any)?;
     let quic_addr = endpoint.local_addr()?;

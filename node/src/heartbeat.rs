@@ -11,7 +11,15 @@ use cairn_proto::wire::{
     COORDINATOR_ALPN, CoordinatorRequest, CoordinatorResponse, Heartbeat, read_frame, write_frame,
 };
 
-use crate::metrics::NodeMetrics;
+use crate::metrics::{HeartbeatResult, NodeMetrics};
+
+/// Why one member did not take a heartbeat.
+enum Failure {
+    /// It answered with a refusal: the reason is the coordinator's.
+    Refused(String),
+    /// It could not be reached, or did not answer in time.
+    Unreachable(String),
+}
 
 /// Where and how to send heartbeats.
 pub struct HeartbeatTarget {
@@ -56,19 +64,29 @@ pub async fn run(
         ticker.tick().await;
         let heartbeat = beat();
         let mut sent = false;
+        // What the operator is shown if no member takes it: a refusal says more than a
+        // timeout, so the last refusal wins over the last error.
+        let mut refused: Option<(SocketAddr, String)> = None;
+        let mut unreachable: Option<(SocketAddr, String)> = None;
         for _ in 0..target.coordinators.len() {
             let addr = target.coordinators[next % target.coordinators.len()];
             let attempt = send(&endpoint, &key, &target, addr, &mut conn, &heartbeat);
             let outcome = tokio::time::timeout(target.attempt_limit(), attempt)
                 .await
-                .unwrap_or_else(|_| Err("no answer in time".to_string()));
+                .unwrap_or_else(|_| Err(Failure::Unreachable("no answer in time".to_string())));
             match outcome {
                 Ok(()) => {
                     sent = true;
+                    metrics.record_heartbeat(HeartbeatResult::Ok, &addr.to_string(), "");
                     break;
                 }
-                Err(err) => {
+                Err(failure) => {
+                    let (kind, err) = match failure {
+                        Failure::Refused(err) => (&mut refused, err),
+                        Failure::Unreachable(err) => (&mut unreachable, err),
+                    };
                     tracing::debug!(%addr, %err, "heartbeat failed");
+                    *kind = Some((addr, err));
                     conn = None;
                     next += 1;
                 }
@@ -77,6 +95,21 @@ pub async fn run(
         let result = if sent { "ok" } else { "failed" };
         metrics.heartbeats.with_label_values(&[result]).inc();
         if !sent {
+            match (refused, unreachable) {
+                (Some((addr, reason)), _) => {
+                    metrics.record_heartbeat(HeartbeatResult::Refused, &addr.to_string(), &reason)
+                }
+                (None, Some((addr, reason))) => metrics.record_heartbeat(
+                    HeartbeatResult::Unreachable,
+                    &addr.to_string(),
+                    &reason,
+                ),
+                (None, None) => metrics.record_heartbeat(
+                    HeartbeatResult::Unreachable,
+                    "",
+                    "no coordinator address",
+                ),
+            }
             tracing::warn!(coordinators = ?target.coordinators, "no coordinator took the heartbeat");
             // Start the next round one member later, so a dead member is not always the
             // first tried (and waited for) while the others elect a leader.
@@ -92,7 +125,8 @@ async fn send(
     addr: SocketAddr,
     conn: &mut Option<quinn::Connection>,
     heartbeat: &Heartbeat,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
+    let unreachable = |err: &dyn std::fmt::Display| Failure::Unreachable(err.to_string());
     let live = match conn.take() {
         Some(c) if c.close_reason().is_none() => c,
         _ => connect(
@@ -103,20 +137,22 @@ async fn send(
             COORDINATOR_ALPN,
         )
         .await
-        .map_err(|err| err.to_string())?,
+        .map_err(|err| unreachable(&err))?,
     };
-    let (mut send, mut recv) = live.open_bi().await.map_err(|err| err.to_string())?;
+    let (mut send, mut recv) = live.open_bi().await.map_err(|err| unreachable(&err))?;
     write_frame(&mut send, &CoordinatorRequest::Heartbeat(heartbeat.clone()))
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| unreachable(&err))?;
     let _ = send.finish();
     // Bounded by the caller's attempt limit.
     let response = read_frame::<_, CoordinatorResponse>(&mut recv)
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| unreachable(&err))?;
     *conn = Some(live);
     match response {
         CoordinatorResponse::Ack => Ok(()),
-        CoordinatorResponse::Error { code, message } => Err(format!("refused ({code}): {message}")),
+        CoordinatorResponse::Error { code, message } => {
+            Err(Failure::Refused(format!("{code}: {message}")))
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! [`client`] is the other end of the protocol, used by gateways, the coordinator and tests;
 //! [`daemon`] wires everything together from a [`config::NodeConfig`]. [`conduct`] is the
 //! seam through which chaos tests make the real node lie; production nodes are honest.
+//! [`metrics`] serves Prometheus metrics and, from them, the operator's [`status`] page.
 
 pub mod bandwidth;
 pub mod client;
@@ -17,4 +18,5 @@ pub mod heartbeat;
 pub mod metrics;
 pub mod scrub;
 pub mod server;
+pub mod status;
 pub mod store;

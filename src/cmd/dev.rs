@@ -117,6 +117,9 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
             org: org.clone(),
             site: format!("dev-site-{}", i % 3),
             heartbeat_interval_ms,
+            // Metrics and the node's status page on any free port: nothing records it, so
+            // unlike the QUIC port it need not survive a restart.
+            metrics_listen: Some(SocketAddr::new(args.admin_listen.ip(), 0)),
             ..NodeConfig::default()
         };
         if joined {
@@ -208,6 +211,13 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
         coordinator.admin_addr,
         dir.display()
     );
+    println!("status page: http://{}/", coordinator.admin_addr);
+    let pages: Vec<String> = nodes
+        .iter()
+        .filter_map(|node| node.metrics_addr)
+        .map(|addr| format!("http://{addr}/"))
+        .collect();
+    println!("node pages: {}", pages.join(" "));
     println!();
     println!("Try:");
     println!("  export AWS_ACCESS_KEY_ID={id} AWS_SECRET_ACCESS_KEY={secret}");

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use cairn_node::config::NodeConfig;
 use cairn_proto::bytesize::ByteSize;
 use clap::Args;
@@ -57,7 +58,7 @@ pub struct NodeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     site: Option<String>,
-    /// Address for Prometheus metrics at /metrics [default: off].
+    /// Address for Prometheus metrics at /metrics and the status page at / [default: off].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
@@ -92,18 +93,30 @@ pub struct NodeArgs {
 }
 
 /// What to do instead of running the node.
-#[derive(clap::Subcommand, Clone, Copy)]
+#[derive(clap::Subcommand, Clone)]
 pub enum NodeAction {
     /// Ask the cluster to let this node leave (with the same config it runs with): it
     /// turns draining, its shards are moved to other nodes while it keeps serving them,
     /// and it is gone, holding nothing, once nothing depends on it. Keep it running until
     /// then (`cairn admin nodes` shows what is still placed on it).
     Leave,
+    /// Show what the running node holds and serves, how its audits and heartbeats went:
+    /// read from its metrics listener (`--metrics`, or `metrics_listen` of the config it
+    /// runs with). The same figures are on the listener's page at `/`.
+    Status {
+        /// The node's metrics listener, e.g. http://127.0.0.1:9100 [default: from the
+        /// config's metrics_listen].
+        #[arg(long)]
+        metrics: Option<String>,
+    },
 }
 
 /// Runs a node until Ctrl-C or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config: NodeConfig = super::merge_config(args.config.as_deref(), &args)?;
+    if let Some(NodeAction::Status { metrics }) = &args.action {
+        return status(metrics.as_deref(), &config);
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     if let Some(NodeAction::Leave) = args.action {
         return runtime.block_on(async {
@@ -122,10 +135,63 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         println!("listening on {}", node.quic_addr);
         if let Some(addr) = node.metrics_addr {
             println!("metrics on http://{addr}/metrics");
+            println!("status page on http://{addr}/");
         }
         super::shutdown_signal().await;
         tracing::info!("shutting down");
         node.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+/// `cairn node status`: fetches the node's metrics and prints them as a status.
+fn status(metrics: Option<&str>, config: &NodeConfig) -> anyhow::Result<()> {
+    let base = match metrics {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let addr = config.metrics_listen.with_context(|| {
+                "the node serves no metrics (metrics_listen is not set): pass --metrics URL, \
+                 or --config with the node's config file"
+            })?;
+            anyhow::ensure!(
+                addr.port() != 0,
+                "metrics_listen {addr} picks a free port at start: pass the address the node \
+                 printed (`metrics on …`) as --metrics"
+            );
+            format!("http://{}", reachable(addr))
+        }
+    };
+    let url = format!("{base}/metrics");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let text = agent
+        .get(&url)
+        .call()
+        .with_context(|| format!("cannot read the node's metrics at {url} (is it running?)"))?
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("reading {url}"))?;
+    let status = cairn_node::status::NodeStatus::from_metrics(&text);
+    anyhow::ensure!(
+        status.is_node(),
+        "{url} does not serve a Cairn node's metrics"
+    );
+    print!("{}", status.to_text(cairn_node::metrics::unix_now()));
+    Ok(())
+}
+
+/// Where to reach a listener bound to `addr` from this machine: a wildcard address is
+/// reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
 }

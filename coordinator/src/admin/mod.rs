@@ -1,7 +1,8 @@
-//! The admin HTTP API: JSON under `/v1/`, behind a bearer token; `/health` and `/metrics`
-//! are open. Writes go through Raft on the leader; a follower answers 503 with the
-//! leader's admin address so clients can retry there.
+//! The admin HTTP API: JSON under `/v1/`, behind a bearer token; `/health`, `/metrics` and
+//! the status page `/` are open. Writes go through Raft on the leader; a follower answers
+//! 503 with the leader's admin address so clients can retry there.
 
+mod page;
 pub mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,6 +106,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
         .route("/v1/backup", get(backup))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
+        .route("/", get(page::status_page))
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .merge(api)
@@ -239,6 +241,11 @@ fn member_views(state: &AdminState) -> Vec<MemberView> {
 }
 
 async fn status(State(state): State<AdminState>) -> ApiResult<Json<StatusView>> {
+    status_view(&state).map(Json)
+}
+
+/// The status as this member knows it: `GET /v1/status` and the status page both show it.
+fn status_view(state: &AdminState) -> ApiResult<StatusView> {
     let metrics = state.inner.raft.metrics().borrow().clone();
     let catalog = &state.inner.catalog;
     let stats = catalog.stats().map_err(internal)?;
@@ -248,19 +255,19 @@ async fn status(State(state): State<AdminState>) -> ApiResult<Json<StatusView>> 
             .entry(node.state.as_str().to_string())
             .or_insert(0) += 1;
     }
-    Ok(Json(StatusView {
+    Ok(StatusView {
         member: state.inner.id,
         leader: metrics.current_leader,
         coordinator_key: state.inner.key.to_string(),
         term: metrics.current_term,
         last_applied: metrics.last_applied.map(|id| id.index),
-        members: member_views(&state),
+        members: member_views(state),
         nodes_by_state,
         buckets: catalog.buckets().map_err(internal)?.len() as u64,
         objects: stats.objects,
         logical_bytes: stats.logical_bytes,
-        durability: durability(&state, stats.logical_bytes).map_err(internal)?,
-    }))
+        durability: durability(state, stats.logical_bytes).map_err(internal)?,
+    })
 }
 
 /// The durability view from the latest survey (the leader's) and the committed counters.
@@ -726,7 +733,78 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         "Last log index applied to the catalog.",
         metrics.last_applied.map(|l| l.index).unwrap_or(0),
     );
-    if let Ok(nodes) = state.inner.catalog.nodes() {
+    // Entries still in the log (indexes start at 0): what a restart replays and what grows
+    // until the next snapshot lets openraft purge it.
+    let log_entries = metrics
+        .last_log_index
+        .map_or(0, |last| last + 1)
+        .saturating_sub(metrics.purged.map_or(0, |purged| purged.index + 1));
+    gauge(
+        "cairn_coordinator_raft_log_entries",
+        "Raft log entries held by this member (last log index minus the last purged one).",
+        log_entries,
+    );
+    // Snapshots carry no time, so their age is not knowable across restarts; the index
+    // they cover, against the applied index, says how far behind the latest one is.
+    gauge(
+        "cairn_coordinator_snapshot_log_index",
+        "Log index the latest catalog snapshot covers (0 before the first).",
+        metrics.snapshot.map_or(0, |s| s.index),
+    );
+    let leading = metrics.current_leader == Some(state.inner.id);
+    let view = state.inner.repairs.view();
+    let nodes = state.inner.catalog.nodes().ok();
+    if let Some(nodes) = &nodes {
+        // Per organisation, over the nodes whose shards still count: what placement can use
+        // and (as of the leader's survey) what the catalog places there.
+        let mut capacity: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut stored: BTreeMap<&str, u64> = BTreeMap::new();
+        for node in nodes.iter().filter(|n| n.state.holds_data()) {
+            *capacity.entry(node.org.as_str()).or_default() += node.capacity;
+            if let Some(survey) = &view.survey {
+                *stored.entry(node.org.as_str()).or_default() +=
+                    survey.bytes_by_node.get(&node.id).copied().unwrap_or(0);
+            }
+        }
+        out.push_str(
+            "# HELP cairn_coordinator_org_capacity_bytes Space offered by each organisation's nodes that hold data.\n# TYPE cairn_coordinator_org_capacity_bytes gauge\n",
+        );
+        for (org, bytes) in &capacity {
+            out.push_str(&format!(
+                "cairn_coordinator_org_capacity_bytes{{org=\"{}\"}} {bytes}\n",
+                escape_label(org)
+            ));
+        }
+        if view.survey.is_some() {
+            out.push_str(
+                "# HELP cairn_coordinator_org_stored_bytes Shard bytes the catalog places on each organisation's nodes that hold data, as last surveyed.\n# TYPE cairn_coordinator_org_stored_bytes gauge\n",
+            );
+            for (org, bytes) in &stored {
+                out.push_str(&format!(
+                    "cairn_coordinator_org_stored_bytes{{org=\"{}\"}} {bytes}\n",
+                    escape_label(org)
+                ));
+            }
+        }
+        // Heartbeats reach only the leader; a follower's (empty or stale) memory of them
+        // would read as silence.
+        if leading {
+            out.push_str(
+                "# HELP cairn_coordinator_node_heartbeat_age_seconds Seconds since each node's last heartbeat reached the leader.\n# TYPE cairn_coordinator_node_heartbeat_age_seconds gauge\n",
+            );
+            for node in nodes.iter().filter(|n| n.state != NodeState::Gone) {
+                if let Some((ago, _)) = state.inner.liveness.last(&node.id) {
+                    out.push_str(&format!(
+                        "cairn_coordinator_node_heartbeat_age_seconds{{node=\"{}\",org=\"{}\"}} {:.3}\n",
+                        node.id,
+                        escape_label(&node.org),
+                        ago.as_secs_f64()
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(nodes) = nodes {
         let mut by_state: BTreeMap<&str, u64> = [
             "vetting",
             "active",
@@ -764,8 +842,19 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             ));
         }
     }
-    let view = state.inner.repairs.view();
     if let Some(survey) = &view.survey {
+        if let Ok(model) = loss_model(&state, survey) {
+            // Scientific notation: the figure is often far below 1e-9.
+            let p = model.annual_loss_probability;
+            let value = if p == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{p:e}")
+            };
+            out.push_str(&format!(
+                "# HELP cairn_coordinator_annual_loss_probability Modelled chance of losing data within a year, from node churn, margins and the repair window (as last surveyed).\n# TYPE cairn_coordinator_annual_loss_probability gauge\ncairn_coordinator_annual_loss_probability {value}\n"
+            ));
+        }
         out.push_str(
             "# HELP cairn_coordinator_segments Segments by margin (shards left minus k), as last surveyed.\n# TYPE cairn_coordinator_segments gauge\n",
         );
