@@ -206,7 +206,7 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
     // Read a data shard and the parity shard, decode without data shard 0.
     let mut fetched = Vec::new();
     for index in [1usize, 2] {
-        let order = &read.orders.segments[0][index];
+        let order = read.orders.segments[0][index].as_ref().unwrap();
         let (_, addr, serving) = read
             .nodes
             .iter()

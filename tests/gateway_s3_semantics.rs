@@ -9,7 +9,8 @@
 //! - presigned URL lifetimes, including an expired URL;
 //! - listing details: `delimiter=`, `fetch-owner`, `encoding-type=url`;
 //! - UploadPartCopy, whole and ranged, from percent-encoded sources, and bad ranges;
-//! - DeleteBucket of a bucket whose only contents are abandoned multipart uploads.
+//! - DeleteBucket of a bucket whose only contents are abandoned multipart uploads;
+//! - a long GET across an overwrite (with the same bytes) or a delete of its key.
 //!
 //! Each runs one part of tests/s3/semantics.py (boto3, curl and the aws cli); the expired
 //! presigned URL is made by the AWS SDK for Rust, which can date a URL in the past.
@@ -107,6 +108,11 @@ fn upload_part_copy_copies_whole_and_ranged_sources() {
 #[test]
 fn a_bucket_holding_only_abandoned_uploads_is_deleted_with_them() {
     semantics("delete-bucket");
+}
+
+#[test]
+fn a_read_begun_before_an_overwrite_or_delete_returns_the_version_it_began() {
+    semantics("overwrite-during-read");
 }
 
 #[test]

@@ -512,6 +512,13 @@ impl Catalog {
         Ok(out)
     }
 
+    /// A shard's entry in the garbage queue, if it is queued.
+    pub fn garbage_shard(&self, shard: &ShardId) -> Result<Option<GarbageShard>, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(GARBAGE)?;
+        table.get(shard.0)?.map(|v| decode(v.value())).transpose()
+    }
+
     /// Up to `max` unreferenced shards waiting for deletion.
     pub fn garbage(&self, max: usize) -> Result<Vec<(ShardId, GarbageShard)>, CatalogFault> {
         let txn = self.read()?;

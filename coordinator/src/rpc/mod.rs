@@ -91,6 +91,16 @@ pub enum GatewayRequest {
         /// First segment.
         from: u32,
     },
+    /// Read orders for segments of a version that was replaced or deleted after the read
+    /// began (answered with [`GatewayResponse::ReadOrders`] starting at `first`): orders
+    /// only for shards still in the garbage queue on the node named, which keeps them for
+    /// the garbage delay precisely so that such reads can finish.
+    RetiredOrders {
+        /// The first segment's index, echoed in the answer.
+        first: u32,
+        /// At most [`READ_WINDOW`] segments.
+        segments: Vec<RetiredSegment>,
+    },
     /// One page of a listing.
     List {
         /// Bucket name.
@@ -259,6 +269,7 @@ impl GatewayRequest {
             GatewayRequest::Object { .. } => "object",
             GatewayRequest::Read { .. } => "read",
             GatewayRequest::ReadOrders { .. } => "read_orders",
+            GatewayRequest::RetiredOrders { .. } => "retired_orders",
             GatewayRequest::List { .. } => "list",
             GatewayRequest::Place { .. } => "place",
             GatewayRequest::Put { .. } => "put",
@@ -353,8 +364,19 @@ pub struct ObjectRead {
 pub struct ReadOrders {
     /// The first segment covered.
     pub first: u32,
-    /// Per segment, one order per shard in shard order.
-    pub segments: Vec<Vec<SignedOrder>>,
+    /// Per segment, one order per shard in shard order; `None` where the coordinator has
+    /// none to give (a retired shard already collected), which a reader treats like a shard
+    /// that failed.
+    pub segments: Vec<Vec<Option<SignedOrder>>>,
+}
+
+/// One segment of a version that is no longer current, as the reader's record has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredSegment {
+    /// Length of each of its shards.
+    pub shard_size: u64,
+    /// Its shards, in shard order.
+    pub shards: Vec<crate::catalog::model::ShardRecord>,
 }
 
 /// Which shards of which segment a repair job replaces; the gateway hands it back with

@@ -36,6 +36,8 @@ const MAX_INLINE: usize = 64 << 10;
 const PUT_ORDER_SECS: u64 = 600;
 /// Seconds a read order stays valid.
 const READ_ORDER_SECS: u64 = 300;
+/// Most shards of one segment a reader may ask orders for (a code is at most 255 wide).
+const MAX_SHARDS_PER_SEGMENT: usize = 256;
 /// Most entries of one listing page.
 const MAX_LIST: usize = 1_000;
 
@@ -233,6 +235,9 @@ async fn answer(
             Ok(GatewayResponse::ReadOrders(
                 read_orders(ctx, peer, &object, from, READ_WINDOW as usize).map_err(internal)?,
             ))
+        }
+        GatewayRequest::RetiredOrders { first, segments } => {
+            retired_orders(ctx, peer, first, &segments)
         }
         GatewayRequest::List { bucket, query } => {
             bucket_record(catalog, &bucket)?;
@@ -763,12 +768,54 @@ fn read_orders(
         let orders = segment
             .shards
             .iter()
-            .map(|shard| sign_get(ctx, peer, shard, size))
+            .map(|shard| sign_get(ctx, peer, shard, size).map(Some))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         out.segments.push(orders);
     }
     Ok(out)
+}
+
+/// Orders for the shards of a replaced version that the garbage queue still holds on the
+/// node the reader names (the queue keeps them for the garbage delay so reads in progress
+/// can finish); `None` for the rest.
+fn retired_orders(
+    ctx: &RpcContext,
+    peer: PublicKey,
+    first: u32,
+    segments: &[super::RetiredSegment],
+) -> Answer {
+    if segments.len() > READ_WINDOW as usize
+        || segments
+            .iter()
+            .any(|s| s.shards.len() > MAX_SHARDS_PER_SEGMENT)
+    {
+        return Err(error(
+            RpcCode::InvalidRequest,
+            format!("at most {READ_WINDOW} segments of at most {MAX_SHARDS_PER_SEGMENT} shards"),
+        ));
+    }
+    let mut out = ReadOrders {
+        first,
+        segments: Vec::with_capacity(segments.len()),
+    };
+    for segment in segments {
+        let mut orders = Vec::with_capacity(segment.shards.len());
+        for shard in &segment.shards {
+            let queued = ctx
+                .catalog
+                .garbage_shard(&shard.id)
+                .map_err(internal)?
+                .is_some_and(|entry| entry.node == shard.node);
+            orders.push(if queued {
+                Some(sign_get(ctx, peer, shard, segment.shard_size).map_err(internal)?)
+            } else {
+                None
+            });
+        }
+        out.segments.push(orders);
+    }
+    Ok(GatewayResponse::ReadOrders(out))
 }
 
 pub(super) fn random<const N: usize>() -> Result<[u8; N], getrandom::Error> {

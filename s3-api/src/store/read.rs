@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_coordinator::catalog::model::{ObjectBody, ObjectVersion, SegmentRecord};
 use cairn_coordinator::client::CallError;
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, ObjectRead, ReadOrders};
+use cairn_coordinator::rpc::{
+    GatewayRequest, GatewayResponse, ObjectRead, READ_WINDOW, ReadOrders, RetiredSegment, RpcCode,
+};
 use cairn_erasure::Codec;
 use cairn_node::client::ClientError;
 use cairn_proto::identity::NodeId;
@@ -166,7 +168,7 @@ impl Reader {
             let wanted =
                 range.start.max(span.start) - span.start..range.end.min(span.end) - span.start;
             if !covers(&window, index) {
-                window = self.orders(version, index).await?;
+                window = self.orders(version, segments, &codec, index).await?;
             }
             let orders = window
                 .segments
@@ -181,7 +183,7 @@ impl Reader {
                 Err(failed) => {
                     self.path.degraded_read();
                     // Orders are single-use, and some were spent: fetch fresh ones.
-                    let fresh = self.orders(version, index).await?;
+                    let fresh = self.orders(version, segments, &codec, index).await?;
                     let orders = fresh.segments.first().cloned().unwrap_or_default();
                     self.degraded(
                         &codec,
@@ -232,14 +234,47 @@ impl Reader {
         }
     }
 
-    async fn orders(&self, version: ObjectVersion, from: usize) -> Result<ReadOrders, ReadError> {
+    /// Orders for segments from `from` on of the version being read. If the key holds
+    /// another version by now (or none), the read goes on with the version it began: the
+    /// shards of a replaced version stay on their nodes for the garbage delay, and the
+    /// coordinator signs orders for those still there.
+    async fn orders(
+        &self,
+        version: ObjectVersion,
+        segments: &[SegmentRecord],
+        codec: &Codec,
+        from: usize,
+    ) -> Result<ReadOrders, ReadError> {
         let request = GatewayRequest::ReadOrders {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
             version,
             from: from as u32,
         };
-        match self.path.coordinator.call(&request).await? {
+        let answer = match self.path.coordinator.call(&request).await {
+            Err(CallError::Refused {
+                code: RpcCode::Changed,
+                ..
+            }) => {
+                let window = segments
+                    .iter()
+                    .skip(from)
+                    .take(READ_WINDOW as usize)
+                    .map(|segment| RetiredSegment {
+                        shard_size: codec.shard_len(segment.len),
+                        shards: segment.shards.clone(),
+                    })
+                    .collect();
+                tracing::debug!(bucket = %self.bucket, key = %self.key, from, "the key changed during the read; reading on from the replaced version");
+                let request = GatewayRequest::RetiredOrders {
+                    first: from as u32,
+                    segments: window,
+                };
+                self.path.coordinator.call(&request).await?
+            }
+            answer => answer?,
+        };
+        match answer {
             GatewayResponse::ReadOrders(orders) => Ok(orders),
             other => Err(ReadError::Internal(format!(
                 "coordinator answered read orders with {other:?}"
@@ -253,7 +288,7 @@ impl Reader {
         &self,
         codec: &Codec,
         segment: &SegmentRecord,
-        orders: &[SignedOrder],
+        orders: &[Option<SignedOrder>],
         nodes: &[(NodeId, String, bool)],
         wanted: Range<u64>,
     ) -> Result<Vec<u8>, Vec<usize>> {
@@ -305,14 +340,17 @@ impl Reader {
     async fn fetch(
         &self,
         segment: &SegmentRecord,
-        orders: &[SignedOrder],
+        orders: &[Option<SignedOrder>],
         nodes: &[(NodeId, String, bool)],
         i: usize,
         range: Range<u64>,
         limit: Duration,
     ) -> Result<Vec<u8>, String> {
         let shard = segment.shards.get(i).ok_or("shard index out of range")?;
-        let order = orders.get(i).ok_or("no read order for the shard")?;
+        let order = orders
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or("no read order for the shard")?;
         // The node proves its bytes against the root in the order; the order must be for
         // the very shard of the record being read, or bytes of another version (or of a
         // copy placed since) could pass for it.
@@ -358,7 +396,7 @@ impl Reader {
         codec: &Codec,
         index: usize,
         segment: &SegmentRecord,
-        orders: &[SignedOrder],
+        orders: &[Option<SignedOrder>],
         nodes: &[(NodeId, String, bool)],
         wanted: Range<u64>,
         failed: &[usize],
