@@ -42,6 +42,7 @@ fn put(bucket: &str, key: &str, size: u64, etag: String, body: NewBody) -> Gatew
     GatewayRequest::Put {
         bucket: bucket.into(),
         key: key.into(),
+        condition: None,
         object: NewObject {
             size,
             etag,
@@ -288,6 +289,7 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
         upload: id.clone(),
         parts,
         verified: Vec::new(),
+        condition: None,
     };
     let both = vec![(1, part_etags[0].clone()), (2, part_etags[1].clone())];
     let (code, _) = gateway.refused(complete(both)).await;

@@ -99,6 +99,7 @@ impl Harness {
         let request = GatewayRequest::Put {
             bucket: "data".into(),
             key: key.into(),
+            condition: None,
             object: NewObject {
                 size: written.size,
                 etag: "\"x\"".into(),
@@ -286,6 +287,7 @@ async fn legacy_unmasked_objects_still_read(cluster: &TestCluster, h: &Harness) 
         .call(GatewayRequest::Put {
             bucket: "data".into(),
             key: "legacy".into(),
+            condition: None,
             object: NewObject {
                 size: data.len() as u64,
                 etag: "\"legacy\"".into(),

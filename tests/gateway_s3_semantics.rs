@@ -10,7 +10,9 @@
 //! - listing details: `delimiter=`, `fetch-owner`, `encoding-type=url`;
 //! - UploadPartCopy, whole and ranged, from percent-encoded sources, and bad ranges;
 //! - DeleteBucket of a bucket whose only contents are abandoned multipart uploads;
-//! - a long GET across an overwrite (with the same bytes) or a delete of its key.
+//! - a long GET across an overwrite (with the same bytes) or a delete of its key;
+//! - conditional writes (`If-None-Match: *`, `If-Match`) on PutObject and
+//!   CompleteMultipartUpload.
 //!
 //! Each runs one part of tests/s3/semantics.py (boto3, curl and the aws cli); the expired
 //! presigned URL is made by the AWS SDK for Rust, which can date a URL in the past.
@@ -113,6 +115,11 @@ fn a_bucket_holding_only_abandoned_uploads_is_deleted_with_them() {
 #[test]
 fn a_read_begun_before_an_overwrite_or_delete_returns_the_version_it_began() {
     semantics("overwrite-during-read");
+}
+
+#[test]
+fn conditional_writes_create_only_if_absent_and_replace_only_a_known_etag() {
+    semantics("conditional-writes");
 }
 
 #[test]

@@ -108,6 +108,7 @@ fn put(bucket: &str, key: &str, object: ObjectRecord) -> Command {
         bucket: bucket.into(),
         key: key.into(),
         object,
+        condition: None,
         now_ms: 100,
     }
 }
@@ -617,6 +618,7 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
         upload: "u1".into(),
         parts: parts.iter().map(|(n, e)| (*n, e.to_string())).collect(),
         verified: Vec::new(),
+        condition: None,
         now_ms: 4,
     };
     // Refusals change nothing: every part is still there afterwards.
@@ -785,6 +787,7 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
             upload: "u1".into(),
             parts: vec![(1, "\"0123456789abcdef0123456789abcdef\"".into())],
             verified: Vec::new(),
+            condition: None,
             now_ms: 5,
         },
         5,
@@ -807,6 +810,7 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
             upload: "u2".into(),
             parts: vec![(1, "\"ffffffffffffffffffffffffffffffff\"".into())],
             verified: Vec::new(),
+            condition: None,
             now_ms: 6,
         },
     );
@@ -962,6 +966,7 @@ fn uploads_expire_by_age_refuse_unreadable_parts_and_go_with_their_bucket() {
         upload: "mid".into(),
         parts: vec![(1, etag.into())],
         verified: Vec::new(),
+        condition: None,
         now_ms: 8,
     };
     let refused = run(&catalog, &complete);
@@ -1055,6 +1060,7 @@ fn a_completion_is_bound_to_the_parts_that_were_checked() {
         upload: "u".into(),
         parts: vec![(1, etag.into())],
         verified: vec![(1, version)],
+        condition: None,
         now_ms: 5,
     };
     let refused = run(&catalog, &complete(checked));
@@ -1071,5 +1077,52 @@ fn a_completion_is_bound_to_the_parts_that_were_checked() {
     assert!(matches!(
         run(&catalog, &complete(current)),
         CommandResult::Completed { .. }
+    ));
+}
+
+/// Conditional writes are decided in the same step that writes: `Absent` refuses an
+/// existing key, `ETag` refuses another version and names a missing key, and a refused
+/// completion keeps its parts.
+#[test]
+fn conditional_writes_are_checked_where_they_are_applied() {
+    let (_dir, catalog) = open();
+    let n = trio();
+    run(&catalog, &bucket("cache"));
+    register(&catalog, &n);
+    let put_if = |key: &str, first: u8, condition| Command::PutObject {
+        bucket: "cache".into(),
+        key: key.into(),
+        object: stored(10, n, first),
+        condition: Some(condition),
+        now_ms: 100,
+    };
+    assert_eq!(
+        run(&catalog, &put_if("nar", 0, catalog::WriteCondition::Absent)),
+        CommandResult::Object { existed: false }
+    );
+    assert!(matches!(
+        run(
+            &catalog,
+            &put_if("nar", 10, catalog::WriteCondition::Absent)
+        ),
+        CommandResult::Refused(CatalogError::PreconditionFailed(_))
+    ));
+    assert!(
+        catalog.garbage(100).unwrap().is_empty(),
+        "the refused write changed nothing"
+    );
+    let wrong = catalog::WriteCondition::ETag("\"other\"".into());
+    assert!(matches!(
+        run(&catalog, &put_if("nar", 10, wrong)),
+        CommandResult::Refused(CatalogError::PreconditionFailed(_))
+    ));
+    let current = catalog::WriteCondition::ETag("e".into());
+    assert_eq!(
+        run(&catalog, &put_if("nar", 10, current.clone())),
+        CommandResult::Object { existed: true }
+    );
+    assert!(matches!(
+        run(&catalog, &put_if("missing", 20, current)),
+        CommandResult::Refused(CatalogError::NoSuchKey(_))
     ));
 }

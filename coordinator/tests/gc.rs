@@ -207,6 +207,7 @@ impl Model {
                     bucket: "bkt".into(),
                     key: Self::key(*key),
                     object,
+                    condition: None,
                     now_ms: self.now,
                 });
                 assert!(!matches!(result, CommandResult::Refused(_)), "{result:?}");

@@ -22,6 +22,7 @@ pub(crate) fn from_call(err: CallError) -> S3Error {
                 RpcCode::EntityTooSmall => S3ErrorCode::EntityTooSmall,
                 RpcCode::InvalidRequest => S3ErrorCode::InvalidRequest,
                 RpcCode::NotEnoughNodes | RpcCode::Changed => S3ErrorCode::ServiceUnavailable,
+                RpcCode::PreconditionFailed => S3ErrorCode::PreconditionFailed,
                 RpcCode::Forbidden => {
                     tracing::error!(%message, "the coordinator does not know this gateway's key");
                     S3ErrorCode::InternalError

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use cairn_coordinator::catalog::WriteCondition;
 use cairn_coordinator::catalog::model::{Bucket, ObjectHeaders, ObjectRecord};
 use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewObject};
 use s3s::dto::*;
@@ -62,7 +63,8 @@ impl Gateway {
     }
 
     /// Makes a written body visible as `bucket`/`key` with the given ETag (hex) and
-    /// headers: the one commit every upload path ends in.
+    /// headers, if the key holds what `condition` demands: the one commit every upload path
+    /// ends in.
     pub(crate) async fn commit_object(
         &self,
         bucket: String,
@@ -70,6 +72,7 @@ impl Gateway {
         written: Written,
         tag: &str,
         headers: ObjectHeaders,
+        condition: Option<WriteCondition>,
     ) -> S3Result<()> {
         let object = NewObject {
             size: written.size,
@@ -82,6 +85,7 @@ impl Gateway {
                 bucket,
                 key,
                 object,
+                condition,
             })
             .await?
         {

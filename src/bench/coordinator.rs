@@ -173,6 +173,7 @@ async fn commit_rate(
                     bucket: "bench".into(),
                     key: format!("{n:032x}.narinfo"),
                     object: inline_object(&body),
+                    condition: None,
                     now_ms: 1,
                 };
                 let response = raft.client_write(command).await?;
@@ -216,6 +217,7 @@ fn catalog_cost(dir: &std::path::Path, objects: u64, body: usize) -> anyhow::Res
                 bucket: "bench".into(),
                 key: format!("{n:032x}.narinfo"),
                 object: inline_object(&body),
+                condition: None,
                 now_ms: 1,
             };
             catalog::apply(&txn, &command)?;

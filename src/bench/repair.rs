@@ -701,6 +701,7 @@ async fn put_object(
     let request = GatewayRequest::Put {
         bucket: BUCKET.into(),
         key: object.key.clone(),
+        condition: None,
         object: NewObject {
             size: object.size,
             etag: format!("\"{}\"", &hasher.finalize().to_hex()[..32]),

@@ -556,9 +556,50 @@ def overwrite_during_read():
     check("a read begun before a delete finishes too", first + rest == new)
 
 
+def conditional_writes():
+    """If-None-Match: * and If-Match on PutObject and CompleteMultipartUpload: 412 when the
+    condition does not hold (nothing is written), 404 for If-Match on a missing key."""
+    first = s3.put_object(Bucket=BUCKET, Key="nar", Body=b"first", IfNoneMatch="*")
+    check("If-None-Match: * creates an absent key", "ETag" in first)
+    status, code, _ = refusal(lambda: s3.put_object(Bucket=BUCKET, Key="nar", Body=b"second",
+                                                    IfNoneMatch="*"))
+    check("If-None-Match: * never overwrites", (status, code) == (412, "PreconditionFailed"),
+          (status, code))
+    check("the first body stays",
+          s3.get_object(Bucket=BUCKET, Key="nar")["Body"].read() == b"first")
+    status, code, _ = refusal(lambda: s3.put_object(Bucket=BUCKET, Key="nar", Body=b"third",
+                                                    IfMatch='"0123456789abcdef0123456789abcdef"'))
+    check("If-Match with another ETag is refused", (status, code) == (412, "PreconditionFailed"),
+          (status, code))
+    s3.put_object(Bucket=BUCKET, Key="nar", Body=b"fourth", IfMatch=first["ETag"])
+    check("If-Match with the current ETag writes",
+          s3.get_object(Bucket=BUCKET, Key="nar")["Body"].read() == b"fourth")
+    status, code, _ = refusal(lambda: s3.put_object(Bucket=BUCKET, Key="absent", Body=b"x",
+                                                    IfMatch=first["ETag"]))
+    check("If-Match on a missing key answers NoSuchKey", (status, code) == (404, "NoSuchKey"),
+          (status, code))
+    # Multipart: the condition is checked at completion, and a refusal keeps the upload.
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="nar")["UploadId"]
+    part = s3.upload_part(Bucket=BUCKET, Key="nar", UploadId=upload, PartNumber=1,
+                          Body=data(1000, "part"))
+    parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    status, code, _ = refusal(lambda: s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="nar", UploadId=upload, MultipartUpload=parts, IfNoneMatch="*"))
+    check("a completion with If-None-Match: * over an existing key is refused",
+          (status, code) == (412, "PreconditionFailed"), (status, code))
+    listed = s3.list_parts(Bucket=BUCKET, Key="nar", UploadId=upload)["Parts"]
+    check("the refused completion kept its part", len(listed) == 1, listed)
+    s3.delete_object(Bucket=BUCKET, Key="nar")
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="nar", UploadId=upload,
+                                 MultipartUpload=parts, IfNoneMatch="*")
+    check("once the key is gone the completion goes through",
+          s3.get_object(Bucket=BUCKET, Key="nar")["Body"].read() == data(1000, "part"))
+
+
 PARTS = {"errors": errors, "bodies": bodies, "headers": headers, "presigned": presigned,
          "listing": listing, "copy": copy, "delete-bucket": delete_bucket,
-         "overwrite-during-read": overwrite_during_read}
+         "overwrite-during-read": overwrite_during_read,
+         "conditional-writes": conditional_writes}
 
 if __name__ == "__main__":
     part = sys.argv[1]

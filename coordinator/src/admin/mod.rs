@@ -198,7 +198,9 @@ fn refusal(err: CatalogError) -> ApiError {
         | CatalogError::NoSuchAccessKey(_)
         | CatalogError::NoSuchNode(_)
         | CatalogError::NoSuchGateway(_)
-        | CatalogError::NoSuchUpload(_) => StatusCode::NOT_FOUND,
+        | CatalogError::NoSuchUpload(_)
+        | CatalogError::NoSuchKey(_) => StatusCode::NOT_FOUND,
+        CatalogError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
         CatalogError::BucketExists(_)
         | CatalogError::AccessKeyExists(_)
         | CatalogError::BucketNotEmpty(_)

@@ -9,7 +9,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::command::{
     CatalogError, Command, CommandResult, MoveReason, REQUEST_MEMORY_MS, RequestId,
-    ShardReplacement,
+    ShardReplacement, WriteCondition,
 };
 use super::model::{
     ErasureProfile, GarbageShard, Invite, MAX_PART_NUMBER, MIN_PART_SIZE, NodeRecord, NodeState,
@@ -196,9 +196,13 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             bucket,
             key,
             object,
+            condition,
             now_ms,
         } => {
             if let Some(err) = check_object_target(txn, bucket, key)? {
+                return refused(err);
+            }
+            if let Some(err) = check_condition(txn, bucket, key, condition.as_ref())? {
                 return refused(err);
             }
             if let Some(err) = check_body(txn, object)? {
@@ -295,6 +299,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             upload,
             parts,
             verified,
+            condition,
             now_ms,
         } => {
             let Some(record) = read_upload(txn, upload)? else {
@@ -302,6 +307,10 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             };
             // Checked before the parts are taken: a refusal must change nothing.
             if let Some(err) = check_object_target(txn, &record.bucket, &record.key)? {
+                return refused(err);
+            }
+            let target = (&record.bucket, &record.key);
+            if let Some(err) = check_condition(txn, target.0, target.1, condition.as_ref())? {
                 return refused(err);
             }
             let stored = take_parts(txn, upload)?;
@@ -904,6 +913,38 @@ fn read_node(
         .get(*id.as_bytes())?
         .map(|v| decode(v.value()))
         .transpose()
+}
+
+/// Whether the key holds what a conditional write demands.
+fn check_condition(
+    txn: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    condition: Option<&WriteCondition>,
+) -> Result<Option<CatalogError>, CatalogFault> {
+    let Some(condition) = condition else {
+        return Ok(None);
+    };
+    let current: Option<ObjectRecord> = txn
+        .open_table(OBJECTS)?
+        .get(object_key(bucket, key).as_slice())?
+        .map(|v| decode(v.value()))
+        .transpose()?;
+    Ok(match (condition, current) {
+        (WriteCondition::Absent, None) => None,
+        (WriteCondition::Absent, Some(_)) => Some(CatalogError::PreconditionFailed(format!(
+            "{bucket}/{key} exists (If-None-Match: *)"
+        ))),
+        (WriteCondition::ETag(_), None) => Some(CatalogError::NoSuchKey(format!("{bucket}/{key}"))),
+        (WriteCondition::ETag(wanted), Some(object)) => {
+            (normalise_etag(wanted) != normalise_etag(&object.etag)).then(|| {
+                CatalogError::PreconditionFailed(format!(
+                    "{bucket}/{key} has ETag {}, not {wanted} (If-Match)",
+                    object.etag
+                ))
+            })
+        }
+    })
 }
 
 /// The bucket must exist and the key be a valid S3 key.

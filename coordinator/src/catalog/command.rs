@@ -80,6 +80,8 @@ pub enum Command {
         key: String,
         /// The object, with receipts already checked by the leader.
         object: ObjectRecord,
+        /// What the key must hold for the write to happen (S3's conditional writes).
+        condition: Option<WriteCondition>,
         /// Leader's clock when committed, ms since the epoch.
         now_ms: u64,
     },
@@ -130,6 +132,8 @@ pub enum Command {
         parts: Vec<(u32, String)>,
         /// Parts that must still be the version the gateway checked.
         verified: Vec<(u32, super::model::ObjectVersion)>,
+        /// What the key must hold for the completion to happen.
+        condition: Option<WriteCondition>,
         /// Leader's clock, ms since the epoch.
         now_ms: u64,
     },
@@ -244,6 +248,17 @@ impl std::fmt::Display for RequestId {
         }
         Ok(())
     }
+}
+
+/// S3's conditional writes: what the key must hold when the write is applied, checked in
+/// the same step that writes, so two uploaders racing for one key cannot both win.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteCondition {
+    /// `If-None-Match: *`: only if the key holds no object (a cache uploader's way to never
+    /// overwrite a NAR).
+    Absent,
+    /// `If-Match: <etag>`: only if the key holds an object with this ETag (quoted).
+    ETag(String),
 }
 
 /// One shard of a segment pointed at a new copy.
@@ -400,6 +415,12 @@ pub enum CatalogError {
         /// The minimum.
         min: u64,
     },
+    /// A conditional write's condition does not hold.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// A conditional write names an object that does not exist.
+    #[error("no such key: {0}")]
+    NoSuchKey(String),
     /// The object changed since the replacement was prepared (another version, or the
     /// shard was replaced already).
     #[error("stale replacement: {0}")]

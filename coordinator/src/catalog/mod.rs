@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 pub use apply::apply;
 pub use command::{
     CatalogError, Command, CommandResult, MoveReason, REQUEST_MEMORY_MS, RequestId,
-    ShardReplacement,
+    ShardReplacement, WriteCondition,
 };
 use model::{
     AccessKey, Bucket, GarbageShard, GatewayRecord, Invite, NodeRecord, ObjectRecord, PartRecord,

@@ -24,10 +24,22 @@ pub use receipts::{ReceiptError, ShardProblem, verify_segments, verify_shard};
 /// ALPN of the gateway RPC.
 pub const GATEWAY_ALPN: &[u8] = b"cairn-gateway/1";
 
-/// Largest RPC frame. Commits of very large objects carry an order and a receipt per shard
-/// (about 350 bytes each, 16 per 64 MiB segment), so this allows objects of tens of GiB;
-/// the sender is an authenticated, registered gateway.
+/// Largest RPC frame, and so largest response (a part's read orders, a listing page, a
+/// repair job); the sender of responses is the coordinator. Requests have their own,
+/// smaller limit, [`MAX_RPC_REQUEST`].
 pub const MAX_RPC_FRAME: u32 = 16 << 20;
+
+/// Largest request frame the coordinator reads from a registered gateway.
+///
+/// Requests are small except [`GatewayRequest::Put`] and [`GatewayRequest::PutPart`], which
+/// carry a put order and a receipt per shard. Encoded, an order is at most 207 bytes and a
+/// receipt at most 174, so a stored shard costs at most 381 bytes and a segment of the
+/// production 10 + 6 code about 6.1 KiB (16 × 381, its length, a count and the mask
+/// nonce). The largest body one S3 request carries is 5 GiB (a PUT or a part): 80 segments
+/// of 64 MiB, about 490 KiB. 4 MiB holds over 680 such segments: 5 GiB in segments down
+/// to 7.5 MiB, or 5 GiB in 64 MiB segments of a code up to 128 shards wide, besides the
+/// key, headers and metadata (a few KiB at most).
+pub const MAX_RPC_REQUEST: u32 = 4 << 20;
 
 /// Segments whose read orders one [`GatewayResponse::Read`] carries; a gateway streaming a
 /// longer object asks for the next window with [`GatewayRequest::ReadOrders`].
@@ -127,6 +139,8 @@ pub enum GatewayRequest {
         key: String,
         /// The object, with the proof of where its shards are.
         object: NewObject,
+        /// What the key must hold for the write to happen (`If-None-Match: *`, `If-Match`).
+        condition: Option<crate::catalog::WriteCondition>,
     },
     /// Deletes an object (deleting a missing key succeeds, as in S3).
     Delete {
@@ -173,6 +187,8 @@ pub enum GatewayRequest {
         /// part is no longer that very version, so what becomes visible is what was
         /// checked, not merely something with the same MD5.
         verified: Vec<(u32, crate::catalog::model::ObjectVersion)>,
+        /// What the key must hold for the completion to happen.
+        condition: Option<crate::catalog::WriteCondition>,
     },
     /// Abandons an upload.
     AbortUpload {
@@ -508,6 +524,8 @@ pub enum RpcCode {
     NotEnoughNodes,
     /// The object changed while it was being read.
     Changed,
+    /// A conditional write's condition does not hold.
+    PreconditionFailed,
     /// Something failed on the coordinator's side; retrying may help.
     Internal,
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_erasure::Codec;
 use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
@@ -14,8 +15,8 @@ use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 
 use super::{
-    GatewayRequest, GatewayResponse, MAX_RPC_FRAME, NewBody, NewObject, NewSegment, ObjectRead,
-    PlacedShard, READ_WINDOW, ReadOrders, RpcCode, verify_segments,
+    GatewayRequest, GatewayResponse, MAX_RPC_FRAME, MAX_RPC_REQUEST, NewBody, NewObject,
+    NewSegment, ObjectRead, PlacedShard, READ_WINDOW, ReadOrders, RpcCode, verify_segments,
 };
 use crate::catalog::model::{
     Bucket, BucketMode, ErasureProfile, NodeRecord, NodeState, ObjectBody, ObjectRecord,
@@ -60,16 +61,45 @@ pub(crate) struct RpcContext {
     pub commit_within: std::time::Duration,
 }
 
+/// How long a gateway may take to send one request once its stream is open. A gateway's
+/// client gives up on an exchange after 10 s ([`crate::client::CoordinatorClient`]), so a
+/// request still arriving after that has no one waiting for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a key that is not a registered gateway has to open the stream its refusal is
+/// written on, and then to acknowledge it, before its connection is closed regardless.
+const STRANGER_GRACE: Duration = Duration::from_secs(2);
+/// QUIC application close code for a connection from a key that is not a registered
+/// gateway.
+const NOT_REGISTERED: u32 = 3;
+
 /// Serves one gateway connection: one request per stream, until the gateway goes away.
+///
+/// The peer's registration is checked as the connection arrives, before any stream is
+/// read: a key that is not a registered gateway gets one refusal, written without reading
+/// a byte of what it sent, and its connection is closed (see [`refuse_stranger`]). A
+/// registered gateway's requests are each read within [`REQUEST_TIMEOUT`] and under
+/// [`MAX_RPC_REQUEST`] bytes, and each is checked against the registry again
+/// ([`handle`]), so removing a gateway takes effect on its open connections too.
 pub(crate) async fn serve_gateway(conn: quinn::Connection, peer: PublicKey, ctx: RpcContext) {
+    match ctx.catalog.gateway(&peer) {
+        Ok(Some(_)) => {}
+        Ok(None) => return refuse_stranger(conn, peer).await,
+        Err(err) => {
+            tracing::warn!(gateway = %peer, %err, "cannot check a gateway's registration");
+            conn.close(
+                NOT_REGISTERED.into(),
+                b"cannot check registration; try again",
+            );
+            return;
+        }
+    }
     tracing::debug!(gateway = %peer, remote = %conn.remote_address(), "gateway connected");
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let response = match read_frame_within::<_, GatewayRequest>(&mut recv, MAX_RPC_FRAME)
-                .await
-            {
-                Ok(request) => {
+            let read = read_frame_within::<_, GatewayRequest>(&mut recv, MAX_RPC_REQUEST);
+            let response = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+                Ok(Ok(request)) => {
                     let op = request.name();
                     let response = handle(&ctx, peer, request).await;
                     if let GatewayResponse::Error { code, message } = &response {
@@ -77,16 +107,45 @@ pub(crate) async fn serve_gateway(conn: quinn::Connection, peer: PublicKey, ctx:
                     }
                     response
                 }
-                Err(WireError::Closed) => return,
-                Err(err) => error(
+                Ok(Err(WireError::Closed)) => return,
+                Ok(Err(err)) => error(
                     RpcCode::InvalidRequest,
                     format!("unreadable request: {err}"),
+                ),
+                Err(_) => error(
+                    RpcCode::InvalidRequest,
+                    format!("no complete request within {REQUEST_TIMEOUT:?}"),
                 ),
             };
             let _ = write_frame_within(&mut send, &response, MAX_RPC_FRAME).await;
             let _ = send.finish();
         });
     }
+}
+
+/// Answers a key that is not a registered gateway: its first stream gets
+/// [`RpcCode::Forbidden`] (so a gateway not yet added says so in its logs) without a byte
+/// of the stream being read, then the connection is closed. Whatever else it opened or
+/// sent is never read: QUIC flow control bounds what is buffered meanwhile, and the close
+/// frees it.
+async fn refuse_stranger(conn: quinn::Connection, peer: PublicKey) {
+    tracing::debug!(%peer, remote = %conn.remote_address(), "gateway RPC from a key that is not a registered gateway");
+    let refusal = error(
+        RpcCode::Forbidden,
+        format!("{peer} is not a registered gateway (cairn admin gateway add)"),
+    );
+    let answered = async {
+        // `recv` is held, unread, until the answer is acknowledged: dropping it would ask
+        // the peer to stop sending, which may fail its write before it reads the answer.
+        let (mut send, _recv) = conn.accept_bi().await.ok()?;
+        write_frame_within(&mut send, &refusal, MAX_RPC_FRAME)
+            .await
+            .ok()?;
+        send.finish().ok()?;
+        send.stopped().await.ok()
+    };
+    let _ = tokio::time::timeout(STRANGER_GRACE, answered).await;
+    conn.close(NOT_REGISTERED.into(), b"not a registered gateway");
 }
 
 pub(super) fn error(code: RpcCode, message: impl Into<String>) -> GatewayResponse {
@@ -275,6 +334,7 @@ async fn answer(
             bucket,
             key,
             object,
+            condition,
         } => {
             let record = bucket_record(catalog, &bucket)?;
             let object = new_object(ctx, peer, &record, object)?;
@@ -283,6 +343,7 @@ async fn answer(
                 bucket,
                 key,
                 object,
+                condition,
                 now_ms,
             })
             .await?;
@@ -357,12 +418,14 @@ async fn answer(
             upload,
             parts,
             verified,
+            condition,
         } => {
             let now_ms = now_ms();
             match change(Command::CompleteUpload {
                 upload,
                 parts,
                 verified,
+                condition,
                 now_ms,
             })
             .await?
@@ -490,6 +553,8 @@ fn refusal(err: CatalogError) -> GatewayResponse {
     let code = match &err {
         CatalogError::NoSuchBucket(_) => RpcCode::NoSuchBucket,
         CatalogError::NoSuchUpload(_) => RpcCode::NoSuchUpload,
+        CatalogError::NoSuchKey(_) => RpcCode::NoSuchKey,
+        CatalogError::PreconditionFailed(_) => RpcCode::PreconditionFailed,
         CatalogError::BucketExists(_) => RpcCode::BucketExists,
         CatalogError::BucketNotEmpty(_) => RpcCode::BucketNotEmpty,
         CatalogError::InvalidPart(_) => RpcCode::InvalidPart,

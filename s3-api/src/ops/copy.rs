@@ -200,7 +200,7 @@ impl Gateway {
             hex(&md5.finalize())
         };
         let modified = std::time::SystemTime::now();
-        self.commit_object(input.bucket, input.key, written, &tag, headers)
+        self.commit_object(input.bucket, input.key, written, &tag, headers, None)
             .await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {

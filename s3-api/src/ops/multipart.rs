@@ -170,6 +170,7 @@ impl Gateway {
                 .ok_or_else(|| s3s::s3_error!(InvalidPart, "part {number} has no ETag"))?;
             parts.push((number, tag));
         }
+        let condition = crate::ops::put::write_condition(&req.headers)?;
         let bucket = self.bucket(&input.bucket).await?;
         let verified = match Policy::for_key(&bucket, &input.key)? {
             Policy::Nar(verifier) => {
@@ -189,6 +190,7 @@ impl Gateway {
                 upload: input.upload_id,
                 parts,
                 verified,
+                condition,
             })
             .await?
         {

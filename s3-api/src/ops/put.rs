@@ -1,6 +1,8 @@
 //! PutObject: the upload path, with the checks a bucket's mode asks for.
 
+use cairn_coordinator::catalog::WriteCondition;
 use cairn_coordinator::catalog::model::{Bucket, BucketMode};
+use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
@@ -9,7 +11,7 @@ use crate::errors::from_write;
 use crate::nix::keys::{TrustedKey, verify_narinfo};
 use crate::nix::nar::{NarVerifier, ObjectKind, classify_key};
 use crate::request::upload_body;
-use crate::service::{Gateway, etag, object_headers};
+use crate::service::{Gateway, etag, object_headers, quoted};
 use crate::store::write_body;
 
 /// Largest narinfo accepted: real ones are 1–2 KiB; the bound keeps the buffer small.
@@ -84,6 +86,37 @@ impl Policy {
     }
 }
 
+/// The condition of a conditional write, from `If-None-Match` (only `*`, as S3 allows on
+/// writes) and `If-Match` (an ETag); both at once is refused.
+pub(crate) fn write_condition(headers: &http::HeaderMap) -> S3Result<Option<WriteCondition>> {
+    let text = |name: &str| -> S3Result<Option<String>> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str().map(|s| s.trim().to_string()).map_err(|_| {
+                    S3Error::with_message(
+                        S3ErrorCode::InvalidArgument,
+                        format!("{name} is not valid text"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    match (text("if-none-match")?, text("if-match")?) {
+        (None, None) => Ok(None),
+        (Some(star), None) if star == "*" => Ok(Some(WriteCondition::Absent)),
+        (Some(other), None) => Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            format!("If-None-Match on a write takes only *, not {other}"),
+        )),
+        (None, Some(etag)) => Ok(Some(WriteCondition::ETag(quoted(etag.trim_matches('"'))))),
+        (Some(_), Some(_)) => Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "If-None-Match and If-Match together on one write",
+        )),
+    }
+}
+
 /// A failed Nix check: 403, with the check that failed in the message.
 pub(crate) fn nix_refusal(err: crate::nix::NixCheckError) -> S3Error {
     S3Error::with_message(S3ErrorCode::AccessDenied, format!("nix-cache: {err}"))
@@ -95,12 +128,29 @@ impl Gateway {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
+        let condition = write_condition(&req.headers)?;
         let mut checks = BodyChecks::new(
             &req.headers,
             req.trailing_headers,
             input.content_md5.as_deref(),
         )?;
         let bucket = self.bucket(&input.bucket).await?;
+        if condition == Some(WriteCondition::Absent) {
+            // Refused before the body is stored: a cache uploader sends If-None-Match: *
+            // precisely to skip what exists. The commit checks again, atomically.
+            let exists = self
+                .call(GatewayRequest::Object {
+                    bucket: input.bucket.clone(),
+                    key: input.key.clone(),
+                })
+                .await?;
+            if matches!(exists, GatewayResponse::Object(Some(_))) {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::PreconditionFailed,
+                    format!("{}/{} exists (If-None-Match: *)", input.bucket, input.key),
+                ));
+            }
+        }
         let mut policy = Policy::for_key(&bucket, &input.key)?;
         let written = write_body(
             &self.path,
@@ -123,7 +173,7 @@ impl Gateway {
             input.cache_control,
             input.metadata,
         );
-        self.commit_object(input.bucket, input.key, written, &tag, headers)
+        self.commit_object(input.bucket, input.key, written, &tag, headers, condition)
             .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&tag)),
