@@ -63,8 +63,11 @@ pub enum ReceiptError {
 /// Per shard: the order verifies against `coordinator`, was issued to `gateway`, and is a
 /// put; the receipt verifies against the key of the node it names, which is the order's
 /// node; both agree on shard id, root, size and serial; the size is what the code gives for
-/// the segment's length. Per segment: `k + m` shards on distinct nodes. Across segments:
-/// no shard id twice. `node` looks a node up in the catalog.
+/// the segment's length; the node is registered. Per segment: `k + m` shards on distinct
+/// nodes, at least `k` of them on nodes that still hold data. A node disqualified or lost
+/// between placement and commit does not fail the upload (its shard is recorded and the
+/// survey counts it lost, so repair rebuilds it); only a segment that could not be read
+/// is refused. Across segments: no shard id twice. `node` looks a node up in the catalog.
 pub fn verify_segments(
     coordinator: &PublicKey,
     gateway: &PublicKey,
@@ -103,9 +106,22 @@ pub fn verify_segments(
         let shard_len = codec.shard_len(segment.len);
         let mut nodes = HashSet::new();
         let mut shards = Vec::with_capacity(width);
+        let mut healthy = 0;
+        let mut unhealthy = None;
         for (i, stored) in segment.shards.iter().enumerate() {
-            let record = verify_shard(coordinator, gateway, stored, shard_len, &node)
+            let record = verify_receipt(coordinator, gateway, stored, shard_len)
                 .map_err(|problem| problem.at(si, i))?;
+            match node(&record.node) {
+                None => {
+                    return Err(
+                        ShardProblem::Node(record.node, "is not registered".into()).at(si, i)
+                    );
+                }
+                Some(known) if known.state.holds_data() => healthy += 1,
+                Some(known) => {
+                    unhealthy.get_or_insert((i, record.node, known.state.as_str()));
+                }
+            }
             if !nodes.insert(record.node) {
                 return Err(ReceiptError::Node {
                     segment: si,
@@ -122,6 +138,19 @@ pub fn verify_segments(
                 });
             }
             shards.push(record);
+        }
+        if healthy < usize::from(erasure.k)
+            && let Some((i, node, state)) = unhealthy
+        {
+            return Err(ShardProblem::Node(
+                node,
+                format!(
+                    "is {state}: only {healthy} of the segment's shards are on nodes that \
+                     hold data, {} needed",
+                    erasure.k
+                ),
+            )
+            .at(si, i));
         }
         out.push(SegmentRecord {
             len: segment.len,
@@ -178,6 +207,24 @@ pub fn verify_shard(
     shard_len: u64,
     node: impl Fn(&NodeId) -> Option<NodeRecord>,
 ) -> Result<ShardRecord, ShardProblem> {
+    let record = verify_receipt(coordinator, gateway, stored, shard_len)?;
+    match node(&record.node) {
+        None => Err(ShardProblem::Node(record.node, "is not registered".into())),
+        Some(known) if !known.state.holds_data() => Err(ShardProblem::Node(
+            record.node,
+            format!("is {}", known.state.as_str()),
+        )),
+        Some(_) => Ok(record),
+    }
+}
+
+/// The order and receipt checks of [`verify_shard`], without asking about the node.
+fn verify_receipt(
+    coordinator: &PublicKey,
+    gateway: &PublicKey,
+    stored: &StoredShard,
+    shard_len: u64,
+) -> Result<ShardRecord, ShardProblem> {
     let order = stored
         .order
         .verify(coordinator)
@@ -214,19 +261,123 @@ pub fn verify_shard(
             "shard size {size}, the segment has {shard_len}-byte shards"
         )));
     }
-    match node(&order.node) {
-        None => return Err(ShardProblem::Node(order.node, "is not registered".into())),
-        Some(record) if !record.state.holds_data() => {
-            return Err(ShardProblem::Node(
-                order.node,
-                format!("is {}", record.state.as_str()),
-            ));
-        }
-        Some(_) => {}
-    }
     Ok(ShardRecord {
         id: *shard,
         node: order.node,
         root: *root,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_erasure::ShardRoot;
+    use cairn_proto::identity::SecretKey;
+    use cairn_proto::ids::ShardId;
+    use cairn_proto::order::{Action, Order, Receipt, SignedOrder, SignedReceipt};
+
+    use super::*;
+    use crate::catalog::model::NodeState;
+
+    fn node(id: NodeId, state: NodeState) -> NodeRecord {
+        NodeRecord {
+            id,
+            addr: "127.0.0.1:1".into(),
+            org: "o".into(),
+            site: "s".into(),
+            capacity: 1 << 30,
+            state,
+            joined_ms: 0,
+            state_since_ms: 0,
+            vetted: true,
+            reputation: Default::default(),
+        }
+    }
+
+    /// A 2 + 1 segment of 100 bytes stored on three nodes, of which the first `bad` were
+    /// disqualified between placement and commit: one such shard is recorded (repair
+    /// rebuilds it), two leave fewer than k readable and the commit is refused.
+    #[test]
+    fn a_node_disqualified_before_the_commit_fails_it_only_below_k() {
+        let coordinator = SecretKey::generate();
+        let gateway = SecretKey::generate().public();
+        let erasure = ErasureProfile {
+            k: 2,
+            m: 1,
+            segment_size: 1 << 20,
+        };
+        let shard_len = Codec::new(2, 1).unwrap().shard_len(100);
+        let keys: Vec<SecretKey> = (0..3).map(|_| SecretKey::generate()).collect();
+        let shards = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let root = ShardRoot::of(&[i as u8]);
+                let order = Order {
+                    node: key.public(),
+                    client: gateway,
+                    serial: i as u64,
+                    expires_at: u64::MAX,
+                    action: Action::Put {
+                        shard: ShardId([i as u8; 16]),
+                        root,
+                        size: shard_len,
+                    },
+                };
+                let receipt = Receipt {
+                    node: key.public(),
+                    shard: ShardId([i as u8; 16]),
+                    root,
+                    size: shard_len,
+                    serial: i as u64,
+                    stored_at: 0,
+                };
+                StoredShard {
+                    order: SignedOrder::sign(order, &coordinator),
+                    receipt: SignedReceipt::sign(receipt, key),
+                }
+            })
+            .collect();
+        let segment = NewSegment {
+            len: 100,
+            shards,
+            mask: None,
+        };
+        let with_bad = |bad: usize| {
+            let states: Vec<(NodeId, NodeState)> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let state = if i < bad {
+                        NodeState::Disqualified
+                    } else {
+                        NodeState::Active
+                    };
+                    (k.public(), state)
+                })
+                .collect();
+            verify_segments(
+                &coordinator.public(),
+                &gateway,
+                erasure,
+                std::slice::from_ref(&segment),
+                |id| {
+                    states
+                        .iter()
+                        .find(|(n, _)| n == id)
+                        .map(|(n, s)| node(*n, *s))
+                },
+            )
+        };
+        assert_eq!(with_bad(0).unwrap()[0].shards.len(), 3);
+        assert_eq!(
+            with_bad(1).unwrap()[0].shards.len(),
+            3,
+            "one bad node is repaired later"
+        );
+        let refused = with_bad(2).unwrap_err().to_string();
+        assert!(
+            refused.contains("only 1 of the segment's shards"),
+            "{refused}"
+        );
+    }
 }
