@@ -227,6 +227,13 @@ fn killed_nodes_are_repaired_to_full_margin_while_reads_stay_exact() {
         text.contains("cairn_coordinator_nodes{state=\"lost\"} 2"),
         "{text}"
     );
+    // Four organisations cannot keep the default rule (any two may go: at most one shard
+    // of a 4 + 2 segment each), so placement fell back and every segment is counted.
+    assert_eq!(healed["below_spread"].as_u64(), Some(total), "{healed}");
+    assert!(
+        text.contains(&format!("cairn_coordinator_segments_below_spread {total}")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -60,6 +60,12 @@ pub struct Survey {
     pub stored_bytes: u64,
     /// Segments whose margin is below zero: unreadable until a node comes back.
     pub unreadable: u64,
+    /// Segments with more shards in one organisation than their bucket's spread rule
+    /// allows (⌊m/f⌋ for a bucket that must survive losing `f` organisations): placement
+    /// fell back to a weaker spread, or shards moved since. Losing that organisation costs
+    /// more of the segment than the rule promises.
+    #[serde(default)]
+    pub below_spread: u64,
     /// Shards the catalog places on each node (objects and multipart parts in progress):
     /// what still depends on it.
     pub shards_by_node: BTreeMap<NodeId, u64>,
@@ -80,11 +86,24 @@ pub struct Survey {
 pub fn survey(
     catalog: &Catalog,
     states: &HashMap<NodeId, NodeState>,
+    orgs: &HashMap<NodeId, String>,
     missing_shards: &HashSet<ShardId>,
     threshold: u16,
 ) -> Result<(Survey, Vec<Need>), CatalogFault> {
     let mut survey = Survey::default();
     let mut needs = Vec::new();
+    // The spread rule per bucket: at most this many shards of a segment per organisation.
+    let per_org: HashMap<String, usize> = catalog
+        .buckets()?
+        .into_iter()
+        .map(|b| {
+            let limit = match usize::from(b.failure_tolerance) {
+                0 => usize::MAX,
+                f => usize::from(b.erasure.m) / f,
+            };
+            (b.name, limit)
+        })
+        .collect();
     catalog.for_each_object(|bucket, key, object| {
         let ObjectBody::Segments { erasure, segments } = &object.body else {
             return true;
@@ -93,7 +112,17 @@ pub fn survey(
         else {
             return true;
         };
+        let limit = per_org.get(bucket).copied().unwrap_or(usize::MAX);
         for (index, segment) in segments.iter().enumerate() {
+            let mut in_org: HashMap<&str, usize> = HashMap::new();
+            for shard in &segment.shards {
+                if let Some(org) = orgs.get(&shard.node) {
+                    *in_org.entry(org.as_str()).or_default() += 1;
+                }
+            }
+            if in_org.values().any(|n| *n > limit.max(1)) {
+                survey.below_spread += 1;
+            }
             let shard_size = codec.shard_len(segment.len);
             let mut missing = Vec::new();
             let mut draining = Vec::new();

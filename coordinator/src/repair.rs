@@ -398,13 +398,13 @@ pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>
         let threshold = repairs.settings.threshold;
         let missing = repairs.missing();
         let surveyed = tokio::task::spawn_blocking(move || {
-            let states: HashMap<NodeId, NodeState> = snapshot
-                .nodes()?
-                .into_iter()
-                .map(|n| (n.id, n.state))
-                .collect();
+            let nodes = snapshot.nodes()?;
+            let states: HashMap<NodeId, NodeState> =
+                nodes.iter().map(|n| (n.id, n.state)).collect();
+            let orgs: HashMap<NodeId, String> = nodes.into_iter().map(|n| (n.id, n.org)).collect();
             let garbage = snapshot.garbage_by_node()?;
-            survey(&snapshot, &states, &missing, threshold).map(|found| (found, states, garbage))
+            survey(&snapshot, &states, &orgs, &missing, threshold)
+                .map(|found| (found, states, garbage))
         })
         .await;
         match surveyed {

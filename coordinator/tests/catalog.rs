@@ -1126,3 +1126,40 @@ fn conditional_writes_are_checked_where_they_are_applied() {
         CommandResult::Refused(CatalogError::NoSuchKey(_))
     ));
 }
+
+/// The survey counts segments with more shards in one organisation than their bucket's
+/// rule allows (2 + 1 surviving one organisation: one shard each).
+#[test]
+fn the_survey_counts_segments_below_the_spread_rule() {
+    let (_dir, catalog) = open();
+    let n = trio();
+    run(&catalog, &bucket("cache"));
+    register(&catalog, &n);
+    run(&catalog, &put("cache", "spread", stored(10, n, 0)));
+    run(&catalog, &put("cache", "crowded", stored(10, n, 10)));
+    let states = n.iter().map(|id| (*id, NodeState::Active)).collect();
+    let orgs_of = |crowded: bool| -> std::collections::HashMap<NodeId, String> {
+        n.iter()
+            .enumerate()
+            .map(|(i, id)| {
+                (
+                    *id,
+                    if crowded && i < 2 {
+                        "a".into()
+                    } else {
+                        format!("o{i}")
+                    },
+                )
+            })
+            .collect()
+    };
+    let missing = Default::default();
+    let (survey, _) =
+        cairn_coordinator::durability::survey(&catalog, &states, &orgs_of(false), &missing, 1)
+            .unwrap();
+    assert_eq!((survey.segments, survey.below_spread), (2, 0));
+    let (survey, _) =
+        cairn_coordinator::durability::survey(&catalog, &states, &orgs_of(true), &missing, 1)
+            .unwrap();
+    assert_eq!((survey.segments, survey.below_spread), (2, 2));
+}

@@ -291,6 +291,7 @@ fn durability(
         segments_by_margin: survey.segments_by_margin,
         segments: survey.segments,
         unreadable: survey.unreadable,
+        below_spread: survey.below_spread,
         repair_queue: view.queue,
         repairs_in_progress: view.in_progress,
         moved,
@@ -874,6 +875,11 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             "cairn_coordinator_unreadable_segments",
             "Segments with fewer than k shards left.",
             survey.unreadable,
+        );
+        gauge(
+            "cairn_coordinator_segments_below_spread",
+            "Segments with more shards in one organisation than their bucket's spread rule allows.",
+            survey.below_spread,
         );
         gauge(
             "cairn_coordinator_stored_bytes",

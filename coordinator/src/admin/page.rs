@@ -286,6 +286,10 @@ fn durability(out: &mut String, page: &Page) {
     let mut rows = vec![
         ("Segments surveyed".to_string(), d.segments.to_string()),
         ("Unreadable segments".to_string(), d.unreadable.to_string()),
+        (
+            "Segments below the organisation spread rule".to_string(),
+            d.below_spread.to_string(),
+        ),
     ];
     for (margin, count) in d.segments_by_margin.iter().rev() {
         rows.push((format!("Segments at margin {margin}"), count.to_string()));
@@ -648,6 +652,7 @@ mod tests {
                 segments_by_margin: [(1, 2), (2, 7)].into_iter().collect(),
                 segments: 9,
                 unreadable: 0,
+                below_spread: 3,
                 repair_queue: 2,
                 repairs_in_progress: 1,
                 moved: [(
@@ -710,6 +715,7 @@ mod tests {
         for expected in [
             "<th scope=\"row\">Segments surveyed</th><td class=\"n\">9</td>",
             "<th scope=\"row\">Unreadable segments</th><td class=\"n\">0</td>",
+            "<th scope=\"row\">Segments below the organisation spread rule</th><td class=\"n\">3</td>",
             "<th scope=\"row\">Segments at margin 1</th><td class=\"n\">2</td>",
             "<th scope=\"row\">Segments waiting for repair</th><td class=\"n\">2</td>",
             "<th scope=\"row\">Modelled annual loss probability</th><td class=\"n\">1.25e-7</td>",

@@ -42,6 +42,10 @@ pub struct DurabilityView {
     pub segments: u64,
     /// Segments with fewer than k shards left: unreadable until a node returns.
     pub unreadable: u64,
+    /// Segments with more shards in one organisation than their bucket's spread rule
+    /// allows (placement fell back to a weaker spread, or too few organisations).
+    #[serde(default)]
+    pub below_spread: u64,
     /// Segments waiting to be rebuilt or moved.
     pub repair_queue: u64,
     /// Repair jobs out with gateways now.
