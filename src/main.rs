@@ -5,6 +5,7 @@
 
 mod bench;
 mod cmd;
+mod migrate;
 
 use clap::{Parser, Subcommand};
 
@@ -37,8 +38,30 @@ enum Command {
     Dev(Box<cmd::dev::DevArgs>),
     /// Run an S3 gateway: the front door Hydra uploads through and a CDN reads from.
     Gateway(Box<cmd::gateway::GatewayArgs>),
-    /// Operate a cluster through a coordinator's admin API (status, members, buckets, keys).
+    /// Operate a cluster through a coordinator's admin API (status, members, buckets, keys,
+    /// verifying a nix-cache bucket).
     Admin(Box<cmd::admin::AdminArgs>),
+    /// Copy a bucket (any S3) or a `file://` binary cache into a bucket, resumably and
+    /// verified: moving a cache into Cairn, or mirroring Cairn back out.
+    ///
+    /// SOURCE is `s3://BUCKET[/PREFIX]` (at --source-endpoint, with the usual AWS
+    /// environment variables) or `file:///PATH`, a binary cache directory as
+    /// `nix copy --to file://…` writes it. DESTINATION is `s3://BUCKET[/PREFIX]` at
+    /// --endpoint: Cairn's S3 gateway with one of its access keys, or any S3 service.
+    ///
+    /// Every object the destination lacks, or holds with another size or MD5 ETag, is
+    /// copied: a run after a kill resumes, and one over a finished import copies nothing.
+    /// NARs and everything else go first, narinfos after, so no narinfo is served before its
+    /// NAR. Objects up to --part-size go in one PUT, larger ones as multipart uploads; at
+    /// most --jobs × --part-size bytes are held in memory. Each copy is checked against the
+    /// source's size and ETag and the destination's ETag. With --nix-cache, narinfos must be
+    /// signed by a --trusted-key and NARs must hash to their names, as a nix-cache bucket
+    /// demands.
+    ///
+    /// Failures are printed by name with the reason as they happen and counted; the exit
+    /// status is non-zero if any object failed. Progress: a bar on a terminal, a line every
+    /// --progress-interval seconds otherwise; a summary at the end (JSON with --json).
+    Import(Box<cmd::import::ImportArgs>),
     /// Measure this machine: erasure coding, hashing and shard transfer speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -53,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Gateway(args) => cmd::gateway::run(*args),
         Command::Dev(args) => cmd::dev::run(*args),
         Command::Admin(args) => cmd::admin::run(*args),
+        Command::Import(args) => cmd::import::run(*args),
         Command::Bench(command) => bench::run(command),
     };
     match result {

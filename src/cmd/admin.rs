@@ -5,6 +5,7 @@ use cairn_coordinator::admin::views::{
     AddMember, BucketView, CreateBucket, CreateInvite, CreateKey, ErrorView, GatewayView,
     InviteView, KeyView, MemberView, NewKey, NodeView, RegisterGateway, SetNodeState, StatusView,
 };
+use cairn_proto::bytesize::ByteSize;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -82,6 +83,11 @@ enum AdminCommand {
         /// Where to write the backup (replaced atomically).
         file: std::path::PathBuf,
     },
+    /// Check a nix-cache bucket through the S3 gateway: every narinfo signed by a trusted
+    /// key, the NAR it names present with its FileSize (and with --deep its hashes), and no
+    /// NAR that no narinfo names. Faults are named; the exit status says whether there
+    /// were any.
+    Verify(Box<super::verify::VerifyArgs>),
     /// Make a one-time invitation for a storage node; its operator runs
     /// `cairn node --join TOKEN`.
     Invite {
@@ -374,8 +380,10 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 );
                 println!("coordinator key {}", status.coordinator_key);
                 println!(
-                    "buckets {}  objects {}  logical bytes {}",
-                    status.buckets, status.objects, status.logical_bytes
+                    "buckets {}  objects {}  logical {}",
+                    status.buckets,
+                    status.objects,
+                    ByteSize(status.logical_bytes)
                 );
                 let states: Vec<String> = status
                     .nodes_by_state
@@ -413,10 +421,11 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                             .map(|(reason, m)| format!("{reason} {} shards", m.shards))
                             .collect();
                         println!(
-                            "repair queue {}  in progress {}  moved: {}  stored/logical {}",
+                            "repair queue {}  in progress {}  moved: {}  stored {}  stored/logical {}",
                             d.repair_queue,
                             d.repairs_in_progress,
                             moved.join(", "),
+                            ByteSize(d.stored_bytes),
                             d.stored_per_logical
                                 .map_or("-".to_string(), |r| format!("{r:.2}"))
                         );
@@ -483,12 +492,12 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             let nodes: Vec<NodeView> = api.get("/v1/nodes")?;
             print(json, &nodes, || {
                 println!(
-                    "{:<52}  {:<12}  {:<16}  {:<10}  {:>14}  {:>10}  {:>5}  {:>13}  {:>9}",
+                    "{:<52}  {:<12}  {:<16}  {:<10}  {:>21}  {:>10}  {:>5}  {:>13}  {:>9}",
                     "id",
                     "state",
                     "org",
                     "site",
-                    "capacity",
+                    "used / capacity",
                     "heartbeat",
                     "score",
                     "audits ok/bad",
@@ -499,17 +508,14 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                         format!("{:.1}s ago", ms as f64 / 1000.0)
                     });
                     let audits = format!("{}/{}", n.audits_passed, n.audits_failed);
+                    // Used is known only from heartbeats, which reach the leader.
+                    let fill = match n.used {
+                        Some(used) => format!("{} / {}", ByteSize(used), ByteSize(n.capacity)),
+                        None => format!("- / {}", ByteSize(n.capacity)),
+                    };
                     println!(
-                        "{:<52}  {:<12}  {:<16}  {:<10}  {:>14}  {:>10}  {:>5.3}  {:>13}  {:>9}",
-                        n.id,
-                        n.state,
-                        n.org,
-                        n.site,
-                        n.capacity,
-                        beat,
-                        n.score,
-                        audits,
-                        n.bad_reads
+                        "{:<52}  {:<12}  {:<16}  {:<10}  {:>21}  {:>10}  {:>5.3}  {:>13}  {:>9}",
+                        n.id, n.state, n.org, n.site, fill, beat, n.score, audits, n.bad_reads
                     );
                 }
             })
@@ -616,6 +622,12 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                     );
                 }
             })
+        }
+        AdminCommand::Verify(verify) => {
+            // The bucket's mode and trusted keys come from the coordinator; the walk itself
+            // goes through the S3 gateway.
+            let buckets: Vec<BucketView> = api.get("/v1/buckets")?;
+            super::verify::run(*verify, &buckets, json)
         }
         AdminCommand::Invite { valid_hours, org } => {
             let request = CreateInvite {

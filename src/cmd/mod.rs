@@ -1,10 +1,13 @@
-//! The long-running subcommands: each turns flags and a config file into a running part.
+//! The subcommands: each long-running one turns flags and a config file into a running part;
+//! `admin`, `import` and `verify` are clients.
 
 pub mod admin;
 pub mod coordinator;
 pub mod dev;
 pub mod gateway;
+pub mod import;
 pub mod node;
+pub mod verify;
 
 use std::path::Path;
 
