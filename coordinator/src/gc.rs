@@ -47,6 +47,10 @@ const PARALLEL_NODES: usize = 32;
 const NODE_LIMIT: Duration = Duration::from_secs(10);
 /// Lifetime of the delete and inventory orders the collector signs for itself.
 const ORDER_SECS: u64 = 120;
+/// Shard ids a node's inventory may list beyond twice what the catalog places or queues
+/// on it (16 MiB of ids): room for the uploads in flight and the orphans of failed ones
+/// on a node the catalog does not yet place much on.
+const INVENTORY_SLACK: usize = 1 << 20;
 
 /// Pace and safety delays of collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,7 +284,7 @@ impl Collector {
             if !node.state.holds_data() || !alive {
                 continue;
             }
-            match self.inventory(node).await {
+            match self.inventory(node, &before).await {
                 Ok(held) => inventories.push((node.id, held)),
                 Err(err) => tracing::debug!(node = %node.id, %err, "no inventory this round"),
             }
@@ -470,10 +474,23 @@ impl Collector {
             .map_err(|e| e.to_string())
     }
 
-    async fn inventory(&mut self, node: &NodeRecord) -> Result<Vec<ShardId>, String> {
+    /// `node`'s inventory, refused if it lists more shards than the node can hold: what
+    /// the catalog (`placed`) refers to or queues as garbage there, as many again in shards
+    /// stored but not (yet) committed, and [`INVENTORY_SLACK`]. A node cannot make the
+    /// leader hold more than that (plus one page) by listing ids it invents; an honest one
+    /// over the bound is only skipped this round, as if it had not answered.
+    async fn inventory(
+        &mut self,
+        node: &NodeRecord,
+        placed: &ShardMap,
+    ) -> Result<Vec<ShardId>, String> {
+        let known =
+            |map: &HashMap<NodeId, HashSet<ShardId>>| map.get(&node.id).map_or(0, HashSet::len);
+        let expected = known(&placed.referenced) + known(&placed.garbage);
+        let limit = expected.saturating_mul(2).saturating_add(INVENTORY_SLACK);
         let order = self.clients.order(node.id, Action::Inventory, ORDER_SECS)?;
         let client = self.clients.get(node).await?;
-        tokio::time::timeout(NODE_LIMIT, client.inventory(&order))
+        tokio::time::timeout(NODE_LIMIT, client.inventory_within(&order, limit))
             .await
             .map_err(|_| format!("no inventory within {NODE_LIMIT:?}"))?
             .map_err(|e| e.to_string())

@@ -20,6 +20,11 @@ use tokio::sync::Mutex;
 /// this, a dead one would hold the caller for QUIC's whole idle timeout.
 const CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Most shard ids [`NodeClient::inventory`] takes from one node (256 MiB of ids): far past
+/// what a node holds (16 million shards), yet a bound on what a lying node can make its
+/// caller allocate. The coordinator's collector asks with a tighter bound of its own.
+pub const MAX_INVENTORY: usize = 16_000_000;
+
 /// A connection to one storage node, pinned to its key and reopened when it drops.
 pub struct NodeClient {
     endpoint: quinn::Endpoint,
@@ -258,8 +263,22 @@ impl NodeClient {
         }
     }
 
-    /// Every shard id the node says it holds (a claim to check, not a fact).
+    /// Every shard id the node says it holds (a claim to check, not a fact), at most
+    /// [`MAX_INVENTORY`] of them (see [`Self::inventory_within`]).
     pub async fn inventory(&self, order: &SignedOrder) -> Result<Vec<ShardId>, ClientError> {
+        self.inventory_within(order, MAX_INVENTORY).await
+    }
+
+    /// Every shard id the node says it holds, refused as [`ClientError::Protocol`] as soon
+    /// as the pages read list more than `max`: the node sends pages until it says there
+    /// are no more, so without a bound a lying node decides how much the caller holds.
+    /// Each page is one frame (at most 1 MiB), so the caller holds at most `max` ids and
+    /// one page.
+    pub async fn inventory_within(
+        &self,
+        order: &SignedOrder,
+        max: usize,
+    ) -> Result<Vec<ShardId>, ClientError> {
         let request = NodeRequest::Inventory {
             order: order.clone(),
         };
@@ -271,6 +290,11 @@ impl NodeClient {
                     "expected Inventory, got {response:?}"
                 )));
             };
+            if shards.len() > max - all.len() {
+                return Err(ClientError::Protocol(format!(
+                    "the inventory lists over {max} shards, more than the node can hold"
+                )));
+            }
             all.extend(shards);
             if !more {
                 return Ok(all);

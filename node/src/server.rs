@@ -10,7 +10,10 @@ use cairn_proto::order::{
     Action, Order, OrderError, Receipt, SignedOrder, SignedReceipt, unix_now,
 };
 use cairn_proto::transport::peer_key;
-use cairn_proto::wire::{ErrorCode, NodeRequest, NodeResponse, read_frame, write_frame};
+use cairn_proto::wire::{
+    ErrorCode, MAX_NODE_REQUEST, NodeRequest, NodeResponse, WireError, read_frame_within,
+    write_frame,
+};
 use quinn::{RecvStream, SendStream};
 use tokio::sync::Semaphore;
 
@@ -140,21 +143,27 @@ async fn serve_stream(
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
-    let request =
-        match tokio::time::timeout(HEADER_TIMEOUT, read_frame::<_, NodeRequest>(&mut recv)).await {
-            Ok(Ok(request)) => request,
-            Ok(Err(err)) => {
-                let refusal =
-                    Refusal::new(ErrorCode::Malformed, format!("unreadable request: {err}"));
-                finish(state, "unknown", &mut send, Err(refusal)).await;
-                return;
-            }
-            Err(_) => {
-                let refusal = Refusal::new(ErrorCode::Malformed, "no request within 30 s");
-                finish(state, "unknown", &mut send, Err(refusal)).await;
-                return;
-            }
-        };
+    // Anyone may open a stream, and the order that says who may ask is inside the frame:
+    // so the frame is read under the size of the largest request, not of any frame, and
+    // an oversized announcement is refused from its 4-byte prefix alone.
+    let read = read_frame_within::<_, NodeRequest>(&mut recv, MAX_NODE_REQUEST);
+    let request = match tokio::time::timeout(HEADER_TIMEOUT, read).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(err)) => {
+            let code = match err {
+                WireError::TooLarge { .. } => ErrorCode::TooLarge,
+                _ => ErrorCode::Malformed,
+            };
+            let refusal = Refusal::new(code, format!("unreadable request: {err}"));
+            finish(state, "unknown", &mut send, Err(refusal)).await;
+            return;
+        }
+        Err(_) => {
+            let refusal = Refusal::new(ErrorCode::Malformed, "no request within 30 s");
+            finish(state, "unknown", &mut send, Err(refusal)).await;
+            return;
+        }
+    };
     let (op, result) = match request {
         NodeRequest::PutShard { order } => {
             ("put", put(state, peer, &order, &mut send, &mut recv).await)

@@ -58,6 +58,15 @@ const CONNECTION_WINDOW: u32 = 64 << 20;
 /// Bytes we may have in flight unacknowledged on one connection.
 const SEND_WINDOW: u64 = 64 << 20;
 /// Requests one peer may have open at once; each request is one bidirectional stream.
+///
+/// quinn takes this per endpoint, before the handshake settles the ALPN, so it must fit
+/// every protocol an endpoint serves: Raft and node heartbeats use a few streams, a
+/// gateway about two per coordinator call in flight (the call and its liveness probe) and
+/// a few per node it sends shards to. A lower value would not turn load away but queue it
+/// in the client's `open_bi`, where the coordinator client's liveness probe would take a
+/// busy leader for a dead one. What a stream can cost a server is bounded by each
+/// protocol's request frame limit and read deadline instead (and the gateway RPC reads no
+/// stream of a key it has not registered).
 const MAX_BIDI_STREAMS: u32 = 256;
 
 /// DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE { SEQUENCE { OID

@@ -34,6 +34,16 @@ pub const COORDINATOR_ALPN: &[u8] = b"cairn-coordinator/1";
 /// what a hostile peer can make us allocate per stream.
 pub const MAX_FRAME: u32 = 1 << 20;
 
+/// Largest [`NodeRequest`] frame a node reads, in bytes.
+///
+/// A node reads the request frame from any key before it can check the order inside, so
+/// the frame is held to what a request can be: a signed order is at most 207 bytes
+/// (two keys, two varints, the action with a shard id, a root and a size, a signature),
+/// and the largest request, an audit, adds at most 64 ranges of two varints (20 bytes
+/// each) that a node answers at all: about 1.5 KiB. 16 KiB leaves ten times that. A
+/// shard's bytes follow a `PutShard` frame as a stream, never inside it.
+pub const MAX_NODE_REQUEST: u32 = 16 << 10;
+
 /// Buffer we reserve before a frame's bytes arrive; beyond it the buffer grows only as bytes
 /// actually come in, so a peer announcing a large frame and sending nothing costs little.
 const INITIAL_READ_BUF: usize = 64 * 1024;
@@ -137,8 +147,9 @@ pub enum WireError {
     /// The peer closed the stream in the middle of a frame.
     #[error("stream ended inside a frame")]
     Truncated,
-    /// The frame is over [`MAX_FRAME`].
-    #[error("frame of {len} bytes is over the {MAX_FRAME}-byte limit")]
+    /// The frame is over the reader's (or writer's) limit: [`MAX_FRAME`] unless the
+    /// channel sets another.
+    #[error("frame of {len} bytes is over the size limit")]
     TooLarge {
         /// The announced (or, when sending, encoded) length.
         len: u64,

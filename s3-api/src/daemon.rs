@@ -1,9 +1,10 @@
 //! Starting a gateway: its key, the coordinator client, the S3 service and the HTTP server.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_coordinator::client::CoordinatorClient;
@@ -22,6 +23,24 @@ use crate::store::{DataPath, Repaired, run_worker};
 
 /// File holding the gateway's identity key.
 pub const KEY_FILE: &str = "gateway.key";
+
+/// How long a client may take to send a request's head: from the accept for the first
+/// request, from the end of the previous response for the next (so it is also how long a
+/// kept-alive connection may stay idle). S3 clients send a head in one write.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one client may hold at once (a client is an IPv4 address or an IPv6 /64,
+/// what one host can easily hold). Nix opens 25 by default, the aws cli 10.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 64;
+/// Connections the gateway holds at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections refused with a 503 at once; past that, one over the caps is closed at once.
+const MAX_REFUSING: usize = 64;
+/// How long refusing one connection may take.
+const REFUSAL_LIMIT: Duration = Duration::from_secs(2);
+/// Bytes of a refused client's request read (and dropped) before closing.
+const MAX_REFUSAL_DRAIN: usize = 64 << 10;
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A gateway that is serving.
 pub struct RunningGateway {
@@ -105,27 +124,182 @@ async fn serve(
     host: Arc<Host>,
     metrics: Arc<GatewayMetrics>,
 ) {
-    let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let mut http =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // Without a timer hyper has no clock, and its header timeout silently does nothing.
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    http.http2().timer(hyper_util::rt::TokioTimer::new());
+    let limits = Arc::new(ConnectionLimits::new(
+        MAX_CONNECTIONS,
+        MAX_CONNECTIONS_PER_CLIENT,
+    ));
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
+                // Out of file descriptors, typically: it lasts until a connection closes,
+                // and retrying at once would only spin.
                 tracing::warn!(%err, "accepting a connection failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
+        let Some(slot) = limits.admit(remote.ip()) else {
+            tracing::debug!(%remote, "too many connections; answering 503 SlowDown");
+            // A flood of refusals must not pile up either: past a few, close at once.
+            if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = tokio::time::timeout(REFUSAL_LIMIT, slow_down(stream)).await;
+                });
+            }
+            continue;
+        };
         let (service, host, metrics) = (service.clone(), host.clone(), metrics.clone());
+        // Told when a request's head has been read; until the first, the connection is on
+        // the clock (see below).
+        let started = Arc::new(tokio::sync::Notify::new());
+        let heard = started.clone();
         let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
+            heard.notify_one();
             let (service, host, metrics) = (service.clone(), host.clone(), metrics.clone());
             async move { Ok::<_, Infallible>(handle(&service, &host, &metrics, req).await) }
         });
         let http = http.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(err) = http.serve_connection(io, handler).await {
-                tracing::debug!(%err, "connection ended with an error");
+            let conn = http.serve_connection(io, handler);
+            tokio::pin!(conn);
+            // hyper's header timeout starts once the protocol is known; before that the
+            // auto builder waits for the bytes that tell HTTP/1 from HTTP/2, with no clock.
+            // So the first request's head must arrive within HEADER_TIMEOUT of the accept,
+            // whatever the protocol; later ones are hyper's (HTTP/1) to time.
+            let first = tokio::time::timeout(HEADER_TIMEOUT, started.notified());
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                heard = first => match heard {
+                    Ok(()) => conn.await,
+                    Err(_) => {
+                        tracing::debug!(%remote, "no request head within {HEADER_TIMEOUT:?}; closing");
+                        return;
+                    }
+                },
+            };
+            if let Err(err) = result {
+                tracing::debug!(%remote, %err, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Answers a connection over the caps with S3's `503 SlowDown` and closes it: the answer,
+/// then our end of the stream, then whatever the client had sent (so the close does not
+/// reset the connection under an answer the client has not read yet).
+async fn slow_down(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let id = crate::request::new_request_id();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+         <Message>Too many connections from your address; retry later.</Message>\
+         <RequestId>{id}</RequestId></Error>"
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/xml\r\n\
+         content-length: {}\r\nretry-after: 1\r\nx-amz-request-id: {id}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(response.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 8192];
+    let mut drained = 0;
+    while drained < MAX_REFUSAL_DRAIN {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// Open connections, per client and in all.
+struct ConnectionLimits {
+    total: usize,
+    per_client: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+impl ConnectionLimits {
+    fn new(total: usize, per_client: usize) -> Self {
+        Self {
+            total,
+            per_client,
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// A slot for a connection from `ip`, if it is under both caps; the slot is given back
+    /// when dropped.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let client = client_of(ip);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (total, per_client) = &mut *open;
+        let mine = per_client.entry(client).or_default();
+        if *total >= self.total || *mine >= self.per_client {
+            if *mine == 0 {
+                per_client.remove(&client);
+            }
+            return None;
+        }
+        *mine += 1;
+        *total += 1;
+        Some(ConnectionSlot {
+            limits: self.clone(),
+            client,
+        })
+    }
+}
+
+/// One admitted connection.
+struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    client: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .limits
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (total, per_client) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(mine) = per_client.get_mut(&self.client) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// The client an address counts for: an IPv4 address itself, an IPv6 address's /64 (one
+/// host is usually given a whole /64, so counting single IPv6 addresses would cap nothing).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
     }
 }
 
@@ -184,4 +358,53 @@ fn text(status: StatusCode, body: String) -> Response<s3s::Body> {
     let mut response = Response::new(s3s::Body::from(Bytes::from(body)));
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn each_client_and_all_together_are_capped_and_slots_come_back() {
+        let limits = Arc::new(ConnectionLimits::new(3, 2));
+        let a1 = limits.admit(ip("192.0.2.1")).unwrap();
+        let _a2 = limits.admit(ip("192.0.2.1")).unwrap();
+        assert!(
+            limits.admit(ip("192.0.2.1")).is_none(),
+            "third from one client"
+        );
+        let _b1 = limits.admit(ip("192.0.2.2")).unwrap();
+        assert!(limits.admit(ip("192.0.2.3")).is_none(), "fourth in all");
+        drop(a1);
+        let c1 = limits.admit(ip("192.0.2.3")).unwrap();
+        assert_eq!(limits.open.lock().unwrap().0, 3);
+        drop((c1, _a2, _b1));
+        let open = limits.open.lock().unwrap();
+        assert_eq!(open.0, 0);
+        assert!(
+            open.1.is_empty(),
+            "clients with no connection are forgotten"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client_and_mapped_ipv4_is_its_ipv4() {
+        assert_eq!(
+            client_of(ip("2001:db8:1:2::1")),
+            client_of(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            client_of(ip("2001:db8:1:2::1")),
+            client_of(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(client_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("192.0.2.7")), ip("192.0.2.7"));
+        let limits = Arc::new(ConnectionLimits::new(10, 1));
+        let _one = limits.admit(ip("2001:db8::1")).unwrap();
+        assert!(limits.admit(ip("2001:db8::2")).is_none());
+    }
 }

@@ -12,12 +12,17 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+use cairn_coordinator::rpc::{
+    GatewayRequest, MAX_RPC_FRAME, MAX_RPC_REQUEST, NewBody, verify_segments,
+};
 use cairn_erasure::slice::SliceOutboard;
 use cairn_fuzz::{
-    InputBuilder, REAL_CACHE_KEY, REAL_SIGNED_FINGERPRINTS, fill_pseudo_random, run_ready,
-    sample_coordinator_requests, sample_orders, sample_receipt, sample_requests, sample_responses,
+    FUZZ_PROFILE, InputBuilder, REAL_CACHE_KEY, REAL_SIGNED_FINGERPRINTS, coordinator_key,
+    fill_pseudo_random, fuzz_node_keys, gateway_key, node_record, run_ready,
+    sample_coordinator_requests, sample_gateway_requests, sample_gateway_responses,
+    sample_join_shapes, sample_orders, sample_receipt, sample_requests, sample_responses,
 };
-use cairn_proto::wire::{self, MAX_FRAME};
+use cairn_proto::wire::{self, MAX_FRAME, MAX_NODE_REQUEST};
 use cairn_s3_api::nix::keys::{TrustedKey, verify_narinfo};
 use cairn_s3_api::nix::narinfo::NarInfo;
 use serde::Serialize;
@@ -25,6 +30,7 @@ use serde::Serialize;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     node_wire(&root.join("corpus/node_wire"));
+    gateway_rpc(&root.join("corpus/gateway_rpc"));
     audit_proof(&root.join("corpus/audit_proof"));
     narinfo(
         &root.join("corpus/narinfo"),
@@ -46,8 +52,19 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
 }
 
 fn framed<T: Serialize>(msg: &T) -> Vec<u8> {
+    framed_within(msg, MAX_FRAME)
+}
+
+fn framed_within<T: Serialize>(msg: &T, max: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    run_ready(wire::write_frame(&mut out, msg)).unwrap();
+    run_ready(wire::write_frame_within(&mut out, msg, max)).unwrap();
+    out
+}
+
+/// `prefix` as a frame's length, then `body`.
+fn prefixed(prefix: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = prefix.to_be_bytes().to_vec();
+    out.extend_from_slice(body);
     out
 }
 
@@ -72,6 +89,9 @@ fn node_wire(dir: &Path) {
     for (name, request) in names.iter().zip(sample_coordinator_requests()) {
         write(&dir, &format!("coordinator-{name}"), &framed(&request));
     }
+    for (name, request) in sample_join_shapes() {
+        write(&dir, &format!("coordinator-{name}"), &framed(&request));
+    }
     for (i, order) in sample_orders().iter().enumerate() {
         write(
             &dir,
@@ -93,6 +113,69 @@ fn node_wire(dir: &Path) {
     let mut short = MAX_FRAME.to_be_bytes().to_vec();
     short.extend_from_slice(&[0; 10]);
     write(&dir, "prefix-limit-short", &short);
+    // One byte over what a node reads a request under, and over a stranger's join.
+    write(
+        &dir,
+        "prefix-over-node-request",
+        &prefixed(MAX_NODE_REQUEST + 1, b"abc"),
+    );
+    write(&dir, "prefix-over-join", &prefixed((4 << 10) + 1, b"abc"));
+}
+
+fn gateway_rpc(dir: &Path) {
+    let dir = fresh(dir);
+    for (name, request) in sample_gateway_requests() {
+        // The commits among the seeds carry proof the coordinator accepts, so the target's
+        // checks of accepted proof start from inputs that reach them.
+        let segments = match &request {
+            GatewayRequest::Put {
+                object:
+                    cairn_coordinator::rpc::NewObject {
+                        body: NewBody::Segments(segments),
+                        ..
+                    },
+                ..
+            }
+            | GatewayRequest::PutPart { segments, .. } => Some(segments),
+            _ => None,
+        };
+        if let Some(segments) = segments {
+            let nodes = fuzz_node_keys().map(|key| key.public());
+            verify_segments(
+                &coordinator_key().public(),
+                &gateway_key().public(),
+                FUZZ_PROFILE,
+                segments,
+                |id| nodes.contains(id).then(|| node_record(*id)),
+            )
+            .unwrap();
+        }
+        write(
+            &dir,
+            &format!("request-{name}"),
+            &framed_within(&request, MAX_RPC_REQUEST),
+        );
+    }
+    for (name, response) in sample_gateway_responses() {
+        write(
+            &dir,
+            &format!("response-{name}"),
+            &framed_within(&response, MAX_RPC_FRAME),
+        );
+    }
+    // A stranger's 16 MiB frame (once read whole before the sender was checked), one byte
+    // over a request, and 4 GiB.
+    write(
+        &dir,
+        "prefix-16mib-short",
+        &prefixed(MAX_RPC_FRAME, &[0; 10]),
+    );
+    write(
+        &dir,
+        "prefix-over-request",
+        &prefixed(MAX_RPC_REQUEST + 1, b"abc"),
+    );
+    write(&dir, "prefix-4gib", &[0xff; 4]);
 }
 
 /// One structured input for `audit_proof`: mode, size class and number, content seed,

@@ -1,46 +1,41 @@
-//! The frames nodes and clients read from each other (`cairn_proto::wire::read_frame`), and
-//! the signed orders and receipts inside them.
+//! The frames nodes and clients read from each other (`cairn_proto::wire::read_frame`), the
+//! coordinator's join and heartbeat frames, and the signed orders and receipts inside them.
 //!
-//! Every input is read as a framed `NodeRequest` (what a node reads from any peer), a framed
-//! `NodeResponse` (what clients read from nodes), a framed `CoordinatorRequest` (what the
-//! coordinator reads from nodes), and as bare postcard `SignedOrder` and `SignedReceipt`.
+//! Every input is read as a framed `NodeRequest` under `MAX_NODE_REQUEST` (what a node
+//! reads from any peer), a framed `NodeResponse` (what clients read from nodes), a framed
+//! `CoordinatorRequest` under the coordinator's two limits (4 KiB for a key it does not
+//! know, whose only request may be a join; 256 KiB for a registered node's heartbeats), and
+//! as bare postcard `SignedOrder` and `SignedReceipt`.
 //!
-//! Besides "never panic", it checks:
-//! - a length prefix over `MAX_FRAME` is refused as `TooLarge` after reading only the
-//!   prefix, without allocating anything;
-//! - a frame shorter than its prefix says is `Truncated`, having allocated no more than
-//!   64 KiB or twice the bytes actually sent;
-//! - no frame costs a single allocation over 2 MiB (the body, or serde's capped
-//!   preallocation); the process aborts on any over 16 MiB;
-//! - a decoded frame consumed exactly its prefix and body, and re-encodes to a frame that
-//!   decodes to the same message;
+//! Besides "never panic", it checks the framing rules of `cairn_fuzz::check_frame` (an
+//! oversized prefix refused with no allocation, short frames cheap, no allocation over
+//! 2 MiB, exact consumption, lossless re-encoding), and:
 //! - an order that verifies against the fixed coordinator key carries exactly the signature
 //!   that key makes for it (ed25519 signing is deterministic and verification strict, so
 //!   any other accepted signature would be a forgery); likewise receipts, which must name
-//!   the one node key that signs any.
+//!   the one node key that signs any;
+//! - a join's organisation and site pass the coordinator's `validate_domain` exactly when
+//!   they are 1 to 64 printable ASCII characters without spaces (the caps that keep a
+//!   stranger's junk out of the Raft log).
 
 #![no_main]
 
-use std::fmt::Debug;
 use std::sync::LazyLock;
 
-use cairn_fuzz::{
-    client_key, coordinator_key, limit_allocations, node_key, peak, reset_peak, run_ready,
-};
+use cairn_coordinator::catalog::model::{MAX_DOMAIN_LEN, validate_domain};
+use cairn_fuzz::{check_frame, client_key, coordinator_key, limit_allocations, node_key};
 use cairn_proto::identity::{PublicKey, SecretKey};
 use cairn_proto::order::{SignedOrder, SignedReceipt};
 use cairn_proto::wire::{
-    self, CoordinatorRequest, MAX_FRAME, NodeRequest, NodeResponse, WireError,
+    CoordinatorRequest, MAX_FRAME, MAX_NODE_REQUEST, NodeRequest, NodeResponse,
 };
 use libfuzzer_sys::fuzz_target;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-/// What `read_frame` reserves before a body arrives (`INITIAL_READ_BUF` in wire.rs).
-const INITIAL_READ_BUF: usize = 64 * 1024;
-
-/// The largest single allocation one frame may cost.
-const FRAME_ALLOC_CAP: usize = 2 * MAX_FRAME as usize;
+/// What the coordinator reads a key it does not know under (`MAX_JOIN_FRAME` in
+/// coordinator/src/node_rpc.rs): one join.
+const JOIN_FRAME: u32 = 4 << 10;
+/// What it reads a registered node's requests under (`MAX_NODE_FRAME` there).
+const NODE_FRAME: u32 = 256 << 10;
 
 struct Keys {
     coordinator: SecretKey,
@@ -64,9 +59,10 @@ fuzz_target!(
         LazyLock::force(&KEYS);
     },
     |data: &[u8]| {
-        frame::<NodeRequest>(data, check_request);
-        frame::<NodeResponse>(data, check_response);
-        frame::<CoordinatorRequest>(data, |_| {});
+        check_frame::<NodeRequest>(data, MAX_NODE_REQUEST, check_request);
+        check_frame::<NodeResponse>(data, MAX_FRAME, check_response);
+        check_frame::<CoordinatorRequest>(data, JOIN_FRAME, check_coordinator_request);
+        check_frame::<CoordinatorRequest>(data, NODE_FRAME, check_coordinator_request);
         if let Ok(order) = postcard::from_bytes::<SignedOrder>(data) {
             check_order(&order);
         }
@@ -76,75 +72,21 @@ fuzz_target!(
     }
 );
 
-/// Reads `data` as one frame of `T` and checks the framing rules; `check` sees a decoded
-/// message.
-fn frame<T>(data: &[u8], check: impl Fn(&T))
-where
-    T: DeserializeOwned + Serialize + PartialEq + Debug,
-{
-    let mut reader = data;
-    reset_peak();
-    let result = run_ready(wire::read_frame::<_, T>(&mut reader));
-    let allocated = peak();
-    let consumed = data.len() - reader.len();
-
-    let Some(header) = data.first_chunk::<4>() else {
-        match result {
-            Err(WireError::Closed) if data.is_empty() => {}
-            Err(WireError::Truncated) if !data.is_empty() => {}
-            other => panic!("{} bytes, no full length prefix: {other:?}", data.len()),
-        }
+/// What the coordinator checks of a join before it looks up the invitation.
+fn check_coordinator_request(request: &CoordinatorRequest) {
+    let CoordinatorRequest::Join(join) = request else {
         return;
     };
-    let len = u32::from_be_bytes(*header);
-    if len > MAX_FRAME {
-        assert!(
-            matches!(result, Err(WireError::TooLarge { len: l }) if l == u64::from(len)),
-            "prefix {len} over the limit: {result:?}"
+    for (what, name) in [("organisation", &join.org), ("site", &join.site)] {
+        let fits = !name.is_empty()
+            && name.len() <= MAX_DOMAIN_LEN
+            && name.bytes().all(|b| b.is_ascii_graphic());
+        assert_eq!(
+            validate_domain(what, name).is_ok(),
+            fits,
+            "{what} {name:?} judged wrongly"
         );
-        assert_eq!(consumed, 4, "read past a refused prefix");
-        assert_eq!(allocated, 0, "allocated for a frame it refuses");
-        return;
     }
-    let len = len as usize;
-    let sent = data.len() - 4;
-    if sent < len {
-        assert!(
-            matches!(result, Err(WireError::Truncated)),
-            "{sent} of {len} bytes: {result:?}"
-        );
-        assert!(
-            allocated <= INITIAL_READ_BUF.max(2 * sent + 64),
-            "a {len}-byte prefix with {sent} bytes sent made a {allocated}-byte allocation"
-        );
-        return;
-    }
-    assert_eq!(
-        consumed,
-        4 + len,
-        "a frame must consume its prefix and body"
-    );
-    assert!(
-        allocated <= FRAME_ALLOC_CAP,
-        "a {len}-byte frame made a {allocated}-byte allocation"
-    );
-    let msg = match result {
-        Ok(msg) => msg,
-        Err(WireError::Malformed(_)) => return,
-        Err(other) => panic!("a complete {len}-byte frame failed with {other:?}"),
-    };
-
-    let mut again = Vec::new();
-    run_ready(wire::write_frame(&mut again, &msg))
-        .unwrap_or_else(|e| panic!("decoded {msg:?} does not re-encode: {e}"));
-    assert!(again.len() <= 4 + len, "re-encoding grew the frame");
-    let mut reader = &again[..];
-    let decoded: T = run_ready(wire::read_frame(&mut reader))
-        .unwrap_or_else(|e| panic!("re-encoded {msg:?} does not decode: {e}"));
-    assert_eq!(decoded, msg, "re-encoding changed the message");
-    assert!(reader.is_empty());
-
-    check(&msg);
 }
 
 fn check_request(request: &NodeRequest) {

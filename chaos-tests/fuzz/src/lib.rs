@@ -1,11 +1,13 @@
 //! What the fuzz targets share: the fixed keys they verify against, the sample messages the
-//! seed corpora are made of, a reader for structured inputs, and an allocator that turns
-//! one absurd allocation into a crash libFuzzer reports (with or without a sanitizer).
+//! seed corpora are made of, the checks every framed message must pass, a reader for
+//! structured inputs, and an allocator that turns one absurd allocation into a crash
+//! libFuzzer reports (with or without a sanitizer).
 //!
 //! `examples/make_seeds.rs` writes the seed corpora from the samples here; the targets are in
 //! `fuzz_targets/`. See docs/fuzzing.md.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Debug;
 use std::future::Future;
 use std::io::Write as _;
 use std::mem::ManuallyDrop;
@@ -14,13 +16,24 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use cairn_erasure::ShardRoot;
-use cairn_proto::identity::{PublicKey, SecretKey};
+use cairn_coordinator::catalog::RequestId;
+use cairn_coordinator::catalog::model::{
+    ErasureProfile, NodeRecord, NodeState, ObjectHeaders, ShardRecord,
+};
+use cairn_coordinator::rpc::{
+    GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment, PlacedShard, ReadOrders,
+    RepairTicket, RpcCode, StoredShard,
+};
+use cairn_erasure::{Codec, ShardRoot};
+use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
 use cairn_proto::ids::ShardId;
 use cairn_proto::order::{Action, Order, Receipt, SignedOrder, SignedReceipt};
 use cairn_proto::wire::{
-    CoordinatorRequest, ErrorCode, Heartbeat, JoinRequest, NodeRequest, NodeResponse,
+    self, CoordinatorRequest, ErrorCode, Heartbeat, JoinRequest, NodeRequest, NodeResponse,
+    WireError,
 };
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 // ---------------------------------------------------------------------------------------
 // Allocation cap
@@ -151,6 +164,96 @@ pub fn run_ready<F: Future>(future: F) -> F::Output {
         Poll::Ready(out) => out,
         Poll::Pending => panic!("an in-memory read or write returned Pending"),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Framing
+
+/// What `read_frame` reserves before a body arrives (`INITIAL_READ_BUF` in wire.rs).
+pub const INITIAL_READ_BUF: usize = 64 * 1024;
+
+/// The largest single allocation a frame of up to 1 MiB may cost (the body's buffer, grown
+/// by doubling, or serde's preallocation, capped at 1 MiB); a longer frame may cost twice
+/// its length.
+pub const FRAME_ALLOC_CAP: usize = 2 << 20;
+
+/// Reads `data` as one frame of `T` under the size limit `max`, as a peer reading from
+/// this channel would, and checks the framing rules; `check` sees a decoded message.
+///
+/// - a length prefix over `max` is refused as `TooLarge` after reading only the prefix,
+///   without allocating anything;
+/// - a frame shorter than its prefix says is `Truncated`, having allocated no more than
+///   [`INITIAL_READ_BUF`] or twice the bytes actually sent;
+/// - no frame costs a single allocation over [`FRAME_ALLOC_CAP`] or twice its length;
+/// - a decoded frame consumed exactly its prefix and body, and re-encodes (under the same
+///   limit) to a frame no longer than it came that decodes to the same message.
+pub fn check_frame<T>(data: &[u8], max: u32, check: impl Fn(&T))
+where
+    T: DeserializeOwned + Serialize + PartialEq + Debug,
+{
+    let mut reader = data;
+    reset_peak();
+    let result = run_ready(wire::read_frame_within::<_, T>(&mut reader, max));
+    let allocated = peak();
+    let consumed = data.len() - reader.len();
+
+    let Some(header) = data.first_chunk::<4>() else {
+        match result {
+            Err(WireError::Closed) if data.is_empty() => {}
+            Err(WireError::Truncated) if !data.is_empty() => {}
+            other => panic!("{} bytes, no full length prefix: {other:?}", data.len()),
+        }
+        return;
+    };
+    let len = u32::from_be_bytes(*header);
+    if len > max {
+        assert!(
+            matches!(result, Err(WireError::TooLarge { len: l }) if l == u64::from(len)),
+            "prefix {len} over the {max}-byte limit: {result:?}"
+        );
+        assert_eq!(consumed, 4, "read past a refused prefix");
+        assert_eq!(allocated, 0, "allocated for a frame it refuses");
+        return;
+    }
+    let len = len as usize;
+    let sent = data.len() - 4;
+    if sent < len {
+        assert!(
+            matches!(result, Err(WireError::Truncated)),
+            "{sent} of {len} bytes: {result:?}"
+        );
+        assert!(
+            allocated <= INITIAL_READ_BUF.max(2 * sent + 64),
+            "a {len}-byte prefix with {sent} bytes sent made a {allocated}-byte allocation"
+        );
+        return;
+    }
+    assert_eq!(
+        consumed,
+        4 + len,
+        "a frame must consume its prefix and body"
+    );
+    assert!(
+        allocated <= FRAME_ALLOC_CAP.max(2 * len),
+        "a {len}-byte frame made a {allocated}-byte allocation"
+    );
+    let msg = match result {
+        Ok(msg) => msg,
+        Err(WireError::Malformed(_)) => return,
+        Err(other) => panic!("a complete {len}-byte frame failed with {other:?}"),
+    };
+
+    let mut again = Vec::new();
+    run_ready(wire::write_frame_within(&mut again, &msg, max))
+        .unwrap_or_else(|e| panic!("decoded {msg:?} does not re-encode: {e}"));
+    assert!(again.len() <= 4 + len, "re-encoding grew the frame");
+    let mut reader = &again[..];
+    let decoded: T = run_ready(wire::read_frame_within(&mut reader, max))
+        .unwrap_or_else(|e| panic!("re-encoded {msg:?} does not decode: {e}"));
+    assert_eq!(decoded, msg, "re-encoding changed the message");
+    assert!(reader.is_empty());
+
+    check(&msg);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -387,6 +490,331 @@ pub fn sample_coordinator_requests() -> Vec<CoordinatorRequest> {
             site: "site".into(),
         }),
         CoordinatorRequest::Leave,
+    ]
+}
+
+/// Joins and heartbeats whose fields take the shapes a stranger might send: empty, at
+/// and one past the coordinator's caps (64 characters for an organisation or site, 255 for
+/// an address), with spaces, control or non-ASCII characters, without a port, the largest
+/// capacity, and a heartbeat listing many damaged shards.
+pub fn sample_join_shapes() -> Vec<(&'static str, CoordinatorRequest)> {
+    let join = |listen: &str, org: &str, site: &str, capacity_bytes: u64| {
+        CoordinatorRequest::Join(JoinRequest {
+            secret: [0x42; 32],
+            listen: listen.into(),
+            capacity_bytes,
+            org: org.into(),
+            site: site.into(),
+        })
+    };
+    let longest = "o".repeat(64);
+    let too_long = "o".repeat(65);
+    let long_host = format!("{}:7000", "h".repeat(250));
+    vec![
+        ("join-empty-fields", join("", "", "", 0)),
+        (
+            "join-longest-names",
+            join("10.0.0.1:7000", &longest, &longest, 1),
+        ),
+        (
+            "join-names-one-too-long",
+            join("10.0.0.1:7000", &too_long, "s", 1),
+        ),
+        ("join-space-in-org", join("10.0.0.1:7000", "my org", "s", 1)),
+        (
+            "join-control-in-site",
+            join("10.0.0.1:7000", "org", "s\u{7}\n", 1),
+        ),
+        ("join-non-ascii-org", join("10.0.0.1:7000", "orgé", "s", 1)),
+        ("join-no-port", join("10.0.0.1", "org", "s", 1)),
+        ("join-address-too-long", join(&long_host, "org", "s", 1)),
+        (
+            "join-ipv6-max-capacity",
+            join("[::1]:7000", "org", "s", u64::MAX),
+        ),
+        (
+            "heartbeat-many-damaged",
+            CoordinatorRequest::Heartbeat(Heartbeat {
+                node: node_key().public(),
+                listen: "127.0.0.1:7000".into(),
+                used_bytes: u64::MAX,
+                capacity_bytes: 0,
+                shard_count: u64::MAX,
+                damaged: (0..100u128).map(|i| ShardId(i.to_be_bytes())).collect(),
+                version: String::new(),
+                org: too_long,
+                site: String::new(),
+            }),
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// Gateway RPC
+
+/// The gateway the sample put orders are issued to (the peer of the gateway RPC).
+pub fn gateway_key() -> SecretKey {
+    SecretKey::from_seed([0x9a; 32])
+}
+
+/// The code of the bucket `gateway_rpc` checks commits against: 2 + 1 in 1 MiB segments,
+/// so a valid segment needs three distinct nodes.
+pub const FUZZ_PROFILE: ErasureProfile = ErasureProfile {
+    k: 2,
+    m: 1,
+    segment_size: 1 << 20,
+};
+
+/// The nodes a commit may name: [`node_key`] and two more.
+pub fn fuzz_node_keys() -> [SecretKey; 3] {
+    [
+        node_key(),
+        SecretKey::from_seed([0x0e; 32]),
+        SecretKey::from_seed([0x0f; 32]),
+    ]
+}
+
+/// The catalog record of a node `gateway_rpc` knows (active, so it may hold shards).
+pub fn node_record(id: NodeId) -> NodeRecord {
+    NodeRecord {
+        id,
+        addr: "127.0.0.1:7000".into(),
+        org: "org".into(),
+        site: "site".into(),
+        capacity: 1 << 30,
+        state: NodeState::Active,
+        joined_ms: 1_700_000_000_000,
+        state_since_ms: 1_700_000_000_000,
+        vetted: true,
+        reputation: Default::default(),
+    }
+}
+
+/// Bytes of object data in the sample segment.
+pub const SAMPLE_SEGMENT_LEN: u64 = 1000;
+
+/// One stored shard: a put order signed by [`coordinator_key`] for [`gateway_key`] and the
+/// receipt `node` signed for it.
+pub fn stored_shard(node: &SecretKey, shard: ShardId, root: ShardRoot, size: u64) -> StoredShard {
+    let serial = u64::from_be_bytes(shard.0[..8].try_into().unwrap_or_default());
+    let order = SignedOrder::sign(
+        Order {
+            node: node.public(),
+            client: gateway_key().public(),
+            serial,
+            expires_at: 1_800_000_000,
+            action: Action::Put { shard, root, size },
+        },
+        &coordinator_key(),
+    );
+    let receipt = SignedReceipt::sign(
+        Receipt {
+            node: node.public(),
+            shard,
+            root,
+            size,
+            serial,
+            stored_at: 1_700_000_000,
+        },
+        node,
+    );
+    StoredShard { order, receipt }
+}
+
+/// A segment of [`SAMPLE_SEGMENT_LEN`] bytes in the [`FUZZ_PROFILE`] code, one shard on
+/// each of [`fuzz_node_keys`], with genuine orders and receipts: a proof a coordinator
+/// accepts.
+pub fn sample_segment() -> NewSegment {
+    let codec = Codec::new(usize::from(FUZZ_PROFILE.k), usize::from(FUZZ_PROFILE.m))
+        .unwrap_or_else(|err| panic!("the fuzz code is unusable: {err}"));
+    let size = codec.shard_len(SAMPLE_SEGMENT_LEN);
+    let shards = fuzz_node_keys()
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let shard = ShardId([0x60 + i as u8; 16]);
+            let root = ShardRoot::of(&[i as u8]);
+            stored_shard(node, shard, root, size)
+        })
+        .collect();
+    NewSegment {
+        len: SAMPLE_SEGMENT_LEN,
+        shards,
+        mask: None,
+    }
+}
+
+/// Gateway requests as a gateway sends them, one of each shape worth starting from, and
+/// one it must not send (a `Once` inside a `Once`), with a name for each seed.
+pub fn sample_gateway_requests() -> Vec<(&'static str, GatewayRequest)> {
+    let segment = sample_segment();
+    let put = |body: NewBody| GatewayRequest::Put {
+        bucket: "cache".into(),
+        key: "nar/0a1b.nar.xz".into(),
+        object: NewObject {
+            size: SAMPLE_SEGMENT_LEN,
+            etag: "\"0123456789abcdef0123456789abcdef\"".into(),
+            headers: ObjectHeaders {
+                content_type: Some("application/x-nix-nar".into()),
+                content_encoding: None,
+                cache_control: None,
+                user_metadata: vec![("a".into(), "b".into())],
+            },
+            body,
+        },
+        condition: None,
+    };
+    let put_segments = put(NewBody::Segments(vec![segment.clone()]));
+    vec![
+        ("ping", GatewayRequest::Ping),
+        ("list-buckets", GatewayRequest::ListBuckets),
+        (
+            "access-key",
+            GatewayRequest::AccessKey { id: "AKIA0".into() },
+        ),
+        ("mask-key", GatewayRequest::MaskKey),
+        (
+            "place",
+            GatewayRequest::Place {
+                bucket: "cache".into(),
+                shard_size: 512,
+                roots: (0..3u8).map(|i| ShardRoot::of(&[i])).collect(),
+                avoid: vec![node_key().public()],
+            },
+        ),
+        (
+            "put-inline",
+            put(NewBody::Inline(b"StorePath: /nix/store/x".to_vec())),
+        ),
+        ("put-segments", put_segments.clone()),
+        (
+            "once-put",
+            GatewayRequest::Once {
+                id: RequestId([7; 16]),
+                request: Box::new(put_segments),
+            },
+        ),
+        (
+            "once-once-ping",
+            GatewayRequest::Once {
+                id: RequestId([8; 16]),
+                request: Box::new(GatewayRequest::Once {
+                    id: RequestId([9; 16]),
+                    request: Box::new(GatewayRequest::Ping),
+                }),
+            },
+        ),
+        (
+            "put-part",
+            GatewayRequest::PutPart {
+                upload: "0123abcd".into(),
+                number: 1,
+                size: SAMPLE_SEGMENT_LEN,
+                etag: "\"00\"".into(),
+                segments: vec![segment.clone()],
+            },
+        ),
+        (
+            "repair-done",
+            GatewayRequest::RepairDone {
+                ticket: RepairTicket {
+                    bucket: "cache".into(),
+                    key: "nar/0a1b.nar.xz".into(),
+                    etag: "\"00\"".into(),
+                    segment: 0,
+                    reason: cairn_coordinator::catalog::MoveReason::Repair,
+                    replaced: vec![(2, ShardId([0x62; 16]))],
+                },
+                stored: vec![(2, segment.shards[2].clone())],
+            },
+        ),
+        (
+            "report-shard",
+            GatewayRequest::ReportShard {
+                bucket: "cache".into(),
+                key: "nar/0a1b.nar.xz".into(),
+                node: node_key().public(),
+                shard: ShardId([0x60; 16]),
+                problem: "root mismatch".into(),
+            },
+        ),
+        (
+            "read-orders",
+            GatewayRequest::ReadOrders {
+                bucket: "cache".into(),
+                key: "nar/0a1b.nar.xz".into(),
+                version: cairn_coordinator::catalog::model::ObjectVersion([3; 16]),
+                from: 16,
+            },
+        ),
+    ]
+}
+
+/// Coordinator answers a gateway reads, with a name for each seed.
+pub fn sample_gateway_responses() -> Vec<(&'static str, GatewayResponse)> {
+    let segment = sample_segment();
+    vec![
+        ("done", GatewayResponse::Done),
+        (
+            "forbidden",
+            GatewayResponse::Error {
+                code: RpcCode::Forbidden,
+                message: "not a registered gateway".into(),
+            },
+        ),
+        (
+            "placed",
+            GatewayResponse::Placed(
+                segment
+                    .shards
+                    .iter()
+                    .map(|s| PlacedShard {
+                        addr: "127.0.0.1:7000".into(),
+                        order: s.order.clone(),
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "read-orders",
+            GatewayResponse::ReadOrders(ReadOrders {
+                first: 0,
+                segments: vec![
+                    sample_orders()[1..2].iter().cloned().map(Some).collect(),
+                    vec![None],
+                ],
+            }),
+        ),
+        ("stored", GatewayResponse::Stored { existed: true }),
+        (
+            "not-leader",
+            GatewayResponse::NotLeader {
+                leader: Some("10.0.0.2:7300".into()),
+            },
+        ),
+        (
+            "object-record",
+            GatewayResponse::Object(Some(Box::new(
+                cairn_coordinator::catalog::model::ObjectRecord {
+                    size: SAMPLE_SEGMENT_LEN,
+                    etag: "\"00\"".into(),
+                    last_modified_ms: 1_700_000_000_000,
+                    headers: ObjectHeaders::default(),
+                    body: cairn_coordinator::catalog::model::ObjectBody::Segments {
+                        erasure: FUZZ_PROFILE,
+                        segments: vec![cairn_coordinator::catalog::model::SegmentRecord {
+                            len: SAMPLE_SEGMENT_LEN,
+                            shards: vec![ShardRecord {
+                                id: ShardId([0x60; 16]),
+                                node: node_key().public(),
+                                root: ShardRoot::of(&[0]),
+                            }],
+                            mask: None,
+                        }],
+                    },
+                },
+            ))),
+        ),
     ]
 }
 

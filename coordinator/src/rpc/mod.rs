@@ -268,9 +268,37 @@ pub enum GatewayRequest {
     Once {
         /// The client's id for the request, the same on every retry.
         id: crate::catalog::RequestId,
-        /// The request (never another `Once`).
+        /// The request (never another `Once`: one is refused as it is decoded).
+        #[serde(deserialize_with = "unwrapped_request")]
         request: Box<GatewayRequest>,
     },
+}
+
+/// Decodes the request a [`GatewayRequest::Once`] wraps, refusing one that is itself a
+/// `Once`. Decoding recurses once per level of nesting, and a request frame holds enough
+/// 17-byte levels (a few hundred thousand) to overflow the stack of the thread decoding
+/// it; refused at the second level, the depth is bounded.
+fn unwrapped_request<'de, D>(deserializer: D) -> Result<Box<GatewayRequest>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    thread_local! {
+        static INSIDE_ONCE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    /// Leaves the `Once` being decoded, however its decoding ends.
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            INSIDE_ONCE.with(|inside| inside.set(false));
+        }
+    }
+    if INSIDE_ONCE.with(|inside| inside.replace(true)) {
+        return Err(serde::de::Error::custom(
+            "a request cannot wrap another request",
+        ));
+    }
+    let _leave = Leave;
+    Box::<GatewayRequest>::deserialize(deserializer)
 }
 
 impl GatewayRequest {

@@ -899,3 +899,76 @@ pub(super) fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::order::{Receipt, SignedReceipt};
+
+    use super::*;
+    use crate::catalog::model::ObjectHeaders;
+    use crate::rpc::StoredShard;
+
+    /// The largest request a gateway sends for one S3 request, every number at its longest
+    /// encoding: a 5 GiB body (S3's most for a PUT or a part) in 64 MiB segments of the
+    /// 10 + 6 code, under a 1 KiB key with 2 KiB of metadata.
+    #[test]
+    fn the_largest_commit_fits_a_request_frame_eight_times() {
+        let key = SecretKey::from_seed([1; 32]);
+        let shard = StoredShard {
+            order: SignedOrder::sign(
+                Order {
+                    node: key.public(),
+                    client: key.public(),
+                    serial: u64::MAX,
+                    expires_at: u64::MAX,
+                    action: Action::Put {
+                        shard: ShardId([0xff; 16]),
+                        root: cairn_erasure::ShardRoot::of(b"x"),
+                        size: u64::MAX,
+                    },
+                },
+                &key,
+            ),
+            receipt: SignedReceipt::sign(
+                Receipt {
+                    node: key.public(),
+                    shard: ShardId([0xff; 16]),
+                    root: cairn_erasure::ShardRoot::of(b"x"),
+                    size: u64::MAX,
+                    serial: u64::MAX,
+                    stored_at: u64::MAX,
+                },
+                &key,
+            ),
+        };
+        let order_len = postcard::to_allocvec(&shard.order).unwrap().len();
+        let receipt_len = postcard::to_allocvec(&shard.receipt).unwrap().len();
+        assert_eq!((order_len, receipt_len), (207, 174));
+        let segment = NewSegment {
+            len: u64::MAX,
+            shards: vec![shard; 16],
+            mask: Some(cairn_erasure::SegmentNonce::from_bytes([0xff; 16])),
+        };
+        let request = GatewayRequest::Put {
+            bucket: "b".repeat(63),
+            key: "k".repeat(1024),
+            object: NewObject {
+                size: u64::MAX,
+                etag: format!("\"{}\"", "e".repeat(32)),
+                headers: ObjectHeaders {
+                    content_type: Some("t".repeat(256)),
+                    content_encoding: Some("e".repeat(64)),
+                    cache_control: Some("c".repeat(256)),
+                    user_metadata: vec![("m".repeat(128), "v".repeat(1920))],
+                },
+                body: NewBody::Segments(vec![segment; 80]),
+            },
+            condition: Some(crate::catalog::WriteCondition::ETag("e".repeat(34))),
+        };
+        let len = postcard::to_allocvec(&request).unwrap().len();
+        assert!(
+            len * 8 <= MAX_RPC_REQUEST as usize,
+            "{len} bytes, more than an eighth of {MAX_RPC_REQUEST}"
+        );
+    }
+}
