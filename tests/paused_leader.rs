@@ -193,11 +193,7 @@ fn acknowledged_writes_survive_a_leader_paused_mid_commit() {
             else {
                 return false;
             };
-            let Some(s) = members
-                .iter()
-                .find(|m| m.id == leader)
-                .and_then(status)
-            else {
+            let Some(s) = members.iter().find(|m| m.id == leader).and_then(status) else {
                 return false;
             };
             last = s["durability"].clone();

@@ -66,7 +66,11 @@ impl<'txn> GarbageQueue<'txn> {
     }
 
     /// Queues `shard` (again, if it was: the later time counts).
-    pub(crate) fn queue(&mut self, shard: ShardId, entry: &GarbageShard) -> Result<(), CatalogFault> {
+    pub(crate) fn queue(
+        &mut self,
+        shard: ShardId,
+        entry: &GarbageShard,
+    ) -> Result<(), CatalogFault> {
         let previous = self
             .shards
             .insert(shard.0, encode(entry)?.as_slice())?
@@ -667,7 +671,10 @@ fn index_uploads(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     for item in uploads.iter()? {
         let (k, v) = item?;
         let upload: UploadRecord = decode(v.value())?;
-        by_time.insert(upload_time_key(upload.initiated_ms, k.value()).as_slice(), ())?;
+        by_time.insert(
+            upload_time_key(upload.initiated_ms, k.value()).as_slice(),
+            (),
+        )?;
     }
     Ok(())
 }

@@ -129,9 +129,10 @@ pub fn classify_key(key: &str) -> Result<ObjectKind, NixCheckError> {
         || key
             .strip_suffix(".ls")
             .is_some_and(|hash_part| check_hash_part(hash_part).is_ok())
-        || CACHE_FOLDERS
-            .iter()
-            .any(|folder| key.strip_prefix(folder).is_some_and(|rest| !rest.is_empty()));
+        || CACHE_FOLDERS.iter().any(|folder| {
+            key.strip_prefix(folder)
+                .is_some_and(|rest| !rest.is_empty())
+        });
     if !cache_file {
         return Err(bad(
             "a binary cache holds only nix-cache-info, <hash>.narinfo, nar/…, <hash>.ls, \
@@ -537,7 +538,10 @@ mod tests {
             "06sgdhf0cy9l42fm8kkja1r089xb4icn",
         ] {
             let e = classify_key(stray).unwrap_err();
-            assert!(e.to_string().contains("a binary cache holds only"), "{stray}: {e}");
+            assert!(
+                e.to_string().contains("a binary cache holds only"),
+                "{stray}: {e}"
+            );
         }
         for bad in [
             format!("nar/{NAR_HASH}.nar.zstd"),
