@@ -19,11 +19,14 @@
 //! Skipped, with a message, where nix, moto or the aws cli are missing; a failure instead
 //! when CI is set (`.ci/run` installs them).
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::ports::free_ports;
 
 use serde_json::Value;
 
@@ -80,26 +83,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// A base port with `count` free TCP and UDP ports from it, below Linux's ephemeral range.
-fn free_ports(count: u16) -> u16 {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().wrapping_mul(2_654_435_761);
-    for attempt in 0..1000u32 {
-        let base = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(7_919)) % 12_000) as u16;
-        let free = (base..base + count).all(|port| {
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports between 20000 and 32000");
 }
 
 /// Waits until something accepts connections on `port` (the process must stay alive).

@@ -22,11 +22,14 @@
 //! `docs/` were taken by this test). Without a `chromium` binary the test fails when `CI`
 //! is set (`.ci/run` installs it) and is skipped, saying why, otherwise.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::ports::free_ports;
 
 use cairn_proto::bytesize::ByteSize;
 
@@ -618,27 +621,6 @@ fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Result<T,
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// A base port with `count` free TCP and UDP ports from it, below Linux's ephemeral range
-/// (32768 and up) so no client connection takes one of them while `cairn dev` starts.
-fn free_ports(count: u16) -> u16 {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().wrapping_mul(2_654_435_761);
-    for attempt in 0..1000u32 {
-        let base = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(7_919)) % 12_000) as u16;
-        let free = (base..base + count).all(|port| {
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports between 20000 and 32000");
 }
 
 /// `len` bytes that do not compress, the same for the same length.

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod coordinator;
 pub mod healing;
+pub mod ports;
 pub mod rpc;
 pub mod s3clients;
 
