@@ -8,7 +8,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::coordinator::{Member, TOKEN, admin, join_members, status, wait_status};
+use support::coordinator::{
+    Member, TOKEN, admin, coordinator_key, join_members, member_key, status, wait_status,
+};
 
 fn create_bucket(agent: &ureq::Agent, member: &Member, name: &str) -> Result<(), String> {
     let response = agent
@@ -213,6 +215,96 @@ fn only_registered_member_keys_speak_raft() {
             "{who}: {closed}"
         );
     }
+}
+
+/// A member that has been started but not yet added has no membership to check a caller
+/// against; a stranger who reaches it first must still not be heard (it could otherwise
+/// hand it a membership of its own, register itself as a gateway and read the mask key).
+/// Every Raft call carries the coordinator key's signature over the caller's member key,
+/// which only the group's members can make: a stranger's call is refused unanswered, and
+/// the group's own `members add` still brings the member in.
+#[test]
+fn a_member_not_yet_added_hears_raft_only_from_its_own_group() {
+    use cairn_coordinator::raft::network::{
+        MAX_RAFT_FRAME, MemberCredential, RAFT_ALPN, RaftCall, RaftRequest, RaftResponse,
+    };
+    use cairn_proto::identity::SecretKey;
+    use cairn_proto::wire::{read_frame_within, write_frame_within};
+    let root = tempfile::tempdir().unwrap();
+    let mut members: Vec<Member> = (1..=2).map(|id| Member::new(id, root.path())).collect();
+    members[0].start(true);
+    std::fs::create_dir_all(&members[1].dir).unwrap();
+    std::fs::copy(
+        members[0].dir.join("coordinator.key"),
+        members[1].dir.join("coordinator.key"),
+    )
+    .unwrap();
+    members[1].start(false);
+    let coordinator = coordinator_key(&members[0]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A stranger's vote request, with a credential it signed itself: the answer it got (if
+    // any) and why the connection closed.
+    let stranger = SecretKey::generate();
+    let (answer, closed) = runtime.block_on(async {
+        let client =
+            cairn_proto::transport::client_endpoint("127.0.0.1:0".parse().unwrap(), &stranger)
+                .unwrap();
+        let conn = cairn_proto::transport::connect(
+            &client,
+            &stranger,
+            members[1].quic,
+            &coordinator,
+            RAFT_ALPN,
+        )
+        .await
+        .expect("a member with no membership yet accepts the connection");
+        let call = RaftCall {
+            credential: MemberCredential::forged(&stranger, &stranger.public()),
+            request: RaftRequest::Vote(openraft::raft::VoteRequest::new(
+                openraft::Vote::new(7, 99),
+                None,
+            )),
+        };
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        write_frame_within(&mut send, &call, MAX_RAFT_FRAME)
+            .await
+            .unwrap();
+        let _ = send.finish();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            read_frame_within::<_, RaftResponse>(&mut recv, MAX_RAFT_FRAME),
+        )
+        .await;
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .map(|reason| reason.to_string());
+        (answer, closed)
+    });
+    assert!(
+        !matches!(answer, Ok(Ok(_))),
+        "a stranger's vote request was answered: {answer:?}"
+    );
+    let closed = closed.expect("the stranger's connection stayed open");
+    assert!(closed.contains("no member credential"), "{closed}");
+    // The group's own members add still works: the member becomes a voter.
+    let (id, quic, adm) = (
+        members[1].id.to_string(),
+        members[1].quic.to_string(),
+        members[1].admin.to_string(),
+    );
+    let key = member_key(&members[1]).to_string();
+    admin(
+        &members[0],
+        &[
+            "members", "add", "--id", &id, "--addr", &quic, "--admin", &adm, "--key", &key,
+        ],
+    )
+    .unwrap();
+    wait_status(&members[1], "two voters", |s| {
+        s["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["voter"] == true))
+    });
 }
 
 /// The admin token a first start makes is written to the data dir, readable by its owner

@@ -3,12 +3,13 @@
 //! of six honest nodes with an invitation, receives shards of the objects uploaded through
 //! the gateway, and is audited every 300 ms.
 //!
-//! The audit policy is the default (λ = 0.95, disqualified below 0.6): ten failed
+//! The audit policy is the default (λ = 0.99, disqualified below 0.975): three failed
 //! judgements in a row disqualify a node from any history. So a node that fails every
 //! challenge (dropped shards, flipped bytes, audits answered from the public object) is
-//! disqualified after exactly ten audits of it, i.e. within ten rounds; one that answers
+//! disqualified after exactly three audits of it, i.e. within three rounds (it holds
+//! fewer than 1 000 shards, so it is asked one challenge a round); one that answers
 //! too late, or refuses (busy, an order it calls expired…), is asked each challenge again
-//! in two more rounds (containment) before it counts, so within thirty. Every case then ends with the node's shards rebuilt
+//! in two more rounds (containment) before it counts, so within nine. Every case then ends with the node's shards rebuilt
 //! elsewhere, and a reader checking every object byte-exact all along never saw a wrong
 //! byte. A shard whose audit fails is rebuilt elsewhere at once, even when its node is
 //! never disqualified. An honest node behind a slow, lossy link passes its audits and is
@@ -51,7 +52,7 @@ const AUDITS: &[&str] = &[
 ];
 
 /// Failed judgements in a row that disqualify a node under the default policy.
-const FAILURES_TO_DISQUALIFY: u64 = 10;
+const FAILURES_TO_DISQUALIFY: u64 = 3;
 
 /// The chaos node binary with `args`: built beside `cairn` by `cargo nextest run
 /// --workspace` (the chaos-tests crate's own tests need it).
@@ -159,7 +160,15 @@ fn liar_is_caught(lie: Lie) {
         .flat_map(|(_, segments)| segments.iter().flatten())
         .filter(|node| node.to_string() == liar)
         .count();
-    assert!(held > 0, "the liar received no shards to lie about");
+    // Three failed audits (one round each) can disqualify it and move its shards before the
+    // upload's end is even seen; a node is audited only for shards the catalog places on it.
+    let judged = entry(&cluster, &liar)["audits_failed"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        held > 0 || judged > 0,
+        "the liar received no shards to lie about"
+    );
 
     let reader = Reader::start(&gateway.endpoint, &key);
     let started = Instant::now();
@@ -171,10 +180,10 @@ fn liar_is_caught(lie: Lie) {
     let failed = view["audits_failed"].as_u64().unwrap();
     let bad_reads = view["bad_reads"].as_u64().unwrap();
     assert_eq!(view["audits_passed"], 0, "a liar passed an audit: {view}");
-    assert!(view["score"].as_f64().unwrap() < 0.6, "{view}");
+    assert!(view["score"].as_f64().unwrap() < 0.975, "{view}");
     match lie {
         // Every challenge of it failed, and nothing else judged it: disqualified at the
-        // tenth audit, so within ten rounds.
+        // third audit, so within three rounds.
         Lie::DropsShards | Lie::RefetchesFromPublic | Lie::AnswersLate | Lie::Refuses(_) => {
             assert_eq!(failed, FAILURES_TO_DISQUALIFY, "{view}");
         }

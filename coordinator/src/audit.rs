@@ -2,9 +2,12 @@
 //! random slices of a random shard it signed a receipt for, and checks the answer against
 //! the 32-byte root in the catalog.
 //!
-//! A round gives each node one challenge: a shard picked uniformly among those the
-//! catalog places on it (reservoir sampling over one walk of the catalog) and a few random
-//! byte ranges of it. The node must return the bytes with slice proofs within the
+//! A round gives each node challenges in proportion to what it holds
+//! ([`challenges_per_round`]: one per [`SHARDS_PER_CHALLENGE`] shards, at least one, at
+//! most [`MAX_CHALLENGES_PER_ROUND`]), so a shard on a big node is as likely to be asked
+//! about as one on a small node: each challenge is a shard picked uniformly among those the
+//! catalog places on the node (reservoir sampling over one walk of the catalog) and a few
+//! random byte ranges of it. The node must return the bytes with slice proofs within the
 //! deadline. Outcomes:
 //!
 //! - **passed**: every range verifies against the root;
@@ -12,8 +15,8 @@
 //!   found, damaged, another root) — it signed a receipt for it;
 //! - **missed**: no answer in time, a broken connection, or any refusal the node chooses
 //!   (busy, a claimed bad range…; a refusal is never a pass). The node is *contained*: the
-//!   same challenge is asked again in the following rounds, and only after
-//!   `retries` further misses does it count as failed. A slow or lossy link delays an
+//!   same challenges are asked again in the following rounds (and no new ones), and only
+//!   after `retries` further misses does one count as failed. A slow or lossy link delays an
 //!   answer; it does not make it wrong, and the retried challenge cannot be prepared for
 //!   better than the first (the ranges are the same, the bytes were due all along).
 //!
@@ -69,6 +72,23 @@ const RANGES_PER_AUDIT: usize = 4;
 const RANGE_LEN: u64 = 1024;
 /// Lifetime of the audit orders the coordinator signs for itself.
 const ORDER_SECS: u64 = 120;
+
+/// Shards a node holds per challenge it is asked each round.
+pub const SHARDS_PER_CHALLENGE: u64 = 1_000;
+/// Most challenges one node is asked per round, however much it holds: a challenge costs
+/// the node a few KiB read and the auditor a few proofs checked.
+pub const MAX_CHALLENGES_PER_ROUND: usize = 16;
+
+/// Challenges per round for a node holding `held` shards: `⌈held / 1000⌉`, between 1 and
+/// [`MAX_CHALLENGES_PER_ROUND`]. Audits in proportion to holdings make the time to catch a
+/// node that loses a share of its shards depend on the share, not on how much it holds
+/// (up to the cap).
+pub fn challenges_per_round(held: u64) -> usize {
+    let wanted = held.div_ceil(SHARDS_PER_CHALLENGE).max(1);
+    usize::try_from(wanted)
+        .unwrap_or(usize::MAX)
+        .min(MAX_CHALLENGES_PER_ROUND)
+}
 
 /// Pace and patience of audits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +211,7 @@ struct Auditor {
     settings: AuditSettings,
     clients: NodeClients,
     /// Challenges missed and due again, per node.
-    contained: HashMap<NodeId, Challenge>,
+    contained: HashMap<NodeId, Vec<Challenge>>,
 }
 
 impl Auditor {
@@ -223,27 +243,43 @@ impl Auditor {
             .filter(|id| !self.contained.contains_key(id))
             .copied()
             .collect();
-        let targets = self.sample(&fresh, &mut rng).await?;
+        let mut targets = self.sample(&fresh, &mut rng).await?;
         // Shards gateways read bad are audited before any random pick on their node.
         let requested = self.requested().await?;
         let mut challenges = Vec::new();
         for node in &nodes {
-            let challenge = match self.contained.remove(&node.id) {
-                Some(challenge) => challenge,
-                None => match requested.get(&node.id).or_else(|| targets.get(&node.id)) {
-                    Some(target) => Challenge {
-                        ranges: ranges(target.size, &mut rng),
-                        target: target.clone(),
-                        misses: 0,
-                    },
-                    None => continue,
-                },
+            let asked = match self.contained.remove(&node.id) {
+                Some(challenges) => challenges,
+                None => {
+                    let mut picks = targets.remove(&node.id).unwrap_or_default();
+                    if let Some(target) = requested.get(&node.id) {
+                        // The requested shard takes the place of one random pick.
+                        picks.retain(|t| t.shard != target.shard);
+                        picks.truncate(picks.len().saturating_sub(1));
+                        picks.insert(0, target.clone());
+                    }
+                    picks
+                        .into_iter()
+                        .map(|target| Challenge {
+                            ranges: ranges(target.size, &mut rng),
+                            target,
+                            misses: 0,
+                        })
+                        .collect()
+                }
             };
+            if asked.is_empty() {
+                continue;
+            }
             match self.clients.get(node).await {
-                Ok(client) => challenges.push((node.id, client, challenge)),
+                Ok(client) => {
+                    for challenge in asked {
+                        challenges.push((node.id, client.clone(), challenge));
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(node = %node.id, %err, "cannot audit node");
-                    self.contained.insert(node.id, challenge);
+                    self.contained.insert(node.id, asked);
                 }
             }
         }
@@ -271,7 +307,7 @@ impl Auditor {
                     challenge.misses += 1;
                     tracing::info!(%node, shard = %challenge.target.shard, misses = challenge.misses, "audit missed; will ask again");
                     self.context.stats.missed.fetch_add(1, Ordering::Relaxed);
-                    self.contained.insert(node, challenge);
+                    self.contained.entry(node).or_default().push(challenge);
                 }
                 Outcome::Passed | Outcome::Failed => results.push((node, challenge, outcome)),
                 Outcome::Void => {}
@@ -323,13 +359,13 @@ impl Auditor {
         Ok(())
     }
 
-    /// One shard per node in `nodes`, uniformly among those the catalog places there and
-    /// no inventory admits missing.
+    /// [`challenges_per_round`] distinct shards per node in `nodes`, uniformly among
+    /// those the catalog places there and no inventory admits missing.
     async fn sample(
         &self,
         nodes: &HashSet<NodeId>,
         rng: &mut AuditRng,
-    ) -> Result<HashMap<NodeId, Target>, String> {
+    ) -> Result<HashMap<NodeId, Vec<Target>>, String> {
         if nodes.is_empty() {
             return Ok(HashMap::new());
         }
@@ -339,7 +375,7 @@ impl Auditor {
         let mut rng = rng.fork();
         tokio::task::spawn_blocking(move || {
             let mut seen: HashMap<NodeId, u64> = HashMap::new();
-            let mut chosen: HashMap<NodeId, Target> = HashMap::new();
+            let mut chosen: HashMap<NodeId, Vec<Target>> = HashMap::new();
             catalog.for_each_object(|bucket, key, object| {
                 let ObjectBody::Segments { erasure, segments } = &object.body else {
                     return true;
@@ -360,24 +396,43 @@ impl Auditor {
                         }
                         let count = seen.entry(shard.node).or_default();
                         *count += 1;
-                        // Reservoir sampling: the n-th candidate replaces the pick with
-                        // probability 1/n, so every shard is equally likely.
-                        if rng.below(*count) == 0 {
-                            chosen.insert(
-                                shard.node,
-                                Target {
-                                    bucket: bucket.to_string(),
-                                    key: key.to_string(),
-                                    shard: shard.id,
-                                    root: shard.root,
-                                    size,
-                                },
-                            );
+                        // Reservoir sampling (Algorithm R) of the most challenges a node
+                        // can be asked: the n-th candidate takes a random slot with
+                        // probability MAX/n, so every set of shards is equally likely.
+                        let reservoir = chosen.entry(shard.node).or_default();
+                        let slot = if reservoir.len() < MAX_CHALLENGES_PER_ROUND {
+                            Some(reservoir.len())
+                        } else {
+                            usize::try_from(rng.below(*count))
+                                .ok()
+                                .filter(|slot| *slot < MAX_CHALLENGES_PER_ROUND)
+                        };
+                        if let Some(slot) = slot {
+                            let target = Target {
+                                bucket: bucket.to_string(),
+                                key: key.to_string(),
+                                shard: shard.id,
+                                root: shard.root,
+                                size,
+                            };
+                            if slot == reservoir.len() {
+                                reservoir.push(target);
+                            } else {
+                                reservoir[slot] = target;
+                            }
                         }
                     }
                 }
                 true
             })?;
+            // The reservoir holds a uniform set; shuffled, its first few are one too.
+            for (node, reservoir) in chosen.iter_mut() {
+                for i in (1..reservoir.len()).rev() {
+                    let j = rng.below(i as u64 + 1) as usize;
+                    reservoir.swap(i, j);
+                }
+                reservoir.truncate(challenges_per_round(seen.get(node).copied().unwrap_or(0)));
+            }
             Ok::<_, crate::catalog::CatalogFault>(chosen)
         })
         .await

@@ -122,8 +122,8 @@ impl Default for CoordinatorConfig {
             audit_interval_ms: 60_000,
             audit_deadline_ms: 10_000,
             audit_retries: 3,
-            reputation_lambda_permille: 950,
-            disqualify_below_permille: 600,
+            reputation_lambda_permille: 990,
+            disqualify_below_permille: 975,
             vetting_audits: 20,
         }
     }

@@ -24,7 +24,7 @@ use crate::failure;
 use crate::liveness::Liveness;
 use crate::node_rpc::{NodeRpc, serve_nodes};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{Network, RAFT_ALPN, admits, serve_connection};
+use crate::raft::network::{MemberCredential, Network, RAFT_ALPN, admits, serve_connection};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Member, TypeConfig};
 use crate::rpc::GATEWAY_ALPN;
@@ -188,7 +188,12 @@ pub async fn start(
     let raft = Raft::new(
         config.id,
         Arc::new(raft_config),
-        Network::new(endpoint.clone(), member_key.clone(), key.public()),
+        Network::new(
+            endpoint.clone(),
+            member_key.clone(),
+            key.public(),
+            MemberCredential::issue(&key, &member_key.public()),
+        ),
         log,
         sm,
     )
@@ -455,7 +460,9 @@ async fn serve_quic(endpoint: quinn::Endpoint, rpc: RpcContext, nodes: NodeRpc) 
             let Some(peer) = peer_key(&conn) else { return };
             let raft = rpc.raft.clone();
             match negotiated_alpn(&conn).as_deref() {
-                Some(RAFT_ALPN) if admits(&raft, &peer) => serve_connection(conn, raft).await,
+                Some(RAFT_ALPN) if admits(&raft, &peer) => {
+                    serve_connection(conn, peer, rpc.key.public(), raft).await
+                }
                 Some(RAFT_ALPN) => {
                     tracing::warn!(%peer, remote = %conn.remote_address(), "raft connection from a key that is not a member's");
                     conn.close(1u32.into(), b"not a coordinator member");

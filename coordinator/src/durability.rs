@@ -43,6 +43,9 @@ pub struct Need {
     pub moving: Vec<u32>,
     /// Nodes the moved shards should go to (empty: anywhere placement allows).
     pub targets: Vec<NodeId>,
+    /// Whether the `moving` shards leave organisations holding more of the segment than
+    /// the spread rule allows: they go only where the segment then keeps the rule.
+    pub respread: bool,
     /// Length of each shard of the segment.
     pub shard_size: u64,
     /// Data shards of the segment's code.
@@ -77,23 +80,34 @@ pub struct Survey {
     pub segments_by_shape: BTreeMap<(u32, i64), u64>,
 }
 
+/// Most segments queued per survey to restore the spread rule: they wait behind every
+/// rebuild and drain, and the next survey finds the rest.
+pub const MAX_RESPREAD: usize = 256;
+
 /// Walks the catalog: returns the survey and the segments needing work, lowest margin
-/// first, then the moves off draining nodes.
+/// first, then the moves off draining nodes, then moves restoring the spread rule.
 ///
 /// A segment needs a rebuild when shards are missing and its margin is at most
 /// `threshold`; it needs a move when shards sit on a draining node (whatever its margin:
 /// draining must finish). A segment with both is one need: rebuilt and moved together.
+/// A whole segment with more shards in one organisation than its bucket's rule allows
+/// needs the extra shards moved, when the organisations in `room` (nodes per organisation
+/// that accept new shards) could hold the segment under the rule at all; up to
+/// [`MAX_RESPREAD`] of them per survey.
 pub fn survey(
     catalog: &Catalog,
     states: &HashMap<NodeId, NodeState>,
     orgs: &HashMap<NodeId, String>,
+    room: &HashMap<String, usize>,
     missing_shards: &HashSet<ShardId>,
     threshold: u16,
 ) -> Result<(Survey, Vec<Need>), CatalogFault> {
     let mut survey = Survey::default();
     let mut needs = Vec::new();
-    // The spread rule per bucket: at most this many shards of a segment per organisation.
-    let per_org: HashMap<String, usize> = catalog
+    let mut respread = 0usize;
+    // The spread rule per bucket: at most this many shards of a segment per organisation,
+    // and whether the organisations with room could keep it for a whole segment.
+    let per_org: HashMap<String, (usize, bool)> = catalog
         .buckets()?
         .into_iter()
         .map(|b| {
@@ -101,7 +115,9 @@ pub fn survey(
                 0 => usize::MAX,
                 f => usize::from(b.erasure.m) / f,
             };
-            (b.name, limit)
+            let slots: usize = room.values().map(|n| (*n).min(limit)).sum();
+            let width = usize::from(b.erasure.k) + usize::from(b.erasure.m);
+            (b.name, (limit, slots >= width))
         })
         .collect();
     catalog.for_each_object(|bucket, key, object| {
@@ -112,7 +128,8 @@ pub fn survey(
         else {
             return true;
         };
-        let limit = per_org.get(bucket).copied().unwrap_or(usize::MAX);
+        let (limit, feasible) = per_org.get(bucket).copied().unwrap_or((usize::MAX, false));
+        let limit = limit.max(1);
         for (index, segment) in segments.iter().enumerate() {
             let mut in_org: HashMap<&str, usize> = HashMap::new();
             for shard in &segment.shards {
@@ -120,7 +137,8 @@ pub fn survey(
                     *in_org.entry(org.as_str()).or_default() += 1;
                 }
             }
-            if in_org.values().any(|n| *n > limit.max(1)) {
+            let below_spread = in_org.values().any(|n| *n > limit);
+            if below_spread {
                 survey.below_spread += 1;
             }
             let shard_size = codec.shard_len(segment.len);
@@ -164,6 +182,38 @@ pub fn survey(
                     draining,
                     moving: Vec::new(),
                     targets: Vec::new(),
+                    respread: false,
+                    shard_size,
+                    k: erasure.k,
+                });
+            } else if below_spread && feasible && missing.is_empty() && respread < MAX_RESPREAD {
+                // The shards past the cap in each crowded organisation move; the rest stay.
+                let mut seen: HashMap<&str, usize> = HashMap::new();
+                let moving = segment
+                    .shards
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, shard)| {
+                        orgs.get(&shard.node).is_some_and(|org| {
+                            let n = seen.entry(org.as_str()).or_default();
+                            *n += 1;
+                            *n > limit
+                        })
+                    })
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                respread += 1;
+                needs.push(Need {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    etag: object.etag.clone(),
+                    segment: index as u32,
+                    margin,
+                    missing: Vec::new(),
+                    draining: Vec::new(),
+                    moving,
+                    targets: Vec::new(),
+                    respread: true,
                     shard_size,
                     k: erasure.k,
                 });
@@ -180,9 +230,9 @@ pub fn survey(
             }
         }
     })?;
-    // Rebuilds before moves, lowest margin first; a stable sort keeps catalog order within
-    // a margin, so every segment gets its turn.
-    needs.sort_by_key(|need| (need.missing.is_empty(), need.margin));
+    // Rebuilds before drains before respreading, lowest margin first; a stable sort keeps
+    // catalog order within a margin, so every segment gets its turn.
+    needs.sort_by_key(|need| (need.missing.is_empty(), need.respread, need.margin));
     Ok((survey, needs))
 }
 
@@ -318,6 +368,7 @@ pub fn rebalance_moves(
                 draining: Vec::new(),
                 moving: vec![i as u32],
                 targets,
+                respread: false,
                 shard_size,
                 k: erasure.k,
             });

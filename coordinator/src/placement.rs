@@ -25,6 +25,33 @@ pub const DEFAULT_FAILURE_TOLERANCE: usize = 2;
 /// shards until audits show it keeps what it is given.
 pub const DEFAULT_VETTING_WEIGHT: f64 = 0.05;
 
+/// Most a node may weigh in the draw, as a multiple of the median weight of the nodes
+/// drawn from, by default: however much space one node claims (or is credited with), it
+/// is picked for a segment little more often than a few ordinary nodes together.
+pub const DEFAULT_MAX_WEIGHT_OVER_MEDIAN: f64 = 4.0;
+
+/// Bytes any node is trusted with before it has proven anything: new shards are drawn in
+/// proportion to free space, but space a node merely claims counts only up to this.
+pub const CREDIBLE_FLOOR_BYTES: u64 = 64 << 30;
+/// Bytes a vetting node may be given in all until audits have vetted it.
+pub const VETTING_QUOTA_BYTES: u64 = 16 << 30;
+
+/// What a node holding `placed` bytes may still be given, by what it has proven rather
+/// than what it claims: a vetting node what is left of [`VETTING_QUOTA_BYTES`]; a vetted
+/// one as much again as the catalog already places on it (kept, audit after audit), or up
+/// to [`CREDIBLE_FLOOR_BYTES`] if that is more. A node claiming 2⁶⁰ bytes free thus weighs
+/// what an honest newcomer weighs, and grows only by holding what it is given. The caller
+/// takes the smaller of this and the space the node reports free.
+pub fn credible_room(vetting: bool, placed: u64) -> u64 {
+    if vetting {
+        VETTING_QUOTA_BYTES.saturating_sub(placed)
+    } else {
+        CREDIBLE_FLOOR_BYTES
+            .max(placed.saturating_mul(2))
+            .saturating_sub(placed)
+    }
+}
+
 /// A storage node that may receive a shard, as the coordinator currently sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Candidate {
@@ -57,6 +84,10 @@ pub struct PlacementRequest {
     pub failure_tolerance: usize,
     /// Weight multiplier for vetting nodes (finite, not negative).
     pub vetting_weight: f64,
+    /// Cap on any node's weight, as a multiple of the median weight among the nodes drawn
+    /// from (at least 1; infinity for no cap): one node's share of new shards stays
+    /// bounded whatever space it reports.
+    pub max_weight_over_median: f64,
 }
 
 impl PlacementRequest {
@@ -69,6 +100,7 @@ impl PlacementRequest {
             shard_size,
             failure_tolerance: DEFAULT_FAILURE_TOLERANCE,
             vetting_weight: DEFAULT_VETTING_WEIGHT,
+            max_weight_over_median: DEFAULT_MAX_WEIGHT_OVER_MEDIAN,
         }
     }
 }
@@ -105,6 +137,25 @@ pub struct Guarantee {
     pub tolerated: usize,
 }
 
+impl Guarantee {
+    /// Whether this spread is at least as strong as `other`: a stronger kind of domain
+    /// first (organisations, then sites, then nodes), then more of them tolerated.
+    pub fn at_least(&self, other: &Guarantee) -> bool {
+        let rank = |level: SpreadLevel| match level {
+            SpreadLevel::Org => 2,
+            SpreadLevel::Site => 1,
+            SpreadLevel::Node => 0,
+        };
+        (rank(self.level), self.tolerated) >= (rank(other.level), other.tolerated)
+    }
+}
+
+impl std::fmt::Display for Guarantee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "any {} {}(s)", self.tolerated, self.level.as_str())
+    }
+}
+
 /// The nodes chosen for one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
@@ -127,6 +178,15 @@ pub enum PlacementError {
         needed: usize,
         /// Distinct nodes with at least `shard_size` bytes free.
         eligible: usize,
+    },
+    /// Moving shards now would leave the segment spread more weakly than `required`
+    /// (a move must never weaken a segment; it waits for the cluster to have room).
+    #[error("no placement keeps the segment surviving {required}: the best is {best}")]
+    WeakerSpread {
+        /// The spread the segment must keep (or reach).
+        required: Guarantee,
+        /// The strongest the candidates allow.
+        best: Guarantee,
     },
 }
 
@@ -181,6 +241,65 @@ pub fn place_replacements(
     place_among(&free, kept, request, count, seed)
 }
 
+/// [`place_replacements`] for shards that move while their segment is whole (a drain, a
+/// rebalance, restoring the spread rule): refused with [`PlacementError::WeakerSpread`]
+/// unless the segment afterwards survives at least `required` — typically what
+/// [`guarantee_of`] says it survives now, so a move never weakens a segment.
+pub fn place_moves(
+    candidates: &[Candidate],
+    kept: &[Candidate],
+    request: &PlacementRequest,
+    count: usize,
+    seed: u64,
+    required: Guarantee,
+) -> Result<Placement, PlacementError> {
+    let placement = place_replacements(candidates, kept, request, count, seed)?;
+    if placement.guarantee.at_least(&required) {
+        Ok(placement)
+    } else {
+        Err(PlacementError::WeakerSpread {
+            required,
+            best: placement.guarantee,
+        })
+    }
+}
+
+/// The spread the nodes of a placed segment give it: the strongest guarantee whose
+/// per-domain cap every organisation (then site) keeps, for `request`'s `k`, `m` and
+/// failure tolerance. Nodes listed twice count twice (they would hold two shards).
+pub fn guarantee_of(holders: &[Candidate], request: &PlacementRequest) -> Guarantee {
+    for level in [SpreadLevel::Org, SpreadLevel::Site] {
+        let mut held: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in holders {
+            let name = match level {
+                SpreadLevel::Site => c.site.as_str(),
+                SpreadLevel::Org | SpreadLevel::Node => c.org.as_str(),
+            };
+            *held.entry(name).or_default() += 1;
+        }
+        let most = held.values().copied().max().unwrap_or(0);
+        for tolerated in (1..=request.failure_tolerance.min(request.m)).rev() {
+            if most <= request.m / tolerated {
+                return Guarantee { level, tolerated };
+            }
+        }
+    }
+    Guarantee {
+        level: SpreadLevel::Node,
+        tolerated: request.m,
+    }
+}
+
+/// The spread rule a bucket asks of every segment: any `f` organisations may go
+/// (`f` = the request's failure tolerance, at most `m`); `None` when it asks none.
+pub fn rule(request: &PlacementRequest) -> Option<Guarantee> {
+    let tolerated = request.failure_tolerance.min(request.m);
+    (tolerated > 0).then_some(Guarantee {
+        level: SpreadLevel::Org,
+        tolerated,
+    })
+}
+
 fn place_among(
     candidates: &[Candidate],
     kept: &[Candidate],
@@ -191,7 +310,7 @@ fn place_among(
     let pool = eligible(candidates, request.shard_size);
     let spread = plan(&pool, kept, request, count)?;
     let mut rng = SplitMix64(seed);
-    let Some(mut nodes) = select(&pool, &spread, request.vetting_weight, &mut rng) else {
+    let Some(mut nodes) = select(&pool, &spread, request, &mut rng) else {
         // Unreachable while `plan` checks the slot sum (see `select`); an error rather than
         // a panic keeps a bug here from taking the coordinator down.
         return Err(PlacementError::NotEnoughNodes {
@@ -222,6 +341,13 @@ fn checked_width(request: &PlacementRequest) -> Result<usize, PlacementError> {
         return Err(PlacementError::InvalidRequest(format!(
             "vetting weight must be finite and not negative, not {}",
             request.vetting_weight
+        )));
+    }
+    // NaN or a cap below the median itself would make every weight meaningless.
+    if request.max_weight_over_median.is_nan() || request.max_weight_over_median < 1.0 {
+        return Err(PlacementError::InvalidRequest(format!(
+            "the weight cap must be at least 1, not {}",
+            request.max_weight_over_median
         )));
     }
     request.k.checked_add(request.m).ok_or_else(|| {
@@ -371,22 +497,23 @@ fn group(
 fn select(
     pool: &[&Candidate],
     spread: &Spread,
-    vetting_weight: f64,
+    request: &PlacementRequest,
     rng: &mut SplitMix64,
 ) -> Option<Vec<NodeId>> {
-    let weights: Vec<f64> = pool
+    let mut weights: Vec<f64> = pool
         .iter()
         .map(|c| {
             // u64 → f64 never overflows (it rounds), and the factor is finite and ≥ 0, so
             // every weight is finite and ≥ 0.
             let space = c.free_bytes as f64;
             if c.vetting {
-                space * vetting_weight
+                space * request.vetting_weight
             } else {
                 space
             }
         })
         .collect();
+    cap_weights(&mut weights, request.max_weight_over_median);
     let mut taken = vec![false; pool.len()];
     let mut used = spread.held.clone();
     let mut chosen = Vec::with_capacity(spread.needed);
@@ -408,6 +535,24 @@ fn select(
         chosen.push(pool[pick].node);
     }
     Some(chosen)
+}
+
+/// Lowers every weight above `ratio` times the median weight to that: the share cap.
+/// Weights are finite and not negative, so the median is too.
+fn cap_weights(weights: &mut [f64], ratio: f64) {
+    if weights.is_empty() || ratio.is_infinite() {
+        return;
+    }
+    let mut sorted = weights.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let cap = sorted[sorted.len() / 2] * ratio;
+    // A zero median (most nodes full or vetting at weight 0) caps nothing: the nodes with
+    // room must still be drawn in proportion to it.
+    if cap > 0.0 {
+        for weight in weights.iter_mut() {
+            *weight = weight.min(cap);
+        }
+    }
 }
 
 /// One index from `available`, with probability proportional to its weight, or uniformly if

@@ -243,6 +243,21 @@ impl Repairs {
         }
     }
 
+    /// Bytes the latest survey found the catalog placing on `node` (0 before the first
+    /// survey of this term): what the node has been trusted with so far.
+    pub fn placed_bytes(&self, node: &NodeId) -> u64 {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|state| {
+                state
+                    .survey
+                    .as_ref()
+                    .and_then(|survey| survey.bytes_by_node.get(node).copied())
+            })
+            .unwrap_or(0)
+    }
+
     /// Replaces the queue with a new survey's needs, leaving out leased segments.
     fn install(&self, found: Survey, needs: Vec<Need>) {
         let Ok(mut state) = self.state.lock() else {
@@ -363,12 +378,14 @@ fn key_of(need: &Need) -> SegmentKey {
 }
 
 /// Why a need is worked on: lost shards are a repair, moves off draining nodes a drain,
-/// the rest rebalancing.
+/// moves out of crowded organisations restore the spread, the rest rebalancing.
 pub fn reason(need: &Need) -> MoveReason {
     if !need.missing.is_empty() {
         MoveReason::Repair
     } else if !need.draining.is_empty() {
         MoveReason::Drain
+    } else if need.respread {
+        MoveReason::Spread
     } else {
         MoveReason::Rebalance
     }
@@ -401,9 +418,14 @@ pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>
             let nodes = snapshot.nodes()?;
             let states: HashMap<NodeId, NodeState> =
                 nodes.iter().map(|n| (n.id, n.state)).collect();
+            // Organisations able to take the shards a respread moves.
+            let mut room: HashMap<String, usize> = HashMap::new();
+            for node in nodes.iter().filter(|n| n.state.accepts_new_shards()) {
+                *room.entry(node.org.clone()).or_default() += 1;
+            }
             let orgs: HashMap<NodeId, String> = nodes.into_iter().map(|n| (n.id, n.org)).collect();
             let garbage = snapshot.garbage_by_node()?;
-            survey(&snapshot, &states, &orgs, &missing, threshold)
+            survey(&snapshot, &states, &orgs, &room, &missing, threshold)
                 .map(|found| (found, states, garbage))
         })
         .await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use cairn_coordinator::catalog::model::{Bucket, BucketMode, ErasureProfile};
 use cairn_coordinator::catalog::{self, Command, CommandResult};
 use cairn_coordinator::raft::log_store::LogStore;
-use cairn_coordinator::raft::network::{Network, RAFT_ALPN, serve_connection};
+use cairn_coordinator::raft::network::{MemberCredential, Network, RAFT_ALPN, serve_connection};
 use cairn_coordinator::raft::state_machine::StateMachine;
 use cairn_coordinator::raft::types::{Member, TypeConfig};
 use cairn_proto::identity::SecretKey;
@@ -53,7 +53,12 @@ async fn start(id: u64, dir: &Path, addr: SocketAddr, key: &SecretKey) -> Runnin
     let raft = Raft::new(
         id,
         Arc::new(config.validate().unwrap()),
-        Network::new(endpoint.clone(), key.clone(), key.public()),
+        Network::new(
+            endpoint.clone(),
+            key.clone(),
+            key.public(),
+            MemberCredential::issue(key, &key.public()),
+        ),
         log,
         sm.clone(),
     )
@@ -61,12 +66,15 @@ async fn start(id: u64, dir: &Path, addr: SocketAddr, key: &SecretKey) -> Runnin
     .unwrap();
     let accept = endpoint.clone();
     let served = raft.clone();
+    let coordinator = key.public();
     tokio::spawn(async move {
         while let Some(incoming) = accept.accept().await {
             let raft = served.clone();
             tokio::spawn(async move {
-                if let Ok(conn) = incoming.await {
-                    serve_connection(conn, raft).await;
+                if let Ok(conn) = incoming.await
+                    && let Some(peer) = cairn_proto::transport::peer_key(&conn)
+                {
+                    serve_connection(conn, peer, coordinator, raft).await;
                 }
             });
         }

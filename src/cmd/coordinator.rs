@@ -149,12 +149,13 @@ pub struct CoordinatorArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     audit_retries: Option<u32>,
     /// Forgetting factor of the audit score in thousandths: how much of the past each
-    /// judgement keeps [default: 950].
+    /// judgement keeps [default: 990].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     reputation_lambda_permille: Option<u16>,
     /// Disqualify a node whose audit score (0–1000) falls below this: no new work, its
-    /// shards rebuilt elsewhere. With the default λ, ten failures in a row [default: 600].
+    /// shards rebuilt elsewhere. With the default λ, three failures in a row, or a node
+    /// failing 5 % of its audits within 220 of them (99 %) [default: 975].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     disqualify_below_permille: Option<u16>,

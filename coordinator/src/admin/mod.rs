@@ -283,7 +283,7 @@ fn durability(
     };
     let loss_model = loss_model(state, &survey)?;
     let mut moved = BTreeMap::new();
-    for reason in [MoveReason::Repair, MoveReason::Drain, MoveReason::Rebalance] {
+    for reason in MoveReason::ALL {
         let (shards, bytes) = state.inner.catalog.moved(reason)?;
         moved.insert(reason.as_str().to_string(), MovedView { shards, bytes });
     }
@@ -936,7 +936,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     ));
     let mut shards_moved = String::new();
     let mut bytes_moved = String::new();
-    for reason in [MoveReason::Repair, MoveReason::Drain, MoveReason::Rebalance] {
+    for reason in MoveReason::ALL {
         if let Ok((shards, bytes)) = state.inner.catalog.moved(reason) {
             let label = reason.as_str();
             shards_moved.push_str(&format!(

@@ -281,6 +281,19 @@ pub enum MoveReason {
     Drain,
     /// Moved to even out utilisation.
     Rebalance,
+    /// Moved out of an organisation holding more of the segment than the spread rule
+    /// allows. (Last, so log entries written before it decode unchanged.)
+    Spread,
+}
+
+impl MoveReason {
+    /// Every reason, for metrics and status that list them all.
+    pub const ALL: [MoveReason; 4] = [
+        MoveReason::Repair,
+        MoveReason::Drain,
+        MoveReason::Rebalance,
+        MoveReason::Spread,
+    ];
 }
 
 impl MoveReason {
@@ -290,6 +303,7 @@ impl MoveReason {
             MoveReason::Repair => "repair",
             MoveReason::Drain => "drain",
             MoveReason::Rebalance => "rebalance",
+            MoveReason::Spread => "spread",
         }
     }
 }

@@ -247,7 +247,10 @@ pub struct NodeRecord {
 /// `α + β = 1/(1−λ)` for ever, so the score is an exponentially weighted average of
 /// outcomes, `score ← λ·score + (1−λ)·[passed]`, kept in millionths so that every member
 /// computes exactly the same number. `n` failures in a row multiply the score by `λⁿ`,
-/// whatever came before: with `λ = 0.95` and a threshold of 0.6, ten.
+/// whatever came before: with the defaults `λ = 0.99` and a threshold of 0.975, three.
+/// What the defaults catch, and how fast, is derived in ARCHITECTURE.md ("Reputation") and
+/// checked by a seeded simulation of this exact arithmetic in
+/// `coordinator/tests/reputation.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reputation {
     /// Shard reads whose bytes failed verification (or that the node said were damaged),
@@ -307,8 +310,8 @@ pub struct ReputationPolicy {
 impl Default for ReputationPolicy {
     fn default() -> Self {
         Self {
-            lambda_ppm: 950_000,
-            disqualify_below_ppm: 600_000,
+            lambda_ppm: 990_000,
+            disqualify_below_ppm: 975_000,
             vetting_audits: 20,
         }
     }

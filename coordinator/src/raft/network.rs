@@ -3,7 +3,10 @@
 //! Each RPC is one bi-directional stream: a request frame, a response frame. The caller
 //! presents its own member key and pins the callee to the coordinator key (every member
 //! serves under it); the callee accepts Raft traffic only from member keys in its current
-//! membership ([`admits`]).
+//! membership ([`admits`]), and every call carries a [`MemberCredential`]: the coordinator
+//! key's signature over the caller's member key. Only holders of the coordinator key can
+//! issue one, so a member that has no membership yet (started, not yet added) still hears
+//! Raft only from the group it belongs to, never from a stranger who reaches it first.
 
 // openraft fixes the RPC error types, which are large.
 #![allow(clippy::result_large_err)]
@@ -11,7 +14,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cairn_proto::identity::{PublicKey, SecretKey};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cairn_proto::identity::{PublicKey, SecretKey, Signature};
 use cairn_proto::transport::connect;
 use cairn_proto::wire::{WireError, read_frame_within, write_frame_within};
 use openraft::Raft;
@@ -33,6 +39,49 @@ pub const RAFT_ALPN: &[u8] = b"cairn-raft/1";
 /// Largest Raft frame: entry batches and snapshot chunks between trusted members are far
 /// larger than anything an untrusted peer may send.
 pub const MAX_RAFT_FRAME: u32 = 64 << 20;
+
+/// Domain separation of [`MemberCredential`] signatures: no other message the coordinator
+/// key signs (orders, invitations) can be mistaken for one.
+const CREDENTIAL_CONTEXT: &[u8] = b"cairn-member-credential-v1\0";
+
+/// Proof that a member key belongs to the group: the coordinator key's signature over it.
+///
+/// Every member holds the coordinator key (it serves under it), so each issues its own at
+/// start; the key is not stored anywhere else and a stranger cannot make one.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct MemberCredential(Signature);
+
+impl MemberCredential {
+    /// The credential of `member`, signed with the coordinator key.
+    pub fn issue(coordinator: &SecretKey, member: &PublicKey) -> Self {
+        Self(coordinator.sign(&Self::message(member)))
+    }
+
+    /// A credential that proves nothing, for tests of refusals.
+    pub fn forged(signer: &SecretKey, member: &PublicKey) -> Self {
+        Self(signer.sign(&Self::message(member)))
+    }
+
+    /// Whether this credential was issued by `coordinator` for `member`.
+    pub fn admits(&self, coordinator: &PublicKey, member: &PublicKey) -> bool {
+        coordinator.verify(&Self::message(member), &self.0)
+    }
+
+    fn message(member: &PublicKey) -> Vec<u8> {
+        let mut message = CREDENTIAL_CONTEXT.to_vec();
+        message.extend_from_slice(member.as_bytes());
+        message
+    }
+}
+
+/// One Raft RPC as it travels: the caller's credential and the request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RaftCall {
+    /// The caller's [`MemberCredential`], checked against the key it connected with.
+    pub credential: MemberCredential,
+    /// The RPC.
+    pub request: RaftRequest,
+}
 
 /// A Raft RPC.
 #[derive(Debug, Serialize, Deserialize)]
@@ -61,24 +110,33 @@ pub struct Network {
     endpoint: quinn::Endpoint,
     key: SecretKey,
     coordinator: PublicKey,
+    credential: MemberCredential,
 }
 
 impl Network {
     /// Dials from `endpoint` as `key` (this member's own key), expecting every member to
-    /// prove `coordinator`.
-    pub fn new(endpoint: quinn::Endpoint, key: SecretKey, coordinator: PublicKey) -> Self {
+    /// prove `coordinator`, and presenting `credential` (issued for `key`).
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        key: SecretKey,
+        coordinator: PublicKey,
+        credential: MemberCredential,
+    ) -> Self {
         Self {
             endpoint,
             key,
             coordinator,
+            credential,
         }
     }
 }
 
-/// Whether `peer` may send Raft traffic to this member: its key belongs to a member of the
-/// current membership. A member that has never joined has no membership yet and accepts
-/// the first leader that replicates to it (which the operator's `members add` makes
-/// happen right after its start); once it holds a membership, only members are heard.
+/// Whether `peer` may open a Raft connection to this member: its key belongs to a member
+/// of the current membership. A member that has never joined has no membership yet and
+/// accepts the connection of the first leader that replicates to it (which the operator's
+/// `members add` makes happen right after its start); [`serve_connection`] then hears it
+/// only with a valid [`MemberCredential`]. Once it holds a membership, only members are
+/// heard.
 pub fn admits(raft: &Raft<TypeConfig>, peer: &PublicKey) -> bool {
     let metrics = raft.metrics();
     let metrics = metrics.borrow();
@@ -99,6 +157,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             endpoint: self.endpoint.clone(),
             key: self.key.clone(),
             coordinator: self.coordinator,
+            credential: self.credential,
             target,
             member: node.clone(),
             conn: None,
@@ -111,6 +170,7 @@ pub struct Peer {
     endpoint: quinn::Endpoint,
     key: SecretKey,
     coordinator: PublicKey,
+    credential: MemberCredential,
     target: u64,
     member: Member,
     conn: Option<quinn::Connection>,
@@ -140,15 +200,19 @@ impl From<WireError> for CallError {
 impl Peer {
     async fn call(
         &mut self,
-        request: &RaftRequest,
+        request: RaftRequest,
         ttl: Duration,
     ) -> Result<RaftResponse, CallError> {
-        tokio::time::timeout(ttl, self.call_inner(request))
+        let call = RaftCall {
+            credential: self.credential,
+            request,
+        };
+        tokio::time::timeout(ttl, self.call_inner(&call))
             .await
             .map_err(|_| CallError::Timeout(ttl))?
     }
 
-    async fn call_inner(&mut self, request: &RaftRequest) -> Result<RaftResponse, CallError> {
+    async fn call_inner(&mut self, call: &RaftCall) -> Result<RaftResponse, CallError> {
         let conn = match self.conn.take() {
             Some(conn) if conn.close_reason().is_none() => conn,
             _ => {
@@ -174,7 +238,7 @@ impl Peer {
             .open_bi()
             .await
             .map_err(|err| CallError::Stream(err.to_string()))?;
-        write_frame_within(&mut send, request, MAX_RAFT_FRAME).await?;
+        write_frame_within(&mut send, call, MAX_RAFT_FRAME).await?;
         let _ = send.finish();
         let response = read_frame_within(&mut recv, MAX_RAFT_FRAME).await?;
         self.conn = Some(conn);
@@ -207,7 +271,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
         match self
-            .call(&RaftRequest::AppendEntries(rpc), option.hard_ttl())
+            .call(RaftRequest::AppendEntries(rpc), option.hard_ttl())
             .await
         {
             Ok(RaftResponse::AppendEntries(result)) => result.map_err(|err| self.remote(err)),
@@ -225,7 +289,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>,
     > {
         match self
-            .call(&RaftRequest::InstallSnapshot(rpc), option.hard_ttl())
+            .call(RaftRequest::InstallSnapshot(rpc), option.hard_ttl())
             .await
         {
             Ok(RaftResponse::InstallSnapshot(result)) => result.map_err(|err| self.remote(err)),
@@ -239,7 +303,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        match self.call(&RaftRequest::Vote(rpc), option.hard_ttl()).await {
+        match self.call(RaftRequest::Vote(rpc), option.hard_ttl()).await {
             Ok(RaftResponse::Vote(result)) => result.map_err(|err| self.remote(err)),
             Ok(_) => Err(self.unreachable(CallError::Mismatch)),
             Err(err) => Err(self.unreachable(err)),
@@ -247,21 +311,35 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// Answers Raft RPCs arriving on `conn` (already checked to be a member holding the
-/// coordinator key) until it closes.
-pub async fn serve_connection(conn: quinn::Connection, raft: Raft<TypeConfig>) {
+/// Answers Raft RPCs arriving on `conn` from `peer` (already [`admits`]ted) until it
+/// closes. The first call's credential must have been issued by `coordinator` for `peer`,
+/// or the connection is closed before anything reaches Raft.
+pub async fn serve_connection(
+    conn: quinn::Connection,
+    peer: PublicKey,
+    coordinator: PublicKey,
+    raft: Raft<TypeConfig>,
+) {
+    let proven = Arc::new(AtomicBool::new(false));
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        let raft = raft.clone();
+        let (raft, proven, conn) = (raft.clone(), proven.clone(), conn.clone());
         tokio::spawn(async move {
-            let request = match read_frame_within::<_, RaftRequest>(&mut recv, MAX_RAFT_FRAME).await
-            {
-                Ok(request) => request,
+            let call = match read_frame_within::<_, RaftCall>(&mut recv, MAX_RAFT_FRAME).await {
+                Ok(call) => call,
                 Err(err) => {
                     tracing::warn!(%err, "unreadable raft request");
                     return;
                 }
             };
-            let response = match request {
+            if !proven.load(Ordering::Acquire) {
+                if !call.credential.admits(&coordinator, &peer) {
+                    tracing::warn!(%peer, remote = %conn.remote_address(), "raft call without a member credential");
+                    conn.close(1u32.into(), b"no member credential");
+                    return;
+                }
+                proven.store(true, Ordering::Release);
+            }
+            let response = match call.request {
                 RaftRequest::AppendEntries(rpc) => {
                     RaftResponse::AppendEntries(raft.append_entries(rpc).await)
                 }

@@ -21,7 +21,7 @@ use super::{
 use crate::catalog::model::{NodeRecord, NodeState, ObjectBody};
 use crate::catalog::{Command, CommandResult, ShardReplacement};
 use crate::durability::Need;
-use crate::placement::{PlacementRequest, place_replacements};
+use crate::placement::{PlacementRequest, guarantee_of, place_moves, place_replacements, rule};
 
 /// Queued segments looked at per request before answering "nothing for now": a need can
 /// be stale (the object was overwritten) or not placeable yet.
@@ -165,8 +165,32 @@ fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<Repa
     if rebalance && !need.targets.is_empty() {
         pool.retain(|c| need.targets.contains(&c.node));
     }
-    let placement = place_replacements(&pool, &kept, &request, replace.len(), seed)
-        .map_err(|e| e.to_string())?;
+    let placement = if lost {
+        // Rebuilding comes first: a lost shard is replaced as well as the cluster allows
+        // now, and a later survey restores the spread rule if this weakened it.
+        place_replacements(&pool, &kept, &request, replace.len(), seed)
+    } else {
+        // A move must never leave the segment spread more weakly than it is; one restoring
+        // the rule must reach it.
+        let holders: Vec<_> = segment
+            .shards
+            .iter()
+            .filter_map(|s| nodes.iter().find(|n| n.id == s.node))
+            .map(|n| candidate(ctx, n))
+            .collect();
+        let now = guarantee_of(&holders, &request);
+        let required = match rule(&request) {
+            Some(rule) if need.respread => {
+                if now.at_least(&rule) {
+                    return Ok(None);
+                }
+                rule
+            }
+            _ => now,
+        };
+        place_moves(&pool, &kept, &request, replace.len(), seed, required)
+    }
+    .map_err(|e| e.to_string())?;
     let mut targets = Vec::with_capacity(replace.len());
     for (&i, node) in replace.iter().zip(&placement.nodes) {
         let order = sign_put(ctx, peer, *node, segment.shards[i].root, shard_size)
@@ -187,6 +211,8 @@ fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<Repa
             segment: need.segment,
             reason: if lost {
                 crate::catalog::MoveReason::Repair
+            } else if need.respread && need.draining.is_empty() {
+                crate::catalog::MoveReason::Spread
             } else if rebalance && need.draining.is_empty() {
                 crate::catalog::MoveReason::Rebalance
             } else {

@@ -716,18 +716,23 @@ pub(super) fn candidates(
         .collect()
 }
 
-/// A node as placement sees it.
+/// A node as placement sees it. The space it may take is what it reports free, but never
+/// more than it has earned ([`crate::placement::credible_room`] of what the latest survey
+/// found placed on it).
 pub(super) fn candidate(ctx: &RpcContext, node: &NodeRecord) -> Candidate {
     let used = ctx
         .liveness
         .last(&node.id)
         .map_or(0, |(_, hb)| hb.used_bytes);
+    let claimed = node.capacity.saturating_sub(used);
+    let placed = ctx.repairs.placed_bytes(&node.id);
+    let vetting = node.state == NodeState::Vetting;
     Candidate {
         node: node.id,
         org: node.org.clone(),
         site: node.site.clone(),
-        free_bytes: node.capacity.saturating_sub(used),
-        vetting: node.state == NodeState::Vetting,
+        free_bytes: claimed.min(crate::placement::credible_room(vetting, placed)),
+        vetting,
     }
 }
 
