@@ -559,3 +559,59 @@ async fn health(stream: &mut TcpStream) -> String {
         .expect("no answer to GET /health");
     String::from_utf8_lossy(&got).into_owned()
 }
+
+/// A client that asks a node for a shard larger than its flow-control window and then
+/// stops reading leaves the node's answer blocked; the node gives up after its send-stall
+/// timeout (1 s here): the stream is reset, so the buffer held for it is let go, and the
+/// client, reading at last, gets less than the shard and an error instead of the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_is_given_up_on_by_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = support::Cluster::new();
+    let node = NodeProcess::start(
+        dir.path(),
+        &cluster.coordinator.public(),
+        "send_stall_timeout_ms = 1000",
+    );
+    // Past the 16 MiB stream window a reader grants before it reads anything.
+    let data = support::bytes(24 << 20, 3);
+    let id = support::shard_id(1);
+    cluster
+        .client(&node)
+        .put_shard(&cluster.put(node.id, id, &data), &data)
+        .await
+        .unwrap();
+
+    let conn = connect(
+        &cluster.endpoint,
+        &cluster.gateway,
+        node.addr,
+        &node.id,
+        NODE_ALPN,
+    )
+    .await
+    .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let request = NodeRequest::GetShard {
+        order: cluster.get(node.id, id, &data),
+        range: None,
+    };
+    write_frame(&mut send, &request).await.unwrap();
+    let _ = send.finish();
+    // Not reading for three send-stall timeouts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = 0usize;
+    let ended = loop {
+        match tokio::time::timeout(PROMPTLY, recv.read_chunk(1 << 20, true)).await {
+            Ok(Ok(Some(chunk))) => received += chunk.bytes.len(),
+            Ok(Ok(None)) => break "finished".to_string(),
+            Ok(Err(err)) => break err.to_string(),
+            Err(_) => break "stalled".to_string(),
+        }
+    };
+    assert!(
+        received < data.len(),
+        "the whole shard arrived after the reader stalled ({received} bytes, {ended})"
+    );
+    assert!(ended.contains("reset"), "{ended}");
+}

@@ -47,6 +47,9 @@ pub struct NodeConfig {
     pub max_shard_size: ByteSize,
     /// Uploads handled at once; with `max_shard_size` this bounds upload memory.
     pub max_concurrent_puts: usize,
+    /// How long an answer may wait for a reader that stopped reading (its flow-control
+    /// window full) before the stream is reset and the shard's buffer let go.
+    pub send_stall_timeout_ms: u64,
     /// Join token from `cairn admin invite`: supplies the coordinators and their key, and
     /// registers the node on its first start.
     pub join: Option<String>,
@@ -71,6 +74,7 @@ impl Default for NodeConfig {
             scrub_pause_ms: 600_000,
             max_shard_size: ByteSize(256 << 20),
             max_concurrent_puts: 16,
+            send_stall_timeout_ms: 30_000,
             join: None,
         }
     }
@@ -118,6 +122,11 @@ impl NodeConfig {
         if self.coordinator_key.is_none() {
             return Err(ConfigError::Missing(
                 "coordinator_key (the coordinator's public key, from the join token)",
+            ));
+        }
+        if self.send_stall_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "send_stall_timeout_ms must be at least 1",
             ));
         }
         if self.max_concurrent_puts == 0 {

@@ -133,6 +133,7 @@ pub async fn start_with_conduct(
         download: Bandwidth::new(config.download_limit.0),
         puts: Semaphore::new(config.max_concurrent_puts),
         max_shard_size: config.max_shard_size.0,
+        send_stall: std::time::Duration::from_millis(config.send_stall_timeout_ms),
         conduct,
     });
     let mut tasks = vec![tokio::spawn(server::serve(endpoint.clone(), state))];

@@ -55,6 +55,10 @@ pub struct NodeState {
     pub puts: Semaphore,
     /// Largest shard accepted.
     pub max_shard_size: u64,
+    /// How long one write of an answer may wait for the reader before the stream is reset:
+    /// a reader that stops reading would otherwise hold the answer's buffer (up to a whole
+    /// shard) and the task for ever.
+    pub send_stall: Duration,
     /// How honestly to answer: [`crate::conduct::Honest`] except in chaos tests.
     pub conduct: Arc<dyn Conduct>,
 }
@@ -200,7 +204,7 @@ async fn finish(state: &NodeState, op: &str, send: &mut SendStream, result: Resu
                 code: refusal.code,
                 message: refusal.message,
             };
-            let _ = write_frame(send, &response).await;
+            let _ = tokio::time::timeout(state.send_stall, write_frame(send, &response)).await;
         }
     }
     let _ = send.finish();
@@ -295,7 +299,7 @@ async fn put(
             .stored_shards
             .set(state.store.shard_count() as i64);
     }
-    reply(send, &NodeResponse::Stored { receipt }).await
+    reply(state, send, &NodeResponse::Stored { receipt }).await
 }
 
 /// Reads exactly `size` body bytes, at the download cap, and refuses short or long bodies.
@@ -386,7 +390,7 @@ async fn get(
         range,
         proof_len: proof.len() as u64,
     };
-    reply(send, &header).await?;
+    reply(state, send, &header).await?;
     // Handed to quinn as shared slices of one buffer: `write_all` would copy every byte of
     // the shard into the stream's send buffer first.
     let proof = bytes::Bytes::from(proof);
@@ -394,12 +398,31 @@ async fn get(
         let chunk = proof.slice(start..proof.len().min(start + IO_CHUNK));
         let len = chunk.len() as u64;
         state.upload.take(len).await;
-        send.write_chunk(chunk)
-            .await
-            .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))?;
+        match tokio::time::timeout(state.send_stall, send.write_chunk(chunk)).await {
+            Ok(written) => {
+                written.map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))?
+            }
+            Err(_) => return Err(stalled(state, send)),
+        }
         state.metrics.sent_bytes.inc_by(len);
     }
     Ok(())
+}
+
+/// QUIC error code of a stream reset because its reader stopped reading.
+const STALLED_READER: u32 = 7;
+
+/// Gives up on a reader that stopped reading: resets the stream, so its buffered bytes are
+/// dropped and the reader learns at once, and refuses the request.
+fn stalled(state: &NodeState, send: &mut SendStream) -> Refusal {
+    let _ = send.reset(STALLED_READER.into());
+    Refusal::new(
+        ErrorCode::Busy,
+        format!(
+            "the reader took no bytes for {:?}; the answer was abandoned",
+            state.send_stall
+        ),
+    )
 }
 
 /// A slice proof from the store; a damaged shard is counted as well as refused.
@@ -467,7 +490,7 @@ async fn audit(
     let bytes: u64 = proofs.iter().map(|p| p.len() as u64).sum();
     state.upload.take(bytes).await;
     state.metrics.sent_bytes.inc_by(bytes);
-    reply(send, &NodeResponse::Audit { proofs }).await
+    reply(state, send, &NodeResponse::Audit { proofs }).await
 }
 
 /// Slice proofs of `ranges` over bytes a conduct supplied for a shard the node lacks: the
@@ -508,7 +531,7 @@ async fn delete(
         .metrics
         .stored_shards
         .set(state.store.shard_count() as i64);
-    reply(send, &NodeResponse::Deleted { existed }).await
+    reply(state, send, &NodeResponse::Deleted { existed }).await
 }
 
 async fn inventory(
@@ -539,23 +562,29 @@ async fn inventory(
             shards: Vec::new(),
             more: false,
         };
-        return reply(send, &empty).await;
+        return reply(state, send, &empty).await;
     }
     while let Some(page) = pages.next() {
         let response = NodeResponse::Inventory {
             shards: page.to_vec(),
             more: pages.peek().is_some(),
         };
-        reply(send, &response).await?;
+        reply(state, send, &response).await?;
     }
     Ok(())
 }
 
-/// Sends a response frame; a client gone mid-answer is the only way this fails.
-async fn reply(send: &mut SendStream, response: &NodeResponse) -> Result<(), Refusal> {
-    write_frame(send, response)
-        .await
-        .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))
+/// Sends a response frame; a client gone mid-answer, or one that stopped reading, is the
+/// only way this fails.
+async fn reply(
+    state: &NodeState,
+    send: &mut SendStream,
+    response: &NodeResponse,
+) -> Result<(), Refusal> {
+    match tokio::time::timeout(state.send_stall, write_frame(send, response)).await {
+        Ok(written) => written.map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string())),
+        Err(_) => Err(stalled(state, send)),
+    }
 }
 
 /// Runs blocking store work off the async threads.

@@ -87,6 +87,11 @@ pub struct NodeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_concurrent_puts: Option<usize>,
+    /// Milliseconds an answer may wait on a reader that stopped reading before its stream
+    /// is reset and the bytes held for it let go [default: 30000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send_stall_timeout_ms: Option<u64>,
     #[command(subcommand)]
     #[serde(skip)]
     action: Option<NodeAction>,
