@@ -12,6 +12,9 @@
 //!   signature of such a request never covers the body's length. The operation streams
 //!   the body from there, so it is never held in memory. A PUT with neither a length nor
 //!   chunked framing answers `MissingContentLength`, as S3 does.
+//! - An object or part PUT declaring more than 5 GiB (`Content-Length`, or the decoded
+//!   length of an aws-chunked body) answers `EntityTooLarge` before a byte is read: S3's
+//!   largest single PUT; bigger objects are uploaded in parts.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -31,6 +34,9 @@ use s3s::{Body, S3Error, S3ErrorCode, StdError};
 use sha2::{Digest, Sha256};
 
 use crate::access::Host;
+
+/// Largest object or part one PUT may carry, as in S3: 5 GiB.
+pub const MAX_PUT_BYTES: u64 = 5 << 30;
 
 /// Longest lifetime of a presigned URL S3 accepts: seven days, in seconds.
 const MAX_PRESIGNED_EXPIRY: i64 = 604_800;
@@ -62,7 +68,43 @@ pub(crate) fn new_request_id() -> String {
 pub(crate) fn prepare(req: &mut Request<Body>, host: &Host) -> Result<(), S3Error> {
     check_presigned_parameters(req.uri().query())?;
     date_from_date_header(req)?;
+    refuse_oversized_put(req, host)?;
     set_aside_chunked_body(req, host)
+}
+
+/// `EntityTooLarge` for an object or part PUT that declares more than [`MAX_PUT_BYTES`].
+fn refuse_oversized_put(req: &Request<Body>, host: &Host) -> Result<(), S3Error> {
+    if req.method() != Method::PUT || !names_object_upload(req, host) {
+        return Ok(());
+    }
+    let declared = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let streaming = req
+        .headers()
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.starts_with("STREAMING-"));
+    // An aws-chunked body's Content-Length counts its chunk framing too; the object's own
+    // length is the decoded one.
+    let length = if streaming {
+        declared("x-amz-decoded-content-length")
+    } else {
+        declared(CONTENT_LENGTH.as_str())
+    };
+    match length {
+        Some(length) if length > MAX_PUT_BYTES => Err(S3Error::with_message(
+            S3ErrorCode::EntityTooLarge,
+            format!(
+                "Your proposed upload of {length} bytes exceeds the maximum allowed object \
+                 size of {MAX_PUT_BYTES} bytes for one PUT; upload it in parts."
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A presigned URL's parameters as S3 wants them: all present, and a lifetime of 0 to

@@ -12,11 +12,13 @@ import base64
 import email.header
 import email.utils
 import hashlib
+import http.client
 import os
 import re
 import subprocess
 import sys
 import tempfile
+from urllib.parse import urlparse
 
 import boto3
 import botocore
@@ -317,6 +319,21 @@ def bodies():
     s3.delete_bucket(Bucket="made-by-curl")
     empty = s3.put_object(Bucket=BUCKET, Key="empty", Body=b"")
     check("empty PUT with Content-Length: 0", empty["ETag"] == f'"{hashlib.md5(b"").hexdigest()}"', empty)
+
+    # One PUT (object or part) declaring more than S3's 5 GiB: EntityTooLarge from the
+    # declared length alone, before a body byte is read.
+    where = urlparse(ENDPOINT)
+    for path in [f"/{BUCKET}/too-large", f"/{BUCKET}/too-large?partNumber=1&uploadId=x"]:
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=20)
+        conn.putrequest("PUT", path)
+        conn.putheader("Content-Length", str((5 << 30) + 1))
+        conn.endheaders()
+        answer = conn.getresponse()
+        body = answer.read()
+        conn.close()
+        check(f"PUT of more than 5 GiB ({path})",
+              answer.status == 400 and xml_field(body, "Code") == "EntityTooLarge",
+              (answer.status, body))
 
 
 def headers():
