@@ -161,7 +161,70 @@ pub fn server_endpoint(
     let crypto = QuicServerConfig::try_from(tls).map_err(tls_error)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config());
-    quinn::Endpoint::server(config, listen).map_err(TransportError::Bind)
+    let socket = std::net::UdpSocket::bind(listen).map_err(TransportError::Bind)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| {
+        TransportError::Bind(std::io::Error::other(
+            "no async runtime for the QUIC endpoint",
+        ))
+    })?;
+    quinn::Endpoint::new(endpoint_config(key)?, Some(config), socket, runtime)
+        .map_err(TransportError::Bind)
+}
+
+/// Context of the stateless-reset key, derived from the endpoint's own key.
+const RESET_KEY_CONTEXT: &str = "cairn 2026-12 quic stateless reset key";
+
+/// The endpoint's QUIC settings: its stateless-reset key is derived from its identity key,
+/// not drawn at random per process. A peer still holding a connection to this identity's
+/// previous process (a node restarted after a crash) then gets a stateless reset it can
+/// verify from the first packet it sends, and redials at once, instead of waiting out
+/// [`IDLE_TIMEOUT`] on a connection nobody answers.
+///
+/// Connection ids are not validated on arrival: quinn's default generator tags them under a
+/// key drawn per process, so the restarted process would drop the old connection's
+/// packets as forged ids instead of answering them with the reset.
+fn endpoint_config(key: &SecretKey) -> Result<quinn::EndpointConfig, TransportError> {
+    let mut secret = key.derive_key(RESET_KEY_CONTEXT);
+    let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+    wipe(&mut secret);
+    let mut config = quinn::EndpointConfig::new(Arc::new(hmac));
+    let mut cid_key = [0u8; 32];
+    getrandom::fill(&mut cid_key).map_err(|err| {
+        TransportError::Bind(std::io::Error::other(format!("no randomness: {err}")))
+    })?;
+    config.cid_generator(move || {
+        Box::new(ConnectionIds {
+            key: cid_key,
+            next: 0,
+        })
+    });
+    Ok(config)
+}
+
+/// Length of the connection ids this side hands out.
+const CID_LEN: usize = 8;
+
+/// Connection ids that an observer cannot link or predict: a keyed hash of a counter,
+/// under a key drawn per process.
+struct ConnectionIds {
+    key: [u8; 32],
+    next: u64,
+}
+
+impl quinn::ConnectionIdGenerator for ConnectionIds {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        self.next = self.next.wrapping_add(1);
+        let hash = blake3::keyed_hash(&self.key, &self.next.to_le_bytes());
+        quinn::ConnectionId::new(&hash.as_bytes()[..CID_LEN])
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// The protocol (ALPN) a connection agreed on, for servers that speak several.
