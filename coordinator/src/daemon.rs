@@ -112,7 +112,7 @@ pub async fn start(
     // A backup is read first: it names the coordinator key its catalog needs (segments are
     // masked under a key derived from it), and a restore must run under that key or none.
     let backup = match restore {
-        Some(path) if init => Some(read_backup_file(path)?),
+        Some(path) if init => Some(backup_key(path)?),
         Some(_) => {
             return Err(StartError::Config(
                 "--restore starts a new group: use it with --init".into(),
@@ -120,7 +120,7 @@ pub async fn start(
         }
         None => None,
     };
-    let key = if let Some(needed) = backup.as_ref().and_then(|b| b.coordinator) {
+    let key = if let Some(needed) = backup.flatten() {
         restore_key(&key_path, &needed)?
     } else if init {
         SecretKey::load_or_create(&key_path)?.0
@@ -146,7 +146,7 @@ pub async fn start(
     .await
     .map_err(|err| StartError::Other(err.to_string()))??;
     let catalog = sm.catalog().clone();
-    if let Some(crate::catalog::Backup { dump, .. }) = &backup {
+    if let Some(path) = restore {
         if !catalog
             .buckets()
             .map_err(|e| StartError::Storage(e.to_string()))?
@@ -156,13 +156,19 @@ pub async fn start(
                 "--restore needs an empty data dir".into(),
             ));
         }
-        sm.restore(dump)
-            .map_err(|err| StartError::Storage(err.to_string()))?;
-        tracing::info!(
-            buckets = dump.buckets.len(),
-            objects = dump.objects.len(),
-            "catalog restored from backup"
-        );
+        let restoring = sm.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            restoring
+                .restore_file(&path)
+                .map_err(|err| StartError::Storage(err.to_string()))
+        })
+        .await
+        .map_err(|err| StartError::Other(err.to_string()))??;
+        let stats = catalog
+            .stats()
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        tracing::info!(objects = stats.objects, "catalog restored from backup");
     }
 
     let endpoint = server_endpoint(
@@ -181,6 +187,11 @@ pub async fn start(
         // Keep some entries behind the snapshot so a briefly lagging member catches up from
         // the log, not a whole snapshot.
         max_in_snapshot_log_to_keep: (config.snapshot_every / 2).min(1_000),
+        // openraft waits for the answer to a snapshot's last chunk until the follower has
+        // installed it, which for a large catalog takes minutes, not openraft's 200 ms: a
+        // timeout would send the whole snapshot again. A dead follower is still noticed
+        // sooner, by its connection timing out.
+        install_snapshot_timeout: SNAPSHOT_INSTALL_TIMEOUT_MS,
         ..Config::default()
     }
     .validate()
@@ -328,6 +339,10 @@ pub async fn start(
         tasks,
     })
 }
+
+/// How long the leader waits for a follower to answer one snapshot chunk, the last one's
+/// answer coming after the whole install.
+const SNAPSHOT_INSTALL_TIMEOUT_MS: u64 = 30 * 60 * 1000;
 
 /// A restored catalog is in the state machine but in no log entry, so members added later
 /// must receive it as a snapshot: take one now and purge the log it covers.
@@ -482,11 +497,10 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads a catalog backup (`cairn admin backup`) for `--restore`.
-fn read_backup_file(path: &Path) -> Result<crate::catalog::Backup, StartError> {
-    let bytes = std::fs::read(path)
-        .map_err(|err| StartError::Other(format!("{}: {err}", path.display())))?;
-    crate::catalog::read_backup(&bytes)
+/// The coordinator key a catalog backup (`cairn admin backup`) for `--restore` names,
+/// from its header (the rows are streamed in later).
+fn backup_key(path: &Path) -> Result<Option<PublicKey>, StartError> {
+    crate::catalog::backup_file_key(path)
         .map_err(|err| StartError::Other(format!("{}: {err}", path.display())))
 }
 

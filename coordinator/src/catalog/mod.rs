@@ -7,7 +7,9 @@
 
 mod apply;
 pub mod command;
+pub mod format;
 pub mod model;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -226,12 +228,14 @@ pub struct Listing {
     pub last: Option<String>,
 }
 
+/// A record as stored: its version byte, then its postcard body (see [`format`]).
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CatalogFault> {
-    Ok(postcard::to_allocvec(value)?)
+    format::encode_record(value)
 }
 
+/// A stored record read back, by its version byte.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CatalogFault> {
-    Ok(postcard::from_bytes(bytes)?)
+    format::decode_record(bytes)
 }
 
 /// Totals for status pages.
@@ -250,9 +254,13 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Wraps an open database, creating any missing table.
+    /// Wraps an open database, creating any missing table. The database's format is
+    /// checked first: a newer one is refused, format 1 is migrated (see [`format`]), and
+    /// what an interrupted snapshot install left is dropped.
     pub fn new(db: Arc<Database>) -> Result<Self, CatalogFault> {
         let txn = db.begin_write()?;
+        format::check_or_migrate(&txn)?;
+        stream::drop_staging(&txn)?;
         create_tables(&txn)?;
         txn.commit()?;
         Ok(Self { db })
@@ -695,10 +703,11 @@ fn index_garbage(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     Ok(())
 }
 
-/// Every catalog row, for Raft snapshots and backups: raw postcard records per table.
+/// Every catalog row in memory: stored records (version byte and body) per table.
 ///
-/// Held in memory whole; at the scale of the real cache this becomes a streamed export
-/// (see the issue notes), the format stays the same rows.
+/// Snapshots and backups stream the same rows instead ([`stream`]); a dump is for small
+/// catalogs: tests, reading back a backup to check it, and backups of versions 1 and 2,
+/// which were a dump.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogDump {
     /// `BUCKETS` rows.
@@ -726,7 +735,7 @@ pub struct CatalogDump {
     pub requests: Vec<([u8; 16], Vec<u8>)>,
 }
 
-/// Copies every catalog row out of a read transaction.
+/// Copies every catalog row out of a read transaction into memory.
 pub fn export(txn: &ReadTransaction) -> Result<CatalogDump, CatalogFault> {
     let mut dump = CatalogDump::default();
     for item in txn.open_table(BUCKETS)?.iter()? {
@@ -779,7 +788,8 @@ pub fn export(txn: &ReadTransaction) -> Result<CatalogDump, CatalogFault> {
     Ok(dump)
 }
 
-/// Replaces every catalog row with `dump`'s inside `txn`.
+/// Replaces every catalog row with `dump`'s inside `txn` (in one transaction, so in
+/// memory: [`stream::import_dump`] does the same in bounded batches).
 pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogFault> {
     txn.delete_table(BUCKETS)?;
     txn.delete_table(OBJECTS)?;
@@ -849,10 +859,13 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     Ok(())
 }
 
-/// First bytes of a backup file; the version is in the text. Version 2 names the
+/// First bytes of a backup file; the version is in the text. Version 3 names the
 /// coordinator key the catalog needs (32 bytes after the magic), because the segment mask
-/// key derives from it: a catalog restored under another key can unmask nothing.
-pub const BACKUP_MAGIC: &[u8] = b"cairn-catalog-backup-2\n";
+/// key derives from it: a catalog restored under another key can unmask nothing. Then
+/// comes the catalog as a chunked stream ([`stream`]) of format-2 records.
+pub const BACKUP_MAGIC: &[u8] = b"cairn-catalog-backup-3\n";
+/// Version 2 backups: the key, then the whole dump of format-1 records.
+const BACKUP_MAGIC_V2: &[u8] = b"cairn-catalog-backup-2\n";
 /// Version 1 backups: the dump without the request memory, and no key named.
 const BACKUP_MAGIC_V1: &[u8] = b"cairn-catalog-backup-1\n";
 
@@ -862,44 +875,162 @@ pub struct Backup {
     /// The coordinator key the catalog was made under (`None` in version-1 backups, which
     /// did not say).
     pub coordinator: Option<cairn_proto::identity::PublicKey>,
-    /// The catalog's rows.
+    /// The catalog's rows, as this release stores them.
     pub dump: CatalogDump,
 }
 
-/// A consistent backup of the whole catalog (one read transaction, so one point in time),
-/// naming `coordinator`, the key of the group it comes from.
+/// Writes a consistent backup of the whole catalog (one read transaction, so one point in
+/// time) to `out`, naming `coordinator`, the key of the group it comes from. Streamed: it
+/// holds one chunk of rows at a time.
+pub fn write_backup<W: std::io::Write>(
+    catalog: &Catalog,
+    coordinator: &cairn_proto::identity::PublicKey,
+    mut out: W,
+) -> Result<stream::StreamSummary, CatalogFault> {
+    let txn = catalog.read()?;
+    out.write_all(BACKUP_MAGIC)
+        .and_then(|()| out.write_all(coordinator.as_bytes()))
+        .map_err(|err| CatalogFault(format!("writing the backup: {err}")))?;
+    let mut writer = stream::StreamWriter::new(out, stream::DEFAULT_CHUNK_BYTES);
+    stream::write_catalog(&txn, &mut writer)?;
+    Ok(writer.finish()?.1)
+}
+
+/// A consistent backup of the whole catalog in memory (see [`write_backup`]).
 pub fn backup(
     catalog: &Catalog,
     coordinator: &cairn_proto::identity::PublicKey,
 ) -> Result<Vec<u8>, CatalogFault> {
-    let dump = export(&catalog.read()?)?;
-    let mut out = BACKUP_MAGIC.to_vec();
-    out.extend_from_slice(coordinator.as_bytes());
-    postcard::to_io(&dump, &mut out)?;
+    let mut out = Vec::new();
+    write_backup(catalog, coordinator, &mut out)?;
     Ok(out)
 }
 
-/// Reads a backup made by [`backup`] (or by a version-1 release).
+/// Reads a whole backup made by [`backup`] (or by a release of version 1 or 2) into
+/// memory, records upgraded to this release's format.
 pub fn read_backup(bytes: &[u8]) -> Result<Backup, CatalogFault> {
-    if let Some(body) = bytes.strip_prefix(BACKUP_MAGIC_V1) {
-        let dump: DumpV1 = whole(body)?;
-        return Ok(Backup {
-            coordinator: None,
-            dump: dump.into(),
-        });
-    }
-    let body = bytes
-        .strip_prefix(BACKUP_MAGIC)
-        .ok_or_else(|| CatalogFault("not a Cairn catalog backup (wrong header)".into()))?;
-    let (key, body) = body
-        .split_first_chunk::<32>()
-        .ok_or_else(|| CatalogFault("backup truncated before its coordinator key".into()))?;
-    Ok(Backup {
-        coordinator: Some(cairn_proto::identity::PublicKey::from_bytes(*key)),
-        dump: whole(body)?,
-    })
+    let mut input = bytes;
+    let (coordinator, body) = read_backup_header(&mut input)?;
+    let dump = match body {
+        BackupBody::Stream => {
+            let mut reader = stream::StreamReader::new(&mut input);
+            let dump = stream::read_dump(&mut reader)?;
+            if !input.is_empty() {
+                return Err(CatalogFault(format!(
+                    "{} unexpected bytes after the backup",
+                    input.len()
+                )));
+            }
+            dump
+        }
+        BackupBody::V1 => upgrade_dump(whole::<DumpV1>(input)?.into()),
+        BackupBody::V2 => upgrade_dump(whole(input)?),
+    };
+    Ok(Backup { coordinator, dump })
 }
 
+/// What follows a backup's header.
+enum BackupBody {
+    /// A version-1 dump.
+    V1,
+    /// A version-2 dump.
+    V2,
+    /// A version-3 stream.
+    Stream,
+}
+
+/// Reads a backup's magic and key, leaving `input` at the body.
+fn read_backup_header(
+    input: &mut impl std::io::Read,
+) -> Result<(Option<cairn_proto::identity::PublicKey>, BackupBody), CatalogFault> {
+    let mut magic = [0u8; 23];
+    input
+        .read_exact(&mut magic)
+        .map_err(|_| CatalogFault("not a Cairn catalog backup (too short)".into()))?;
+    let body = match &magic[..] {
+        m if m == BACKUP_MAGIC_V1 => return Ok((None, BackupBody::V1)),
+        m if m == BACKUP_MAGIC_V2 => BackupBody::V2,
+        m if m == BACKUP_MAGIC => BackupBody::Stream,
+        _ => {
+            return Err(CatalogFault(
+                "not a Cairn catalog backup (wrong header)".into(),
+            ));
+        }
+    };
+    let mut key = [0u8; 32];
+    input
+        .read_exact(&mut key)
+        .map_err(|_| CatalogFault("backup truncated before its coordinator key".into()))?;
+    Ok((
+        Some(cairn_proto::identity::PublicKey::from_bytes(key)),
+        body,
+    ))
+}
+
+/// The coordinator key a backup file names (`None` for version 1), reading only its
+/// header.
+pub fn backup_file_key(
+    path: &std::path::Path,
+) -> Result<Option<cairn_proto::identity::PublicKey>, CatalogFault> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|err| CatalogFault(format!("cannot read {}: {err}", path.display())))?;
+    Ok(read_backup_header(&mut file)?.0)
+}
+
+/// Replaces the catalog in `db` with the backup file at `path`: a version-3 backup is
+/// streamed in bounded batches; older ones (a dump, limited in size by what they could
+/// hold) are read whole and upgraded.
+pub fn restore_backup_file(db: &Database, path: &std::path::Path) -> Result<(), CatalogFault> {
+    let file = std::fs::File::open(path)
+        .map_err(|err| CatalogFault(format!("cannot read {}: {err}", path.display())))?;
+    let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+    let (_, body) = read_backup_header(&mut input)?;
+    match body {
+        BackupBody::Stream => {
+            let mut reader = stream::StreamReader::new(&mut input);
+            stream::import_stream(db, &mut reader, |_| Ok(()))?;
+            let mut rest = [0u8; 1];
+            if std::io::Read::read(&mut input, &mut rest)
+                .map_err(|err| CatalogFault(err.to_string()))?
+                != 0
+            {
+                return Err(CatalogFault("unexpected bytes after the backup".into()));
+            }
+            Ok(())
+        }
+        BackupBody::V1 | BackupBody::V2 => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut input, &mut bytes)
+                .map_err(|err| CatalogFault(err.to_string()))?;
+            let dump = match body {
+                BackupBody::V1 => whole::<DumpV1>(&bytes)?.into(),
+                _ => whole(&bytes)?,
+            };
+            stream::import_dump(db, &upgrade_dump(dump), |_| Ok(()))
+        }
+    }
+}
+
+/// A dump of format-1 records (backups of versions 1 and 2, format-1 snapshots) with
+/// every record upgraded to this release's format.
+pub fn upgrade_dump(mut dump: CatalogDump) -> CatalogDump {
+    fn up<K>(rows: &mut [(K, Vec<u8>)]) {
+        for (_, v) in rows {
+            *v = format::upgrade_record(v);
+        }
+    }
+    up(&mut dump.buckets);
+    up(&mut dump.objects);
+    up(&mut dump.access_keys);
+    up(&mut dump.nodes);
+    up(&mut dump.garbage);
+    up(&mut dump.invites);
+    up(&mut dump.gateways);
+    up(&mut dump.uploads);
+    up(&mut dump.parts);
+    up(&mut dump.requests);
+    dump
+}
 /// Decodes `body` as one `T` with nothing after it.
 fn whole<T: DeserializeOwned>(body: &[u8]) -> Result<T, CatalogFault> {
     let (value, rest) = postcard::take_from_bytes::<T>(body)?;

@@ -1,7 +1,9 @@
 //! The records the catalog keeps: buckets, access keys, objects and their segments, nodes.
 //!
-//! Every record is serialised with postcard into redb; field order is part of the on-disk
-//! format, so new fields go at the end of a struct and old ones are never reordered.
+//! Every record is stored as a version byte and its postcard body (`catalog::format`);
+//! field order is part of the on-disk format, so new fields go at the end of a struct and
+//! old ones are never reordered. A change old records cannot be read as (a field removed,
+//! retyped or reordered) takes a new record version, decoded beside the old one.
 
 use cairn_erasure::{SegmentNonce, ShardRoot};
 use cairn_proto::identity::NodeId;

@@ -4,43 +4,131 @@
 //! records the last applied log id and membership, so the catalog and its position in the
 //! log can never disagree. Those commits skip the fsync: the Raft log is the durable record,
 //! and after a crash openraft re-applies committed entries past the recorded position. The
-//! snapshot is written durably, which also flushes every earlier commit, before openraft
+//! snapshot is recorded durably, which also flushes every earlier commit, before openraft
 //! purges the log entries it covers.
+//!
+//! A snapshot is a file in `snapshots/` beside the catalog ([`SnapshotFile`]): a header
+//! (magic, format, the snapshot's metadata) and the catalog rows of one read transaction as
+//! a chunked stream (`catalog::stream`). It is written straight to disk, sent to followers
+//! by openraft in chunks read from the file, received into a file, and installed from it in
+//! bounded batches: memory follows the chunk size, not the catalog. Only the current
+//! snapshot's file is kept.
 
 // openraft fixes the error type of every storage call to its own large `StorageError`.
 #![allow(clippy::result_large_err)]
 
-use std::io::Cursor;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StorageIOError,
 };
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 
 use super::types::{LogId, Member, StoredMembership, TypeConfig};
+use crate::catalog::stream::{self, StreamReader, StreamWriter};
 use crate::catalog::{self, Catalog, CatalogDump, CatalogFault, CommandResult};
 
 /// Raft bookkeeping kept beside the catalog tables, in the same database.
 const RAFT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
 const LAST_APPLIED: &str = "last_applied";
 const MEMBERSHIP: &str = "membership";
-const SNAPSHOT: &str = "snapshot";
+/// The current snapshot: a [`SnapshotRecord`].
+const CURRENT_SNAPSHOT: &str = "current_snapshot";
+/// Where catalog format 1 kept its whole snapshot as one value (converted at open).
+const LEGACY_SNAPSHOT: &str = "snapshot";
 
-/// A snapshot as kept on disk: its metadata and the catalog rows.
+/// First bytes of a snapshot file; the number is the snapshot format.
+pub const SNAPSHOT_MAGIC: &[u8] = b"cairn-snapshot-1\n";
+/// Largest snapshot header (the metadata: log id and membership) a reader accepts.
+const MAX_HEADER_BYTES: u32 = 1 << 20;
+
+/// The current snapshot as recorded in [`RAFT_STATE`].
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
+struct SnapshotRecord {
+    meta: SnapshotMeta<u64, Member>,
+    /// File name in the snapshot directory (chosen locally, never taken from a peer).
+    file: String,
+}
+
+/// A snapshot as catalog format 1 kept it: its metadata and the encoded dump.
+#[derive(Deserialize)]
+struct LegacySnapshot {
     meta: SnapshotMeta<u64, Member>,
     data: Vec<u8>,
+}
+
+/// A snapshot file, read by openraft when it sends the snapshot and written when it
+/// receives one; it knows its path so that an install can read it by name.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    file: tokio::fs::File,
+    path: PathBuf,
+}
+
+impl SnapshotFile {
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl tokio::io::AsyncRead for SnapshotFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SnapshotFile {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+impl tokio::io::AsyncSeek for SnapshotFile {
+    fn start_seek(mut self: Pin<&mut Self>, position: std::io::SeekFrom) -> std::io::Result<()> {
+        Pin::new(&mut self.file).start_seek(position)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
+        Pin::new(&mut self.file).poll_complete(cx)
+    }
 }
 
 /// The catalog, applied from the Raft log.
 #[derive(Clone)]
 pub struct StateMachine {
     catalog: Catalog,
+    snapshots: Arc<PathBuf>,
+    chunk_bytes: usize,
+    /// Held while the current snapshot changes and stale files are deleted: a build (which
+    /// openraft runs beside the state machine's other work) and an install must not delete
+    /// each other's file between its rename and its record.
+    files: Arc<std::sync::Mutex<()>>,
 }
 
 type Result<T> = std::result::Result<T, StorageError<u64>>;
@@ -57,30 +145,85 @@ fn sm_write(err: impl ToString) -> StorageError<u64> {
     fault(ErrorSubject::StateMachine, ErrorVerb::Write, err)
 }
 
+fn snap_read(err: impl ToString) -> StorageError<u64> {
+    fault(ErrorSubject::Snapshot(None), ErrorVerb::Read, err)
+}
+
+fn snap_write(err: impl ToString) -> StorageError<u64> {
+    fault(ErrorSubject::Snapshot(None), ErrorVerb::Write, err)
+}
+
+/// A fresh random name part, so files never collide and never come from a peer.
+fn random_name() -> Result<String> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(snap_write)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Makes a rename or creation in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 impl StateMachine {
-    /// Opens (or creates) the catalog database at `path`.
-    pub fn open(path: &std::path::Path) -> Result<Self> {
+    /// Opens (or creates) the catalog database at `path`; snapshots live in `snapshots/`
+    /// beside it. A catalog of format 1 is migrated, its snapshot rewritten as a file.
+    pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path).map_err(sm_write)?;
         let catalog = Catalog::new(Arc::new(db)).map_err(sm_write)?;
-        let txn = catalog.database().begin_write().map_err(sm_write)?;
+        let snapshots = path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("snapshots");
+        std::fs::create_dir_all(&snapshots).map_err(snap_write)?;
+        let sm = Self {
+            catalog,
+            snapshots: Arc::new(snapshots),
+            chunk_bytes: stream::DEFAULT_CHUNK_BYTES,
+            files: Arc::default(),
+        };
+        let txn = sm.db().begin_write().map_err(sm_write)?;
         txn.open_table(RAFT_STATE).map_err(sm_write)?;
         txn.commit().map_err(sm_write)?;
-        Ok(Self { catalog })
+        sm.convert_legacy_snapshot()?;
+        sm.remove_stale_files(true)?;
+        Ok(sm)
+    }
+
+    /// Cuts snapshots into chunks of about `bytes` (the default is
+    /// [`stream::DEFAULT_CHUNK_BYTES`]; tests use small ones to get many chunks).
+    pub fn with_chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes.max(1);
+        self
+    }
+
+    /// The directory snapshot files are kept in.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshots
     }
 
     /// Loads a catalog backup into a state machine that has applied nothing yet: the first
     /// step of starting a new group from a backup.
     pub fn restore(&self, dump: &CatalogDump) -> Result<()> {
-        let db = self.db();
-        let last: Option<Option<LogId>> = Self::read_state(&db, LAST_APPLIED)?;
+        self.refuse_if_applied()?;
+        stream::import_dump(&self.db(), dump, |_| Ok(())).map_err(sm_write)
+    }
+
+    /// Loads the backup file at `path` (any version `cairn admin backup` wrote) into a
+    /// state machine that has applied nothing yet, streaming it when it is of version 3.
+    pub fn restore_file(&self, path: &Path) -> Result<()> {
+        self.refuse_if_applied()?;
+        catalog::restore_backup_file(&self.db(), path).map_err(sm_write)
+    }
+
+    fn refuse_if_applied(&self) -> Result<()> {
+        let last: Option<Option<LogId>> = Self::read_state(&self.db(), LAST_APPLIED)?;
         if last.flatten().is_some() {
             return Err(sm_write(
                 "refusing to restore over a catalog that has applied log entries",
             ));
         }
-        let txn = db.begin_write().map_err(sm_write)?;
-        catalog::import(&txn, dump).map_err(sm_write)?;
-        txn.commit().map_err(sm_write)
+        Ok(())
     }
 
     /// The catalog, for reads.
@@ -101,46 +244,246 @@ impl StateMachine {
             .transpose()
     }
 
-    /// The snapshot of the current state: catalog rows plus where in the log they stand.
-    fn snapshot_now(db: &Database) -> Result<StoredSnapshot> {
+    fn current(&self) -> Result<Option<SnapshotRecord>> {
+        Self::read_state(&self.db(), CURRENT_SNAPSHOT)
+    }
+
+    /// Writes a snapshot file of the current state: one read transaction gives the rows
+    /// and where in the log they stand.
+    fn write_snapshot(&self) -> Result<SnapshotRecord> {
+        let db = self.db();
         let txn = db.begin_read().map_err(sm_read)?;
-        let state = txn.open_table(RAFT_STATE).map_err(sm_read)?;
-        let get = |key: &str| -> Result<Option<Vec<u8>>> {
-            Ok(state.get(key).map_err(sm_read)?.map(|v| v.value().to_vec()))
+        let (last_applied, membership) = {
+            let state = txn.open_table(RAFT_STATE).map_err(sm_read)?;
+            let get = |key: &str| -> Result<Option<Vec<u8>>> {
+                Ok(state.get(key).map_err(sm_read)?.map(|v| v.value().to_vec()))
+            };
+            let last_applied: Option<LogId> = match get(LAST_APPLIED)? {
+                Some(bytes) => postcard::from_bytes(&bytes).map_err(sm_read)?,
+                None => None,
+            };
+            let membership: StoredMembership = match get(MEMBERSHIP)? {
+                Some(bytes) => postcard::from_bytes(&bytes).map_err(sm_read)?,
+                None => StoredMembership::default(),
+            };
+            (last_applied, membership)
         };
-        let last_applied: Option<LogId> = match get(LAST_APPLIED)? {
-            Some(bytes) => postcard::from_bytes(&bytes).map_err(sm_read)?,
-            None => None,
-        };
-        let membership: StoredMembership = match get(MEMBERSHIP)? {
-            Some(bytes) => postcard::from_bytes(&bytes).map_err(sm_read)?,
-            None => StoredMembership::default(),
-        };
-        let dump = catalog::export(&txn).map_err(sm_read)?;
-        let data = postcard::to_allocvec(&dump).map_err(sm_read)?;
+        let unique = random_name()?;
         let snapshot_id = match last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, data.len()),
-            None => format!("empty-{}", data.len()),
+            Some(id) => format!("{}-{}-{unique}", id.leader_id.term, id.index),
+            None => format!("empty-{unique}"),
         };
-        Ok(StoredSnapshot {
-            meta: SnapshotMeta {
-                last_log_id: last_applied,
-                last_membership: membership,
-                snapshot_id,
-            },
-            data,
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let file = format!("{unique}.snap");
+        self.write_file(&file, &meta, |writer| {
+            catalog::stream::write_catalog(&txn, writer)
+        })?;
+        Ok(SnapshotRecord { meta, file })
+    }
+
+    /// Writes `file` (header, then the rows `rows` gives), fsynced, under a temporary name
+    /// until it is whole.
+    fn write_file(
+        &self,
+        file: &str,
+        meta: &SnapshotMeta<u64, Member>,
+        rows: impl FnOnce(
+            &mut StreamWriter<BufWriter<std::fs::File>>,
+        ) -> std::result::Result<(), CatalogFault>,
+    ) -> Result<()> {
+        let done = self.snapshots.join(file);
+        let partial = self.snapshots.join(format!("{file}.part"));
+        let out = std::fs::File::create(&partial).map_err(snap_write)?;
+        let mut out = BufWriter::with_capacity(1 << 20, out);
+        out.write_all(SNAPSHOT_MAGIC).map_err(snap_write)?;
+        let header = postcard::to_allocvec(meta).map_err(snap_write)?;
+        let len = u32::try_from(header.len())
+            .ok()
+            .filter(|len| *len <= MAX_HEADER_BYTES)
+            .ok_or_else(|| snap_write("snapshot header too large"))?;
+        out.write_all(&len.to_le_bytes()).map_err(snap_write)?;
+        out.write_all(&header).map_err(snap_write)?;
+        let mut writer = StreamWriter::new(out, self.chunk_bytes);
+        rows(&mut writer).map_err(snap_write)?;
+        let (out, summary) = writer.finish().map_err(snap_write)?;
+        let out = out.into_inner().map_err(|err| snap_write(err.error()))?;
+        out.sync_all().map_err(snap_write)?;
+        drop(out);
+        std::fs::rename(&partial, &done).map_err(snap_write)?;
+        sync_dir(&self.snapshots).map_err(snap_write)?;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            rows = summary.rows,
+            chunks = summary.chunks,
+            bytes = summary.bytes,
+            "catalog snapshot written"
+        );
+        Ok(())
+    }
+
+    /// Records `record` as the current snapshot in `txn` unless a newer one is (a build
+    /// racing an install must not take the place of what the install brought); returns
+    /// whether it did.
+    fn record_current(txn: &WriteTransaction, record: &SnapshotRecord) -> Result<bool> {
+        let mut state = txn.open_table(RAFT_STATE).map_err(sm_write)?;
+        let current: Option<SnapshotRecord> = state
+            .get(CURRENT_SNAPSHOT)
+            .map_err(sm_read)?
+            .map(|v| postcard::from_bytes(v.value()).map_err(sm_read))
+            .transpose()?;
+        if current.is_some_and(|c| c.meta.last_log_id > record.meta.last_log_id) {
+            return Ok(false);
+        }
+        let bytes = postcard::to_allocvec(record).map_err(sm_write)?;
+        state
+            .insert(CURRENT_SNAPSHOT, bytes.as_slice())
+            .map_err(sm_write)?;
+        Ok(true)
+    }
+
+    /// Deletes snapshot files other than the current one, and at open (when nothing can be
+    /// writing one) partial files too.
+    fn remove_stale_files(&self, at_open: bool) -> Result<()> {
+        let keep = self.current()?.map(|c| c.file);
+        let entries = std::fs::read_dir(self.snapshots.as_path()).map_err(snap_read)?;
+        for entry in entries {
+            let entry = entry.map_err(snap_read)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let stale = (at_open && name.ends_with(".part"))
+                || (name.ends_with(".snap") && keep.as_deref() != Some(name));
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the whole-value snapshot of catalog format 1, if there is one, as a
+    /// snapshot file with the same metadata (its rows upgraded to format 2).
+    fn convert_legacy_snapshot(&self) -> Result<()> {
+        let Some(legacy) = Self::read_state::<LegacySnapshot>(&self.db(), LEGACY_SNAPSHOT)? else {
+            return Ok(());
+        };
+        let dump: CatalogDump = postcard::from_bytes(&legacy.data).map_err(snap_read)?;
+        let dump = catalog::upgrade_dump(dump);
+        let record = SnapshotRecord {
+            file: format!("{}.snap", random_name()?),
+            meta: legacy.meta,
+        };
+        self.write_file(&record.file, &record.meta, |writer| {
+            catalog::stream::write_dump(&dump, writer)
+        })?;
+        let txn = self.db().begin_write().map_err(sm_write)?;
+        Self::record_current(&txn, &record)?;
+        txn.open_table(RAFT_STATE)
+            .map_err(sm_write)?
+            .remove(LEGACY_SNAPSHOT)
+            .map_err(sm_write)?;
+        txn.commit().map_err(sm_write)?;
+        tracing::info!(snapshot = %record.meta.snapshot_id, "format-1 snapshot rewritten as a file");
+        Ok(())
+    }
+
+    fn open_snapshot(&self, record: SnapshotRecord) -> Result<Snapshot<TypeConfig>> {
+        let path = self.snapshots.join(&record.file);
+        let file = std::fs::File::open(&path).map_err(snap_read)?;
+        Ok(Snapshot {
+            meta: record.meta,
+            snapshot: Box::new(SnapshotFile {
+                file: tokio::fs::File::from_std(file),
+                path,
+            }),
         })
     }
 
-    fn save_snapshot(db: &Database, snapshot: &StoredSnapshot) -> Result<()> {
-        let bytes = postcard::to_allocvec(snapshot).map_err(sm_write)?;
-        let txn = db.begin_write().map_err(sm_write)?;
-        txn.open_table(RAFT_STATE)
-            .map_err(sm_write)?
-            .insert(SNAPSHOT, bytes.as_slice())
+    /// Installs the snapshot file at `path` (received whole) as the catalog.
+    fn install_file(&self, meta: &SnapshotMeta<u64, Member>, path: &Path) -> Result<()> {
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let bad = |err: &dyn ToString| fault(subject(), ErrorVerb::Read, err.to_string());
+        let file = std::fs::File::open(path).map_err(|e| bad(&e))?;
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        let header = read_header(&mut input).map_err(|e| bad(&e))?;
+        if header.last_log_id != meta.last_log_id || header.snapshot_id != meta.snapshot_id {
+            return Err(bad(&format!(
+                "snapshot file is {} at {:?}, but {} at {:?} was sent",
+                header.snapshot_id, header.last_log_id, meta.snapshot_id, meta.last_log_id
+            )));
+        }
+        let mut reader = StreamReader::new(input);
+        let record = SnapshotRecord {
+            file: format!("{}.snap", random_name()?),
+            meta: meta.clone(),
+        };
+        let db = self.db();
+        let mut importer = stream::Importer::begin(&db).map_err(sm_write)?;
+        while let Some((table, rows)) = reader.next_chunk().map_err(|e| bad(&e))? {
+            importer.add(table, &rows).map_err(|e| bad(&e))?;
+        }
+        // The stream ended whole: keep the file as this member's current snapshot, so it
+        // can serve it as leader, then swap the catalog in with the position it stands at.
+        // Lock first, then the database's writer (as a build does), never the reverse.
+        importer.flush().map_err(sm_write)?;
+        let _files = self
+            .files
+            .lock()
+            .map_err(|_| snap_write("snapshot file lock poisoned"))?;
+        std::fs::rename(path, self.snapshots.join(&record.file)).map_err(snap_write)?;
+        sync_dir(&self.snapshots).map_err(snap_write)?;
+        importer
+            .finish(|txn| {
+                let mut state = txn.open_table(RAFT_STATE)?;
+                let last = postcard::to_allocvec(&meta.last_log_id)?;
+                state.insert(LAST_APPLIED, last.as_slice())?;
+                let membership = postcard::to_allocvec(&meta.last_membership)?;
+                state.insert(MEMBERSHIP, membership.as_slice())?;
+                let bytes = postcard::to_allocvec(&record)?;
+                state.insert(CURRENT_SNAPSHOT, bytes.as_slice())?;
+                Ok(())
+            })
             .map_err(sm_write)?;
-        txn.commit().map_err(sm_write)
+        self.remove_stale_files(false)?;
+        tracing::info!(snapshot = %meta.snapshot_id, "catalog snapshot installed");
+        Ok(())
     }
+}
+
+/// Reads a snapshot file's header: magic, then the metadata (length bounded).
+pub fn read_header(
+    input: &mut impl Read,
+) -> std::result::Result<SnapshotMeta<u64, Member>, CatalogFault> {
+    let mut magic = [0u8; SNAPSHOT_MAGIC.len()];
+    input
+        .read_exact(&mut magic)
+        .map_err(|err| CatalogFault(format!("snapshot file too short: {err}")))?;
+    if magic != SNAPSHOT_MAGIC {
+        return Err(CatalogFault(
+            "not a Cairn snapshot file of a format this release reads".into(),
+        ));
+    }
+    let mut len = [0u8; 4];
+    input
+        .read_exact(&mut len)
+        .map_err(|err| CatalogFault(format!("snapshot header truncated: {err}")))?;
+    let len = u32::from_le_bytes(len);
+    if len > MAX_HEADER_BYTES {
+        return Err(CatalogFault(format!(
+            "snapshot header of {len} bytes exceeds the limit of {MAX_HEADER_BYTES}"
+        )));
+    }
+    let mut header = Vec::new();
+    input
+        .take(u64::from(len))
+        .read_to_end(&mut header)
+        .map_err(|err| CatalogFault(format!("snapshot header unreadable: {err}")))?;
+    if header.len() != len as usize {
+        return Err(CatalogFault("snapshot header truncated".into()));
+    }
+    Ok(postcard::from_bytes(&header)?)
 }
 
 /// Runs blocking database work off the async threads.
@@ -154,22 +497,32 @@ async fn blocking<T: Send + 'static>(
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let db = self.db();
-        let snapshot = blocking(move || {
-            let snapshot = Self::snapshot_now(&db)?;
-            Self::save_snapshot(&db, &snapshot)?;
-            Ok(snapshot)
+        let sm = self.clone();
+        blocking(move || {
+            let record = sm.write_snapshot()?;
+            // Lock first, then the database's writer (as an install does).
+            let _files = sm
+                .files
+                .lock()
+                .map_err(|_| snap_write("snapshot file lock poisoned"))?;
+            let txn = sm.db().begin_write().map_err(sm_write)?;
+            // Durable (the default): this commit also makes every earlier applied batch
+            // durable, before openraft purges the log entries the snapshot covers.
+            let recorded = Self::record_current(&txn, &record)?;
+            txn.commit().map_err(sm_write)?;
+            if recorded {
+                sm.remove_stale_files(false)?;
+                sm.open_snapshot(record)
+            } else {
+                // An install brought a newer snapshot meanwhile: hand out that one.
+                let _ = std::fs::remove_file(sm.snapshots.join(&record.file));
+                let current = sm
+                    .current()?
+                    .ok_or_else(|| snap_read("current snapshot vanished"))?;
+                sm.open_snapshot(current)
+            }
         })
-        .await?;
-        tracing::info!(
-            snapshot = %snapshot.meta.snapshot_id,
-            bytes = snapshot.data.len(),
-            "catalog snapshot built"
-        );
-        Ok(Snapshot {
-            meta: snapshot.meta,
-            snapshot: Box::new(Cursor::new(snapshot.data)),
-        })
+        .await
     }
 }
 
@@ -239,62 +592,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>> {
+        let path = self
+            .snapshots
+            .join(format!("receiving-{}.part", random_name()?));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(snap_write)?;
+        Ok(Box::new(SnapshotFile { file, path }))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<SnapshotFile>,
     ) -> Result<()> {
-        let data = snapshot.into_inner();
+        tokio::io::AsyncWriteExt::flush(&mut snapshot.file)
+            .await
+            .map_err(snap_write)?;
+        snapshot.file.sync_all().await.map_err(snap_write)?;
+        let SnapshotFile { file, path } = *snapshot;
+        drop(file);
         let meta = meta.clone();
-        let db = self.db();
+        let sm = self.clone();
         blocking(move || {
-            let snapshot_err = |err: &dyn ToString| {
-                fault(
-                    ErrorSubject::Snapshot(Some(meta.signature())),
-                    ErrorVerb::Read,
-                    err.to_string(),
-                )
-            };
-            let dump: CatalogDump = postcard::from_bytes(&data).map_err(|e| snapshot_err(&e))?;
-            let txn = db.begin_write().map_err(sm_write)?;
-            catalog::import(&txn, &dump).map_err(sm_write)?;
-            {
-                let mut state = txn.open_table(RAFT_STATE).map_err(sm_write)?;
-                let last = postcard::to_allocvec(&meta.last_log_id).map_err(sm_write)?;
-                state
-                    .insert(LAST_APPLIED, last.as_slice())
-                    .map_err(sm_write)?;
-                let membership = postcard::to_allocvec(&meta.last_membership).map_err(sm_write)?;
-                state
-                    .insert(MEMBERSHIP, membership.as_slice())
-                    .map_err(sm_write)?;
-                let stored = postcard::to_allocvec(&StoredSnapshot {
-                    meta: meta.clone(),
-                    data,
-                })
-                .map_err(sm_write)?;
-                state
-                    .insert(SNAPSHOT, stored.as_slice())
-                    .map_err(sm_write)?;
-            }
-            txn.commit().map_err(sm_write)?;
-            tracing::info!(snapshot = %meta.snapshot_id, "catalog snapshot installed");
-            Ok(())
+            let result = sm.install_file(&meta, &path);
+            // Whatever happened, a received file not renamed into place is not kept.
+            let _ = std::fs::remove_file(&path);
+            result
         })
         .await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        let db = self.db();
-        let stored: Option<StoredSnapshot> =
-            blocking(move || Self::read_state(&db, SNAPSHOT)).await?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        let sm = self.clone();
+        blocking(move || {
+            sm.current()?
+                .map(|record| sm.open_snapshot(record))
+                .transpose()
+        })
+        .await
     }
 }

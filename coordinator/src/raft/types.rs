@@ -1,7 +1,6 @@
 //! [`TypeConfig`]: the concrete types Cairn's Raft group runs with.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,14 +30,14 @@ impl fmt::Display for Member {
 
 openraft::declare_raft_types!(
     /// Raft over the catalog: log entries carry [`Command`]s, members are [`Member`]s with
-    /// numeric ids, snapshots are in-memory byte buffers.
+    /// numeric ids, snapshots are files (sent and received in chunks by openraft).
     pub TypeConfig:
         D = Command,
         R = CommandResult,
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = super::state_machine::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

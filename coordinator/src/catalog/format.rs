@@ -1,0 +1,132 @@
+//! The on-disk format of `catalog.redb`: a format marker checked at open, a version byte
+//! in front of every stored record, and the migration from the unmarked format 1.
+//!
+//! Format 1 (the first releases) had no marker and stored each record as its bare postcard
+//! body. Format 2 adds the [`META`] table and puts [`RECORD_V1`] before every record body,
+//! so that a later change of a record type can be read beside the records written before
+//! it: a new version byte, decoded by its own arm of [`decode_record`].
+
+use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    ACCESS_KEYS, BUCKETS, CatalogFault, GARBAGE, GATEWAYS, INVITES, NODES, OBJECTS, PARTS,
+    REQUESTS, UPLOADS,
+};
+
+/// Facts about the database itself; `format` holds [`FORMAT`].
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The key of the format marker in [`META`].
+const FORMAT_KEY: &str = "format";
+
+/// The catalog format this build writes and reads.
+pub const FORMAT: u64 = 2;
+
+/// The version byte of every record stored today (see the module notes).
+pub const RECORD_V1: u8 = 1;
+
+/// A stored record: [`RECORD_V1`], then the postcard body.
+pub(crate) fn encode_record<T: Serialize>(value: &T) -> Result<Vec<u8>, CatalogFault> {
+    let mut out = vec![RECORD_V1];
+    postcard::to_io(value, &mut out)?;
+    Ok(out)
+}
+
+/// Reads a record written by [`encode_record`]; an unknown version is a fault, not a guess.
+pub(crate) fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CatalogFault> {
+    match bytes.split_first() {
+        Some((&RECORD_V1, body)) => Ok(postcard::from_bytes(body)?),
+        Some((version, _)) => Err(CatalogFault(format!(
+            "stored record has version {version}, this build reads only version {RECORD_V1}"
+        ))),
+        None => Err(CatalogFault("stored record is empty".into())),
+    }
+}
+
+/// Whether `bytes` starts with a record version this build reads (a cheap check of rows
+/// copied in from a snapshot or backup without decoding them).
+pub(crate) fn is_known_record(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&RECORD_V1)
+}
+
+/// A format-1 record (bare postcard body) as format 2 stores it.
+pub(crate) fn upgrade_record(bare: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + bare.len());
+    out.push(RECORD_V1);
+    out.extend_from_slice(bare);
+    out
+}
+
+/// Brings the database inside `txn` to [`FORMAT`], or refuses it.
+///
+/// A database with a marker must carry this build's format: a newer one was written by a
+/// newer release and is refused rather than misread. A database without a marker is either
+/// new (no catalog table yet: it is marked) or format 1 (its records are rewritten with
+/// their version byte, then it is marked), all in `txn`, so a crash leaves it wholly old or
+/// wholly new.
+pub(crate) fn check_or_migrate(txn: &WriteTransaction) -> Result<(), CatalogFault> {
+    let found = {
+        let meta = txn.open_table(META)?;
+        meta.get(FORMAT_KEY)?.map(|v| v.value())
+    };
+    match found {
+        Some(FORMAT) => return Ok(()),
+        Some(newer) if newer > FORMAT => {
+            return Err(CatalogFault(format!(
+                "catalog format {newer} was written by a newer release of Cairn; this one \
+                 reads format {FORMAT} and older: upgrade cairn to open it"
+            )));
+        }
+        Some(other) => {
+            return Err(CatalogFault(format!(
+                "catalog format {other} is not one this release knows (it reads 1 and {FORMAT})"
+            )));
+        }
+        None => {}
+    }
+    let existing: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+    if existing.iter().any(|name| name == BUCKETS.name()) {
+        migrate_from_1(txn)?;
+        tracing::info!("catalog migrated from format 1 to format {FORMAT}");
+    }
+    txn.open_table(META)?.insert(FORMAT_KEY, FORMAT)?;
+    Ok(())
+}
+
+/// Format 1 → 2: every record gets its version byte. Indexes and counters hold no records
+/// and stay as they are.
+fn migrate_from_1(txn: &WriteTransaction) -> Result<(), CatalogFault> {
+    upgrade_table(txn, BUCKETS, "buckets.format1")?;
+    upgrade_table(txn, OBJECTS, "objects.format1")?;
+    upgrade_table(txn, ACCESS_KEYS, "access_keys.format1")?;
+    upgrade_table(txn, NODES, "nodes.format1")?;
+    upgrade_table(txn, GARBAGE, "garbage.format1")?;
+    upgrade_table(txn, INVITES, "invites.format1")?;
+    upgrade_table(txn, GATEWAYS, "gateways.format1")?;
+    upgrade_table(txn, UPLOADS, "uploads.format1")?;
+    upgrade_table(txn, PARTS, "parts.format1")?;
+    upgrade_table(txn, REQUESTS, "requests.format1")?;
+    Ok(())
+}
+
+/// Moves `live` aside and copies it back with every value upgraded, in key order.
+fn upgrade_table<K: redb::Key + 'static>(
+    txn: &WriteTransaction,
+    live: TableDefinition<K, &'static [u8]>,
+    aside: &str,
+) -> Result<(), CatalogFault> {
+    let old: TableDefinition<K, &[u8]> = TableDefinition::new(aside);
+    txn.delete_table(old)?;
+    txn.rename_table(live, old)?;
+    {
+        let from = txn.open_table(old)?;
+        let mut to = txn.open_table(live)?;
+        for item in from.iter()? {
+            let (k, v) = item?;
+            to.insert(k.value(), upgrade_record(v.value()).as_slice())?;
+        }
+    }
+    txn.delete_table(old)?;
+    Ok(())
+}
