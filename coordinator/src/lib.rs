@@ -11,7 +11,6 @@
 pub mod admin;
 pub mod audit;
 pub mod catalog;
-pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod durability;

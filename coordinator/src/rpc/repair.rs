@@ -15,9 +15,11 @@ use super::serve::{
     Answer, RpcContext, address, bucket_record, candidate, candidates, commit, error, internal,
     random, sign_get, sign_put,
 };
-use super::{
-    GatewayResponse, PlacedShard, RepairJob, RepairTicket, RpcCode, StoredShard, verify_shard,
+use cairn_client::gateway_rpc::{
+    GatewayResponse, PlacedShard, RepairJob, RepairTicket, RpcCode, StoredShard,
 };
+
+use super::verify_shard;
 use crate::catalog::model::{NodeRecord, NodeState, ObjectBody};
 use crate::catalog::{Command, CommandResult, ShardReplacement};
 use crate::durability::Need;
@@ -191,13 +193,14 @@ fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<Repa
                 crate::catalog::MoveReason::Rebalance
             } else {
                 crate::catalog::MoveReason::Drain
-            },
+            }
+            .into(),
             replaced: replace
                 .iter()
                 .map(|&i| (i as u32, segment.shards[i].id))
                 .collect(),
         },
-        erasure: *erasure,
+        erasure: (*erasure).into(),
         len: segment.len,
         roots: segment.shards.iter().map(|s| s.root).collect(),
         sources,
@@ -296,7 +299,7 @@ async fn check_and_commit(
             etag: ticket.etag.clone(),
             segment: ticket.segment,
             replacements,
-            reason: ticket.reason,
+            reason: ticket.reason.into(),
             now_ms: super::serve::now_ms(),
         },
     )

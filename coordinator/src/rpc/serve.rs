@@ -14,13 +14,15 @@ use cairn_proto::wire::{WireError, read_frame_within, write_frame_within};
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 
-use super::{
+use cairn_client::gateway_rpc::{
     GatewayRequest, GatewayResponse, MAX_RPC_FRAME, MAX_RPC_REQUEST, NewBody, NewObject,
-    NewSegment, ObjectRead, PlacedShard, READ_WINDOW, ReadOrders, RpcCode, verify_segments,
+    NewSegment, ObjectRead, PlacedShard, READ_WINDOW, ReadOrders, RpcCode,
 };
+
+use super::verify_segments;
 use crate::catalog::model::{
     Bucket, BucketMode, ErasureProfile, NodeRecord, NodeState, ObjectBody, ObjectRecord,
-    PartRecord, UploadRecord,
+    ObjectVersion, PartRecord, UploadRecord,
 };
 use crate::catalog::{
     Catalog, CatalogError, CatalogFault, Command, CommandResult, ListQuery, RequestId,
@@ -62,7 +64,7 @@ pub(crate) struct RpcContext {
 }
 
 /// How long a gateway may take to send one request once its stream is open. A gateway's
-/// client gives up on an exchange after 10 s ([`crate::client::CoordinatorClient`]), so a
+/// client gives up on an exchange after 10 s (`cairn_client::coordinator::CoordinatorClient`), so a
 /// request still arriving after that has no one waiting for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a key that is not a registered gateway has to open the stream its refusal is
@@ -184,7 +186,7 @@ async fn handle(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> G
         GatewayRequest::Once { id, request } => (Some(id), *request),
         request => (None, request),
     };
-    answer(ctx, peer, request, once)
+    answer(ctx, peer, request, once.map(RequestId::from))
         .await
         .unwrap_or_else(|response| response)
 }
@@ -217,13 +219,20 @@ async fn answer(
     match request {
         GatewayRequest::AccessKey { id } => {
             let key = catalog.access_key(&id).map_err(fault)?;
-            Ok(GatewayResponse::AccessKey(key.filter(|k| !k.revoked)))
+            Ok(GatewayResponse::AccessKey(
+                key.filter(|k| !k.revoked).map(Into::into),
+            ))
         }
-        GatewayRequest::ListBuckets => {
-            Ok(GatewayResponse::Buckets(catalog.buckets().map_err(fault)?))
-        }
+        GatewayRequest::ListBuckets => Ok(GatewayResponse::Buckets(
+            catalog
+                .buckets()
+                .map_err(fault)?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        )),
         GatewayRequest::Bucket { name } => Ok(GatewayResponse::Bucket(
-            catalog.bucket(&name).map_err(fault)?,
+            catalog.bucket(&name).map_err(fault)?.map(Into::into),
         )),
         GatewayRequest::CreateBucket { name } => {
             let bucket = Bucket {
@@ -245,7 +254,10 @@ async fn answer(
         GatewayRequest::Object { bucket, key } => {
             bucket_record(catalog, &bucket)?;
             Ok(GatewayResponse::Object(
-                catalog.object(&bucket, &key).map_err(fault)?.map(Box::new),
+                catalog
+                    .object(&bucket, &key)
+                    .map_err(fault)?
+                    .map(|object| Box::new(object.into())),
             ))
         }
         GatewayRequest::Read { bucket, key } => {
@@ -285,6 +297,7 @@ async fn answer(
             from,
         } => {
             let object = catalog.object(&bucket, &key).map_err(fault)?;
+            let version = ObjectVersion::from(version);
             let Some(object) = object.filter(|o| o.version() == version) else {
                 return Err(error(
                     RpcCode::Changed,
@@ -302,10 +315,10 @@ async fn answer(
             bucket_record(catalog, &bucket)?;
             let query = ListQuery {
                 max: query.max.min(MAX_LIST),
-                ..query
+                ..query.into()
             };
             Ok(GatewayResponse::Listing(
-                catalog.list(&bucket, &query).map_err(fault)?,
+                catalog.list(&bucket, &query).map_err(fault)?.into(),
             ))
         }
         GatewayRequest::Ping => Ok(GatewayResponse::Done),
@@ -343,7 +356,7 @@ async fn answer(
                 bucket,
                 key,
                 object,
-                condition,
+                condition: condition.map(Into::into),
                 now_ms,
             })
             .await?;
@@ -374,7 +387,7 @@ async fn answer(
                 bucket,
                 key,
                 initiated_ms: now_ms(),
-                headers,
+                headers: headers.into(),
                 erasure: record.erasure,
             };
             change(Command::CreateUpload {
@@ -384,9 +397,9 @@ async fn answer(
             .await?;
             Ok(GatewayResponse::UploadCreated { id })
         }
-        GatewayRequest::Upload { id } => {
-            Ok(GatewayResponse::Upload(catalog.upload(&id).map_err(fault)?))
-        }
+        GatewayRequest::Upload { id } => Ok(GatewayResponse::Upload(
+            catalog.upload(&id).map_err(fault)?.map(Into::into),
+        )),
         GatewayRequest::PutPart {
             upload,
             number,
@@ -424,8 +437,11 @@ async fn answer(
             match change(Command::CompleteUpload {
                 upload,
                 parts,
-                verified,
-                condition,
+                verified: verified
+                    .into_iter()
+                    .map(|(number, version)| (number, version.into()))
+                    .collect(),
+                condition: condition.map(Into::into),
                 now_ms,
             })
             .await?
@@ -449,7 +465,12 @@ async fn answer(
             bucket_record(catalog, &bucket)?;
             let max = (max as usize).min(MAX_LIST);
             Ok(GatewayResponse::Uploads(
-                catalog.uploads(&bucket, &prefix, max).map_err(fault)?,
+                catalog
+                    .uploads(&bucket, &prefix, max)
+                    .map_err(fault)?
+                    .into_iter()
+                    .map(|(id, upload)| (id, upload.into()))
+                    .collect(),
             ))
         }
         GatewayRequest::ReportShard {
@@ -492,7 +513,12 @@ async fn answer(
             }
             let max = (max as usize).min(MAX_LIST);
             Ok(GatewayResponse::Parts(
-                catalog.parts(&upload, after, max).map_err(fault)?,
+                catalog
+                    .parts(&upload, after, max)
+                    .map_err(fault)?
+                    .into_iter()
+                    .map(|(number, part)| (number, part.into()))
+                    .collect(),
             ))
         }
     }
@@ -605,7 +631,7 @@ fn new_object(
         size: object.size,
         etag: object.etag,
         last_modified_ms: now_ms(),
-        headers: object.headers,
+        headers: object.headers.into(),
         body,
     })
 }
@@ -635,7 +661,7 @@ fn checked_segments(
 /// orphan meanwhile (see [`crate::gc`]): commits must come within half the orphan delay.
 pub(super) fn fresh_enough(
     ctx: &RpcContext,
-    stored: &super::StoredShard,
+    stored: &cairn_client::gateway_rpc::StoredShard,
 ) -> Result<(), GatewayResponse> {
     let issued = stored.order.order.expires_at.saturating_sub(PUT_ORDER_SECS);
     let age = unix_now().saturating_sub(issued);
@@ -805,7 +831,7 @@ fn object_read(
     }
     let orders = read_orders(ctx, peer, &object, 0, window).map_err(internal)?;
     Ok(ObjectRead {
-        object,
+        object: object.into(),
         nodes,
         orders,
     })
@@ -848,7 +874,7 @@ fn retired_orders(
     ctx: &RpcContext,
     peer: PublicKey,
     first: u32,
-    segments: &[super::RetiredSegment],
+    segments: &[cairn_client::gateway_rpc::RetiredSegment],
 ) -> Answer {
     if segments.len() > READ_WINDOW as usize
         || segments
@@ -873,7 +899,10 @@ fn retired_orders(
                 .map_err(internal)?
                 .is_some_and(|entry| entry.node == shard.node);
             orders.push(if queued {
-                Some(sign_get(ctx, peer, shard, segment.shard_size).map_err(internal)?)
+                Some(
+                    sign_get(ctx, peer, &shard.clone().into(), segment.shard_size)
+                        .map_err(internal)?,
+                )
             } else {
                 None
             });
@@ -904,9 +933,10 @@ pub(super) fn now_ms() -> u64 {
 mod tests {
     use cairn_proto::order::{Receipt, SignedReceipt};
 
+    use cairn_client::gateway_rpc::StoredShard;
+    use cairn_client::records::{ObjectHeaders, WriteCondition};
+
     use super::*;
-    use crate::catalog::model::ObjectHeaders;
-    use crate::rpc::StoredShard;
 
     /// The largest request a gateway sends for one S3 request, every number at its longest
     /// encoding: a 5 GiB body (S3's most for a PUT or a part) in 64 MiB segments of the
@@ -963,7 +993,7 @@ mod tests {
                 },
                 body: NewBody::Segments(vec![segment; 80]),
             },
-            condition: Some(crate::catalog::WriteCondition::ETag("e".repeat(34))),
+            condition: Some(WriteCondition::ETag("e".repeat(34))),
         };
         let len = postcard::to_allocvec(&request).unwrap().len();
         assert!(
