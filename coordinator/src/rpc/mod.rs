@@ -1,9 +1,13 @@
 //! The coordinator's side of the gateway RPC (the messages themselves are
 //! `cairn_client::gateway_rpc`): [`serve`] answers them, checking proofs with
-//! [`verify_segments`] and handing out repair jobs; [`convert`] turns the catalog's records
-//! into the wire's and back.
+//! [`verify_segments`]; [`repair`] hands out repair jobs and commits their results. Both
+//! build on [`context`] (the serving context, answers, commits, placement candidates) and
+//! [`orders`] (the orders signed for gateways), which import neither; [`convert`] turns the
+//! catalog's records into the wire's and back.
 
+pub(crate) mod context;
 mod convert;
+mod orders;
 mod receipts;
 mod repair;
 pub(crate) mod serve;

@@ -11,10 +11,11 @@
 use cairn_erasure::Codec;
 use cairn_proto::identity::PublicKey;
 
-use super::serve::{
+use super::context::{
     Answer, RpcContext, address, bucket_record, candidate, candidates, commit, error, internal,
-    random, sign_get, sign_put,
+    now_ms,
 };
+use super::orders::{fresh_enough, random, sign_get, sign_put};
 use cairn_client::gateway_rpc::{
     GatewayResponse, PlacedShard, RepairJob, RepairTicket, RpcCode, StoredShard,
 };
@@ -270,7 +271,7 @@ async fn check_and_commit(
                 format!("no stored copy of shard {index}"),
             ));
         };
-        super::serve::fresh_enough(ctx, shard)?;
+        fresh_enough(ctx, shard)?;
         let new = verify_shard(&ctx.key.public(), &peer, shard, shard_len, |id| {
             ctx.catalog.node(id).ok().flatten()
         })
@@ -300,7 +301,7 @@ async fn check_and_commit(
             segment: ticket.segment,
             replacements,
             reason: ticket.reason.into(),
-            now_ms: super::serve::now_ms(),
+            now_ms: now_ms(),
         },
     )
     .await?;
