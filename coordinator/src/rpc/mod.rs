@@ -1,8 +1,8 @@
 //! The coordinator's side of the gateway RPC (the messages themselves are
-//! `cairn_client::gateway_rpc`): [`serve`] answers them, checking proofs with
-//! [`verify_segments`]; [`repair`] hands out repair jobs and commits their results. Both
-//! build on [`context`] (the serving context, answers, commits, placement candidates) and
-//! [`orders`] (the orders signed for gateways), which import neither; [`convert`] turns the
+//! `cairn_client::gateway_rpc`): `serve` answers them, checking proofs with
+//! [`verify_segments`]; `repair` hands out repair jobs and commits their results. Both
+//! build on `context` (the serving context, answers, commits, placement candidates) and
+//! `orders` (the orders signed for gateways), which import neither; `convert` turns the
 //! catalog's records into the wire's and back.
 
 pub(crate) mod context;
