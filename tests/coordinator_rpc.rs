@@ -5,12 +5,12 @@
 
 mod support;
 
-use cairn_coordinator::catalog::ListQuery;
-use cairn_coordinator::catalog::model::{ObjectBody, ObjectHeaders};
-use cairn_coordinator::rpc::{
+use cairn_client::gateway_rpc::{
     GATEWAY_ALPN, GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment, RpcCode,
     StoredShard,
 };
+use cairn_client::records::ListQuery;
+use cairn_client::records::{ObjectBody, ObjectHeaders};
 use cairn_erasure::Codec;
 use cairn_proto::identity::SecretKey;
 use cairn_proto::ids::ShardId;

@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cairn_coordinator::catalog::model::Bucket;
-use cairn_coordinator::client::CoordinatorClient;
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewBody, NewObject, ObjectRead};
+use cairn_client::coordinator::CoordinatorClient;
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, NewBody, NewObject, ObjectRead};
+use cairn_client::records::Bucket;
 use cairn_erasure::{Codec, ShardRoot};
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::transport::client_endpoint;
@@ -165,9 +165,7 @@ async fn bodies_round_trip_through_nodes_and_survive_a_bad_shard_and_a_lost_node
     let data = pattern((1 << 20) + 123);
     h.put("blob", &data).await;
     let read = h.lookup("blob").await;
-    let cairn_coordinator::catalog::model::ObjectBody::Segments { segments, .. } =
-        &read.object.body
-    else {
+    let cairn_client::records::ObjectBody::Segments { segments, .. } = &read.object.body else {
         panic!("not segmented");
     };
     assert_eq!(segments.len(), 5);
@@ -234,7 +232,7 @@ async fn bodies_round_trip_through_nodes_and_survive_a_bad_shard_and_a_lost_node
 /// the public object after dropping its shard).
 fn nodes_hold_only_masked_bytes(
     cluster: &TestCluster,
-    segments: &[cairn_coordinator::catalog::model::SegmentRecord],
+    segments: &[cairn_client::records::SegmentRecord],
     data: &[u8],
     segment_size: usize,
 ) {

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use cairn_node::client::ClientError;
+use cairn_client::node::ClientError;
 use cairn_proto::wire::ErrorCode;
 use support::{Cluster, FakeCoordinator, NodeProcess, bytes, shard_id};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

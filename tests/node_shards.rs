@@ -3,8 +3,8 @@
 
 mod support;
 
+use cairn_client::node::ClientError;
 use cairn_erasure::ShardRoot;
-use cairn_node::client::ClientError;
 use cairn_proto::identity::SecretKey;
 use cairn_proto::order::{Action, Order, SignedOrder, unix_now};
 use cairn_proto::wire::{ErrorCode, NODE_ALPN, NodeResponse, read_frame};

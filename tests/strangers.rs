@@ -19,10 +19,10 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cairn_coordinator::catalog::RequestId;
-use cairn_coordinator::rpc::{
+use cairn_client::gateway_rpc::{
     GATEWAY_ALPN, GatewayRequest, GatewayResponse, MAX_RPC_FRAME, MAX_RPC_REQUEST, RpcCode,
 };
+use cairn_client::records::RequestId;
 use cairn_proto::identity::SecretKey;
 use cairn_proto::ids::ShardId;
 use cairn_proto::invite::JoinToken;

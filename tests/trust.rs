@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use cairn_coordinator::catalog::model::ObjectBody;
-use cairn_coordinator::rpc::GatewayRequest;
+use cairn_client::gateway_rpc::GatewayRequest;
+use cairn_client::records::ObjectBody;
 use cairn_proto::identity::SecretKey;
 use cairn_proto::transport::{
     PeerPolicy, TransportError, client_endpoint, connect, server_endpoint,

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use cairn_chaos_tests::misbehaviour::{DropAfterReceipt, FlipBytes, LateAudits, Misbehaviour};
 use cairn_chaos_tests::refetch::PublicObjects;
+use cairn_client::node::ClientError;
 use cairn_erasure::{Codec, ShardRoot};
-use cairn_node::client::ClientError;
 use cairn_node::conduct::{BoxFuture, Conduct, Honest};
 use cairn_proto::ids::ShardId;
 use cairn_proto::order::Action;

@@ -50,8 +50,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use cairn_client::node::{ClientError, NodeClient};
 use cairn_erasure::ShardRoot;
-use cairn_node::client::{ClientError, NodeClient};
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
 use cairn_proto::order::Action;

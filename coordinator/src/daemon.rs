@@ -28,7 +28,8 @@ use crate::raft::network::{MemberCredential, Network, RAFT_ALPN, admits, serve_c
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Member, TypeConfig};
 use crate::rpc::GATEWAY_ALPN;
-use crate::rpc::serve::{RpcContext, serve_gateway};
+use crate::rpc::context::RpcContext;
+use crate::rpc::serve::serve_gateway;
 
 /// File holding the coordinator key, shared by every member of the group.
 pub const KEY_FILE: &str = "coordinator.key";

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use cairn_node::client::NodeClient;
+use cairn_client::node::NodeClient;
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::order::{Action, Order, SignedOrder, unix_now};
 

@@ -3,7 +3,7 @@
 //!
 //! While this member leads, [`run`] re-surveys the catalog every `interval`
 //! ([`crate::durability::survey`]) and replaces the queue with what it found. Gateways ask
-//! for work ([`crate::rpc::GatewayRequest::RepairJob`]); [`Repairs::next`] hands out the
+//! for work (`GatewayRequest::RepairJob`); [`Repairs::next`] hands out the
 //! most urgent segment nobody is working on, if the concurrency limit and the bandwidth
 //! budget allow, and leases it so no second gateway rebuilds the same segment. A lease ends
 //! when the job is reported done or failed, or after `lease` if its gateway went quiet.

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use cairn_client::page::{age, escape};
 use cairn_proto::bytesize::ByteSize;
 
 /// One sample of the metrics text: name, labels and value.
@@ -428,37 +429,6 @@ th{background:#f4f4f4;font-weight:normal;width:14em}";
 /// The first characters of a node id: enough to tell nodes apart in a title.
 fn short(id: &str) -> String {
     id.chars().take(12).collect()
-}
-
-/// How long before `now` the moment `then` was (both Unix seconds), in words.
-pub fn age(now: f64, then: f64) -> String {
-    let secs = (now - then).max(0.0);
-    if secs < 60.0 {
-        format!("{secs:.1} s ago")
-    } else if secs < 3600.0 {
-        format!("{:.0} min ago", secs / 60.0)
-    } else if secs < 86_400.0 {
-        format!("{:.1} h ago", secs / 3600.0)
-    } else {
-        format!("{:.1} d ago", secs / 86_400.0)
-    }
-}
-
-/// `text` with the characters HTML gives meaning to replaced by entities: organisation
-/// and site names are chosen by operators, reasons by the coordinator.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_coordinator::client::CoordinatorClient;
+use cairn_client::coordinator::CoordinatorClient;
 use cairn_proto::identity::{PublicKey, SecretKey};
 use cairn_proto::transport::client_endpoint;
 use http::{Request, Response, StatusCode};

@@ -1,7 +1,7 @@
 //! One place where failures below the S3 layer become S3 errors.
 
-use cairn_coordinator::client::CallError;
-use cairn_coordinator::rpc::RpcCode;
+use cairn_client::coordinator::CallError;
+use cairn_client::gateway_rpc::RpcCode;
 use s3s::{S3Error, S3ErrorCode};
 
 use crate::store::{ReadError, WriteError};

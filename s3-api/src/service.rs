@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use cairn_coordinator::catalog::WriteCondition;
-use cairn_coordinator::catalog::model::{Bucket, ObjectHeaders, ObjectRecord};
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewObject};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, NewObject};
+use cairn_client::records::WriteCondition;
+use cairn_client::records::{Bucket, ObjectHeaders, ObjectRecord};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 

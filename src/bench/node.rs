@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use cairn_client::node::NodeClient;
 use cairn_erasure::ShardRoot;
-use cairn_node::client::NodeClient;
 use cairn_node::config::NodeConfig;
 use cairn_proto::bytesize::ByteSize;
 use cairn_proto::identity::SecretKey;
@@ -163,7 +163,7 @@ async fn measure(
                 });
                 let bytes = client.get_shard(&get, None).await?;
                 if bytes != *data {
-                    return Err(cairn_node::client::ClientError::Protocol(
+                    return Err(cairn_client::node::ClientError::Protocol(
                         "bytes differ".into(),
                     ));
                 }

@@ -21,17 +21,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use cairn_client::coordinator::CoordinatorClient;
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment};
+use cairn_client::node::NodeClient;
 use cairn_coordinator::admin::views::StatusView;
 use cairn_coordinator::catalog::model::{
-    Bucket, BucketMode, ErasureProfile, GatewayRecord, NodeState, ObjectBody, ObjectHeaders,
+    Bucket, BucketMode, ErasureProfile, GatewayRecord, NodeState, ObjectBody,
 };
 use cairn_coordinator::catalog::{Catalog, Command, MoveReason};
-use cairn_coordinator::client::CoordinatorClient;
 use cairn_coordinator::config::CoordinatorConfig;
 use cairn_coordinator::daemon::RunningCoordinator;
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment};
 use cairn_erasure::Codec;
-use cairn_node::client::NodeClient;
 use cairn_node::config::NodeConfig;
 use cairn_node::daemon::RunningNode;
 use cairn_proto::bytesize::ByteSize;
@@ -677,7 +677,7 @@ async fn put_object(
                     .with_context(|| format!("storing shard {i} on {node}"))?;
                 anyhow::Ok((
                     i,
-                    cairn_coordinator::rpc::StoredShard {
+                    cairn_client::gateway_rpc::StoredShard {
                         order: shard.order,
                         receipt,
                     },
@@ -705,7 +705,7 @@ async fn put_object(
         object: NewObject {
             size: object.size,
             etag: format!("\"{}\"", &hasher.finalize().to_hex()[..32]),
-            headers: ObjectHeaders::default(),
+            headers: cairn_client::records::ObjectHeaders::default(),
             body: NewBody::Segments(segments),
         },
     };

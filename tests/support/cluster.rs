@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_coordinator::catalog::model::ObjectRecord;
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::records::ObjectRecord;
 use cairn_proto::identity::{PublicKey, SecretKey};
 
 use super::NodeProcess;
@@ -103,12 +103,12 @@ impl TestCluster {
 
     /// A coordinator client under a fresh gateway key of the test's own, registered (to
     /// ask the catalog what a gateway may). Call inside a tokio runtime.
-    pub fn gateway_client(&self) -> cairn_coordinator::client::CoordinatorClient {
+    pub fn gateway_client(&self) -> cairn_client::coordinator::CoordinatorClient {
         let me = SecretKey::generate();
         self.register_gateway(&me.public());
         let endpoint =
             cairn_proto::transport::client_endpoint("127.0.0.1:0".parse().unwrap(), &me).unwrap();
-        cairn_coordinator::client::CoordinatorClient::new(
+        cairn_client::coordinator::CoordinatorClient::new(
             endpoint,
             me,
             self.key,

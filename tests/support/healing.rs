@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairn_coordinator::catalog::model::ObjectBody;
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::records::ObjectBody;
 use cairn_proto::identity::NodeId;
 
 use super::cluster::{GatewayProcess, TestCluster};
@@ -73,7 +73,7 @@ pub fn shard_nodes(cluster: &TestCluster) -> Vec<(String, Vec<Vec<NodeId>>)> {
         let client = cluster.gateway_client();
         let request = GatewayRequest::List {
             bucket: BUCKET.into(),
-            query: cairn_coordinator::catalog::ListQuery {
+            query: cairn_client::records::ListQuery {
                 max: 1000,
                 ..Default::default()
             },

@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_client::node::NodeClient;
 use cairn_erasure::ShardRoot;
-use cairn_node::client::NodeClient;
 use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
 use cairn_proto::ids::ShardId;
 use cairn_proto::order::{Action, Order, SignedOrder, unix_now};

@@ -3,12 +3,12 @@
 
 use std::net::SocketAddr;
 
-use cairn_coordinator::client::{CallError, CoordinatorClient};
-use cairn_coordinator::rpc::{
+use cairn_client::coordinator::{CallError, CoordinatorClient};
+use cairn_client::gateway_rpc::{
     GatewayRequest, GatewayResponse, NewSegment, PlacedShard, RpcCode, StoredShard,
 };
+use cairn_client::node::NodeClient;
 use cairn_erasure::EncodedSegment;
-use cairn_node::client::NodeClient;
 use cairn_proto::identity::SecretKey;
 use cairn_proto::order::SignedOrder;
 use cairn_proto::transport::client_endpoint;

@@ -22,10 +22,11 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use cairn_coordinator::catalog::model::ShardRecord;
-use cairn_coordinator::rpc::{
+use cairn_client::gateway_rpc::{
     GatewayRequest, GatewayResponse, MAX_RPC_FRAME, MAX_RPC_REQUEST, NewBody, NewObject,
-    NewSegment, StoredShard, verify_segments, verify_shard,
+    NewSegment, StoredShard,
 };
+use cairn_coordinator::rpc::{verify_segments, verify_shard};
 use cairn_erasure::Codec;
 use cairn_fuzz::{
     FUZZ_PROFILE, SAMPLE_SEGMENT_LEN, check_frame, coordinator_key, fuzz_node_keys, gateway_key,

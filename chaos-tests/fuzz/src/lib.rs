@@ -16,14 +16,12 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use cairn_coordinator::catalog::RequestId;
-use cairn_coordinator::catalog::model::{
-    ErasureProfile, NodeRecord, NodeState, ObjectHeaders, ShardRecord,
-};
-use cairn_coordinator::rpc::{
+use cairn_client::gateway_rpc::{
     GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment, PlacedShard, ReadOrders,
     RepairTicket, RpcCode, StoredShard,
 };
+use cairn_client::records::{ObjectHeaders, RequestId, ShardRecord};
+use cairn_coordinator::catalog::model::{ErasureProfile, NodeRecord, NodeState};
 use cairn_erasure::{Codec, ShardRoot};
 use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
 use cairn_proto::ids::ShardId;
@@ -722,7 +720,7 @@ pub fn sample_gateway_requests() -> Vec<(&'static str, GatewayRequest)> {
                     key: "nar/0a1b.nar.xz".into(),
                     etag: "\"00\"".into(),
                     segment: 0,
-                    reason: cairn_coordinator::catalog::MoveReason::Repair,
+                    reason: cairn_client::records::MoveReason::Repair,
                     replaced: vec![(2, ShardId([0x62; 16]))],
                 },
                 stored: vec![(2, segment.shards[2].clone())],
@@ -743,7 +741,7 @@ pub fn sample_gateway_requests() -> Vec<(&'static str, GatewayRequest)> {
             GatewayRequest::ReadOrders {
                 bucket: "cache".into(),
                 key: "nar/0a1b.nar.xz".into(),
-                version: cairn_coordinator::catalog::model::ObjectVersion([3; 16]),
+                version: cairn_client::records::ObjectVersion([3; 16]),
                 from: 16,
             },
         ),
@@ -795,14 +793,18 @@ pub fn sample_gateway_responses() -> Vec<(&'static str, GatewayResponse)> {
         (
             "object-record",
             GatewayResponse::Object(Some(Box::new(
-                cairn_coordinator::catalog::model::ObjectRecord {
+                cairn_client::records::ObjectRecord {
                     size: SAMPLE_SEGMENT_LEN,
                     etag: "\"00\"".into(),
                     last_modified_ms: 1_700_000_000_000,
                     headers: ObjectHeaders::default(),
-                    body: cairn_coordinator::catalog::model::ObjectBody::Segments {
-                        erasure: FUZZ_PROFILE,
-                        segments: vec![cairn_coordinator::catalog::model::SegmentRecord {
+                    body: cairn_client::records::ObjectBody::Segments {
+                        erasure: cairn_client::records::ErasureProfile {
+                            k: FUZZ_PROFILE.k,
+                            m: FUZZ_PROFILE.m,
+                            segment_size: FUZZ_PROFILE.segment_size,
+                        },
+                        segments: vec![cairn_client::records::SegmentRecord {
                             len: SAMPLE_SEGMENT_LEN,
                             shards: vec![ShardRecord {
                                 id: ShardId([0x60; 16]),

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use cairn_client::node::{ClientError, NodeClient};
 use cairn_erasure::ShardRoot;
-use cairn_node::client::{ClientError, NodeClient};
 use cairn_node::conduct::Conduct;
 use cairn_node::config::NodeConfig;
 use cairn_node::daemon::RunningNode;

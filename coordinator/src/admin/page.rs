@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cairn_node::status::{age, escape};
+use cairn_client::page::{age, escape};
 use cairn_proto::bytesize::ByteSize;
 
 use super::views::{NodeView, StatusView};

@@ -10,8 +10,8 @@ use cairn_erasure::Codec;
 use cairn_proto::identity::{NodeId, PublicKey};
 use cairn_proto::order::Action;
 
-use super::{NewSegment, StoredShard};
 use crate::catalog::model::{ErasureProfile, NodeRecord, SegmentRecord, ShardRecord};
+use cairn_client::gateway_rpc::{NewSegment, StoredShard};
 
 /// Why a gateway's proof of storage was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

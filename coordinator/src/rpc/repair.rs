@@ -11,13 +11,16 @@
 use cairn_erasure::Codec;
 use cairn_proto::identity::PublicKey;
 
-use super::serve::{
+use super::context::{
     Answer, RpcContext, address, bucket_record, candidate, candidates, commit, error, internal,
-    random, sign_get, sign_put,
+    now_ms,
 };
-use super::{
-    GatewayResponse, PlacedShard, RepairJob, RepairTicket, RpcCode, StoredShard, verify_shard,
+use super::orders::{fresh_enough, random, sign_get, sign_put};
+use cairn_client::gateway_rpc::{
+    GatewayResponse, PlacedShard, RepairJob, RepairTicket, RpcCode, StoredShard,
 };
+
+use super::verify_shard;
 use crate::catalog::model::{NodeRecord, NodeState, ObjectBody};
 use crate::catalog::{Command, CommandResult, ShardReplacement};
 use crate::durability::Need;
@@ -217,13 +220,14 @@ fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<Repa
                 crate::catalog::MoveReason::Rebalance
             } else {
                 crate::catalog::MoveReason::Drain
-            },
+            }
+            .into(),
             replaced: replace
                 .iter()
                 .map(|&i| (i as u32, segment.shards[i].id))
                 .collect(),
         },
-        erasure: *erasure,
+        erasure: (*erasure).into(),
         len: segment.len,
         roots: segment.shards.iter().map(|s| s.root).collect(),
         sources,
@@ -293,7 +297,7 @@ async fn check_and_commit(
                 format!("no stored copy of shard {index}"),
             ));
         };
-        super::serve::fresh_enough(ctx, shard)?;
+        fresh_enough(ctx, shard)?;
         let new = verify_shard(&ctx.key.public(), &peer, shard, shard_len, |id| {
             ctx.catalog.node(id).ok().flatten()
         })
@@ -322,8 +326,8 @@ async fn check_and_commit(
             etag: ticket.etag.clone(),
             segment: ticket.segment,
             replacements,
-            reason: ticket.reason,
-            now_ms: super::serve::now_ms(),
+            reason: ticket.reason.into(),
+            now_ms: now_ms(),
         },
     )
     .await?;

@@ -3,66 +3,40 @@
 // Handlers fail with the response to send, built once per request; its size is not a cost.
 #![allow(clippy::result_large_err)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_erasure::Codec;
-use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
-use cairn_proto::ids::ShardId;
-use cairn_proto::order::{Action, Order, SignedOrder, unix_now};
+use cairn_proto::identity::{NodeId, PublicKey};
 use cairn_proto::wire::{WireError, read_frame_within, write_frame_within};
-use openraft::Raft;
-use openraft::error::{ClientWriteError, RaftError};
 
-use super::{
+use cairn_client::gateway_rpc::{
     GatewayRequest, GatewayResponse, MAX_RPC_FRAME, MAX_RPC_REQUEST, NewBody, NewObject,
-    NewSegment, ObjectRead, PlacedShard, READ_WINDOW, ReadOrders, RpcCode, verify_segments,
+    NewSegment, ObjectRead, PlacedShard, READ_WINDOW, ReadOrders, RpcCode,
 };
+
+use super::context::{
+    Answer, RpcContext, address, bucket_record, candidates, commit, error, internal, now_ms,
+};
+use super::orders::{fresh_enough, random, sign_get, sign_put};
+use super::verify_segments;
 use crate::catalog::model::{
-    Bucket, BucketMode, ErasureProfile, NodeRecord, NodeState, ObjectBody, ObjectRecord,
+    Bucket, BucketMode, ErasureProfile, NodeState, ObjectBody, ObjectRecord, ObjectVersion,
     PartRecord, UploadRecord,
 };
-use crate::catalog::{
-    Catalog, CatalogError, CatalogFault, Command, CommandResult, ListQuery, RequestId,
-};
-use crate::liveness::Liveness;
-use crate::placement::{Candidate, PlacementRequest, place};
-use crate::raft::types::{Member, TypeConfig};
+use crate::catalog::{CatalogFault, Command, CommandResult, ListQuery, RequestId};
+use crate::placement::{PlacementRequest, place};
+use crate::raft::types::Member;
 
 /// Largest inline body the coordinator accepts; gateways inline at most 4 KiB, the margin
 /// only bounds what one log entry may carry.
 const MAX_INLINE: usize = 64 << 10;
-/// Seconds a put order stays valid: long enough to send a 64 MiB segment's shards over a
-/// slow link.
-const PUT_ORDER_SECS: u64 = 600;
-/// Seconds a read order stays valid.
-const READ_ORDER_SECS: u64 = 300;
 /// Most shards of one segment a reader may ask orders for (a code is at most 255 wide).
 const MAX_SHARDS_PER_SEGMENT: usize = 256;
 /// Most entries of one listing page.
 const MAX_LIST: usize = 1_000;
 
-/// What serving the gateway RPC needs.
-#[derive(Clone)]
-pub(crate) struct RpcContext {
-    /// This member's Raft handle.
-    pub raft: Raft<TypeConfig>,
-    /// The catalog.
-    pub catalog: Catalog,
-    /// Heartbeats, for free space.
-    pub liveness: Arc<Liveness>,
-    /// The coordinator key, to sign orders.
-    pub key: SecretKey,
-    /// Code of buckets created through S3.
-    pub default_erasure: ErasureProfile,
-    /// The repair queue (filled while this member leads).
-    pub repairs: Arc<crate::repair::Repairs>,
-    /// How long after placement shards may still be committed (half the orphan delay).
-    pub commit_within: std::time::Duration,
-}
-
 /// How long a gateway may take to send one request once its stream is open. A gateway's
-/// client gives up on an exchange after 10 s ([`crate::client::CoordinatorClient`]), so a
+/// client gives up on an exchange after 10 s (`cairn_client::coordinator::CoordinatorClient`), so a
 /// request still arriving after that has no one waiting for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a key that is not a registered gateway has to open the stream its refusal is
@@ -148,17 +122,6 @@ async fn refuse_stranger(conn: quinn::Connection, peer: PublicKey) {
     conn.close(NOT_REGISTERED.into(), b"not a registered gateway");
 }
 
-pub(super) fn error(code: RpcCode, message: impl Into<String>) -> GatewayResponse {
-    GatewayResponse::Error {
-        code,
-        message: message.into(),
-    }
-}
-
-pub(super) fn internal(err: impl std::fmt::Display) -> GatewayResponse {
-    error(RpcCode::Internal, err.to_string())
-}
-
 /// Answers one request. Each is checked against the gateway registry first, so removing a
 /// gateway takes effect on its open connections too.
 async fn handle(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> GatewayResponse {
@@ -184,7 +147,7 @@ async fn handle(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> G
         GatewayRequest::Once { id, request } => (Some(id), *request),
         request => (None, request),
     };
-    answer(ctx, peer, request, once)
+    answer(ctx, peer, request, once.map(RequestId::from))
         .await
         .unwrap_or_else(|response| response)
 }
@@ -201,8 +164,6 @@ async fn linearizable(ctx: &RpcContext) -> Result<(), GatewayResponse> {
     }
 }
 
-pub(super) type Answer = Result<GatewayResponse, GatewayResponse>;
-
 /// Answers `request`; `once` is the client's id for it when it asked for its change to be
 /// applied at most once (every change the gateway makes does).
 async fn answer(
@@ -217,13 +178,20 @@ async fn answer(
     match request {
         GatewayRequest::AccessKey { id } => {
             let key = catalog.access_key(&id).map_err(fault)?;
-            Ok(GatewayResponse::AccessKey(key.filter(|k| !k.revoked)))
+            Ok(GatewayResponse::AccessKey(
+                key.filter(|k| !k.revoked).map(Into::into),
+            ))
         }
-        GatewayRequest::ListBuckets => {
-            Ok(GatewayResponse::Buckets(catalog.buckets().map_err(fault)?))
-        }
+        GatewayRequest::ListBuckets => Ok(GatewayResponse::Buckets(
+            catalog
+                .buckets()
+                .map_err(fault)?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        )),
         GatewayRequest::Bucket { name } => Ok(GatewayResponse::Bucket(
-            catalog.bucket(&name).map_err(fault)?,
+            catalog.bucket(&name).map_err(fault)?.map(Into::into),
         )),
         GatewayRequest::CreateBucket { name } => {
             let bucket = Bucket {
@@ -245,7 +213,10 @@ async fn answer(
         GatewayRequest::Object { bucket, key } => {
             bucket_record(catalog, &bucket)?;
             Ok(GatewayResponse::Object(
-                catalog.object(&bucket, &key).map_err(fault)?.map(Box::new),
+                catalog
+                    .object(&bucket, &key)
+                    .map_err(fault)?
+                    .map(|object| Box::new(object.into())),
             ))
         }
         GatewayRequest::Read { bucket, key } => {
@@ -285,6 +256,7 @@ async fn answer(
             from,
         } => {
             let object = catalog.object(&bucket, &key).map_err(fault)?;
+            let version = ObjectVersion::from(version);
             let Some(object) = object.filter(|o| o.version() == version) else {
                 return Err(error(
                     RpcCode::Changed,
@@ -302,10 +274,10 @@ async fn answer(
             bucket_record(catalog, &bucket)?;
             let query = ListQuery {
                 max: query.max.min(MAX_LIST),
-                ..query
+                ..query.into()
             };
             Ok(GatewayResponse::Listing(
-                catalog.list(&bucket, &query).map_err(fault)?,
+                catalog.list(&bucket, &query).map_err(fault)?.into(),
             ))
         }
         GatewayRequest::Ping => Ok(GatewayResponse::Done),
@@ -343,7 +315,7 @@ async fn answer(
                 bucket,
                 key,
                 object,
-                condition,
+                condition: condition.map(Into::into),
                 now_ms,
             })
             .await?;
@@ -374,7 +346,7 @@ async fn answer(
                 bucket,
                 key,
                 initiated_ms: now_ms(),
-                headers,
+                headers: headers.into(),
                 erasure: record.erasure,
             };
             change(Command::CreateUpload {
@@ -384,9 +356,9 @@ async fn answer(
             .await?;
             Ok(GatewayResponse::UploadCreated { id })
         }
-        GatewayRequest::Upload { id } => {
-            Ok(GatewayResponse::Upload(catalog.upload(&id).map_err(fault)?))
-        }
+        GatewayRequest::Upload { id } => Ok(GatewayResponse::Upload(
+            catalog.upload(&id).map_err(fault)?.map(Into::into),
+        )),
         GatewayRequest::PutPart {
             upload,
             number,
@@ -424,8 +396,11 @@ async fn answer(
             match change(Command::CompleteUpload {
                 upload,
                 parts,
-                verified,
-                condition,
+                verified: verified
+                    .into_iter()
+                    .map(|(number, version)| (number, version.into()))
+                    .collect(),
+                condition: condition.map(Into::into),
                 now_ms,
             })
             .await?
@@ -449,7 +424,12 @@ async fn answer(
             bucket_record(catalog, &bucket)?;
             let max = (max as usize).min(MAX_LIST);
             Ok(GatewayResponse::Uploads(
-                catalog.uploads(&bucket, &prefix, max).map_err(fault)?,
+                catalog
+                    .uploads(&bucket, &prefix, max)
+                    .map_err(fault)?
+                    .into_iter()
+                    .map(|(id, upload)| (id, upload.into()))
+                    .collect(),
             ))
         }
         GatewayRequest::ReportShard {
@@ -492,7 +472,12 @@ async fn answer(
             }
             let max = (max as usize).min(MAX_LIST);
             Ok(GatewayResponse::Parts(
-                catalog.parts(&upload, after, max).map_err(fault)?,
+                catalog
+                    .parts(&upload, after, max)
+                    .map_err(fault)?
+                    .into_iter()
+                    .map(|(number, part)| (number, part.into()))
+                    .collect(),
             ))
         }
     }
@@ -502,14 +487,6 @@ fn stored(result: CommandResult) -> GatewayResponse {
     match result {
         CommandResult::Object { existed } => GatewayResponse::Stored { existed },
         _ => GatewayResponse::Stored { existed: false },
-    }
-}
-
-pub(super) fn bucket_record(catalog: &Catalog, name: &str) -> Result<Bucket, GatewayResponse> {
-    match catalog.bucket(name) {
-        Ok(Some(bucket)) => Ok(bucket),
-        Ok(None) => Err(error(RpcCode::NoSuchBucket, format!("no bucket {name}"))),
-        Err(err) => Err(internal(err)),
     }
 }
 
@@ -529,51 +506,6 @@ async fn commit_once(
         None => command,
     };
     commit(ctx, command).await
-}
-
-pub(super) async fn commit(
-    ctx: &RpcContext,
-    command: Command,
-) -> Result<CommandResult, GatewayResponse> {
-    match ctx.raft.client_write(command).await {
-        Ok(response) => match response.data {
-            CommandResult::Refused(err) => Err(refusal(err)),
-            other => Ok(other),
-        },
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            Err(GatewayResponse::NotLeader {
-                leader: forward.leader_node.map(|m| m.addr),
-            })
-        }
-        Err(err) => Err(internal(err)),
-    }
-}
-
-fn refusal(err: CatalogError) -> GatewayResponse {
-    let code = match &err {
-        CatalogError::NoSuchBucket(_) => RpcCode::NoSuchBucket,
-        CatalogError::NoSuchUpload(_) => RpcCode::NoSuchUpload,
-        CatalogError::NoSuchKey(_) => RpcCode::NoSuchKey,
-        CatalogError::PreconditionFailed(_) => RpcCode::PreconditionFailed,
-        CatalogError::BucketExists(_) => RpcCode::BucketExists,
-        CatalogError::BucketNotEmpty(_) => RpcCode::BucketNotEmpty,
-        CatalogError::InvalidPart(_) => RpcCode::InvalidPart,
-        CatalogError::InvalidPartOrder => RpcCode::InvalidPartOrder,
-        CatalogError::EntityTooSmall { .. } => RpcCode::EntityTooSmall,
-        CatalogError::Stale(_) => RpcCode::Changed,
-        CatalogError::InvalidBucketName(_)
-        | CatalogError::InvalidKey(_)
-        | CatalogError::UnknownNode(_)
-        | CatalogError::Malformed(_)
-        | CatalogError::UploadExists(_) => RpcCode::InvalidRequest,
-        CatalogError::AccessKeyExists(_)
-        | CatalogError::NoSuchAccessKey(_)
-        | CatalogError::NoSuchNode(_)
-        | CatalogError::NoSuchGateway(_)
-        | CatalogError::InvalidInvite
-        | CatalogError::WrongOrg { .. } => RpcCode::Internal,
-    };
-    error(code, err.to_string())
 }
 
 /// Turns a gateway's object into a catalog record, checking the proof of its shards.
@@ -605,7 +537,7 @@ fn new_object(
         size: object.size,
         etag: object.etag,
         last_modified_ms: now_ms(),
-        headers: object.headers,
+        headers: object.headers.into(),
         body,
     })
 }
@@ -629,26 +561,6 @@ fn checked_segments(
             format!("proof of storage refused: {err}"),
         )
     })
-}
-
-/// Refuses a put order placed so long ago that its shard may have been collected as an
-/// orphan meanwhile (see [`crate::gc`]): commits must come within half the orphan delay.
-pub(super) fn fresh_enough(
-    ctx: &RpcContext,
-    stored: &super::StoredShard,
-) -> Result<(), GatewayResponse> {
-    let issued = stored.order.order.expires_at.saturating_sub(PUT_ORDER_SECS);
-    let age = unix_now().saturating_sub(issued);
-    if age > ctx.commit_within.as_secs() {
-        return Err(error(
-            RpcCode::InvalidRequest,
-            format!(
-                "a put order was placed {age} s ago; shards must be committed within {} s",
-                ctx.commit_within.as_secs()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Places one segment and signs a put order per shard.
@@ -702,94 +614,6 @@ fn place_segment(
     Ok(GatewayResponse::Placed(placed))
 }
 
-/// The nodes that may take new shards, with their free space as their last heartbeat
-/// told, leaving out `avoid`.
-pub(super) fn candidates(
-    ctx: &RpcContext,
-    nodes: &[NodeRecord],
-    avoid: &[NodeId],
-) -> Vec<Candidate> {
-    nodes
-        .iter()
-        .filter(|n| n.state.accepts_new_shards() && !avoid.contains(&n.id))
-        .map(|n| candidate(ctx, n))
-        .collect()
-}
-
-/// A node as placement sees it. The space it may take is what it reports free, but never
-/// more than it has earned ([`crate::placement::credible_room`] of what the latest survey
-/// found placed on it).
-pub(super) fn candidate(ctx: &RpcContext, node: &NodeRecord) -> Candidate {
-    let used = ctx
-        .liveness
-        .last(&node.id)
-        .map_or(0, |(_, hb)| hb.used_bytes);
-    let claimed = node.capacity.saturating_sub(used);
-    let placed = ctx.repairs.placed_bytes(&node.id);
-    let vetting = node.state == NodeState::Vetting;
-    Candidate {
-        node: node.id,
-        org: node.org.clone(),
-        site: node.site.clone(),
-        free_bytes: claimed.min(crate::placement::credible_room(vetting, placed)),
-        vetting,
-    }
-}
-
-/// The address of `node` among `nodes` (empty if unknown: the send then fails and the
-/// gateway places again).
-pub(super) fn address(nodes: &[NodeRecord], node: &NodeId) -> String {
-    nodes
-        .iter()
-        .find(|n| n.id == *node)
-        .map(|n| n.addr.clone())
-        .unwrap_or_default()
-}
-
-/// A put order for `gateway` to store a new shard of `size` bytes hashing to `root` on
-/// `node`, under a fresh random shard id.
-pub(super) fn sign_put(
-    ctx: &RpcContext,
-    gateway: PublicKey,
-    node: NodeId,
-    root: cairn_erasure::ShardRoot,
-    size: u64,
-) -> Result<SignedOrder, getrandom::Error> {
-    let order = Order {
-        node,
-        client: gateway,
-        serial: u64::from_le_bytes(random::<8>()?),
-        expires_at: unix_now() + PUT_ORDER_SECS,
-        action: Action::Put {
-            shard: ShardId(random::<16>()?),
-            root,
-            size,
-        },
-    };
-    Ok(SignedOrder::sign(order, &ctx.key))
-}
-
-/// A get order for `gateway` to read `shard` (of `size` bytes) whole or in part.
-pub(super) fn sign_get(
-    ctx: &RpcContext,
-    gateway: PublicKey,
-    shard: &crate::catalog::model::ShardRecord,
-    size: u64,
-) -> Result<SignedOrder, getrandom::Error> {
-    let order = Order {
-        node: shard.node,
-        client: gateway,
-        serial: u64::from_le_bytes(random::<8>()?),
-        expires_at: unix_now() + READ_ORDER_SECS,
-        action: Action::Get {
-            shard: shard.id,
-            root: shard.root,
-            size,
-        },
-    };
-    Ok(SignedOrder::sign(order, &ctx.key))
-}
-
 /// An object with the addresses of its nodes and read orders for its first `window`
 /// segments.
 fn object_read(
@@ -810,7 +634,7 @@ fn object_read(
     }
     let orders = read_orders(ctx, peer, &object, 0, window).map_err(internal)?;
     Ok(ObjectRead {
-        object,
+        object: object.into(),
         nodes,
         orders,
     })
@@ -853,7 +677,7 @@ fn retired_orders(
     ctx: &RpcContext,
     peer: PublicKey,
     first: u32,
-    segments: &[super::RetiredSegment],
+    segments: &[cairn_client::gateway_rpc::RetiredSegment],
 ) -> Answer {
     if segments.len() > READ_WINDOW as usize
         || segments
@@ -878,7 +702,10 @@ fn retired_orders(
                 .map_err(internal)?
                 .is_some_and(|entry| entry.node == shard.node);
             orders.push(if queued {
-                Some(sign_get(ctx, peer, shard, segment.shard_size).map_err(internal)?)
+                Some(
+                    sign_get(ctx, peer, &shard.clone().into(), segment.shard_size)
+                        .map_err(internal)?,
+                )
             } else {
                 None
             });
@@ -888,30 +715,20 @@ fn retired_orders(
     Ok(GatewayResponse::ReadOrders(out))
 }
 
-pub(super) fn random<const N: usize>() -> Result<[u8; N], getrandom::Error> {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes)?;
-    Ok(bytes)
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
-    use cairn_proto::order::{Receipt, SignedReceipt};
+    use cairn_proto::identity::SecretKey;
+    use cairn_proto::ids::ShardId;
+    use cairn_proto::order::{Action, Order, Receipt, SignedOrder, SignedReceipt};
+
+    use cairn_client::gateway_rpc::StoredShard;
+    use cairn_client::records::{ObjectHeaders, WriteCondition};
 
     use super::*;
-    use crate::catalog::model::ObjectHeaders;
-    use crate::rpc::StoredShard;
 
     /// The largest request a gateway sends for one S3 request, every number at its longest
     /// encoding: a 5 GiB body (S3's most for a PUT or a part) in 64 MiB segments of the
@@ -968,7 +785,7 @@ mod tests {
                 },
                 body: NewBody::Segments(vec![segment; 80]),
             },
-            condition: Some(crate::catalog::WriteCondition::ETag("e".repeat(34))),
+            condition: Some(WriteCondition::ETag("e".repeat(34))),
         };
         let len = postcard::to_allocvec(&request).unwrap().len();
         assert!(

@@ -1,6 +1,6 @@
 //! ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation.
 
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 

@@ -4,8 +4,8 @@
 
 use std::ops::Range;
 
-use cairn_coordinator::catalog::model::ObjectRecord;
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, NewBody, ObjectRead};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, NewBody, ObjectRead};
+use cairn_client::records::ObjectRecord;
 use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};

@@ -1,6 +1,6 @@
 //! DeleteObject and DeleteObjects.
 
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 

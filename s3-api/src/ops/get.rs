@@ -1,7 +1,7 @@
 //! GetObject and HeadObject: conditional requests, ranges, and the verified read stream.
 
-use cairn_coordinator::catalog::model::ObjectRecord;
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, ObjectRead};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, ObjectRead};
+use cairn_client::records::ObjectRecord;
 use http::HeaderMap;
 use http::header::{ETAG, HeaderValue, LAST_MODIFIED};
 use s3s::dto::*;

@@ -2,8 +2,8 @@
 //! pages of the coordinator's listing; the delimiter roll-up happens there.
 
 use base64::Engine as _;
-use cairn_coordinator::catalog::{ListQuery, Listing};
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::records::{ListQuery, Listing};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 

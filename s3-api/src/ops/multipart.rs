@@ -3,8 +3,8 @@
 //! a NAR in a nix-cache bucket is first read back and checked against its name), abort,
 //! and the two listings.
 
-use cairn_coordinator::catalog::model::{BucketMode, ObjectVersion, UploadRecord};
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::records::{BucketMode, ObjectVersion, UploadRecord};
 use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
@@ -126,8 +126,8 @@ impl Gateway {
         let tag = checks.finish()?;
         self.metrics.bytes_in.inc_by(written.size);
         let segments = match written.body {
-            cairn_coordinator::rpc::NewBody::Segments(segments) => segments,
-            cairn_coordinator::rpc::NewBody::Inline(_) => Vec::new(),
+            cairn_client::gateway_rpc::NewBody::Segments(segments) => segments,
+            cairn_client::gateway_rpc::NewBody::Inline(_) => Vec::new(),
         };
         match self
             .change(GatewayRequest::PutPart {

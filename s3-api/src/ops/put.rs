@@ -1,8 +1,8 @@
 //! PutObject: the upload path, with the checks a bucket's mode asks for.
 
-use cairn_coordinator::catalog::WriteCondition;
-use cairn_coordinator::catalog::model::{Bucket, BucketMode};
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::records::WriteCondition;
+use cairn_client::records::{Bucket, BucketMode};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 

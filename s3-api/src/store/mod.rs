@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_coordinator::client::{CallError, CoordinatorClient};
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::coordinator::{CallError, CoordinatorClient};
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::node::NodeClient;
 use cairn_erasure::MaskKey;
-use cairn_node::client::NodeClient;
 use cairn_proto::identity::{NodeId, SecretKey};
 
 pub use read::{ReadError, ShardProblem, read_range};

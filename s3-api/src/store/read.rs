@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_coordinator::catalog::model::{ObjectBody, ObjectVersion, SegmentRecord};
-use cairn_coordinator::client::CallError;
-use cairn_coordinator::rpc::{
+use cairn_client::coordinator::CallError;
+use cairn_client::gateway_rpc::{
     GatewayRequest, GatewayResponse, ObjectRead, READ_WINDOW, ReadOrders, RetiredSegment, RpcCode,
 };
+use cairn_client::node::ClientError;
+use cairn_client::records::{ObjectBody, ObjectVersion, SegmentRecord};
 use cairn_erasure::Codec;
-use cairn_node::client::ClientError;
 use cairn_proto::identity::NodeId;
 use cairn_proto::ids::ShardId;
 use cairn_proto::order::{Action, SignedOrder};

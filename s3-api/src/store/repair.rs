@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_coordinator::client::CallError;
-use cairn_coordinator::rpc::{GatewayRequest, GatewayResponse, RepairJob, RpcCode, StoredShard};
+use cairn_client::coordinator::CallError;
+use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, RepairJob, RpcCode, StoredShard};
+use cairn_client::node::ClientError;
 use cairn_erasure::Codec;
-use cairn_node::client::ClientError;
 use cairn_proto::order::Action;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_coordinator::catalog::model::Bucket;
-use cairn_coordinator::client::CallError;
-use cairn_coordinator::rpc::{
+use cairn_client::coordinator::CallError;
+use cairn_client::gateway_rpc::{
     GatewayRequest, GatewayResponse, NewBody, NewSegment, RpcCode, StoredShard,
 };
+use cairn_client::records::Bucket;
 use cairn_erasure::{Codec, EncodedSegment, SegmentNonce};
 use cairn_proto::identity::NodeId;
 use futures_util::{Stream, StreamExt};

@@ -12,8 +12,8 @@ use cairn_proto::transport::{TransportError, connect};
 use cairn_proto::wire::{WireError, read_frame_within, write_frame_within};
 use tokio::sync::Mutex;
 
-use crate::catalog::RequestId;
-use crate::rpc::{GATEWAY_ALPN, GatewayRequest, GatewayResponse, MAX_RPC_FRAME, RpcCode};
+use crate::gateway_rpc::{GATEWAY_ALPN, GatewayRequest, GatewayResponse, MAX_RPC_FRAME, RpcCode};
+use crate::records::RequestId;
 
 /// Longest one attempt (connect, ask, answer) may take before the next member is tried.
 /// Commits of large objects wait for a Raft round, which takes milliseconds on a healthy
