@@ -743,3 +743,68 @@ fn a_gateway_reporting_an_honest_node_cannot_get_it_disqualified() {
     assert_ne!(view["state"], "disqualified", "{view}");
     assert!(view["score"].as_f64().unwrap() > 0.99, "{view}");
 }
+
+/// A volunteer's clock ten minutes ahead (libfaketime under the node process): judged by
+/// its own clock it would refuse every order as expired and be disqualified while holding
+/// every byte. It checks orders against the coordinator's clock, which each heartbeat
+/// answer carries, so it passes its audits and keeps its standing; its metrics show the
+/// offset it measured. Skipped, saying so, where Debian's faketime is not installed.
+#[test]
+fn an_honest_node_whose_clock_is_ten_minutes_ahead_passes_its_audits() {
+    let Some(faketime) = cairn_chaos_tests::cluster::faketime_library() else {
+        eprintln!("SKIPPED: libfaketime is not installed (Debian: apt-get install faketime)");
+        return;
+    };
+    let flags: Vec<&str> = AUDITS
+        .iter()
+        .copied()
+        .chain(["--vetting-audits", "5"])
+        .collect();
+    let mut cluster = fast_cluster(&["a", "a", "b", "b", "c", "c"], &flags);
+    let gateway = cluster.start_gateway();
+    let key = cluster.access_key();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let command: Vec<PathBuf> = [
+        "env".to_string(),
+        format!("LD_PRELOAD={}", faketime.display()),
+        "FAKETIME=+600".to_string(),
+        "FAKETIME_DONT_FAKE_MONOTONIC=1".to_string(),
+        "FAKETIME_DONT_RESET=1".to_string(),
+        env!("CARGO_BIN_EXE_cairn").to_string(),
+        "node".to_string(),
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    let skewed = cluster
+        .add_node_with("d", &command, &format!("metrics_listen = \"{metrics}\""))
+        .id
+        .to_string();
+    cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
+    upload(&cluster, &gateway, &key);
+    wait_until("the skewed node has passed 10 audits", || {
+        entry(&cluster, &skewed)["audits_passed"].as_u64().unwrap() >= 10
+    });
+    let view = entry(&cluster, &skewed);
+    assert_eq!(view["audits_failed"], 0, "{view}");
+    assert_eq!(view["state"], "active", "vetted by its audits: {view}");
+    let body = ureq::get(&format!("http://{metrics}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let offset: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_node_clock_offset_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no clock offset in {body}"));
+    assert!(
+        (-610.0..=-590.0).contains(&offset),
+        "the node measured {offset} s against the coordinator, not the 600 s it is ahead"
+    );
+    objects("check", &gateway.endpoint, &key).unwrap();
+}

@@ -192,7 +192,7 @@ async fn heartbeat_from(
         }
     }
     rpc.liveness.record(heartbeat);
-    CoordinatorResponse::Ack
+    CoordinatorResponse::Time { now_ms: now_ms() }
 }
 
 /// Reaches `node` at `addr` (at most every [`PROBE_AGAIN_AFTER`] per address), then

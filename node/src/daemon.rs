@@ -123,6 +123,7 @@ pub async fn start_with_conduct(
 
     let endpoint = server_endpoint(config.listen, &key, &[NODE_ALPN], PeerPolicy::Any)?;
     let quic_addr = endpoint.local_addr()?;
+    let clock = Arc::new(crate::clock::Clock::new());
     let state = Arc::new(NodeState {
         key: key.clone(),
         id,
@@ -133,6 +134,7 @@ pub async fn start_with_conduct(
         download: Bandwidth::new(config.download_limit.0),
         puts: Semaphore::new(config.max_concurrent_puts),
         max_shard_size: config.max_shard_size.0,
+        clock: clock.clone(),
         send_stall: std::time::Duration::from_millis(config.send_stall_timeout_ms),
         conduct,
     });
@@ -200,6 +202,7 @@ pub async fn start_with_conduct(
             key.clone(),
             target,
             metrics.clone(),
+            clock.clone(),
             beat,
         )));
     }
@@ -252,7 +255,7 @@ async fn join(
             )
             .await
             {
-                Ok(CoordinatorResponse::Ack) => return Ok(()),
+                Ok(CoordinatorResponse::Ack | CoordinatorResponse::Time { .. }) => return Ok(()),
                 Ok(CoordinatorResponse::Error {
                     code: ErrorCode::Forbidden,
                     message,
@@ -320,7 +323,7 @@ pub async fn leave(mut config: NodeConfig) -> Result<(), StartError> {
             )
             .await
             {
-                Ok(CoordinatorResponse::Ack) => return Ok(()),
+                Ok(CoordinatorResponse::Ack | CoordinatorResponse::Time { .. }) => return Ok(()),
                 Ok(CoordinatorResponse::Error {
                     code: code @ (ErrorCode::Forbidden | ErrorCode::NotFound),
                     message,

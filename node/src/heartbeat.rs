@@ -54,6 +54,7 @@ pub async fn run(
     key: SecretKey,
     target: HeartbeatTarget,
     metrics: Arc<NodeMetrics>,
+    clock: Arc<crate::clock::Clock>,
     beat: impl Fn() -> Heartbeat + Send + 'static,
 ) {
     let mut ticker = tokio::time::interval(target.interval);
@@ -70,13 +71,16 @@ pub async fn run(
         let mut unreachable: Option<(SocketAddr, String)> = None;
         for _ in 0..target.coordinators.len() {
             let addr = target.coordinators[next % target.coordinators.len()];
-            let attempt = send(&endpoint, &key, &target, addr, &mut conn, &heartbeat);
+            let attempt = send(
+                &endpoint, &key, &target, addr, &mut conn, &heartbeat, &clock,
+            );
             let outcome = tokio::time::timeout(target.attempt_limit(), attempt)
                 .await
                 .unwrap_or_else(|_| Err(Failure::Unreachable("no answer in time".to_string())));
             match outcome {
                 Ok(()) => {
                     sent = true;
+                    metrics.clock_offset.set(clock.offset_ms() as f64 / 1000.0);
                     metrics.record_heartbeat(HeartbeatResult::Ok, &addr.to_string(), "");
                     break;
                 }
@@ -125,7 +129,9 @@ async fn send(
     addr: SocketAddr,
     conn: &mut Option<quinn::Connection>,
     heartbeat: &Heartbeat,
+    clock: &crate::clock::Clock,
 ) -> Result<(), Failure> {
+    let sent_ms = crate::clock::Clock::local_ms();
     let unreachable = |err: &dyn std::fmt::Display| Failure::Unreachable(err.to_string());
     let live = match conn.take() {
         Some(c) if c.close_reason().is_none() => c,
@@ -150,6 +156,10 @@ async fn send(
         .map_err(|err| unreachable(&err))?;
     *conn = Some(live);
     match response {
+        CoordinatorResponse::Time { now_ms } => {
+            clock.observe(now_ms, sent_ms, crate::clock::Clock::local_ms());
+            Ok(())
+        }
         CoordinatorResponse::Ack => Ok(()),
         CoordinatorResponse::Error { code, message } => {
             Err(Failure::Refused(format!("{code}: {message}")))

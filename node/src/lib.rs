@@ -10,6 +10,7 @@
 //! [`metrics`] serves Prometheus metrics and, from them, the operator's [`status`] page.
 
 pub mod bandwidth;
+pub mod clock;
 pub mod conduct;
 pub mod config;
 pub mod daemon;

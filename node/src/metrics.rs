@@ -53,6 +53,9 @@ pub struct NodeMetrics {
     pub heartbeat_ok_time: Gauge,
     /// When the node started, seconds since the Unix epoch.
     pub start_time: Gauge,
+    /// The coordinator's clock minus this machine's, in seconds, as the last heartbeat
+    /// answer measured it (orders are checked against the coordinator's).
+    pub clock_offset: Gauge,
 }
 
 /// Longest heartbeat refusal or error kept in a label: the coordinator's message is free
@@ -205,6 +208,10 @@ impl NodeMetrics {
             start_time: float_gauge(
                 "cairn_node_start_timestamp_seconds",
                 "When the node started, seconds since the Unix epoch.",
+            ),
+            clock_offset: float_gauge(
+                "cairn_node_clock_offset_seconds",
+                "The coordinator's clock minus this machine's, in seconds, at the last heartbeat.",
             ),
             registry,
         }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
-use cairn_proto::order::{
-    Action, Order, OrderError, Receipt, SignedOrder, SignedReceipt, unix_now,
-};
+use cairn_proto::order::{Action, Order, OrderError, Receipt, SignedOrder, SignedReceipt};
 use cairn_proto::transport::peer_key;
 use cairn_proto::wire::{
     ErrorCode, MAX_NODE_REQUEST, NodeRequest, NodeResponse, WireError, read_frame_within,
@@ -59,6 +57,8 @@ pub struct NodeState {
     /// a reader that stops reading would otherwise hold the answer's buffer (up to a whole
     /// shard) and the task for ever.
     pub send_stall: Duration,
+    /// The coordinator's clock, which order expiries are checked against.
+    pub clock: Arc<crate::clock::Clock>,
     /// How honestly to answer: [`crate::conduct::Honest`] except in chaos tests.
     pub conduct: Arc<dyn Conduct>,
 }
@@ -221,10 +221,12 @@ async fn authorize<'a>(
     durable: bool,
 ) -> Result<&'a Order, Refusal> {
     let order = signed.verify(&state.coordinator)?;
-    order.check(&state.id, &peer, unix_now())?;
+    let now = state.clock.now_unix();
+    order.check(&state.id, &peer, now)?;
     let store = state.store.clone();
     let (serial, expires_at) = (order.serial, order.expires_at);
-    let fresh = blocking(move || store.record_serial(serial, expires_at, durable)).await??;
+    let fresh =
+        blocking(move || store.record_serial_at(serial, expires_at, durable, now)).await??;
     if !fresh {
         return Err(Refusal::new(
             ErrorCode::Replayed,

@@ -616,7 +616,9 @@ impl ShardStore {
         self.record_serial_at(serial, expires_at, durable, unix_now())
     }
 
-    fn record_serial_at(
+    /// [`ShardStore::record_serial`] at `now` (seconds since the Unix epoch in the
+    /// coordinator's clock, which the order's expiry is in).
+    pub fn record_serial_at(
         &self,
         serial: u64,
         expires_at: u64,

@@ -373,6 +373,12 @@ pub struct JoinRequest {
 pub enum CoordinatorResponse {
     /// Accepted.
     Ack,
+    /// A heartbeat accepted, with the coordinator's clock when it answered (milliseconds
+    /// since the Unix epoch): nodes check orders' expiry against it, not their own clock.
+    Time {
+        /// The coordinator's clock.
+        now_ms: u64,
+    },
     /// Refused or failed.
     Error {
         /// Machine-readable reason.

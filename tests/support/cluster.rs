@@ -59,17 +59,27 @@ impl TestCluster {
     /// Like [`TestCluster::add_node`], running `command` (program and leading arguments;
     /// it is given `--config FILE`) instead of `cairn node`.
     pub fn add_node_as(&mut self, org: &str, command: &[std::path::PathBuf]) -> &NodeProcess {
+        self.add_node_with(org, command, "")
+    }
+
+    /// [`TestCluster::add_node_as`] with `extra` config lines.
+    pub fn add_node_with(
+        &mut self,
+        org: &str,
+        command: &[std::path::PathBuf],
+        extra: &str,
+    ) -> &NodeProcess {
         let token = admin(&self.coordinator, &["invite", "--org", org])
             .unwrap()
             .trim()
             .to_string();
         let dir = self.root.path().join(format!("n{}", self.nodes.len()));
         std::fs::create_dir_all(&dir).unwrap();
-        let extra = format!(
-            "join = \"{token}\"\norg = \"{org}\"\nsite = \"site-{org}\"\nheartbeat_interval_ms = 100\ncapacity = \"1GiB\""
+        let config = format!(
+            "join = \"{token}\"\norg = \"{org}\"\nsite = \"site-{org}\"\nheartbeat_interval_ms = 100\ncapacity = \"1GiB\"\n{extra}"
         );
         self.nodes
-            .push(NodeProcess::start_as(command, &dir, &self.key, &extra));
+            .push(NodeProcess::start_as(command, &dir, &self.key, &config));
         self.nodes.last().unwrap()
     }
 
