@@ -6,8 +6,8 @@
 mod support;
 
 use cairn_client::gateway_rpc::{
-    GATEWAY_ALPN, GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment, RpcCode,
-    StoredShard,
+    GATEWAY_ALPN, GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment, ReadOrders,
+    RpcCode, StoredShard,
 };
 use cairn_client::records::ListQuery;
 use cairn_client::records::{ObjectBody, ObjectHeaders};
@@ -192,6 +192,7 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
         .call(GatewayRequest::Read {
             bucket: "objs".into(),
             key: "nar/big.nar".into(),
+            range: Some(0..u64::MAX),
         })
         .await
     else {
@@ -204,10 +205,49 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
     assert_eq!(read.orders.segments.len(), 1);
     let roots: Vec<_> = segments[0].shards.iter().map(|s| s.root).collect();
     assert_eq!(roots, segment.roots());
+    // Orders only for what a reader with nothing lost fetches: the data shards holding the
+    // bytes asked (each order costs the leader a signature), none for a bare lookup.
+    let signed = |orders: &ReadOrders| -> Vec<bool> {
+        orders
+            .segments
+            .iter()
+            .flatten()
+            .map(|o| o.is_some())
+            .collect()
+    };
+    assert_eq!(signed(&read.orders), [true, true, false]);
+    let read_of = |range: Option<std::ops::Range<u64>>| GatewayRequest::Read {
+        bucket: "objs".into(),
+        key: "nar/big.nar".into(),
+        range,
+    };
+    let GatewayResponse::Read(Some(first_byte)) = gateway.call(read_of(Some(0..1))).await else {
+        panic!("object not readable");
+    };
+    assert_eq!(signed(&first_byte.orders), [true, false, false]);
+    let GatewayResponse::Read(Some(bare)) = gateway.call(read_of(None)).await else {
+        panic!("object not readable");
+    };
+    assert!(bare.orders.segments.is_empty());
+    // A degraded reader asks for every shard of the segment it decodes.
+    let GatewayResponse::ReadOrders(all) = gateway
+        .call(GatewayRequest::ReadOrders {
+            bucket: "objs".into(),
+            key: "nar/big.nar".into(),
+            version: read.object.version(),
+            from: 0,
+            count: 1,
+            range: None,
+        })
+        .await
+    else {
+        panic!("no orders for every shard");
+    };
+    assert_eq!(signed(&all), [true, true, true]);
     // Read a data shard and the parity shard, decode without data shard 0.
     let mut fetched = Vec::new();
     for index in [1usize, 2] {
-        let order = read.orders.segments[0][index].as_ref().unwrap();
+        let order = all.segments[0][index].as_ref().unwrap();
         let (_, addr, serving) = read
             .nodes
             .iter()

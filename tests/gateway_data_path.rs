@@ -114,6 +114,7 @@ impl Harness {
         let request = GatewayRequest::Read {
             bucket: "data".into(),
             key: key.into(),
+            range: Some(0..u64::MAX),
         };
         match self.path.coordinator.call(&request).await.unwrap() {
             GatewayResponse::Read(Some(read)) => *read,

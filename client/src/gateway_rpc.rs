@@ -72,16 +72,23 @@ pub enum GatewayRequest {
         /// Object key.
         key: String,
     },
-    /// An object's record with the addresses of its nodes and read orders for its first
-    /// [`READ_WINDOW`] segments.
+    /// An object's record with the addresses of its nodes and read orders for the bytes
+    /// `range` of it (object offsets; the end may lie past the object): for the data
+    /// shards holding them, in at most [`READ_WINDOW`] segments from the first one the
+    /// range touches. No orders for `None` (the reader asks once it knows what it needs):
+    /// every order costs the leader a signature, and an anonymous reader can ask often.
     Read {
         /// Bucket name.
         bucket: String,
         /// Object key.
         key: String,
+        /// The bytes the reader will fetch first.
+        range: Option<std::ops::Range<u64>>,
     },
-    /// Read orders for segments `from..from + READ_WINDOW` of the object version `version`
-    /// (refused if the key now holds another version, even one with the same ETag).
+    /// Read orders for segments `from..from + count` (at most [`READ_WINDOW`]) of the object
+    /// version `version` (refused if the key now holds another version, even one with the
+    /// same ETag): with `range`, only for the data shards holding those bytes of the object;
+    /// without, for every shard (a degraded read decodes from any `k`).
     ReadOrders {
         /// Bucket name.
         bucket: String,
@@ -91,6 +98,10 @@ pub enum GatewayRequest {
         version: ObjectVersion,
         /// First segment.
         from: u32,
+        /// Segments wanted.
+        count: u32,
+        /// The object bytes wanted, if only some.
+        range: Option<std::ops::Range<u64>>,
     },
     /// Read orders for segments of a version that was replaced or deleted after the read
     /// began (answered with [`GatewayResponse::ReadOrders`] starting at `first`): orders

@@ -743,6 +743,8 @@ pub fn sample_gateway_requests() -> Vec<(&'static str, GatewayRequest)> {
                 key: "nar/0a1b.nar.xz".into(),
                 version: cairn_client::records::ObjectVersion([3; 16]),
                 from: 16,
+                count: 16,
+                range: Some(1 << 30..(1 << 30) + 4096),
             },
         ),
     ]

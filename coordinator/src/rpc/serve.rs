@@ -219,12 +219,16 @@ async fn answer(
                     .map(|object| Box::new(object.into())),
             ))
         }
-        GatewayRequest::Read { bucket, key } => {
+        GatewayRequest::Read { bucket, key, range } => {
             bucket_record(catalog, &bucket)?;
             let Some(object) = catalog.object(&bucket, &key).map_err(fault)? else {
                 return Ok(GatewayResponse::Read(None));
             };
-            let read = object_read(ctx, peer, object, READ_WINDOW as usize)?;
+            let window = match &range {
+                Some(range) => Window::Bytes(range.clone()),
+                None => Window::Nothing,
+            };
+            let read = object_read(ctx, peer, object, window)?;
             Ok(GatewayResponse::Read(Some(Box::new(read))))
         }
         GatewayRequest::ReadPart { upload, number } => {
@@ -246,7 +250,7 @@ async fn answer(
             // A part read as an object of its own; its orders cover every segment at once
             // (a part is at most 5 GiB, so at most a few hundred segments).
             let object = part.as_object(&record);
-            let read = object_read(ctx, peer, object, usize::MAX)?;
+            let read = object_read(ctx, peer, object, Window::Everything)?;
             Ok(GatewayResponse::Read(Some(Box::new(read))))
         }
         GatewayRequest::ReadOrders {
@@ -254,6 +258,8 @@ async fn answer(
             key,
             version,
             from,
+            count,
+            range,
         } => {
             let object = catalog.object(&bucket, &key).map_err(fault)?;
             let version = ObjectVersion::from(version);
@@ -263,8 +269,9 @@ async fn answer(
                     format!("{bucket}/{key} no longer holds version {version}"),
                 ));
             };
+            let count = count.min(READ_WINDOW) as usize;
             Ok(GatewayResponse::ReadOrders(
-                read_orders(ctx, peer, &object, from, READ_WINDOW as usize).map_err(internal)?,
+                read_orders(ctx, peer, &object, from, count, range).map_err(internal)?,
             ))
         }
         GatewayRequest::RetiredOrders { first, segments } => {
@@ -616,11 +623,22 @@ fn place_segment(
 
 /// An object with the addresses of its nodes and read orders for its first `window`
 /// segments.
+/// Which read orders come with an [`ObjectRead`].
+enum Window {
+    /// None: the reader asks with [`GatewayRequest::ReadOrders`] once it knows what it needs.
+    Nothing,
+    /// The data shards holding these object bytes, in up to [`READ_WINDOW`] segments from
+    /// the first the range touches.
+    Bytes(std::ops::Range<u64>),
+    /// Every shard of every segment (a multipart part read back whole, at most 5 GiB).
+    Everything,
+}
+
 fn object_read(
     ctx: &RpcContext,
     peer: PublicKey,
     object: ObjectRecord,
-    window: usize,
+    window: Window,
 ) -> Result<ObjectRead, GatewayResponse> {
     let mut nodes: Vec<(NodeId, String, bool)> = Vec::new();
     for shard in object.body.shards() {
@@ -632,7 +650,20 @@ fn object_read(
             nodes.push((record.id, record.addr, serving));
         }
     }
-    let orders = read_orders(ctx, peer, &object, 0, window).map_err(internal)?;
+    let orders = match window {
+        Window::Nothing => ReadOrders {
+            first: 0,
+            segments: Vec::new(),
+        },
+        Window::Bytes(range) => {
+            let first = first_segment(&object, range.start);
+            read_orders(ctx, peer, &object, first, READ_WINDOW as usize, Some(range))
+                .map_err(internal)?
+        }
+        Window::Everything => {
+            read_orders(ctx, peer, &object, 0, usize::MAX, None).map_err(internal)?
+        }
+    };
     Ok(ObjectRead {
         object: object.into(),
         nodes,
@@ -640,13 +671,32 @@ fn object_read(
     })
 }
 
-/// Read orders for segments `from..from + window` of `object`.
+/// The index of the segment holding byte `offset` of `object` (0 for an inline body; the
+/// segment count past the end).
+fn first_segment(object: &ObjectRecord, offset: u64) -> u32 {
+    let ObjectBody::Segments { segments, .. } = &object.body else {
+        return 0;
+    };
+    let mut start = 0u64;
+    for (index, segment) in segments.iter().enumerate() {
+        start = start.saturating_add(segment.len);
+        if offset < start {
+            return index as u32;
+        }
+    }
+    segments.len() as u32
+}
+
+/// Read orders for segments `from..from + window` of `object`: with `range`, only for the
+/// data shards holding those object bytes (a reader with nothing lost reads nothing else;
+/// `None` elsewhere), without, for every shard.
 fn read_orders(
     ctx: &RpcContext,
     peer: PublicKey,
     object: &ObjectRecord,
     from: u32,
     window: usize,
+    range: Option<std::ops::Range<u64>>,
 ) -> Result<ReadOrders, String> {
     let mut out = ReadOrders {
         first: from,
@@ -657,14 +707,37 @@ fn read_orders(
     };
     let codec =
         Codec::new(usize::from(erasure.k), usize::from(erasure.m)).map_err(|e| e.to_string())?;
+    let mut start: u64 = segments
+        .iter()
+        .take(from as usize)
+        .map(|s| s.len)
+        .fold(0u64, u64::saturating_add);
     for segment in segments.iter().skip(from as usize).take(window) {
+        let span = start..start.saturating_add(segment.len);
+        start = span.end;
+        if range.as_ref().is_some_and(|r| span.start >= r.end) {
+            break;
+        }
         let size = codec.shard_len(segment.len);
-        let orders = segment
-            .shards
-            .iter()
-            .map(|shard| sign_get(ctx, peer, shard, size).map(Some))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+        // The segment's own bytes wanted; data shard i holds bytes i·size..(i+1)·size.
+        let wanted = range.as_ref().map(|r| {
+            r.start.max(span.start) - span.start..r.end.min(span.end).max(span.start) - span.start
+        });
+        let mut orders = Vec::with_capacity(segment.shards.len());
+        for (i, shard) in segment.shards.iter().enumerate() {
+            let needed = match &wanted {
+                None => true,
+                Some(wanted) => {
+                    let held = (i as u64).saturating_mul(size)..(i as u64 + 1).saturating_mul(size);
+                    i < usize::from(erasure.k) && held.start < wanted.end && wanted.start < held.end
+                }
+            };
+            orders.push(if needed {
+                Some(sign_get(ctx, peer, shard, size).map_err(|e| e.to_string())?)
+            } else {
+                None
+            });
+        }
         out.segments.push(orders);
     }
     Ok(out)

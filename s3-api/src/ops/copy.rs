@@ -115,6 +115,7 @@ impl Gateway {
             .call(GatewayRequest::Read {
                 bucket: source_bucket.clone(),
                 key: source_key.clone(),
+                range: Some(0..u64::MAX),
             })
             .await?
         {
@@ -232,6 +233,7 @@ impl Gateway {
             .call(GatewayRequest::Read {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
+                range: Some(0..u64::MAX),
             })
             .await?
         {

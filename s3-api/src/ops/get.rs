@@ -107,11 +107,18 @@ fn resolve_range(
 }
 
 impl Gateway {
-    async fn read(&self, bucket: &str, key: &str) -> S3Result<ObjectRead> {
+    /// The object's record, with read orders for the object bytes `first` if given.
+    async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        first: Option<std::ops::Range<u64>>,
+    ) -> S3Result<ObjectRead> {
         match self
             .call(GatewayRequest::Read {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
+                range: first,
             })
             .await?
         {
@@ -135,7 +142,16 @@ impl Gateway {
                 "GET by part number is not supported",
             ));
         }
-        let read = self.read(&input.bucket, &input.key).await?;
+        // Orders only for the bytes asked (the whole object without a Range): a suffix
+        // range needs the size first, so its orders are asked once it is known.
+        let first = match &input.range {
+            None => Some(0..u64::MAX),
+            Some(Range::Int { first, last }) => {
+                Some(*first..last.map_or(u64::MAX, |last| last.saturating_add(1)))
+            }
+            Some(Range::Suffix { .. }) => None,
+        };
+        let read = self.read(&input.bucket, &input.key, first).await?;
         let object = read.object.clone();
         Conditions {
             if_match: input.if_match,

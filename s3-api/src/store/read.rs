@@ -168,7 +168,16 @@ impl Reader {
             let wanted =
                 range.start.max(span.start) - span.start..range.end.min(span.end) - span.start;
             if !covers(&window, index) {
-                window = self.orders(version, segments, &codec, index).await?;
+                window = self
+                    .orders(
+                        version,
+                        segments,
+                        &codec,
+                        index,
+                        READ_WINDOW,
+                        Some(range.clone()),
+                    )
+                    .await?;
             }
             let orders = window
                 .segments
@@ -183,7 +192,9 @@ impl Reader {
                 Err(failed) => {
                     self.path.degraded_read();
                     // Orders are single-use, and some were spent: fetch fresh ones.
-                    let fresh = self.orders(version, segments, &codec, index).await?;
+                    let fresh = self
+                        .orders(version, segments, &codec, index, 1, None)
+                        .await?;
                     let orders = fresh.segments.first().cloned().unwrap_or_default();
                     self.degraded(
                         &codec,
@@ -238,18 +249,25 @@ impl Reader {
     /// another version by now (or none), the read goes on with the version it began: the
     /// shards of a replaced version stay on their nodes for the garbage delay, and the
     /// coordinator signs orders for those still there.
+    ///
+    /// `count` segments from `from`; with `range` (object bytes), orders only for the data
+    /// shards holding those bytes, else for every shard (to decode around a failure).
     async fn orders(
         &self,
         version: ObjectVersion,
         segments: &[SegmentRecord],
         codec: &Codec,
         from: usize,
+        count: u32,
+        range: Option<Range<u64>>,
     ) -> Result<ReadOrders, ReadError> {
         let request = GatewayRequest::ReadOrders {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
             version,
             from: from as u32,
+            count,
+            range,
         };
         let answer = match self.path.coordinator.call(&request).await {
             Err(CallError::Refused {
