@@ -210,8 +210,8 @@ mod tests {
         assert_eq!(config.reputation_policy(), defaults.reputation_policy());
         assert_eq!(
             config.reputation_policy().failures_to_disqualify(),
-            Some(10),
-            "the example's comment says ten"
+            Some(3),
+            "the example's comment says three"
         );
     }
 }
