@@ -37,7 +37,7 @@ use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
 use cairn_chaos_tests::checker::{self, Report};
 use cairn_chaos_tests::cluster::{Cluster, ClusterSpec, faketime_library, unix_ms};
-use cairn_chaos_tests::history::{History, OpKind, ReadValue, decode_value, encode_value};
+use cairn_chaos_tests::history::{History, Invoked, OpKind, ReadValue, decode_value, encode_value};
 use cairn_chaos_tests::schedule::{Fault, Schedule, Shape};
 
 const BUCKET: &str = "chaos";
@@ -213,19 +213,17 @@ fn value_len(rng: &mut Rng) -> usize {
     }
 }
 
-async fn put(load: &Load, client: &Client, c: usize, key: &str, len: usize) -> bool {
-    let history = &load.history;
-    let write = history.next_write_id();
-    let body = encode_value(key, write, len);
-    let op = history.invoke(c, OpKind::Put, key, Some(write));
-    match client
-        .put_object()
-        .bucket(BUCKET)
-        .key(key)
-        .body(ByteStream::from(body))
-        .send()
-        .await
-    {
+/// Records how a write (put, delete, multipart completion) ended: acknowledged, refused
+/// (4xx: it never happened), or unknown (it may yet appear). `false` when unknown.
+fn settle_write<T, E>(
+    history: &History,
+    op: Invoked,
+    result: Result<T, SdkError<E, HttpResponse>>,
+) -> bool
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
         Ok(_) => {
             history.ok(op);
             true
@@ -245,6 +243,21 @@ async fn put(load: &Load, client: &Client, c: usize, key: &str, len: usize) -> b
             }
         },
     }
+}
+
+async fn put(load: &Load, client: &Client, c: usize, key: &str, len: usize) -> bool {
+    let history = &load.history;
+    let write = history.next_write_id();
+    let body = encode_value(key, write, len);
+    let op = history.invoke(c, OpKind::Put, key, Some(write));
+    let result = client
+        .put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .body(ByteStream::from(body))
+        .send()
+        .await;
+    settle_write(history, op, result)
 }
 
 async fn get(load: &Load, client: &Client, c: usize, key: &str, final_read: bool) -> bool {
@@ -290,26 +303,8 @@ async fn get(load: &Load, client: &Client, c: usize, key: &str, final_read: bool
 async fn delete(load: &Load, client: &Client, c: usize, key: &str) -> bool {
     let history = &load.history;
     let op = history.invoke(c, OpKind::Delete, key, None);
-    match client.delete_object().bucket(BUCKET).key(key).send().await {
-        Ok(_) => {
-            history.ok(op);
-            true
-        }
-        Err(err) => match classify(&err) {
-            Ending::Fail(why) => {
-                history.fail(op, why);
-                true
-            }
-            Ending::NoSuchKey => {
-                history.fail(op, "404 NoSuchKey");
-                true
-            }
-            Ending::Unknown(why) => {
-                history.unknown(op, why);
-                false
-            }
-        },
-    }
+    let result = client.delete_object().bucket(BUCKET).key(key).send().await;
+    settle_write(history, op, result)
 }
 
 /// A value uploaded in one part, or in two (5 MiB, the least S3 allows for a part that is
@@ -384,7 +379,7 @@ async fn multipart(
         }
     }
     let op = history.invoke(c, OpKind::MultipartComplete, key, Some(write));
-    match client
+    let result = client
         .complete_multipart_upload()
         .bucket(BUCKET)
         .key(key)
@@ -395,27 +390,8 @@ async fn multipart(
                 .build(),
         )
         .send()
-        .await
-    {
-        Ok(_) => {
-            history.ok(op);
-            true
-        }
-        Err(err) => match classify(&err) {
-            Ending::Fail(why) => {
-                history.fail(op, why);
-                true
-            }
-            Ending::NoSuchKey => {
-                history.fail(op, "404 NoSuchKey");
-                true
-            }
-            Ending::Unknown(why) => {
-                history.unknown(op, why);
-                false
-            }
-        },
-    }
+        .await;
+    settle_write(history, op, result)
 }
 
 /// One client: a seeded mix of fresh PUTs, overwrites of shared keys, reads, deletes and
