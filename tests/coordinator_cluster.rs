@@ -360,3 +360,42 @@ fn the_admin_token_is_kept_in_a_private_file_and_never_printed() {
     );
     assert!(!stderr.contains(token), "the token was logged:\n{stderr}");
 }
+
+/// An admin write resent with the same `Idempotency-Key` (its answer was lost) gets the
+/// first attempt's outcome: the bucket it created answers 201 again, not 409. A new key,
+/// or none, is a new request and meets the existing bucket; a malformed key is refused.
+#[test]
+fn a_resent_admin_write_answers_its_first_outcome() {
+    let root = tempfile::tempdir().unwrap();
+    let mut member = Member::new(1, root.path());
+    member.start(true);
+    wait_status(&member, "a leader", |s| s["leader"].is_u64());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |key: Option<&str>| {
+        let mut request = agent
+            .post(format!("{}/v1/buckets", member.url()))
+            .header("Authorization", format!("Bearer {TOKEN}"));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request
+            .send_json(serde_json::json!({ "name": "resent" }))
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(Some("first-attempt")), 201);
+    assert_eq!(
+        post(Some("first-attempt")),
+        201,
+        "a resend must not conflict"
+    );
+    assert_eq!(post(Some("another-request")), 409);
+    assert_eq!(post(None), 409);
+    assert_eq!(post(Some(&"x".repeat(129))), 400);
+    let s = status(&member).unwrap();
+    assert_eq!(s["buckets"], 1);
+}

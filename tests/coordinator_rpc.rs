@@ -422,3 +422,90 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
     let (code, _) = gateway.refused(GatewayRequest::MaskKey).await;
     assert_eq!(code, RpcCode::Forbidden);
 }
+
+/// A change resent under its request id (the gateway lost the first answer) is answered by
+/// what the log holds for that id, whatever the checks made before proposing say now: a
+/// retry whose first attempt was stored answers "stored" even though its proof no longer
+/// passes (orders go stale while a gateway retries), and a refused attempt stays refused
+/// even if a later attempt of the same request would pass, so an earlier attempt still on
+/// its way through the log can never store what the client was told was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_change_is_answered_by_its_first_outcome_not_by_checks_made_again() {
+    let cluster = TestCluster::start(&["org-a", "org-b", "org-c"]);
+    let gateway = Gateway::new(&cluster);
+    cluster.register_gateway(&gateway.key.public());
+    admin(
+        &cluster.coordinator,
+        &["bucket", "create", "objs", "--k", "2", "--m", "1"],
+    )
+    .unwrap();
+    let codec = Codec::new(2, 1).unwrap();
+    let once = |id: u8, request: GatewayRequest| GatewayRequest::Once {
+        id: cairn_client::records::RequestId([id; 16]),
+        request: Box::new(request),
+    };
+    let object = |key: &str, seed: u8| {
+        let data = pattern(200_000, seed);
+        (key.to_string(), etag(&data), data)
+    };
+
+    // Stored by its first attempt; the resend carries proof that no longer verifies.
+    let (key_a, etag_a, data_a) = object("nar/a.nar", 1);
+    let segment_a = gateway
+        .store("objs", &codec.encode_segment(0, 0, data_a.clone()))
+        .await;
+    let put_a = |segment| {
+        put(
+            "objs",
+            &key_a,
+            data_a.len() as u64,
+            etag_a.clone(),
+            NewBody::Segments(vec![segment]),
+        )
+    };
+    let response = gateway.call(once(1, put_a(segment_a.clone()))).await;
+    assert_eq!(response, GatewayResponse::Stored { existed: false });
+    let mut stale = segment_a.clone();
+    stale.shards[0].receipt.receipt.stored_at += 1;
+    let response = gateway.call(once(1, put_a(stale))).await;
+    assert_eq!(
+        response,
+        GatewayResponse::Stored { existed: false },
+        "the resend must answer what its first attempt stored"
+    );
+
+    // Refused at its first attempt; a resend whose proof would pass stays refused.
+    let (key_b, etag_b, data_b) = object("nar/b.nar", 2);
+    let segment_b = gateway
+        .store("objs", &codec.encode_segment(0, 0, data_b.clone()))
+        .await;
+    let put_b = |segment| {
+        put(
+            "objs",
+            &key_b,
+            data_b.len() as u64,
+            etag_b.clone(),
+            NewBody::Segments(vec![segment]),
+        )
+    };
+    let mut tampered = segment_b.clone();
+    tampered.shards[1].receipt.receipt.stored_at += 1;
+    let (code, message) = gateway.refused(once(2, put_b(tampered))).await;
+    assert_eq!(code, RpcCode::InvalidRequest, "{message}");
+    let (code, message) = gateway.refused(once(2, put_b(segment_b.clone()))).await;
+    assert_eq!(
+        code,
+        RpcCode::InvalidRequest,
+        "a refused request must stay refused: {message}"
+    );
+    let response = gateway
+        .call(GatewayRequest::Object {
+            bucket: "objs".into(),
+            key: key_b.clone(),
+        })
+        .await;
+    assert_eq!(response, GatewayResponse::Object(None));
+    // The same proof under a new request is a new change, and stores.
+    let response = gateway.call(once(3, put_b(segment_b))).await;
+    assert_eq!(response, GatewayResponse::Stored { existed: false });
+}

@@ -469,3 +469,92 @@ fn a_node_that_asks_to_leave_is_drained_and_gone() {
     });
     objects("check", &gateway.endpoint, &key).expect("reads after the node left");
 }
+
+/// Runs tests/s3/parts.py `mode` on `key` with `extra` arguments; its output.
+fn parts_script(
+    gateway: &support::cluster::GatewayProcess,
+    key: &(String, String),
+    args: &[&str],
+) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/parts.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .env("CAIRN_S3_ENDPOINT", &gateway.endpoint)
+        .env("CAIRN_S3_KEY", &key.0)
+        .env("CAIRN_S3_SECRET", &key.1)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "parts.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A multipart upload may stay open for days: its parts are surveyed and repaired like
+/// objects. Two nodes holding shards of an open upload's parts are killed; the survey
+/// counts the parts' segments, repair rebuilds them to full margin before anyone completes
+/// the upload, and the completed object reads back byte-exact.
+#[test]
+fn parts_of_an_open_upload_are_repaired_before_it_completes() {
+    let mut cluster =
+        support::healing::fast_cluster(&["a", "a", "b", "b", "c", "c", "d", "d"], &[]);
+    let gateway = cluster.start_gateway();
+    let key = cluster.access_key();
+    support::coordinator::admin(
+        &cluster.coordinator,
+        &[
+            "bucket",
+            "create",
+            BUCKET,
+            "--k",
+            "4",
+            "--m",
+            "2",
+            "--segment-size",
+            "1MiB",
+        ],
+    )
+    .unwrap();
+    let object = "nar/open-upload.nar";
+    let upload = parts_script(&gateway, &key, &["start", BUCKET, object]);
+    // Two parts of 7 and 4 segments, nothing else stored: every segment is a part's.
+    let total = full_margin(&cluster);
+    assert_eq!(total, 11, "the survey does not count the parts' segments");
+
+    let holders: Vec<usize> = cluster
+        .nodes_view()
+        .iter()
+        .filter(|n| n["placed_shards"].as_u64() > Some(0))
+        .filter_map(|n| {
+            let id = n["id"].as_str()?;
+            cluster.nodes.iter().position(|c| c.id.to_string() == id)
+        })
+        .take(2)
+        .collect();
+    assert_eq!(holders.len(), 2);
+    for &i in &holders {
+        cluster.nodes[i].child.kill().unwrap();
+        cluster.nodes[i].child.wait().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(d) = durability(&cluster) {
+            let repaired = d["moved"]["repair"]["shards"].as_u64().unwrap_or(0);
+            if margins(&d) == BTreeMap::from([(2, total)]) && d["repair_queue"] == 0 && repaired > 0
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the open upload's parts were not repaired: {:?}",
+            durability(&cluster)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let done = parts_script(&gateway, &key, &["complete", BUCKET, object, &upload]);
+    assert!(done.contains("ok"), "{done}");
+}

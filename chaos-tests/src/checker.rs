@@ -236,9 +236,16 @@ fn check_key(key: &str, ops: &[&Op], report: &mut Report) {
                     continue;
                 };
                 if write.failed() {
+                    let why = match &write.outcome {
+                        Some(Outcome::Fail(why)) => why.as_str(),
+                        _ => "",
+                    };
                     flag(
                         AnomalyKind::FailedWriteVisible,
-                        format!("returned write {id} (op {}), which was refused", write.id),
+                        format!(
+                            "returned write {id} (op {}), which was refused: {why}",
+                            write.id
+                        ),
                     );
                     continue;
                 }

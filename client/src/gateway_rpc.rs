@@ -429,9 +429,11 @@ pub struct RetiredSegment {
 pub struct RepairTicket {
     /// Bucket name.
     pub bucket: String,
-    /// Object key.
+    /// Object key, or for a part the upload id.
     pub key: String,
-    /// ETag of the object version.
+    /// For a part of a multipart upload in progress, its number.
+    pub part: Option<u32>,
+    /// ETag of the object version (or part).
     pub etag: String,
     /// Segment index.
     pub segment: u32,

@@ -234,6 +234,7 @@ pub async fn start(
     let rpc = RpcContext {
         repairs: repairs.clone(),
         commit_within: std::time::Duration::from_secs(config.orphan_delay_secs / 2),
+        quorum_lease: std::time::Duration::from_millis(config.election_timeout_ms * 2),
         raft: raft.clone(),
         catalog: catalog.clone(),
         liveness: liveness.clone(),

@@ -7,7 +7,8 @@
 //! lost, gone or disqualified node's shards are missing, and so are shards a node's
 //! inventory no longer lists ([`crate::gc`]) and shards whose holder failed an audit of them
 //! ([`crate::audit`]). A suspect node's shards still count, so a node that is only slow or
-//! rebooting costs no repair traffic.
+//! rebooting costs no repair traffic. Parts of multipart uploads in progress are surveyed
+//! and repaired like objects (an upload may stay open for days), but not rebalanced.
 //!
 //! The survey walks the whole catalog in one read snapshot. That is linear in the number of
 //! objects; at the real cache's size it becomes an index of shards by node (so a lost node
@@ -19,7 +20,7 @@ use cairn_proto::identity::NodeId;
 use cairn_proto::ids::ShardId;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::model::{NodeState, ObjectBody};
+use crate::catalog::model::{ErasureProfile, NodeState, ObjectBody, SegmentRecord};
 use crate::catalog::{Catalog, CatalogFault};
 
 /// A segment that needs work.
@@ -27,9 +28,11 @@ use crate::catalog::{Catalog, CatalogFault};
 pub struct Need {
     /// Bucket name.
     pub bucket: String,
-    /// Object key.
+    /// Object key, or for a part the upload id.
     pub key: String,
-    /// ETag of the object version surveyed.
+    /// For a part of an upload in progress, its number.
+    pub part: Option<u32>,
+    /// ETag of the object version (or part) surveyed.
     pub etag: String,
     /// Segment index.
     pub segment: u32,
@@ -120,114 +123,126 @@ pub fn survey(
             (b.name, (limit, slots >= width))
         })
         .collect();
-    catalog.for_each_object(|bucket, key, object| {
-        let ObjectBody::Segments { erasure, segments } = &object.body else {
-            return true;
-        };
+    // One segment of an object (`part` None) or of a part of an upload in progress (`key`
+    // is then the upload id).
+    let mut visit = |bucket: &str,
+                     key: &str,
+                     part: Option<u32>,
+                     etag: &str,
+                     erasure: &ErasureProfile,
+                     index: usize,
+                     segment: &SegmentRecord| {
         let Ok(codec) = cairn_erasure::Codec::new(usize::from(erasure.k), usize::from(erasure.m))
         else {
-            return true;
+            return;
         };
         let (limit, feasible) = per_org.get(bucket).copied().unwrap_or((usize::MAX, false));
         let limit = limit.max(1);
-        for (index, segment) in segments.iter().enumerate() {
-            let mut in_org: HashMap<&str, usize> = HashMap::new();
-            for shard in &segment.shards {
-                if let Some(org) = orgs.get(&shard.node) {
-                    *in_org.entry(org.as_str()).or_default() += 1;
-                }
+        let mut in_org: HashMap<&str, usize> = HashMap::new();
+        for shard in &segment.shards {
+            if let Some(org) = orgs.get(&shard.node) {
+                *in_org.entry(org.as_str()).or_default() += 1;
             }
-            let below_spread = in_org.values().any(|n| *n > limit);
-            if below_spread {
-                survey.below_spread += 1;
-            }
-            let shard_size = codec.shard_len(segment.len);
-            let mut missing = Vec::new();
-            let mut draining = Vec::new();
-            for (i, shard) in segment.shards.iter().enumerate() {
-                *survey.shards_by_node.entry(shard.node).or_default() += 1;
-                *survey.bytes_by_node.entry(shard.node).or_default() += shard_size;
-                match states.get(&shard.node) {
-                    Some(state) if state.holds_data() && !missing_shards.contains(&shard.id) => {
-                        survey.stored_bytes += shard_size;
-                        if *state == NodeState::Draining {
-                            draining.push(i as u32);
-                        }
+        }
+        let below_spread = in_org.values().any(|n| *n > limit);
+        if below_spread {
+            survey.below_spread += 1;
+        }
+        let shard_size = codec.shard_len(segment.len);
+        let mut missing = Vec::new();
+        let mut draining = Vec::new();
+        for (i, shard) in segment.shards.iter().enumerate() {
+            *survey.shards_by_node.entry(shard.node).or_default() += 1;
+            *survey.bytes_by_node.entry(shard.node).or_default() += shard_size;
+            match states.get(&shard.node) {
+                Some(state) if state.holds_data() && !missing_shards.contains(&shard.id) => {
+                    survey.stored_bytes += shard_size;
+                    if *state == NodeState::Draining {
+                        draining.push(i as u32);
                     }
-                    _ => missing.push(i as u32),
                 }
+                _ => missing.push(i as u32),
             }
-            let present = (segment.shards.len() - missing.len()) as i64;
-            let margin = present - i64::from(erasure.k);
-            *survey.segments_by_margin.entry(margin).or_default() += 1;
-            *survey
-                .segments_by_shape
-                .entry((present as u32, margin))
-                .or_default() += 1;
-            survey.segments += 1;
-            if margin < 0 {
-                survey.unreadable += 1;
-            }
-            // Below zero nothing can be rebuilt (fewer than k shards exist); the segment
-            // waits, counted as unreadable, for a node to come back.
-            let rebuild = !missing.is_empty() && (0..=i64::from(threshold)).contains(&margin);
-            if margin >= 0 && (rebuild || !draining.is_empty()) {
-                needs.push(Need {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    etag: object.etag.clone(),
-                    segment: index as u32,
-                    margin,
-                    missing: if rebuild { missing } else { Vec::new() },
-                    draining,
-                    moving: Vec::new(),
-                    targets: Vec::new(),
-                    respread: false,
-                    shard_size,
-                    k: erasure.k,
-                });
-            } else if below_spread && feasible && missing.is_empty() && respread < MAX_RESPREAD {
-                // The shards past the cap in each crowded organisation move; the rest stay.
-                let mut seen: HashMap<&str, usize> = HashMap::new();
-                let moving = segment
-                    .shards
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, shard)| {
-                        orgs.get(&shard.node).is_some_and(|org| {
-                            let n = seen.entry(org.as_str()).or_default();
-                            *n += 1;
-                            *n > limit
-                        })
+        }
+        let present = (segment.shards.len() - missing.len()) as i64;
+        let margin = present - i64::from(erasure.k);
+        *survey.segments_by_margin.entry(margin).or_default() += 1;
+        *survey
+            .segments_by_shape
+            .entry((present as u32, margin))
+            .or_default() += 1;
+        survey.segments += 1;
+        if margin < 0 {
+            survey.unreadable += 1;
+        }
+        let need = |missing, draining, moving, respread| Need {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            part,
+            etag: etag.to_string(),
+            segment: index as u32,
+            margin,
+            missing,
+            draining,
+            moving,
+            targets: Vec::new(),
+            respread,
+            shard_size,
+            k: erasure.k,
+        };
+        // Below zero nothing can be rebuilt (fewer than k shards exist); the segment
+        // waits, counted as unreadable, for a node to come back.
+        let rebuild = !missing.is_empty() && (0..=i64::from(threshold)).contains(&margin);
+        if margin >= 0 && (rebuild || !draining.is_empty()) {
+            let missing = if rebuild { missing } else { Vec::new() };
+            needs.push(need(missing, draining, Vec::new(), false));
+        } else if below_spread
+            && feasible
+            && missing.is_empty()
+            && part.is_none()
+            && respread < MAX_RESPREAD
+        {
+            // The shards past the cap in each crowded organisation move; the rest stay.
+            // (Parts are not respread: they become objects, or are dropped, soon.)
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            let moving = segment
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(_, shard)| {
+                    orgs.get(&shard.node).is_some_and(|org| {
+                        let n = seen.entry(org.as_str()).or_default();
+                        *n += 1;
+                        *n > limit
                     })
-                    .map(|(i, _)| i as u32)
-                    .collect();
-                respread += 1;
-                needs.push(Need {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    etag: object.etag.clone(),
-                    segment: index as u32,
-                    margin,
-                    missing: Vec::new(),
-                    draining: Vec::new(),
-                    moving,
-                    targets: Vec::new(),
-                    respread: true,
-                    shard_size,
-                    k: erasure.k,
-                });
+                })
+                .map(|(i, _)| i as u32)
+                .collect();
+            respread += 1;
+            needs.push(need(Vec::new(), Vec::new(), moving, true));
+        }
+    };
+    catalog.for_each_object(|bucket, key, object| {
+        if let ObjectBody::Segments { erasure, segments } = &object.body {
+            for (index, segment) in segments.iter().enumerate() {
+                visit(bucket, key, None, &object.etag, erasure, index, segment);
             }
         }
         true
     })?;
-    // Parts of uploads in progress are not repaired or moved (they become objects or are
-    // dropped within the upload's life), but their nodes are still needed until then.
-    catalog.for_each_part(|part| {
-        for segment in &part.segments {
-            for shard in &segment.shards {
-                *survey.shards_by_node.entry(shard.node).or_default() += 1;
-            }
+    // Parts of uploads in progress are surveyed and repaired like objects: an upload may
+    // stay open for days, and what it completes into must be whole.
+    catalog.for_each_part(|id, upload, number, part| {
+        for (index, segment) in part.segments.iter().enumerate() {
+            visit(
+                &upload.bucket,
+                id,
+                Some(number),
+                &part.etag,
+                &upload.erasure,
+                index,
+                segment,
+            );
         }
     })?;
     // Rebuilds before drains before respreading, lowest margin first; a stable sort keeps
@@ -243,7 +258,7 @@ pub fn placed_on(catalog: &Catalog, node: &NodeId) -> Result<u64, CatalogFault> 
         count += object.body.shards().filter(|s| s.node == *node).count() as u64;
         true
     })?;
-    catalog.for_each_part(|part| {
+    catalog.for_each_part(|_, _, _, part| {
         count += part
             .segments
             .iter()
@@ -361,6 +376,7 @@ pub fn rebalance_moves(
             moves.push(Need {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
+                part: None,
                 etag: object.etag.clone(),
                 segment: index as u32,
                 margin: (segment.shards.len() as i64) - i64::from(erasure.k),

@@ -81,7 +81,8 @@ pub struct FailedShard {
 const MAX_REMEMBERED_REPORTS: usize = 100_000;
 
 /// A segment's identity in the queue and the lease table.
-type SegmentKey = (String, String, u32);
+/// A queued segment: bucket, key (or upload id), part number for a part, segment index.
+type SegmentKey = (String, String, Option<u32>, u32);
 
 /// What the leader knows about durability and repair right now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,11 +347,11 @@ impl Repairs {
     }
 
     /// Ends the lease of a segment (its job was done, failed, or could not be prepared).
-    pub fn release(&self, bucket: &str, key: &str, segment: u32) {
+    pub fn release(&self, bucket: &str, key: &str, part: Option<u32>, segment: u32) {
         if let Ok(mut state) = self.state.lock() {
             state
                 .leases
-                .remove(&(bucket.to_string(), key.to_string(), segment));
+                .remove(&(bucket.to_string(), key.to_string(), part, segment));
         }
     }
 }
@@ -374,7 +375,12 @@ fn expire(state: &mut State) {
 }
 
 fn key_of(need: &Need) -> SegmentKey {
-    (need.bucket.clone(), need.key.clone(), need.segment)
+    (
+        need.bucket.clone(),
+        need.key.clone(),
+        need.part,
+        need.segment,
+    )
 }
 
 /// Why a need is worked on: lost shards are a repair, moves off draining nodes a drain,

@@ -206,6 +206,9 @@ enum GatewayAction {
     },
 }
 
+/// How often a request whose answer was lost is sent again.
+const LOST_ANSWER_RETRIES: usize = 2;
+
 /// One admin API session.
 struct Api {
     agent: ureq::Agent,
@@ -227,15 +230,22 @@ impl Api {
         }
     }
 
-    /// Calls the API; a follower's 503 with a leader address is retried at the leader.
+    /// Calls the API; a follower's 503 with a leader address is retried at the leader, and
+    /// a request whose answer was lost (a refused or dropped connection, a timeout) is sent
+    /// again. A write carries one `Idempotency-Key` across its attempts, so the coordinator
+    /// applies it at most once and answers a resend with the first attempt's outcome.
     fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         body: Option<&B>,
     ) -> anyhow::Result<T> {
+        let mut key = [0u8; 16];
+        getrandom::fill(&mut key).context("no randomness for an idempotency key")?;
+        let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
         let mut endpoint = self.endpoint.clone();
-        for _ in 0..3 {
+        let mut lost = 0;
+        for _ in 0..3 + LOST_ANSWER_RETRIES {
             let url = format!("{endpoint}{path}");
             let auth = format!("Bearer {}", self.token);
             let response = match (method, body) {
@@ -244,20 +254,34 @@ impl Api {
                     .agent
                     .delete(&url)
                     .header("Authorization", &auth)
+                    .header("Idempotency-Key", &key)
                     .call(),
                 (_, Some(body)) => self
                     .agent
                     .post(&url)
                     .header("Authorization", &auth)
+                    .header("Idempotency-Key", &key)
                     .send_json(body),
                 _ => self
                     .agent
                     .post(&url)
                     .header("Authorization", &auth)
+                    .header("Idempotency-Key", &key)
                     .send_empty(),
             };
-            let mut response =
-                response.with_context(|| format!("cannot reach the admin API at {endpoint}"))?;
+            let mut response = match response {
+                Ok(response) => response,
+                Err(err) if lost < LOST_ANSWER_RETRIES => {
+                    lost += 1;
+                    eprintln!("no answer from {endpoint} ({err}); asking again");
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    continue;
+                }
+                Err(err) => {
+                    return Err(err)
+                        .with_context(|| format!("cannot reach the admin API at {endpoint}"));
+                }
+            };
             let status = response.status();
             let text = response
                 .body_mut()

@@ -718,6 +718,7 @@ pub fn sample_gateway_requests() -> Vec<(&'static str, GatewayRequest)> {
                 ticket: RepairTicket {
                     bucket: "cache".into(),
                     key: "nar/0a1b.nar.xz".into(),
+                    part: None,
                     etag: "\"00\"".into(),
                     segment: 0,
                     reason: cairn_client::records::MoveReason::Repair,

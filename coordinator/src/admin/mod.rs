@@ -22,7 +22,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use crate::catalog::model::{
     AccessKey, Bucket, BucketMode, ErasureProfile, GatewayRecord, NodeState,
 };
-use crate::catalog::{Catalog, CatalogError, Command, CommandResult, MoveReason};
+use crate::catalog::{Catalog, CatalogError, Command, CommandResult, MoveReason, RequestId};
 use crate::liveness::Liveness;
 use crate::raft::types::{Member, TypeConfig};
 use views::*;
@@ -176,8 +176,60 @@ fn internal(err: impl ToString) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
 }
 
-/// Proposes a command and maps its outcome to HTTP.
-async fn write(state: &AdminState, command: Command) -> ApiResult<CommandResult> {
+/// A client's `Idempotency-Key`: resending a write with the same key (after a timeout or
+/// a dropped connection) gets the first attempt's outcome instead of applying it again,
+/// so a retried `bucket create` answers 201, not 409 for the bucket it created. Any
+/// string of 1 to 128 visible ASCII characters; `cairn admin` sends a fresh one per
+/// command and keeps it across its retries.
+struct Idempotency(Option<RequestId>);
+
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Idempotency {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|key| (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len()))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+                )
+            })?;
+        // Hashed under the admin API's own context, so a key chosen here cannot name a
+        // gateway's request.
+        let hash = blake3::derive_key("cairn admin idempotency key v1", key.as_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&hash[..16]);
+        Ok(Self(Some(RequestId(id))))
+    }
+}
+
+/// Proposes a command and maps its outcome to HTTP; with an idempotency key, at most once
+/// for that key (see [`Idempotency`]).
+async fn write(
+    state: &AdminState,
+    once: &Idempotency,
+    command: Command,
+) -> ApiResult<CommandResult> {
+    let command = match once.0 {
+        Some(request) => Command::Once {
+            request,
+            command: Box::new(command),
+            now_ms: now_ms(),
+        },
+        None => command,
+    };
     match state.inner.raft.client_write(command).await {
         Ok(response) => match response.data {
             CommandResult::Refused(err) => Err(refusal(err)),
@@ -214,7 +266,8 @@ fn refusal(err: CatalogError) -> ApiError {
         | CatalogError::InvalidPart(_)
         | CatalogError::InvalidPartOrder
         | CatalogError::EntityTooSmall { .. }
-        | CatalogError::Malformed(_) => StatusCode::BAD_REQUEST,
+        | CatalogError::Malformed(_)
+        | CatalogError::Rejected(_) => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, err.to_string())
 }
@@ -417,6 +470,7 @@ async fn nodes(State(state): State<AdminState>) -> ApiResult<Json<Vec<NodeView>>
 /// detector's to set.
 async fn set_node_state(
     State(state): State<AdminState>,
+    once: Idempotency,
     Path(id): Path<String>,
     Json(req): Json<SetNodeState>,
 ) -> ApiResult<Json<NodeView>> {
@@ -461,6 +515,7 @@ async fn set_node_state(
     }
     write(
         &state,
+        &once,
         Command::SetNodeState {
             node,
             state: target,
@@ -500,6 +555,7 @@ async fn buckets(State(state): State<AdminState>) -> ApiResult<Json<Vec<BucketVi
 
 async fn create_bucket(
     State(state): State<AdminState>,
+    once: Idempotency,
     Json(req): Json<CreateBucket>,
 ) -> ApiResult<(StatusCode, Json<BucketView>)> {
     let k = req.k.unwrap_or(state.inner.default_k);
@@ -546,6 +602,7 @@ async fn create_bucket(
     };
     write(
         &state,
+        &once,
         Command::CreateBucket {
             bucket: bucket.clone(),
         },
@@ -562,6 +619,7 @@ async fn gateways(State(state): State<AdminState>) -> ApiResult<Json<Vec<Gateway
 
 async fn register_gateway(
     State(state): State<AdminState>,
+    once: Idempotency,
     Json(req): Json<RegisterGateway>,
 ) -> ApiResult<(StatusCode, Json<GatewayView>)> {
     let key: PublicKey = req
@@ -576,6 +634,7 @@ async fn register_gateway(
     };
     write(
         &state,
+        &once,
         Command::RegisterGateway {
             gateway: gateway.clone(),
         },
@@ -586,6 +645,7 @@ async fn register_gateway(
 
 async fn remove_gateway(
     State(state): State<AdminState>,
+    once: Idempotency,
     Path(key): Path<String>,
 ) -> ApiResult<Json<GatewayView>> {
     let key: PublicKey = key
@@ -594,7 +654,7 @@ async fn remove_gateway(
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, format!("gateway key: {err}")))?;
     linearizable(&state).await?;
     let known = state.inner.catalog.gateway(&key).map_err(internal)?;
-    write(&state, Command::RemoveGateway { key }).await?;
+    write(&state, &once, Command::RemoveGateway { key }).await?;
     known
         .map(|g| Json(GatewayView::from(&g)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such gateway"))
@@ -637,7 +697,10 @@ async fn create_key(
         created_ms: now_ms(),
         revoked: false,
     };
-    write(&state, Command::CreateAccessKey { key }).await?;
+    // Not idempotent: a resend could not answer the secret the first attempt made (only
+    // its holder may know it), so a retried creation makes another key; an unused one is
+    // revoked like any other.
+    write(&state, &Idempotency(None), Command::CreateAccessKey { key }).await?;
     Ok((
         StatusCode::CREATED,
         Json(NewKey {
@@ -650,9 +713,10 @@ async fn create_key(
 
 async fn revoke_key(
     State(state): State<AdminState>,
+    once: Idempotency,
     Path(id): Path<String>,
 ) -> ApiResult<Json<KeyView>> {
-    write(&state, Command::RevokeAccessKey { id: id.clone() }).await?;
+    write(&state, &once, Command::RevokeAccessKey { id: id.clone() }).await?;
     let key = state.inner.catalog.access_key(&id).map_err(internal)?;
     key.map(|k| Json(KeyView::from(&k)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such key"))
@@ -676,8 +740,10 @@ async fn create_invite(
     getrandom::fill(&mut secret).map_err(internal)?;
     let expires_ms = now_ms() + hours * 3_600_000;
     let secret_hash = cairn_proto::invite::JoinToken::secret_hash(&secret);
+    // Not idempotent, like access keys: an unused invitation expires.
     write(
         &state,
+        &Idempotency(None),
         Command::CreateInvite {
             secret_hash,
             expires_ms,

@@ -40,6 +40,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             command,
             now_ms,
         } => once(txn, request, command, *now_ms),
+        Command::Refuse { reason } => refused(reason.clone()),
         Command::CreateBucket { bucket } => {
             if let Err(message) = validate_bucket_name(&bucket.name) {
                 return refused(CatalogError::InvalidBucketName(message));
@@ -397,6 +398,24 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             *reason,
             *now_ms,
         ),
+        Command::ReplacePartShards {
+            upload,
+            number,
+            etag,
+            segment,
+            replacements,
+            reason,
+            now_ms,
+        } => replace_part_shards(
+            txn,
+            upload,
+            *number,
+            etag,
+            *segment,
+            replacements,
+            *reason,
+            *now_ms,
+        ),
         Command::AbortUpload { upload, now_ms } => {
             let Some(record) = read_upload(txn, upload)? else {
                 return refused(CatalogError::NoSuchUpload(upload.clone()));
@@ -539,7 +558,8 @@ fn set_node_state(
     Ok(CommandResult::Done)
 }
 
-/// Applies [`Command::ReplaceShards`].
+/// Applies [`Command::ReplaceShards`]: the object `bucket`/`key`, still at version `etag`,
+/// gets the new shards of `segment`.
 #[allow(clippy::too_many_arguments)]
 fn replace_shards(
     txn: &WriteTransaction,
@@ -551,8 +571,7 @@ fn replace_shards(
     reason: MoveReason,
     now_ms: u64,
 ) -> Result<CommandResult, CatalogFault> {
-    let refused = |err| Ok(CommandResult::Refused(err));
-    let stale = |message: String| refused(CatalogError::Stale(message));
+    let stale = |message: String| Ok(CommandResult::Refused(CatalogError::Stale(message)));
     let mut objects = txn.open_table(OBJECTS)?;
     let object_key = object_key(bucket, key);
     let Some(mut object) = objects
@@ -565,67 +584,156 @@ fn replace_shards(
     if object.etag != etag {
         return stale(format!("{bucket}/{key} is now another version"));
     }
-    let ObjectBody::Segments {
-        erasure, segments, ..
-    } = &mut object.body
-    else {
+    let ObjectBody::Segments { erasure, segments } = &mut object.body else {
         return stale(format!("{bucket}/{key} has no segments"));
     };
+    let erasure = *erasure;
+    let replaced = match replace_in_segment(txn, erasure, segments, segment, replacements)? {
+        Ok(Some(replaced)) => replaced,
+        Ok(None) => return Ok(CommandResult::Done),
+        Err(err) => return Ok(CommandResult::Refused(err)),
+    };
+    objects.insert(object_key.as_slice(), encode(&object)?.as_slice())?;
+    drop(objects);
+    finish_replacement(txn, replaced, reason, now_ms)
+}
+
+/// Applies [`Command::ReplacePartShards`]: part `number` of the upload in progress
+/// `upload`, still the part with `etag`, gets the new shards of `segment`.
+#[allow(clippy::too_many_arguments)]
+fn replace_part_shards(
+    txn: &WriteTransaction,
+    upload: &str,
+    number: u32,
+    etag: &str,
+    segment: u32,
+    replacements: &[ShardReplacement],
+    reason: MoveReason,
+    now_ms: u64,
+) -> Result<CommandResult, CatalogFault> {
+    let stale = |message: String| Ok(CommandResult::Refused(CatalogError::Stale(message)));
+    let Some(record) = read_upload(txn, upload)? else {
+        return stale(format!("upload {upload} is no longer in progress"));
+    };
+    let mut parts = txn.open_table(PARTS)?;
+    let key = part_key(upload, number);
+    let Some(mut part) = parts
+        .get(key.as_slice())?
+        .map(|v| decode::<PartRecord>(v.value()))
+        .transpose()?
+    else {
+        return stale(format!("upload {upload} no longer has part {number}"));
+    };
+    if part.etag != etag {
+        return stale(format!(
+            "part {number} of upload {upload} was uploaded again"
+        ));
+    }
+    let replaced = match replace_in_segment(
+        txn,
+        record.erasure,
+        &mut part.segments,
+        segment,
+        replacements,
+    )? {
+        Ok(Some(replaced)) => replaced,
+        Ok(None) => return Ok(CommandResult::Done),
+        Err(err) => return Ok(CommandResult::Refused(err)),
+    };
+    parts.insert(key.as_slice(), encode(&part)?.as_slice())?;
+    drop(parts);
+    finish_replacement(txn, replaced, reason, now_ms)
+}
+
+/// What a shard replacement changed in a segment: the shards it replaced, the shards the
+/// segment holds now, and the length of each.
+struct Replaced {
+    old: Vec<ShardRecord>,
+    kept: HashSet<ShardId>,
+    shard_len: u64,
+}
+
+/// Puts `replacements` into segment `segment` of `segments`: `Ok(None)` if every one is in
+/// place already (a retried commit), a refusal if the segment changed since the job was
+/// planned or the result would be malformed.
+fn replace_in_segment(
+    txn: &WriteTransaction,
+    erasure: ErasureProfile,
+    segments: &mut [SegmentRecord],
+    segment: u32,
+    replacements: &[ShardReplacement],
+) -> Result<Result<Option<Replaced>, CatalogError>, CatalogFault> {
     let Some(record) = segments.get_mut(segment as usize) else {
-        return refused(CatalogError::Malformed(format!(
-            "{bucket}/{key} has no segment {segment}"
-        )));
+        return Ok(Err(CatalogError::Malformed(format!(
+            "no segment {segment}"
+        ))));
     };
     let nodes = txn.open_table(NODES)?;
-    let mut old_shards = Vec::with_capacity(replacements.len());
+    let mut old = Vec::with_capacity(replacements.len());
     for replacement in replacements {
         let Some(current) = record.shards.get_mut(replacement.index as usize) else {
-            return refused(CatalogError::Malformed(format!(
+            return Ok(Err(CatalogError::Malformed(format!(
                 "segment {segment} has no shard {}",
                 replacement.index
-            )));
+            ))));
         };
         if current.id == replacement.new.id && current.node == replacement.new.node {
             // Applied already (a retried commit): nothing to replace or collect.
             continue;
         }
         if current.id != replacement.old {
-            return stale(format!(
+            return Ok(Err(CatalogError::Stale(format!(
                 "shard {} of segment {segment} was replaced already",
                 replacement.index
-            ));
+            ))));
         }
         if current.root != replacement.new.root {
-            return refused(CatalogError::Malformed(format!(
+            return Ok(Err(CatalogError::Malformed(format!(
                 "the copy of shard {} has another root",
                 replacement.index
-            )));
+            ))));
         }
         if read_node(&nodes, &replacement.new.node)?.is_none() {
-            return refused(CatalogError::UnknownNode(replacement.new.node.to_string()));
+            return Ok(Err(CatalogError::UnknownNode(
+                replacement.new.node.to_string(),
+            )));
         }
-        old_shards.push(std::mem::replace(current, replacement.new.clone()));
+        old.push(std::mem::replace(current, replacement.new.clone()));
     }
-    if old_shards.is_empty() {
-        return Ok(CommandResult::Done);
+    if old.is_empty() {
+        return Ok(Ok(None));
     }
-    let distinct: std::collections::HashSet<_> = record.shards.iter().map(|s| s.node).collect();
+    let distinct: HashSet<_> = record.shards.iter().map(|s| s.node).collect();
     if distinct.len() != record.shards.len() {
-        return refused(CatalogError::Malformed(format!(
+        return Ok(Err(CatalogError::Malformed(format!(
             "segment {segment} would hold two shards on one node"
-        )));
+        ))));
     }
     let shard_len = cairn_erasure::Codec::new(usize::from(erasure.k), usize::from(erasure.m))
         .map(|codec| codec.shard_len(record.len))
         .unwrap_or(0);
-    let kept: HashSet<ShardId> = record.shards.iter().map(|s| s.id).collect();
-    drop(nodes);
-    objects.insert(object_key.as_slice(), encode(&object)?.as_slice())?;
-    drop(objects);
-    let moved = old_shards.len() as u64;
-    collect_except(txn, old_shards.iter(), &kept, now_ms)?;
+    Ok(Ok(Some(Replaced {
+        old,
+        kept: record.shards.iter().map(|s| s.id).collect(),
+        shard_len,
+    })))
+}
+
+/// Queues the replaced shards for collection and counts the move.
+fn finish_replacement(
+    txn: &WriteTransaction,
+    replaced: Replaced,
+    reason: MoveReason,
+    now_ms: u64,
+) -> Result<CommandResult, CatalogFault> {
+    let moved = replaced.old.len() as u64;
+    collect_except(txn, replaced.old.iter(), &replaced.kept, now_ms)?;
     add_named(txn, &moved_shards_counter(reason), moved)?;
-    add_named(txn, &moved_bytes_counter(reason), moved * shard_len)?;
+    add_named(
+        txn,
+        &moved_bytes_counter(reason),
+        moved * replaced.shard_len,
+    )?;
     Ok(CommandResult::Done)
 }
 

@@ -220,6 +220,33 @@ pub enum Command {
         /// Leader's clock, ms since the epoch: dates the memory of the result.
         now_ms: u64,
     },
+    /// Like [`Command::ReplaceShards`], for a part of an upload in progress: refused
+    /// unless the upload still holds part `number` as uploaded with `etag` and each
+    /// replaced shard is still the one named. The old shards become garbage.
+    ReplacePartShards {
+        /// Upload id.
+        upload: String,
+        /// Part number.
+        number: u32,
+        /// ETag of the part repaired.
+        etag: String,
+        /// Segment index in the part.
+        segment: u32,
+        /// The shards replaced.
+        replacements: Vec<ShardReplacement>,
+        /// Why the shards moved (for the durability counters).
+        reason: MoveReason,
+        /// Leader's clock, ms since the epoch.
+        now_ms: u64,
+    },
+    /// Applies nothing and answers `reason`. Committed inside a [`Command::Once`] when a
+    /// check made before proposing refused a change that must apply at most once: an
+    /// earlier attempt of the same request, still on its way through the log, then finds
+    /// the refusal remembered and applies nothing, so the client's "no" stays true.
+    Refuse {
+        /// Why the change was refused.
+        reason: CatalogError,
+    },
 }
 
 /// How long the result of a [`Command::Once`] is remembered. A client gives up on a
@@ -335,6 +362,8 @@ impl Command {
             Command::ForgetGarbage { .. } => "forget_garbage",
             Command::MoveNode { .. } => "move_node",
             Command::Once { command, .. } => command.name(),
+            Command::Refuse { .. } => "refuse",
+            Command::ReplacePartShards { .. } => "replace_part_shards",
         }
     }
 }
@@ -443,4 +472,8 @@ pub enum CatalogError {
     /// shards, sizes that do not add up).
     #[error("malformed object: {0}")]
     Malformed(String),
+    /// A check made before proposing refused the request (a stale put order, a proof of
+    /// storage that does not verify); see [`Command::Refuse`].
+    #[error("{0}")]
+    Rejected(String),
 }

@@ -389,6 +389,17 @@ impl Catalog {
         table.iter()?.map(|item| decode(item?.1.value())).collect()
     }
 
+    /// What a [`Command::Once`] with `request` answered when it was applied, if it was
+    /// and is still remembered (see [`REQUEST_MEMORY_MS`]).
+    pub fn remembered(&self, request: &RequestId) -> Result<Option<CommandResult>, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(REQUESTS)?;
+        table
+            .get(request.0)?
+            .map(|v| decode::<(u64, CommandResult)>(v.value()).map(|(_, result)| result))
+            .transpose()
+    }
+
     /// A multipart upload in progress, by id.
     pub fn upload(&self, id: &str) -> Result<Option<UploadRecord>, CatalogFault> {
         let txn = self.read()?;
@@ -624,14 +635,41 @@ impl Catalog {
         Ok(())
     }
 
-    /// Calls `visit` with every stored part of every multipart upload in progress, in one
-    /// snapshot.
-    pub fn for_each_part(&self, mut visit: impl FnMut(&PartRecord)) -> Result<(), CatalogFault> {
+    /// Calls `visit` with every stored part of every multipart upload in progress (the
+    /// upload's id and record, the part's number and record), in one snapshot.
+    pub fn for_each_part(
+        &self,
+        mut visit: impl FnMut(&str, &UploadRecord, u32, &PartRecord),
+    ) -> Result<(), CatalogFault> {
         let txn = self.read()?;
         let table = txn.open_table(PARTS)?;
+        let uploads = txn.open_table(UPLOADS)?;
+        // Parts are keyed by upload, so each upload's record is read once.
+        let mut current: Option<(String, Option<UploadRecord>)> = None;
         for item in table.iter()? {
-            let (_, v) = item?;
-            visit(&decode(v.value())?);
+            let (k, v) = item?;
+            let raw = k.value();
+            let Some((&len, rest)) = raw.split_first() else {
+                continue;
+            };
+            let Some((id, number)) = rest.split_at_checked(usize::from(len)) else {
+                continue;
+            };
+            let (Ok(id), Ok(number)) = (std::str::from_utf8(id), <[u8; 4]>::try_from(number))
+            else {
+                continue;
+            };
+            if current.as_ref().is_none_or(|(seen, _)| seen != id) {
+                let record = uploads
+                    .get(id)?
+                    .map(|v| decode::<UploadRecord>(v.value()))
+                    .transpose()?;
+                current = Some((id.to_string(), record));
+            }
+            // A part whose upload is gone is garbage being collected, not data.
+            if let Some((_, Some(upload))) = &current {
+                visit(id, upload, u32::from_be_bytes(number), &decode(v.value())?);
+            }
         }
         Ok(())
     }

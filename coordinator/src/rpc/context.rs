@@ -35,6 +35,10 @@ pub(crate) struct RpcContext {
     pub repairs: Arc<crate::repair::Repairs>,
     /// How long after placement shards may still be committed (half the orphan delay).
     pub commit_within: std::time::Duration,
+    /// How long a leader may go without hearing from a majority before it stops answering
+    /// as leader (the longest election timeout: by then the others may have elected
+    /// another).
+    pub quorum_lease: std::time::Duration,
 }
 
 /// A request's answer; handlers return the refusal as the error, to use `?`.
@@ -83,7 +87,7 @@ pub(crate) async fn commit(
 }
 
 /// The RPC refusal for a catalog refusal.
-fn refusal(err: CatalogError) -> GatewayResponse {
+pub(crate) fn refusal(err: CatalogError) -> GatewayResponse {
     let code = match &err {
         CatalogError::NoSuchBucket(_) => RpcCode::NoSuchBucket,
         CatalogError::NoSuchUpload(_) => RpcCode::NoSuchUpload,
@@ -99,7 +103,8 @@ fn refusal(err: CatalogError) -> GatewayResponse {
         | CatalogError::InvalidKey(_)
         | CatalogError::UnknownNode(_)
         | CatalogError::Malformed(_)
-        | CatalogError::UploadExists(_) => RpcCode::InvalidRequest,
+        | CatalogError::UploadExists(_)
+        | CatalogError::Rejected(_) => RpcCode::InvalidRequest,
         CatalogError::AccessKeyExists(_)
         | CatalogError::NoSuchAccessKey(_)
         | CatalogError::NoSuchNode(_)

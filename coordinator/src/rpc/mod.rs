@@ -2,11 +2,13 @@
 //! `cairn_client::gateway_rpc`): `serve` answers them, checking proofs with
 //! [`verify_segments`]; `repair` hands out repair jobs and commits their results. Both
 //! build on `context` (the serving context, answers, commits, placement candidates) and
-//! `orders` (the orders signed for gateways), which import neither; `convert` turns the
+//! `orders` (the orders signed for gateways), which import neither; `once` settles a
+//! refused change that must apply at most once through the log; `convert` turns the
 //! catalog's records into the wire's and back.
 
 pub(crate) mod context;
 mod convert;
+mod once;
 mod orders;
 mod receipts;
 mod repair;

@@ -21,8 +21,8 @@ use cairn_client::gateway_rpc::{
 };
 
 use super::verify_shard;
-use crate::catalog::model::{NodeRecord, NodeState, ObjectBody};
-use crate::catalog::{Command, CommandResult, ShardReplacement};
+use crate::catalog::model::{NodeRecord, NodeState, ObjectBody, ObjectRecord};
+use crate::catalog::{Catalog, CatalogFault, Command, CommandResult, ShardReplacement};
 use crate::durability::Need;
 use crate::placement::{PlacementRequest, guarantee_of, place_moves, place_replacements, rule};
 
@@ -46,6 +46,7 @@ pub(super) fn next_job(ctx: &RpcContext, peer: PublicKey) -> GatewayResponse {
                 tracing::info!(
                     bucket = %need.bucket,
                     key = %need.key,
+                    part = need.part,
                     segment = need.segment,
                     margin = need.margin,
                     shards = job.targets.len(),
@@ -55,10 +56,13 @@ pub(super) fn next_job(ctx: &RpcContext, peer: PublicKey) -> GatewayResponse {
                 );
                 return GatewayResponse::RepairJob(Box::new(job));
             }
-            Ok(None) => ctx.repairs.release(&need.bucket, &need.key, need.segment),
+            Ok(None) => ctx
+                .repairs
+                .release(&need.bucket, &need.key, need.part, need.segment),
             Err(problem) => {
-                tracing::warn!(bucket = %need.bucket, key = %need.key, segment = need.segment, %problem, "cannot repair segment now");
-                ctx.repairs.release(&need.bucket, &need.key, need.segment);
+                tracing::warn!(bucket = %need.bucket, key = %need.key, part = need.part, segment = need.segment, %problem, "cannot repair segment now");
+                ctx.repairs
+                    .release(&need.bucket, &need.key, need.part, need.segment);
             }
         }
     }
@@ -67,13 +71,35 @@ pub(super) fn next_job(ctx: &RpcContext, peer: PublicKey) -> GatewayResponse {
     }
 }
 
+/// What a repair works on, as an object: the object `bucket`/`key` at version `etag`, or
+/// part `part` of the upload in progress `key` (in `bucket`) as uploaded with `etag`;
+/// `None` once it is gone or another version.
+fn repaired(
+    catalog: &Catalog,
+    bucket: &str,
+    key: &str,
+    part: Option<u32>,
+    etag: &str,
+) -> Result<Option<ObjectRecord>, CatalogFault> {
+    let record = match part {
+        None => catalog.object(bucket, key)?,
+        Some(number) => match catalog.upload(key)?.filter(|u| u.bucket == bucket) {
+            None => None,
+            Some(upload) => catalog
+                .parts(key, number.saturating_sub(1), 1)?
+                .into_iter()
+                .find(|(n, _)| *n == number)
+                .map(|(_, part)| part.as_object(&upload)),
+        },
+    };
+    Ok(record.filter(|o| o.etag == etag))
+}
+
 /// The job for `need` as the catalog stands now; `None` if there is nothing left to do.
 fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<RepairJob>, String> {
     let catalog = &ctx.catalog;
-    let Some(object) = catalog
-        .object(&need.bucket, &need.key)
+    let Some(object) = repaired(catalog, &need.bucket, &need.key, need.part, &need.etag)
         .map_err(|e| e.to_string())?
-        .filter(|o| o.etag == need.etag)
     else {
         return Ok(None);
     };
@@ -210,6 +236,7 @@ fn prepare(ctx: &RpcContext, peer: PublicKey, need: &Need) -> Result<Option<Repa
         ticket: RepairTicket {
             bucket: need.bucket.clone(),
             key: need.key.clone(),
+            part: need.part,
             etag: need.etag.clone(),
             segment: need.segment,
             reason: if lost {
@@ -244,7 +271,7 @@ pub(super) async fn finish(
 ) -> Answer {
     let release = || {
         ctx.repairs
-            .release(&ticket.bucket, &ticket.key, ticket.segment)
+            .release(&ticket.bucket, &ticket.key, ticket.part, ticket.segment)
     };
     let result = check_and_commit(ctx, peer, &ticket, &stored).await;
     release();
@@ -267,12 +294,15 @@ async fn check_and_commit(
         )
     };
     bucket_record(&ctx.catalog, &ticket.bucket)?;
-    let object = ctx
-        .catalog
-        .object(&ticket.bucket, &ticket.key)
-        .map_err(internal)?
-        .filter(|o| o.etag == ticket.etag)
-        .ok_or_else(changed)?;
+    let object = repaired(
+        &ctx.catalog,
+        &ticket.bucket,
+        &ticket.key,
+        ticket.part,
+        &ticket.etag,
+    )
+    .map_err(internal)?
+    .ok_or_else(changed)?;
     let ObjectBody::Segments { erasure, segments } = &object.body else {
         return Err(changed());
     };
@@ -318,9 +348,8 @@ async fn check_and_commit(
         }
         replacements.push(ShardReplacement { index, old, new });
     }
-    let result = commit(
-        ctx,
-        Command::ReplaceShards {
+    let command = match ticket.part {
+        None => Command::ReplaceShards {
             bucket: ticket.bucket.clone(),
             key: ticket.key.clone(),
             etag: ticket.etag.clone(),
@@ -329,14 +358,24 @@ async fn check_and_commit(
             reason: ticket.reason.into(),
             now_ms: now_ms(),
         },
-    )
-    .await?;
+        Some(number) => Command::ReplacePartShards {
+            upload: ticket.key.clone(),
+            number,
+            etag: ticket.etag.clone(),
+            segment: ticket.segment,
+            replacements,
+            reason: ticket.reason.into(),
+            now_ms: now_ms(),
+        },
+    };
+    let result = commit(ctx, command).await?;
     match result {
         CommandResult::Refused(err) => Err(error(RpcCode::Changed, err.to_string())),
         _ => {
             tracing::info!(
                 bucket = %ticket.bucket,
                 key = %ticket.key,
+                part = ticket.part,
                 segment = ticket.segment,
                 shards = ticket.replaced.len(),
                 reason = ticket.reason.as_str(),
@@ -357,12 +396,13 @@ pub(super) fn failed(
     tracing::warn!(
         bucket = %ticket.bucket,
         key = %ticket.key,
+        part = ticket.part,
         segment = ticket.segment,
         gateway = %peer,
         %problem,
         "repair job failed"
     );
     ctx.repairs
-        .release(&ticket.bucket, &ticket.key, ticket.segment);
+        .release(&ticket.bucket, &ticket.key, ticket.part, ticket.segment);
     GatewayResponse::Done
 }

@@ -17,6 +17,7 @@ use cairn_client::gateway_rpc::{
 use super::context::{
     Answer, RpcContext, address, bucket_record, candidates, commit, error, internal, now_ms,
 };
+use super::once::{ChangeKind, settle};
 use super::orders::{fresh_enough, random, sign_get, sign_put};
 use super::verify_segments;
 use crate::catalog::model::{
@@ -147,15 +148,46 @@ async fn handle(ctx: &RpcContext, peer: PublicKey, request: GatewayRequest) -> G
         GatewayRequest::Once { id, request } => (Some(id), *request),
         request => (None, request),
     };
-    answer(ctx, peer, request, once.map(RequestId::from))
-        .await
-        .unwrap_or_else(|response| response)
+    let once = once.map(RequestId::from);
+    let kind = ChangeKind::of(&request);
+    match answer(ctx, peer, request, once).await {
+        Ok(response) => response,
+        Err(refusal) => match (once, kind) {
+            (Some(id), Some(kind)) => settle(ctx, id, kind, refusal).await,
+            _ => refusal,
+        },
+    }
 }
 
+/// Confirms that this member leads and has applied every committed write.
+///
+/// A leader cut off from the other members keeps believing it leads (openraft has no
+/// check-quorum step-down), and confirming leadership would wait for a majority that
+/// cannot answer while the others elect a new leader; a gateway asking it would wait out
+/// its whole attempt limit, writes stalled for the partition's length. So a leader that
+/// has not heard from a majority within its lease, or cannot confirm soon after, answers
+/// "not leader, leader unknown" at once, and the gateway asks the other members.
 async fn linearizable(ctx: &RpcContext) -> Result<(), GatewayResponse> {
-    match ctx.raft.ensure_linearizable().await {
-        Ok(_) => Ok(()),
-        Err(err) => Err(match err.forward_to_leader() {
+    let unknown = GatewayResponse::NotLeader { leader: None };
+    let metrics = ctx.raft.metrics().borrow().clone();
+    let lease_ms = ctx.quorum_lease.as_millis() as u64;
+    if metrics.state == openraft::ServerState::Leader
+        && metrics
+            .millis_since_quorum_ack
+            .is_some_and(|silent| silent > lease_ms)
+    {
+        tracing::info!(
+            silent_ms = metrics.millis_since_quorum_ack,
+            "not answering as leader: no majority heard within the lease"
+        );
+        return Err(unknown);
+    }
+    // Twice the lease: confirming also waits for this member to apply up to the read
+    // point, which a busy disk may slow without anything being wrong.
+    match tokio::time::timeout(2 * ctx.quorum_lease, ctx.raft.ensure_linearizable()).await {
+        Err(_) => Err(unknown),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(match err.forward_to_leader() {
             Some(forward) => GatewayResponse::NotLeader {
                 leader: forward.leader_node.clone().map(|m: Member| m.addr),
             },
@@ -497,8 +529,7 @@ fn stored(result: CommandResult) -> GatewayResponse {
     }
 }
 
-/// Proposes a command; refusals become RPC errors.
-/// Commits `command`, at most once for the client's request id `once` when given.
+/// Commits `command` (refusals become RPC errors), at most once for the client's request id `once` when given.
 async fn commit_once(
     ctx: &RpcContext,
     command: Command,

@@ -59,6 +59,7 @@ pub async fn run_worker(
                             Err(err) => tracing::warn!(
                                 bucket = %ticket.bucket,
                                 key = %ticket.key,
+                                part = ticket.part,
                                 segment = ticket.segment,
                                 %err,
                                 "repair not committed"
