@@ -9,10 +9,15 @@
 //!   as deep as a frame allows cannot overflow the coordinator's stack.
 //! - A node refuses a request frame larger than any request from its prefix alone, before
 //!   it can know whether the order inside would have been valid.
+//! - A peer not yet known (no registration, no order) gets a small QUIC receive window
+//!   and few streams on the coordinator's and nodes' ports, so it cannot park megabytes
+//!   of unread data there.
 //! - The coordinator's collector stops reading a node's inventory once it lists more
 //!   shards than the catalog gives that node room for.
 //! - The S3 gateway cuts off clients that send a request head byte by byte, or nothing
-//!   at all, and answers `503 SlowDown` to one address's connections past its cap.
+//!   at all, an upload body that stops arriving, and connections left idle (HTTP/1 and
+//!   HTTP/2); it answers `503 SlowDown` to one address's connections past its cap, and to
+//!   its anonymous requests past its rate.
 
 mod support;
 
@@ -26,7 +31,9 @@ use cairn_client::records::RequestId;
 use cairn_proto::identity::SecretKey;
 use cairn_proto::ids::ShardId;
 use cairn_proto::invite::JoinToken;
-use cairn_proto::transport::{PeerPolicy, client_endpoint, connect, server_endpoint};
+use cairn_proto::transport::{
+    PeerPolicy, STRANGER_WINDOW, client_endpoint, connect, server_endpoint,
+};
 use cairn_proto::wire::{
     COORDINATOR_ALPN, CoordinatorRequest, CoordinatorResponse, ErrorCode, Heartbeat, JoinRequest,
     MAX_NODE_REQUEST, NODE_ALPN, NodeRequest, NodeResponse, read_frame, read_frame_within,
@@ -277,6 +284,85 @@ async fn a_stranger_s_oversized_request_frame_to_a_node_is_refused_from_its_pref
     );
 }
 
+/// A stranger (a key nobody registered, holding no order) parks data in streams the server
+/// does not read: on the coordinator's node port, in bidirectional streams opened behind a
+/// first one it leaves unfinished (the coordinator reads one request from a stranger and
+/// accepts no other stream); on a node, in unidirectional streams (Cairn reads none). Each
+/// connection of a peer not yet known gets a small receive window and few streams, so the
+/// stranger's writes block after a fraction of a MiB, where the windows of known peers
+/// (16 MiB a stream, 64 MiB a connection) would have taken tens of MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_cannot_park_more_than_a_small_window_of_unread_data() {
+    let cluster = TestCluster::start(&[]);
+    let stranger = SecretKey::generate();
+    let endpoint = client_endpoint(any_port(), &stranger).unwrap();
+    let conn = connect(
+        &endpoint,
+        &stranger,
+        cluster.coordinator.quic,
+        &cluster.key,
+        COORDINATOR_ALPN,
+    )
+    .await
+    .unwrap();
+    // The one request the coordinator reads from a stranger, never finished.
+    let (mut first, _answer) = conn.open_bi().await.unwrap();
+    first.write_all(&[0]).await.unwrap();
+    let parked = park(&conn, true).await;
+    assert!(
+        parked <= u64::from(STRANGER_WINDOW),
+        "a stranger parked {parked} bytes on the coordinator"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &cluster.key, "");
+    let conn = connect(&endpoint, &stranger, node.addr, &node.id, NODE_ALPN)
+        .await
+        .unwrap();
+    let parked = park(&conn, false).await;
+    assert!(
+        parked <= u64::from(STRANGER_WINDOW),
+        "a stranger parked {parked} bytes on a node"
+    );
+}
+
+/// Bytes the server let `conn` write into streams it does not read: up to 8 streams
+/// (bidirectional or not), each written until its writes block for a second.
+async fn park(conn: &quinn::Connection, bidirectional: bool) -> u64 {
+    let chunk = vec![0x5au8; 64 << 10];
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let open = async {
+            if bidirectional {
+                conn.open_bi().await.map(|(send, _)| send)
+            } else {
+                conn.open_uni().await
+            }
+        };
+        let Ok(Ok(mut send)) = tokio::time::timeout(Duration::from_secs(1), open).await else {
+            break;
+        };
+        let chunk = chunk.clone();
+        writers.push(tokio::spawn(async move {
+            let mut written = 0u64;
+            while let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_secs(1), send.write_all(&chunk)).await
+            {
+                written += chunk.len() as u64;
+                if written >= 32 << 20 {
+                    break;
+                }
+            }
+            written
+        }));
+    }
+    let mut total = 0;
+    for writer in writers {
+        total += writer.await.unwrap();
+    }
+    total
+}
+
 /// Shard ids per inventory page the lying node sends (a node's own page size).
 const PAGE: usize = 32 * 1024;
 /// Ids after which the lying node stops by itself: the coordinator never cut it off.
@@ -411,17 +497,13 @@ async fn answer_endlessly(
     Some((sent, false))
 }
 
-/// A gateway process of its own, with no coordinator behind it (operators' `/health`
-/// needs none); its S3 address.
-fn lone_gateway(dir: &std::path::Path) -> (GatewayProcess, SocketAddr) {
+/// A gateway process of its own started with `flags`, with no coordinator behind it
+/// (operators' `/health` needs none); its S3 address.
+fn lone_gateway(dir: &std::path::Path, flags: &[&str]) -> (GatewayProcess, SocketAddr) {
     let nobody: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let gateway = GatewayProcess::start(dir, &[nobody], &SecretKey::generate().public());
-    let addr = gateway
-        .endpoint
-        .strip_prefix("http://")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let gateway =
+        GatewayProcess::start_with(dir, &[nobody], &SecretKey::generate().public(), flags);
+    let addr = s3_addr(&gateway);
     (gateway, addr)
 }
 
@@ -436,7 +518,7 @@ fn cut_off_within() -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_client_sending_headers_byte_by_byte_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let (_gateway, addr) = lone_gateway(dir.path());
+    let (_gateway, addr) = lone_gateway(dir.path(), &[]);
 
     let trickler = tokio::spawn(async move {
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -491,7 +573,7 @@ async fn a_slowloris_client_sending_headers_byte_by_byte_is_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_from_one_address_past_the_cap_are_answered_slow_down() {
     let dir = tempfile::tempdir().unwrap();
-    let (_gateway, addr) = lone_gateway(dir.path());
+    let (_gateway, addr) = lone_gateway(dir.path(), &[]);
 
     let mut held = Vec::new();
     for i in 0..MAX_CONNECTIONS_PER_CLIENT {
@@ -535,10 +617,13 @@ async fn many_connections_from_one_address_past_the_cap_are_answered_slow_down()
 
 /// `GET /health` on `stream` (kept alive); the response's head and body as text.
 async fn health(stream: &mut TcpStream) -> String {
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n")
-        .await
-        .unwrap();
+    exchange(stream, "GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n").await
+}
+
+/// Sends `request` (a whole HTTP/1.1 request) on `stream` and reads one response; its head
+/// and body as text (empty if the connection closed first).
+async fn exchange(stream: &mut TcpStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let read = async {
@@ -562,8 +647,296 @@ async fn health(stream: &mut TcpStream) -> String {
     };
     tokio::time::timeout(PROMPTLY, read)
         .await
-        .expect("no answer to GET /health");
+        .unwrap_or_else(|_| panic!("no answer to {request}"));
     String::from_utf8_lossy(&got).into_owned()
+}
+
+/// How long `stream` stays open while its peer sends nothing we wait for, reading (and
+/// dropping) whatever arrives, up to `limit`; `None` if it was still open then.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .ok()
+        .map(|()| started.elapsed())
+}
+
+/// A cluster of three nodes with a private bucket and a public one (k = 2, m = 1), a
+/// gateway started with `flags`, and an access key (id, secret).
+fn s3_cluster(flags: &[&str]) -> (TestCluster, GatewayProcess, (String, String)) {
+    let cluster = TestCluster::start(&["org-a", "org-b", "org-c"]);
+    for (name, extra) in [("data", &[][..]), ("public", &["--public-read"][..])] {
+        let mut args = vec!["bucket", "create", name, "--k", "2", "--m", "1"];
+        args.extend_from_slice(extra);
+        support::coordinator::admin(&cluster.coordinator, &args).unwrap();
+    }
+    let gateway = cluster.start_gateway_with(flags);
+    let key = cluster.access_key();
+    (cluster, gateway, key)
+}
+
+/// A presigned SigV4 URL (path-style) for `method` on `bucket`/`key` at `endpoint`:
+/// what an HTTP client with no S3 library can send, signed.
+fn presigned(
+    endpoint: &str,
+    access: &(String, String),
+    method: &str,
+    bucket: &str,
+    key: &str,
+) -> url::Url {
+    use rusty_s3::S3Action as _;
+    let handle = rusty_s3::Bucket::new(
+        endpoint.parse().unwrap(),
+        rusty_s3::UrlStyle::Path,
+        bucket.to_string(),
+        "us-east-1".to_string(),
+    )
+    .unwrap();
+    let credentials = rusty_s3::Credentials::new(access.0.clone(), access.1.clone());
+    let lifetime = Duration::from_secs(600);
+    match method {
+        "PUT" => handle.put_object(Some(&credentials), key).sign(lifetime),
+        "GET" => handle.get_object(Some(&credentials), key).sign(lifetime),
+        other => panic!("no presigning for {other}"),
+    }
+}
+
+/// The request line's target and the Host header of `url`.
+fn target(url: &url::Url) -> (String, String) {
+    let mut path = url.path().to_string();
+    if let Some(query) = url.query() {
+        path = format!("{path}?{query}");
+    }
+    let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    (path, host)
+}
+
+/// The S3 address of a gateway process.
+fn s3_addr(gateway: &GatewayProcess) -> SocketAddr {
+    gateway
+        .endpoint
+        .strip_prefix("http://")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// An upload that stalls: a presigned PUT declaring a 1 MiB body sends its head and a few
+/// bytes, then nothing. The gateway gives up once no byte has come for its body idle
+/// timeout (1 s here): it answers `400 RequestTimeout`, closes the connection (giving back
+/// the client's connection slot) and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_inside_an_upload_body_is_cut_off_and_nothing_is_stored() {
+    const IDLE: Duration = Duration::from_secs(1);
+    let (cluster, gateway, key) = s3_cluster(&["--body-idle-timeout-ms", "1000"]);
+    let url = presigned(&gateway.endpoint, &key, "PUT", "data", "stalled");
+    let (path, host) = target(&url);
+    let mut stream = TcpStream::connect(s3_addr(&gateway)).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        1 << 20
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[7u8; 100]).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(IDLE + PROMPTLY, stream.read_to_end(&mut answer)).await;
+    let waited = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the stalled upload's connection was still open after {waited:?} ({answer})"
+    );
+    assert!(
+        waited >= IDLE / 2,
+        "cut off after {waited:?}, before the timeout"
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("<Code>RequestTimeout</Code>"), "{answer}");
+
+    let object = tokio::task::spawn_blocking(move || cluster.object("data", "stalled"))
+        .await
+        .unwrap();
+    assert!(object.is_none(), "a stalled upload was stored: {object:?}");
+}
+
+/// A client that asks one thing and then keeps its connection open saying nothing, over
+/// HTTP/1.1 keep-alive and over HTTP/2 (prior knowledge, answering the gateway's pings as
+/// a live client does): the gateway closes both once they have been idle for its header
+/// timeout (2 s here), HTTP/2 with a GOAWAY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_left_idle_after_one_request_is_closed_over_http1_and_http2() {
+    const IDLE: Duration = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (_gateway, addr) = lone_gateway(dir.path(), &["--header-timeout-ms", "2000"]);
+
+    let http1 = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        assert!(health(&mut stream).await.starts_with("HTTP/1.1 200"));
+        closed_within(&mut stream, IDLE + PROMPTLY).await
+    });
+    let http2 = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        h2_idle_after_one_request(&mut stream, IDLE + PROMPTLY).await
+    });
+    let http1 = http1.await.unwrap();
+    let (answered, goaway, http2) = http2.await.unwrap();
+    let http1 = http1.expect("an idle HTTP/1.1 connection was kept open");
+    assert!(http1 >= IDLE / 2, "HTTP/1.1 closed after {http1:?}");
+    assert!(answered, "the HTTP/2 request was never answered");
+    let http2 = http2.expect("an idle HTTP/2 connection was kept open");
+    assert!(http2 >= IDLE / 2, "HTTP/2 closed after {http2:?}");
+    assert!(goaway, "the HTTP/2 connection closed without a GOAWAY");
+}
+
+/// Speaks HTTP/2 by hand: the preface, empty settings, `GET /health` on stream 1; then
+/// only acknowledges the server's settings and pings. Returns whether the answer's end
+/// came, whether a GOAWAY came, and how long after the answer the connection closed
+/// (`None` if still open after `limit`).
+async fn h2_idle_after_one_request(
+    stream: &mut TcpStream,
+    limit: Duration,
+) -> (bool, bool, Option<Duration>) {
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+    const SETTINGS: u8 = 4;
+    const PING: u8 = 6;
+    const GOAWAY: u8 = 7;
+    const END_STREAM: u8 = 1;
+    const ACK: u8 = 1;
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+    // HPACK without Huffman: :method GET, :scheme http (static table entries 2 and 6),
+    // :path and :authority as literals with indexed names (4 and 1).
+    let mut block = vec![0x82, 0x86];
+    for (index, value) in [(4u8, "/health"), (1, "gateway")] {
+        block.push(index);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    hello.extend(frame(HEADERS, 0x4 | END_STREAM, 1, &block));
+    stream.write_all(&hello).await.unwrap();
+
+    let (mut answered, mut goaway, mut since) = (false, false, Instant::now());
+    let run = async {
+        loop {
+            let mut head = [0u8; 9];
+            if stream.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            if stream.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            match kind {
+                SETTINGS if flags & ACK == 0 => {
+                    let _ = stream.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
+                }
+                PING if flags & ACK == 0 => {
+                    let _ = stream.write_all(&frame(PING, ACK, 0, &payload)).await;
+                }
+                HEADERS | DATA if id == 1 && flags & END_STREAM != 0 => {
+                    answered = true;
+                    since = Instant::now();
+                }
+                GOAWAY => goaway = true,
+                _ => {}
+            }
+        }
+    };
+    let closed = tokio::time::timeout(limit, run).await.is_ok();
+    (answered, goaway, closed.then(|| since.elapsed()))
+}
+
+/// One address reads a public object anonymously in a loop, past its rate (1 a second,
+/// 5 at once here): the requests past the burst are answered `503 SlowDown` and counted
+/// in `cairn_gateway_throttled_requests_total`, and an `X-Forwarded-For` it makes up
+/// changes nothing (only trusted proxies' are believed). Signed reads from the same
+/// address meanwhile are all served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_reads_past_a_client_s_rate_are_slowed_down_and_signed_ones_are_not() {
+    let (_cluster, gateway, key) = s3_cluster(&["--anonymous-rate", "1", "--anonymous-burst", "5"]);
+    let addr = s3_addr(&gateway);
+    let put = presigned(&gateway.endpoint, &key, "PUT", "public", "cache-info");
+    let (path, host) = target(&put);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let answer = exchange(
+        &mut stream,
+        &format!("PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let anonymous = format!("GET /public/cache-info HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let (mut served, mut slowed) = (0u64, 0u64);
+    let started = Instant::now();
+    for _ in 0..20 {
+        let answer = exchange(&mut stream, &anonymous).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            assert!(answer.ends_with("hello"), "{answer}");
+            served += 1;
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+            assert!(answer.contains("<Code>SlowDown</Code>"), "{answer}");
+            slowed += 1;
+        }
+    }
+    // The burst, and one more for each second the loop took.
+    let refilled = started.elapsed().as_secs() + 1;
+    assert!(
+        served >= 5 && served <= 5 + refilled,
+        "{served} served, {slowed} slowed down in {:?}",
+        started.elapsed()
+    );
+    let forged = format!(
+        "GET /public/cache-info HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+    );
+    let answer = exchange(&mut stream, &forged).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    slowed += 1;
+
+    for i in 0..20 {
+        let url = presigned(&gateway.endpoint, &key, "GET", "public", "cache-info");
+        let (path, host) = target(&url);
+        let answer = exchange(
+            &mut stream,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "signed read {i}: {answer}"
+        );
+    }
+    let metrics = exchange(
+        &mut stream,
+        &format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    )
+    .await;
+    let throttled = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("cairn_gateway_throttled_requests_total "))
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    assert_eq!(throttled, Some(slowed), "{metrics}");
 }
 
 /// A client that asks a node for a shard larger than its flow-control window and then

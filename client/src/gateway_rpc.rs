@@ -272,6 +272,23 @@ pub enum GatewayRequest {
         #[serde(deserialize_with = "unwrapped_request")]
         request: Box<GatewayRequest>,
     },
+    /// A node refused to read a shard for a reason it chose (busy, a claimed bad order or
+    /// range, not found…; not an expired or replayed order, which may be the reader's
+    /// doing): if the catalog places that shard of `bucket`/`key` on the node, the leader
+    /// audits it there (once per gateway and shard), and the audit judges. Nothing is
+    /// counted against the node for the report itself.
+    ReportRefusal {
+        /// Bucket of the object the shard belongs to.
+        bucket: String,
+        /// Key of that object.
+        key: String,
+        /// The node.
+        node: NodeId,
+        /// The shard.
+        shard: cairn_proto::ids::ShardId,
+        /// The refusal, for the log.
+        problem: String,
+    },
 }
 
 /// Decodes the request a [`GatewayRequest::Once`] wraps, refusing one that is itself a
@@ -333,6 +350,7 @@ impl GatewayRequest {
             GatewayRequest::Once { request, .. } => request.name(),
             GatewayRequest::RepairFailed { .. } => "repair_failed",
             GatewayRequest::MaskKey => "mask_key",
+            GatewayRequest::ReportRefusal { .. } => "report_refusal",
         }
     }
 }

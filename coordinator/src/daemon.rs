@@ -9,7 +9,7 @@ use std::time::Duration;
 use cairn_proto::identity::{KeyFileError, PublicKey, SecretKey};
 use cairn_proto::invite::JoinToken;
 use cairn_proto::transport::{
-    PeerPolicy, TransportError, negotiated_alpn, peer_key, server_endpoint,
+    PeerPolicy, TransportError, negotiated_alpn, peer_key, server_endpoint, trust_peer,
 };
 use cairn_proto::wire::COORDINATOR_ALPN;
 use openraft::error::{InitializeError, RaftError};
@@ -478,6 +478,7 @@ async fn serve_quic(endpoint: quinn::Endpoint, rpc: RpcContext, nodes: NodeRpc) 
             let raft = rpc.raft.clone();
             match negotiated_alpn(&conn).as_deref() {
                 Some(RAFT_ALPN) if admits(&raft, &peer) => {
+                    trust_peer(&conn);
                     serve_connection(conn, peer, rpc.key.public(), raft).await
                 }
                 Some(RAFT_ALPN) => {

@@ -98,6 +98,9 @@ pub(crate) async fn serve_nodes(conn: quinn::Connection, peer: PublicKey, rpc: N
         conn.close(2u32.into(), b"too many join attempts; try again later");
         return;
     }
+    if registered {
+        cairn_proto::transport::trust_peer(&conn);
+    }
     let limit = if registered {
         MAX_NODE_FRAME
     } else {

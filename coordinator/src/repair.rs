@@ -113,6 +113,9 @@ struct State {
     audit_requests: HashMap<NodeId, (ShardId, FailedShard)>,
     /// Reports already taken, by (gateway, shard): a gateway counts once per shard.
     reports: HashSet<(NodeId, ShardId)>,
+    /// Refused-read reports already taken, the same way (apart, so a refusal reported
+    /// first does not hide bad bytes the same gateway reads later).
+    refusals: HashSet<(NodeId, ShardId)>,
     survey: Option<Survey>,
     surveyed_ms: Option<u64>,
     queue: VecDeque<Need>,
@@ -132,6 +135,7 @@ impl Repairs {
                 failed: HashMap::new(),
                 audit_requests: HashMap::new(),
                 reports: HashSet::new(),
+                refusals: HashSet::new(),
                 survey: None,
                 surveyed_ms: None,
                 queue: VecDeque::new(),
@@ -199,13 +203,30 @@ impl Repairs {
     /// `true`, and the shard is audited on that node in the next round: a report is a
     /// reason to look, the audit is the judgement.
     pub fn take_report(&self, gateway: NodeId, shard: ShardId, at: FailedShard) -> bool {
+        self.take(gateway, shard, at, |state| &mut state.reports)
+    }
+
+    /// Takes a gateway's report that `at.node` refused a read of `shard`, as
+    /// [`Repairs::take_report`] takes one of a bad read (counted apart from those).
+    pub fn take_refusal(&self, gateway: NodeId, shard: ShardId, at: FailedShard) -> bool {
+        self.take(gateway, shard, at, |state| &mut state.refusals)
+    }
+
+    fn take(
+        &self,
+        gateway: NodeId,
+        shard: ShardId,
+        at: FailedShard,
+        taken: impl Fn(&mut State) -> &mut HashSet<(NodeId, ShardId)>,
+    ) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
-        if state.reports.len() >= MAX_REMEMBERED_REPORTS {
-            state.reports.clear();
+        let seen = taken(&mut state);
+        if seen.len() >= MAX_REMEMBERED_REPORTS {
+            seen.clear();
         }
-        if !state.reports.insert((gateway, shard)) {
+        if !seen.insert((gateway, shard)) {
             return false;
         }
         state.audit_requests.insert(at.node, (shard, at));
@@ -531,4 +552,45 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node refusing reads is audited on the refused shard; one gateway repeating the
+    /// report asks for that audit once, and a refusal it reported first does not hide bad
+    /// bytes it reads later.
+    #[test]
+    fn a_node_refusing_reads_is_audited_once_per_gateway_and_shard() {
+        let repairs = Repairs::new(RepairSettings {
+            interval: Duration::from_secs(60),
+            threshold: 1,
+            concurrency: 1,
+            bandwidth: 0,
+            lease: Duration::from_secs(60),
+            rebalance_permille: 0,
+            lost_after: Duration::from_secs(60),
+        });
+        let key = |n: u8| cairn_proto::identity::SecretKey::from_seed([n; 32]).public();
+        let (gateway, other, node) = (key(1), key(2), key(3));
+        let shard = ShardId([7; 16]);
+        let at = FailedShard {
+            node,
+            bucket: "b".into(),
+            key: "k".into(),
+        };
+        assert!(repairs.take_refusal(gateway, shard, at.clone()));
+        assert!(!repairs.take_refusal(gateway, shard, at.clone()));
+        assert_eq!(repairs.take_audit_requests(), vec![(shard, at.clone())]);
+        assert!(!repairs.take_refusal(gateway, shard, at.clone()));
+        assert!(repairs.take_audit_requests().is_empty(), "asked once");
+        assert!(repairs.take_refusal(other, shard, at.clone()));
+        assert!(repairs.take_report(gateway, shard, at.clone()));
+        assert_eq!(repairs.take_audit_requests(), vec![(shard, at)]);
+        assert!(
+            repairs.failed().is_empty(),
+            "a refusal marks no shard failed"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
@@ -127,11 +128,29 @@ async fn serve_connection(conn: quinn::Connection, state: Arc<NodeState>) {
         return;
     };
     tracing::debug!(remote = %conn.remote_address(), %peer, "connection");
+    // A stranger's connection holds little unread data until the peer is known: the
+    // coordinator at once, anyone else once it shows an order the coordinator signed for
+    // it and this node.
+    let known = Arc::new(AtomicBool::new(false));
+    if peer == state.coordinator {
+        trust(&conn, &known);
+    }
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                let state = state.clone();
-                tokio::spawn(async move { serve_stream(&state, peer, send, recv).await });
+                let (state, conn, known) = (state.clone(), conn.clone(), known.clone());
+                tokio::spawn(async move {
+                    serve_stream(&state, peer, send, recv, |request| {
+                        if !known.load(Ordering::Relaxed)
+                            && order_of(request)
+                                .verify(&state.coordinator)
+                                .is_ok_and(|order| order.client == peer && order.node == state.id)
+                        {
+                            trust(&conn, &known);
+                        }
+                    })
+                    .await
+                });
             }
             Err(err) => {
                 tracing::debug!(%peer, %err, "connection closed");
@@ -141,11 +160,31 @@ async fn serve_connection(conn: quinn::Connection, state: Arc<NodeState>) {
     }
 }
 
+/// The order a request carries.
+fn order_of(request: &NodeRequest) -> &SignedOrder {
+    match request {
+        NodeRequest::PutShard { order }
+        | NodeRequest::GetShard { order, .. }
+        | NodeRequest::Audit { order, .. }
+        | NodeRequest::DeleteShard { order }
+        | NodeRequest::Inventory { order } => order,
+    }
+}
+
+/// Gives `conn` a known peer's windows, once.
+fn trust(conn: &quinn::Connection, known: &AtomicBool) {
+    if !known.swap(true, Ordering::Relaxed) {
+        cairn_proto::transport::trust_peer(conn);
+    }
+}
+
+/// Serves one request; `decoded` sees it first, before the order is checked.
 async fn serve_stream(
     state: &NodeState,
     peer: PublicKey,
     mut send: SendStream,
     mut recv: RecvStream,
+    decoded: impl FnOnce(&NodeRequest),
 ) {
     // Anyone may open a stream, and the order that says who may ask is inside the frame:
     // so the frame is read under the size of the largest request, not of any frame, and
@@ -168,6 +207,7 @@ async fn serve_stream(
             return;
         }
     };
+    decoded(&request);
     let (op, result) = match request {
         NodeRequest::PutShard { order } => {
             ("put", put(state, peer, &order, &mut send, &mut recv).await)

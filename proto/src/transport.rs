@@ -69,6 +69,13 @@ const SEND_WINDOW: u64 = 64 << 20;
 /// stream of a key it has not registered).
 const MAX_BIDI_STREAMS: u32 = 256;
 
+/// Receive window a server gives a connection until it knows the peer ([`trust_peer`]):
+/// room for a few request frames (a node's are at most 16 KiB, a join 4 KiB), not for
+/// megabytes of unread data a stranger could park in streams nobody accepts.
+pub const STRANGER_WINDOW: u32 = 128 << 10;
+/// Bidirectional streams a peer not yet known may have open at once.
+pub const STRANGER_STREAMS: u32 = 8;
+
 /// DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE { SEQUENCE { OID
 /// 1.3.101.112 }, BIT STRING (0 unused bits) }. The key is the 32 bytes after it, so the
 /// SPKI is exactly 44 bytes and needs no parser.
@@ -160,7 +167,7 @@ pub fn server_endpoint(
 
     let crypto = QuicServerConfig::try_from(tls).map_err(tls_error)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport_config());
+    config.transport_config(stranger_transport_config());
     let socket = std::net::UdpSocket::bind(listen).map_err(TransportError::Bind)?;
     let runtime = quinn::default_runtime().ok_or_else(|| {
         TransportError::Bind(std::io::Error::other(
@@ -342,6 +349,32 @@ fn transport_config() -> Arc<TransportConfig> {
         .send_window(SEND_WINDOW)
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS));
     Arc::new(t)
+}
+
+/// What a server grants every connection until it knows the peer: the usual settings with
+/// a [`STRANGER_WINDOW`] for the whole connection (each stream's window is settled in the
+/// handshake, but no stream can hold more than its connection's), [`STRANGER_STREAMS`]
+/// bidirectional streams and no unidirectional ones (Cairn uses none).
+fn stranger_transport_config() -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    let idle_ms = u32::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
+    t.max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(idle_ms))))
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(STRANGER_WINDOW))
+        .send_window(SEND_WINDOW)
+        .max_concurrent_bidi_streams(VarInt::from_u32(STRANGER_STREAMS))
+        .max_concurrent_uni_streams(VarInt::from_u32(0));
+    Arc::new(t)
+}
+
+/// Gives an accepted connection the windows and streams of a known peer (a coordinator
+/// member, a registered node or gateway, a client holding an order for this node), once
+/// the server has checked who it is; until then it has [`STRANGER_WINDOW`] bytes and
+/// [`STRANGER_STREAMS`] streams.
+pub fn trust_peer(conn: &quinn::Connection) {
+    conn.set_receive_window(VarInt::from_u32(CONNECTION_WINDOW));
+    conn.set_max_concurrent_bi_streams(VarInt::from_u32(MAX_BIDI_STREAMS));
 }
 
 fn tls_error(e: impl fmt::Display) -> TransportError {

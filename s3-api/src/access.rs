@@ -13,6 +13,7 @@ use s3s::{S3Error, S3ErrorCode, S3Result};
 
 use crate::errors::from_call;
 use crate::store::DataPath;
+use crate::throttle::{ClientAddr, Throttle};
 
 /// How long a secret or a bucket's public flag is reused before asking again: revoking a
 /// key or making a bucket private takes effect within this.
@@ -81,19 +82,22 @@ impl S3Auth for Auth {
 }
 
 /// Signed requests may do anything; anonymous ones may only GET and HEAD objects of
-/// public-read buckets. An anonymous request to a bucket that does not exist is told so
+/// public-read buckets, and only as often as their client's [`Throttle`] allows (past it,
+/// `503 SlowDown`). An anonymous request to a bucket that does not exist is told so
 /// (`NoSuchBucket`), as S3 tells anyone.
 pub struct Access {
     path: Arc<DataPath>,
+    throttle: Arc<Throttle>,
     /// Per bucket name: whether it is public-read, `None` if there is no such bucket.
     public: Mutex<HashMap<String, (Instant, Option<bool>)>>,
 }
 
 impl Access {
-    /// Bucket flags from `path`'s coordinator.
-    pub fn new(path: Arc<DataPath>) -> Self {
+    /// Bucket flags from `path`'s coordinator; anonymous requests limited by `throttle`.
+    pub fn new(path: Arc<DataPath>, throttle: Arc<Throttle>) -> Self {
         Self {
             path,
+            throttle,
             public: Mutex::new(HashMap::new()),
         }
     }
@@ -150,6 +154,17 @@ impl S3Access for Access {
         }
         if cx.credentials().is_some() {
             return Ok(());
+        }
+        // Before anything that costs the coordinator (a bucket lookup, read orders).
+        if let Some(ClientAddr(client)) = cx.extensions_mut().get::<ClientAddr>().copied()
+            && !self.throttle.allow(client)
+        {
+            tracing::debug!(%client, "anonymous requests past the client's rate");
+            // S3's own answer to throttling: 503, which clients retry with back-off.
+            return Err(S3Error::with_message(
+                S3ErrorCode::SlowDown,
+                "Too many anonymous requests from your address; sign requests or slow down.",
+            ));
         }
         let read = matches!(cx.s3_op().name(), "GetObject" | "HeadObject");
         let bucket = cx.s3_path().get_bucket_name().map(str::to_string);

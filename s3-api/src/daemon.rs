@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,17 +16,20 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::task::JoinHandle;
 
 use crate::access::{Access, Auth, Host};
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, Network};
 use crate::metrics::GatewayMetrics;
 use crate::service::Gateway;
 use crate::store::{DataPath, Repaired, run_worker};
+use crate::throttle::{ClientAddr, Throttle, client_address, client_of};
+use crate::timeouts::{Activity, IdleBody, Tracked};
 
 /// File holding the gateway's identity key.
 pub const KEY_FILE: &str = "gateway.key";
 
-/// How long a client may take to send a request's head: from the accept for the first
-/// request, from the end of the previous response for the next (so it is also how long a
-/// kept-alive connection may stay idle). S3 clients send a head in one write.
+/// How long a client may take to send a request's head by default: from the accept for
+/// the first request, from the end of the previous response for the next (so it is also how
+/// long a connection may stay idle). S3 clients send a head in one write.
+/// `GatewayConfig::header_timeout_ms` sets it.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections one client may hold at once (a client is an IPv4 address or an IPv6 /64,
 /// what one host can easily hold). Nix opens 25 by default, the aws cli 10.
@@ -96,9 +99,14 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
     let workers = (0..config.repair_workers)
         .map(|_| tokio::spawn(run_worker(path.clone(), report.clone(), done.clone())))
         .collect();
+    let throttle = Arc::new(Throttle::new(
+        config.anonymous_rate,
+        config.anonymous_burst,
+        metrics.throttled.clone(),
+    ));
     let mut builder = S3ServiceBuilder::new(gateway);
     builder.set_auth(Auth::new(path.clone()));
-    builder.set_access(Access::new(path.clone()));
+    builder.set_access(Access::new(path.clone(), throttle));
     builder.set_host(Host::new(config.domain.clone()));
     let service = builder.build();
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -107,8 +115,18 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
     let addr = listener
         .local_addr()
         .map_err(|err| format!("listener: {err}"))?;
-    let host = Arc::new(Host::new(config.domain.clone()));
-    let task = tokio::spawn(serve(listener, service, host, metrics));
+    let limits = Limits {
+        header: Duration::from_millis(config.header_timeout_ms),
+        body_idle: Duration::from_millis(config.body_idle_timeout_ms),
+        proxies: config.proxies()?,
+    };
+    let context = Arc::new(Context {
+        service,
+        host: Host::new(config.domain.clone()),
+        metrics,
+        limits,
+    });
+    let task = tokio::spawn(serve(listener, context));
     tracing::info!(%addr, key = %key.public(), "gateway serving S3");
     Ok(RunningGateway {
         addr,
@@ -118,19 +136,35 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
     })
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
+/// The time limits and proxies of [`GatewayConfig`], as the server uses them.
+struct Limits {
+    header: Duration,
+    body_idle: Duration,
+    proxies: Vec<Network>,
+}
+
+/// What answering a request needs.
+struct Context {
     service: S3Service,
-    host: Arc<Host>,
+    host: Host,
     metrics: Arc<GatewayMetrics>,
-) {
+    limits: Limits,
+}
+
+async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
+    let header = context.limits.header;
     let mut http =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     // Without a timer hyper has no clock, and its header timeout silently does nothing.
     http.http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    http.http2().timer(hyper_util::rt::TokioTimer::new());
+        .header_read_timeout(header);
+    // Pings find a vanished HTTP/2 peer while a stream is open; an idle connection is
+    // closed below, pings or not.
+    http.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(header)
+        .keep_alive_timeout(header);
     let limits = Arc::new(ConnectionLimits::new(
         MAX_CONNECTIONS,
         MAX_CONNECTIONS_PER_CLIENT,
@@ -147,7 +181,13 @@ async fn serve(
                 continue;
             }
         };
-        let Some(slot) = limits.admit(remote.ip()) else {
+        // A trusted proxy carries many clients: its connections count only toward the total.
+        let proxy = context
+            .limits
+            .proxies
+            .iter()
+            .any(|net| net.contains(remote.ip()));
+        let Some(slot) = limits.admit(remote.ip(), proxy) else {
             tracing::debug!(%remote, "too many connections; answering 503 SlowDown");
             // A flood of refusals must not pile up either: past a few, close at once.
             if let Ok(permit) = refusing.clone().try_acquire_owned() {
@@ -158,36 +198,50 @@ async fn serve(
             }
             continue;
         };
-        let (service, host, metrics) = (service.clone(), host.clone(), metrics.clone());
-        // Told when a request's head has been read; until the first, the connection is on
-        // the clock (see below).
-        let started = Arc::new(tokio::sync::Notify::new());
-        let heard = started.clone();
-        let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
-            heard.notify_one();
-            let (service, host, metrics) = (service.clone(), host.clone(), metrics.clone());
-            async move { Ok::<_, Infallible>(handle(&service, &host, &metrics, req).await) }
-        });
+        let activity = Arc::new(Activity::default());
+        let handler = {
+            let (context, activity) = (context.clone(), activity.clone());
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let busy = activity.begin();
+                let context = context.clone();
+                async move {
+                    let response = handle(&context, remote, req).await;
+                    // In progress until hyper has taken the answer's last byte.
+                    Ok::<_, Infallible>(response.map(|inner| {
+                        s3s::Body::http_body(Tracked {
+                            inner,
+                            busy: Some(busy),
+                        })
+                    }))
+                }
+            })
+        };
         let http = http.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let io = hyper_util::rt::TokioIo::new(stream);
             let conn = http.serve_connection(io, handler);
             tokio::pin!(conn);
-            // hyper's header timeout starts once the protocol is known; before that the
-            // auto builder waits for the bytes that tell HTTP/1 from HTTP/2, with no clock.
-            // So the first request's head must arrive within HEADER_TIMEOUT of the accept,
-            // whatever the protocol; later ones are hyper's (HTTP/1) to time.
-            let first = tokio::time::timeout(HEADER_TIMEOUT, started.notified());
+            // A connection with no request in progress for HEADER_TIMEOUT is closed: before
+            // its first request (hyper's own header timeout starts only once the protocol
+            // is known, and the auto builder waits for the bytes that tell HTTP/1 from
+            // HTTP/2 with no clock), and between requests, kept-alive HTTP/1 and HTTP/2
+            // alike (hyper closes neither on its own: HTTP/2 has no idle timeout at all).
             let result = tokio::select! {
                 result = conn.as_mut() => result,
-                heard = first => match heard {
-                    Ok(()) => conn.await,
-                    Err(_) => {
-                        tracing::debug!(%remote, "no request head within {HEADER_TIMEOUT:?}; closing");
+                () = activity.idle_for(header) => {
+                    if activity.begun() == 0 {
+                        tracing::debug!(%remote, "no request head within {header:?}; closing");
                         return;
                     }
-                },
+                    tracing::debug!(%remote, "idle for {header:?}; closing");
+                    // HTTP/2 says goodbye (GOAWAY) first; either way the close is bounded.
+                    conn.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(header, conn.as_mut()).await {
+                        Ok(result) => result,
+                        Err(_) => return,
+                    }
+                }
             };
             if let Err(err) = result {
                 tracing::debug!(%remote, %err, "connection ended with an error");
@@ -242,9 +296,9 @@ impl ConnectionLimits {
         }
     }
 
-    /// A slot for a connection from `ip`, if it is under both caps; the slot is given back
-    /// when dropped.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+    /// A slot for a connection from `ip`, if it is under both caps (only the total for a
+    /// `proxy`); the slot is given back when dropped.
+    fn admit(self: &Arc<Self>, ip: IpAddr, proxy: bool) -> Option<ConnectionSlot> {
         let client = client_of(ip);
         let mut open = self
             .open
@@ -252,7 +306,7 @@ impl ConnectionLimits {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (total, per_client) = &mut *open;
         let mine = per_client.entry(client).or_default();
-        if *total >= self.total || *mine >= self.per_client {
+        if *total >= self.total || (*mine >= self.per_client && !proxy) {
             if *mine == 0 {
                 per_client.remove(&client);
             }
@@ -291,26 +345,14 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// The client an address counts for: an IPv4 address itself, an IPv6 address's /64 (one
-/// host is usually given a whole /64, so counting single IPv6 addresses would cap nothing).
-fn client_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(prefix))
-        }
-        v4 => v4,
-    }
-}
-
 /// `/health` and `/metrics` for operators; everything else is S3, prepared for s3s
 /// (`request::prepare`) and answered under a request id of its own.
 async fn handle(
-    service: &S3Service,
-    host: &Host,
-    metrics: &GatewayMetrics,
+    context: &Context,
+    remote: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<s3s::Body> {
+    let metrics = &context.metrics;
     let path = req.uri().path();
     if req.method() == http::Method::GET && path == "/health" {
         return text(StatusCode::OK, "ok\n".into());
@@ -323,11 +365,14 @@ async fn handle(
     // The access check, which every routed request passes through, names the operation.
     let operation = crate::access::OperationSlot::default();
     let id = crate::request::new_request_id();
-    let mut req = req.map(s3s::Body::from);
+    let client = client_address(remote.ip(), req.headers(), &context.limits.proxies);
+    let idle = context.limits.body_idle;
+    let mut req = req.map(|body| s3s::Body::http_body(IdleBody::new(body, idle)));
     req.extensions_mut().insert(operation.clone());
-    let mut response = match crate::request::prepare(&mut req, host) {
+    req.extensions_mut().insert(ClientAddr(client));
+    let mut response = match crate::request::prepare(&mut req, &context.host) {
         Err(refused) => crate::errors::respond(refused),
-        Ok(()) => match service.call(req).await {
+        Ok(()) => match context.service.call(req).await {
             Ok(response) => response,
             Err(err) => {
                 tracing::warn!(?err, request_id = %id, "S3 request failed outside the S3 layer");
@@ -371,16 +416,19 @@ mod tests {
     #[test]
     fn each_client_and_all_together_are_capped_and_slots_come_back() {
         let limits = Arc::new(ConnectionLimits::new(3, 2));
-        let a1 = limits.admit(ip("192.0.2.1")).unwrap();
-        let _a2 = limits.admit(ip("192.0.2.1")).unwrap();
+        let a1 = limits.admit(ip("192.0.2.1"), false).unwrap();
+        let _a2 = limits.admit(ip("192.0.2.1"), false).unwrap();
         assert!(
-            limits.admit(ip("192.0.2.1")).is_none(),
+            limits.admit(ip("192.0.2.1"), false).is_none(),
             "third from one client"
         );
-        let _b1 = limits.admit(ip("192.0.2.2")).unwrap();
-        assert!(limits.admit(ip("192.0.2.3")).is_none(), "fourth in all");
+        let _b1 = limits.admit(ip("192.0.2.2"), false).unwrap();
+        assert!(
+            limits.admit(ip("192.0.2.3"), false).is_none(),
+            "fourth in all"
+        );
         drop(a1);
-        let c1 = limits.admit(ip("192.0.2.3")).unwrap();
+        let c1 = limits.admit(ip("192.0.2.3"), false).unwrap();
         assert_eq!(limits.open.lock().unwrap().0, 3);
         drop((c1, _a2, _b1));
         let open = limits.open.lock().unwrap();
@@ -404,7 +452,9 @@ mod tests {
         assert_eq!(client_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
         assert_eq!(client_of(ip("192.0.2.7")), ip("192.0.2.7"));
         let limits = Arc::new(ConnectionLimits::new(10, 1));
-        let _one = limits.admit(ip("2001:db8::1")).unwrap();
-        assert!(limits.admit(ip("2001:db8::2")).is_none());
+        let _one = limits.admit(ip("2001:db8::1"), false).unwrap();
+        assert!(limits.admit(ip("2001:db8::2"), false).is_none());
+        // A trusted proxy is held to the total only.
+        let _two = limits.admit(ip("2001:db8::2"), true).unwrap();
     }
 }

@@ -48,6 +48,14 @@ pub(crate) fn from_write(err: WriteError) -> S3Error {
             err.set_status_code(http::StatusCode::BAD_REQUEST);
             err
         }
+        // S3's words for a client that stopped sending its body.
+        WriteError::Body(message) if message.contains(crate::timeouts::BODY_STALLED) => {
+            S3Error::with_message(
+                S3ErrorCode::RequestTimeout,
+                "Your socket connection to the server was not read from or written to within \
+                 the timeout period.",
+            )
+        }
         WriteError::Body(message) => S3Error::with_message(
             S3ErrorCode::IncompleteBody,
             format!("the request body could not be read: {message}"),

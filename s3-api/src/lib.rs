@@ -6,7 +6,9 @@
 //! erasure-coded segments. [`access`] decides who may do what; [`nix`] holds the checks a
 //! bucket in *nix-cache* mode applies to every upload (narinfo signatures, NAR hashes).
 //! Around s3s, the `request` module gives every request its id and puts the few requests
-//! s3s would take differently from S3 into S3's shape first.
+//! s3s would take differently from S3 into S3's shape first. [`throttle`] tells which
+//! client a request comes from and limits anonymous ones per client; the `timeouts` module
+//! gives up on request bodies and connections a client leaves idle.
 
 pub mod access;
 mod checksums;
@@ -19,3 +21,5 @@ mod ops;
 mod request;
 pub mod service;
 pub mod store;
+pub mod throttle;
+mod timeouts;

@@ -17,6 +17,8 @@ pub struct GatewayMetrics {
     pub bytes_out: IntCounter,
     /// Shard reads whose bytes failed verification (or that the node said were damaged).
     pub verification_failures: IntCounter,
+    /// Shard reads a node refused for a reason of its own (reported for an audit).
+    pub refused_reads: IntCounter,
     /// Segment reads that gave up on a slow or failing data shard and decoded the range
     /// from other shards (the read path's hedging).
     pub degraded_reads: IntCounter,
@@ -24,6 +26,8 @@ pub struct GatewayMetrics {
     pub repaired_shards: IntCounter,
     /// Bytes of those shards.
     pub repaired_bytes: IntCounter,
+    /// Anonymous requests answered `503 SlowDown` because their client was past its rate.
+    pub throttled: IntCounter,
     /// Segment buffers held idle for reuse, read from the erasure crate at each scrape.
     idle_buffers: IntGauge,
 }
@@ -80,6 +84,10 @@ impl GatewayMetrics {
                 "cairn_gateway_verification_failures_total",
                 "Shard reads that failed verification and were served from other shards.",
             ),
+            refused_reads: counter(
+                "cairn_gateway_refused_reads_total",
+                "Shard reads a node refused for a reason of its own (busy, not found…), reported to the coordinator for an audit.",
+            ),
             degraded_reads: counter(
                 "cairn_gateway_degraded_reads_total",
                 "Segment reads decoded around a slow or failing shard (hedged reads).",
@@ -91,6 +99,10 @@ impl GatewayMetrics {
             repaired_bytes: counter(
                 "cairn_gateway_repaired_bytes_total",
                 "Bytes of shards rebuilt and stored for repair jobs.",
+            ),
+            throttled: counter(
+                "cairn_gateway_throttled_requests_total",
+                "Anonymous requests answered 503 SlowDown because their client address was past its rate.",
             ),
             idle_buffers: {
                 let gauge = IntGauge::new(

@@ -94,29 +94,66 @@ impl Gateway {
         }
     }
 
-    /// What the data path calls when a node sends bad bytes: counted here and reported to
-    /// the coordinator in the background (the read itself goes on from other shards).
+    /// What the data path calls when a node sends bad bytes or refuses a read: counted
+    /// here and reported to the coordinator in the background (the read itself goes on
+    /// from other shards).
     pub fn reporter(&self) -> Arc<dyn Fn(ShardProblem) + Send + Sync> {
         let path = self.path.clone();
         let metrics = self.metrics.clone();
+        // The coordinator counts one report per gateway and shard; asking it again is
+        // only traffic.
+        let reported = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         Arc::new(move |problem: ShardProblem| {
-            metrics.verification_failures.inc();
-            let path = path.clone();
-            tokio::spawn(async move {
-                let request = GatewayRequest::ReportShard {
+            if problem.refused {
+                metrics.refused_reads.inc();
+            } else {
+                metrics.verification_failures.inc();
+            }
+            {
+                let mut reported = reported
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if reported.len() >= MAX_REMEMBERED_REPORTS {
+                    reported.clear();
+                }
+                if !reported.insert((problem.node, problem.shard, problem.refused)) {
+                    return;
+                }
+            }
+            let (path, reported) = (path.clone(), reported.clone());
+            let sent = (problem.node, problem.shard, problem.refused);
+            let request = if problem.refused {
+                GatewayRequest::ReportRefusal {
                     bucket: problem.bucket,
                     key: problem.key,
                     node: problem.node,
                     shard: problem.shard,
                     problem: problem.problem,
-                };
+                }
+            } else {
+                GatewayRequest::ReportShard {
+                    bucket: problem.bucket,
+                    key: problem.key,
+                    node: problem.node,
+                    shard: problem.shard,
+                    problem: problem.problem,
+                }
+            };
+            tokio::spawn(async move {
                 if let Err(err) = path.coordinator.call(&request).await {
                     tracing::warn!(%err, "could not report a bad shard to the coordinator");
+                    // Reported again the next time it happens.
+                    if let Ok(mut reported) = reported.lock() {
+                        reported.remove(&sent);
+                    }
                 }
             });
         })
     }
 }
+
+/// Shards whose reports a gateway remembers sending, at most (then it forgets them all).
+const MAX_REMEMBERED_REPORTS: usize = 16_384;
 
 /// The one region a Cairn cluster is: clients sign for it, and S3 names it by an empty
 /// location constraint.

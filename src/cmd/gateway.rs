@@ -44,6 +44,30 @@ pub struct GatewayArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     repair_workers: Option<usize>,
+    /// Milliseconds a client may take to send a request head, counted from the accept or
+    /// the previous answer; also how long a connection may stay idle [default: 10000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header_timeout_ms: Option<u64>,
+    /// Milliseconds a request body may go without a byte arriving before the request is
+    /// answered 400 RequestTimeout and its connection closed [default: 60000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_idle_timeout_ms: Option<u64>,
+    /// Anonymous requests per second one client address may make on average; past it,
+    /// 503 SlowDown; 0 for no limit. Signed requests are not limited [default: 20].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anonymous_rate: Option<u32>,
+    /// Anonymous requests one client address may make at once [default: 100].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anonymous_burst: Option<u32>,
+    /// A proxy (address or address/prefix) whose X-Forwarded-For names the client; repeat
+    /// for each [default: none: the connection's address is the client].
+    #[arg(long = "trusted-proxy")]
+    #[serde(rename = "trusted_proxies", skip_serializing_if = "Vec::is_empty")]
+    trusted_proxies: Vec<String>,
 }
 
 /// Runs a gateway until Ctrl-C or SIGTERM.

@@ -176,6 +176,16 @@ impl GatewayProcess {
         coordinators: &[std::net::SocketAddr],
         key: &PublicKey,
     ) -> GatewayProcess {
+        Self::start_with(dir, coordinators, key, &[])
+    }
+
+    /// [`GatewayProcess::start`] with extra `cairn gateway` flags.
+    pub fn start_with(
+        dir: &std::path::Path,
+        coordinators: &[std::net::SocketAddr],
+        key: &PublicKey,
+        flags: &[&str],
+    ) -> GatewayProcess {
         use std::io::BufRead;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
         command
@@ -188,6 +198,7 @@ impl GatewayProcess {
         }
         let mut child = command
             .args(["--coordinator-key", &key.to_string()])
+            .args(flags)
             .env("CAIRN_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -216,10 +227,16 @@ impl GatewayProcess {
 impl TestCluster {
     /// Starts a gateway against this cluster's coordinator and registers its key.
     pub fn start_gateway(&self) -> GatewayProcess {
-        let gateway = GatewayProcess::start(
+        self.start_gateway_with(&[])
+    }
+
+    /// [`TestCluster::start_gateway`] with extra `cairn gateway` flags.
+    pub fn start_gateway_with(&self, flags: &[&str]) -> GatewayProcess {
+        let gateway = GatewayProcess::start_with(
             &self.root.path().join("gateway"),
             &[self.coordinator.quic],
             &self.key,
+            flags,
         );
         self.register_gateway(&gateway.key);
         gateway

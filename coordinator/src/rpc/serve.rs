@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cairn_erasure::Codec;
 use cairn_proto::identity::{NodeId, PublicKey};
+use cairn_proto::ids::ShardId;
 use cairn_proto::wire::{WireError, read_frame_within, write_frame_within};
 
 use cairn_client::gateway_rpc::{
@@ -24,7 +25,7 @@ use crate::catalog::model::{
     Bucket, BucketMode, ErasureProfile, NodeState, ObjectBody, ObjectRecord, ObjectVersion,
     PartRecord, UploadRecord,
 };
-use crate::catalog::{CatalogFault, Command, CommandResult, ListQuery, RequestId};
+use crate::catalog::{Catalog, CatalogFault, Command, CommandResult, ListQuery, RequestId};
 use crate::placement::{PlacementRequest, place};
 use crate::raft::types::Member;
 
@@ -69,6 +70,7 @@ pub(crate) async fn serve_gateway(conn: quinn::Connection, peer: PublicKey, ctx:
         }
     }
     tracing::debug!(gateway = %peer, remote = %conn.remote_address(), "gateway connected");
+    cairn_proto::transport::trust_peer(&conn);
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let ctx = ctx.clone();
         tokio::spawn(async move {
@@ -471,6 +473,27 @@ async fn answer(
                     .collect(),
             ))
         }
+        GatewayRequest::ReportRefusal {
+            bucket,
+            key,
+            node,
+            shard,
+            problem,
+        } => {
+            if !placed_on(catalog, &bucket, &key, node, shard)? {
+                tracing::info!(%node, %shard, gateway = %peer, problem, "ignoring a refused-read report about a shard not placed on that node");
+                return Ok(GatewayResponse::Done);
+            }
+            let failed = crate::repair::FailedShard { node, bucket, key };
+            if ctx.repairs.take_refusal(peer, shard, failed) {
+                // A refusal is the node's word about itself, which a gateway could also
+                // make up: the audit it asks for judges, nothing else.
+                tracing::info!(%node, %shard, gateway = %peer, problem, "node refused a read; auditing the shard");
+            } else {
+                tracing::debug!(%node, %shard, gateway = %peer, "repeated refused-read report ignored");
+            }
+            Ok(GatewayResponse::Done)
+        }
         GatewayRequest::ReportShard {
             bucket,
             key,
@@ -480,15 +503,7 @@ async fn answer(
         } => {
             // Judged only against the catalog: a report about a shard moved or deleted
             // since the read (or never placed there) is no evidence about the node.
-            let placed = catalog
-                .object(&bucket, &key)
-                .map_err(fault)?
-                .is_some_and(|object| {
-                    object
-                        .body
-                        .shards()
-                        .any(|s| s.id == shard && s.node == node)
-                });
+            let placed = placed_on(catalog, &bucket, &key, node, shard)?;
             if !placed {
                 tracing::info!(%node, %shard, gateway = %peer, problem, "ignoring a bad-read report about a shard not placed on that node");
                 return Ok(GatewayResponse::Done);
@@ -520,6 +535,25 @@ async fn answer(
             ))
         }
     }
+}
+
+/// Whether the catalog places `shard` of `bucket`/`key` on `node` now.
+fn placed_on(
+    catalog: &Catalog,
+    bucket: &str,
+    key: &str,
+    node: NodeId,
+    shard: ShardId,
+) -> Result<bool, GatewayResponse> {
+    Ok(catalog
+        .object(bucket, key)
+        .map_err(internal)?
+        .is_some_and(|object| {
+            object
+                .body
+                .shards()
+                .any(|s| s.id == shard && s.node == node)
+        }))
 }
 
 fn stored(result: CommandResult) -> GatewayResponse {

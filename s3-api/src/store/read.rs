@@ -52,7 +52,8 @@ pub enum ReadError {
     Internal(String),
 }
 
-/// A node that sent bytes failing verification, or said its copy is damaged.
+/// A node that sent bytes failing verification, said its copy is damaged, or refused a
+/// read for a reason of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardProblem {
     /// Bucket of the object the shard belongs to.
@@ -65,12 +66,17 @@ pub struct ShardProblem {
     pub shard: ShardId,
     /// What was wrong.
     pub problem: String,
+    /// The node refused rather than sent bad bytes: reported so the shard is audited
+    /// there, not as a bad copy.
+    pub refused: bool,
 }
 
 impl ShardProblem {
     /// The problem `err` shows with the copy of `shard` on `node`, if it is one the node
-    /// answers for: bytes failing verification or a copy it admits is damaged. A timeout
-    /// or a broken connection says nothing about the copy.
+    /// answers for: bytes failing verification or a copy it admits is damaged, or a
+    /// refusal it chose (busy, not found, a claimed bad order or range…). An expired or
+    /// replayed order may be the reader's own doing, and a timeout or a broken connection
+    /// says nothing about the copy.
     pub fn from_error(
         bucket: &str,
         key: &str,
@@ -78,17 +84,23 @@ impl ShardProblem {
         shard: ShardId,
         err: &ClientError,
     ) -> Option<Self> {
-        let bad = match err {
-            ClientError::BadProof(_) => true,
-            ClientError::Refused { code, .. } => *code == cairn_proto::wire::ErrorCode::Damaged,
-            _ => false,
+        use cairn_proto::wire::ErrorCode;
+        let refused = match err {
+            ClientError::BadProof(_) => false,
+            ClientError::Refused { code, .. } => match code {
+                ErrorCode::Damaged => false,
+                ErrorCode::Expired | ErrorCode::Replayed => return None,
+                _ => true,
+            },
+            _ => return None,
         };
-        bad.then(|| Self {
+        Some(Self {
             bucket: bucket.to_string(),
             key: key.to_string(),
             node,
             shard,
             problem: err.to_string(),
+            refused,
         })
     }
 }
@@ -526,6 +538,37 @@ fn data_pieces(shard_len: u64, wanted: &Range<u64>) -> Vec<(usize, Range<u64>)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node that refuses reads (busy, claiming a shard it signed for is not there…)
+    /// is reported for an audit of the shard; an expired or replayed order, or a broken
+    /// connection, is not the node's word about its copy.
+    #[test]
+    fn a_node_refusing_reads_is_reported_for_an_audit() {
+        use cairn_proto::wire::ErrorCode;
+        let node = cairn_proto::identity::SecretKey::from_seed([3; 32]).public();
+        let shard = ShardId([7; 16]);
+        let problem = |err: ClientError| ShardProblem::from_error("b", "k", node, shard, &err);
+        let refused = |code| ClientError::Refused {
+            code,
+            message: "no".into(),
+        };
+        for code in [
+            ErrorCode::Busy,
+            ErrorCode::NotFound,
+            ErrorCode::BadRange,
+            ErrorCode::BadSignature,
+            ErrorCode::Internal,
+        ] {
+            let found = problem(refused(code)).unwrap_or_else(|| panic!("{code:?}"));
+            assert!(found.refused, "{code:?}");
+            assert_eq!((found.node, found.shard), (node, shard));
+        }
+        assert!(!problem(refused(ErrorCode::Damaged)).unwrap().refused);
+        for code in [ErrorCode::Expired, ErrorCode::Replayed] {
+            assert_eq!(problem(refused(code)), None, "{code:?}");
+        }
+        assert_eq!(problem(ClientError::Stream("reset".into())), None);
+    }
 
     #[test]
     fn pieces_split_a_range_over_data_shards() {

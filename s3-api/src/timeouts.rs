@@ -1,0 +1,212 @@
+//! Time limits on what a client sends: each wait for a byte of a request body
+//! ([`IdleBody`]), and a connection's time with no request in progress ([`Activity`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use s3s::StdError;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+/// How the error of a stalled body begins; `errors::from_write` recognises it.
+pub(crate) const BODY_STALLED: &str = "RequestTimeout";
+
+/// A request body that fails once the gateway has waited `idle` for a byte without one
+/// arriving. Only waiting counts: time the gateway spends elsewhere between reads (writing
+/// a segment to nodes) is not the client's.
+pub(crate) struct IdleBody {
+    inner: Incoming,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// Whether `timer` measures the current wait.
+    armed: bool,
+    stalled: bool,
+}
+
+impl IdleBody {
+    pub(crate) fn new(inner: Incoming, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            armed: false,
+            stalled: false,
+        }
+    }
+
+    fn stalled_error(&self) -> StdError {
+        format!(
+            "{BODY_STALLED}: no byte of the request body arrived for {:?}",
+            self.idle
+        )
+        .into()
+    }
+}
+
+impl Body for IdleBody {
+    type Data = Bytes;
+    type Error = StdError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StdError>>> {
+        let this = self.get_mut();
+        if this.stalled {
+            return Poll::Ready(Some(Err(this.stalled_error())));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                Poll::Ready(frame.map(|frame| frame.map_err(StdError::from)))
+            }
+            Poll::Pending => {
+                if !this.armed {
+                    this.armed = true;
+                    let deadline = Instant::now() + this.idle;
+                    this.timer.as_mut().reset(deadline);
+                }
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.stalled = true;
+                        Poll::Ready(Some(Err(this.stalled_error())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.stalled && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What one connection is doing: the requests in progress on it (from the head read to the
+/// last byte of the answer handed to hyper), for closing it once it has been idle.
+#[derive(Default)]
+pub(crate) struct Activity {
+    open: AtomicUsize,
+    begun: AtomicU64,
+    changed: Notify,
+}
+
+impl Activity {
+    /// Marks a request in progress until the guard is dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> Busy {
+        self.begun.fetch_add(1, Ordering::SeqCst);
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        Busy(self.clone())
+    }
+
+    /// Requests begun so far.
+    pub(crate) fn begun(&self) -> u64 {
+        self.begun.load(Ordering::SeqCst)
+    }
+
+    /// Returns once the connection has had no request in progress for `idle` at a stretch.
+    pub(crate) async fn idle_for(&self, idle: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) > 0 {
+                changed.await;
+                continue;
+            }
+            let begun = self.begun();
+            tokio::select! {
+                () = tokio::time::sleep(idle) => {
+                    if self.open.load(Ordering::SeqCst) == 0 && self.begun() == begun {
+                        return;
+                    }
+                }
+                () = changed => {}
+            }
+        }
+    }
+}
+
+/// A request in progress on a connection (see [`Activity::begin`]).
+pub(crate) struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// An answer's body that keeps its request marked in progress until hyper has taken its
+/// last frame (or dropped it).
+pub(crate) struct Tracked {
+    pub(crate) inner: s3s::Body,
+    pub(crate) busy: Option<Busy>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = StdError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StdError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.busy = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_with_nothing_in_progress_for_the_whole_time() {
+        let activity = Arc::new(Activity::default());
+        let idle = Duration::from_secs(10);
+        let started = Instant::now();
+        activity.idle_for(idle).await;
+        assert_eq!(started.elapsed(), idle);
+
+        let busy = activity.begin();
+        let watcher = {
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                activity.idle_for(idle).await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(busy);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // A request begun and ended within the idle time starts the count again.
+        drop(activity.begin());
+        let waited = watcher.await.unwrap();
+        assert_eq!(waited, Duration::from_secs(45));
+    }
+}
