@@ -48,6 +48,8 @@ fn put(bucket: &str, key: &str, size: u64, etag: String, body: NewBody) -> Gatew
             etag,
             headers: ObjectHeaders::default(),
             body,
+            acl: Default::default(),
+            checksum: None,
         },
     }
 }
@@ -304,6 +306,7 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
             bucket: "objs".into(),
             key: "multi".into(),
             headers: ObjectHeaders::default(),
+            acl: Default::default(),
         })
         .await
     else {

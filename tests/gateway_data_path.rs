@@ -105,6 +105,8 @@ impl Harness {
                 etag: "\"x\"".into(),
                 headers: Default::default(),
                 body: written.body,
+                acl: Default::default(),
+                checksum: None,
             },
         };
         self.path.coordinator.call(&request).await.unwrap();
@@ -292,6 +294,8 @@ async fn legacy_unmasked_objects_still_read(cluster: &TestCluster, h: &Harness) 
                 etag: "\"legacy\"".into(),
                 headers: Default::default(),
                 body: NewBody::Segments(segments),
+                acl: Default::default(),
+                checksum: None,
             },
         })
         .await;

@@ -12,7 +12,12 @@
 //! - DeleteBucket of a bucket whose only contents are abandoned multipart uploads;
 //! - a long GET across an overwrite (with the same bytes) or a delete of its key;
 //! - conditional writes (`If-None-Match: *`, `If-Match`) on PutObject and
-//!   CompleteMultipartUpload.
+//!   CompleteMultipartUpload;
+//! - canned ACLs on buckets and objects (`x-amz-acl`, Put/Get Bucket/Object Acl), and
+//!   anonymous reads of public-read objects in private buckets;
+//! - `Expires` kept and answered;
+//! - GET and HEAD by `partNumber`, and GetObjectAttributes;
+//! - full-object checksums kept and answered with `x-amz-checksum-mode: ENABLED`.
 //!
 //! Each runs one part of tests/s3/semantics.py (boto3, curl and the aws cli); the expired
 //! presigned URL is made by the AWS SDK for Rust, which can date a URL in the past.
@@ -120,6 +125,26 @@ fn a_read_begun_before_an_overwrite_or_delete_returns_the_version_it_began() {
 #[test]
 fn conditional_writes_create_only_if_absent_and_replace_only_a_known_etag() {
     semantics("conditional-writes");
+}
+
+#[test]
+fn canned_acls_make_buckets_and_single_objects_public_read_and_refuse_the_rest() {
+    semantics("acls");
+}
+
+#[test]
+fn expires_is_kept_and_answered_on_get_and_head() {
+    semantics("expires");
+}
+
+#[test]
+fn part_numbers_read_parts_and_object_attributes_list_them() {
+    semantics("parts");
+}
+
+#[test]
+fn full_object_checksums_are_kept_and_answered_when_asked() {
+    semantics("checksums");
 }
 
 #[test]

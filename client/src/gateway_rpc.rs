@@ -12,12 +12,14 @@ use cairn_proto::order::{SignedOrder, SignedReceipt};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
-    AccessKey, Bucket, ErasureProfile, ListQuery, Listing, MoveReason, ObjectHeaders, ObjectRecord,
-    ObjectVersion, PartRecord, RequestId, ShardRecord, UploadRecord, WriteCondition,
+    AccessKey, Bucket, CannedAcl, ErasureProfile, ListQuery, Listing, MoveReason, ObjectChecksum,
+    ObjectHeaders, ObjectRecord, ObjectVersion, PartRecord, RequestId, ShardRecord, UploadRecord,
+    WriteCondition,
 };
 
-/// ALPN of the gateway RPC.
-pub const GATEWAY_ALPN: &[u8] = b"cairn-gateway/1";
+/// ALPN of the gateway RPC. Version 2: object records carry an ACL, part boundaries, a
+/// checksum and `Expires`; uploads an ACL; objects' and buckets' ACLs can be set.
+pub const GATEWAY_ALPN: &[u8] = b"cairn-gateway/2";
 
 /// Largest RPC frame, and so largest response (a part's read orders, a listing page, a
 /// repair job); the sender of responses is the coordinator. Requests have their own,
@@ -55,10 +57,13 @@ pub enum GatewayRequest {
         /// Bucket name.
         name: String,
     },
-    /// Creates a plain, private bucket with the cluster's default code.
+    /// Creates a plain bucket with the cluster's default code.
     CreateBucket {
         /// Bucket name.
         name: String,
+        /// Whether anonymous GET and HEAD of its objects are allowed (`x-amz-acl:
+        /// public-read`).
+        public_read: bool,
     },
     /// Deletes an empty bucket.
     DeleteBucket {
@@ -157,6 +162,8 @@ pub enum GatewayRequest {
         key: String,
         /// Metadata the finished object will carry.
         headers: ObjectHeaders,
+        /// The canned ACL the finished object gets.
+        acl: CannedAcl,
     },
     /// A multipart upload in progress.
     Upload {
@@ -289,6 +296,22 @@ pub enum GatewayRequest {
         /// The refusal, for the log.
         problem: String,
     },
+    /// Sets an object's canned ACL (answered `Done`, or `NoSuchKey`).
+    SetObjectAcl {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The new ACL.
+        acl: CannedAcl,
+    },
+    /// Makes a bucket public-read or private (answered `Done`, or `NoSuchBucket`).
+    SetBucketPublicRead {
+        /// Bucket name.
+        name: String,
+        /// Whether anonymous GET and HEAD of its objects are allowed.
+        public_read: bool,
+    },
 }
 
 /// Decodes the request a [`GatewayRequest::Once`] wraps, refusing one that is itself a
@@ -351,6 +374,8 @@ impl GatewayRequest {
             GatewayRequest::RepairFailed { .. } => "repair_failed",
             GatewayRequest::MaskKey => "mask_key",
             GatewayRequest::ReportRefusal { .. } => "report_refusal",
+            GatewayRequest::SetObjectAcl { .. } => "set_object_acl",
+            GatewayRequest::SetBucketPublicRead { .. } => "set_bucket_public_read",
         }
     }
 }
@@ -366,6 +391,10 @@ pub struct NewObject {
     pub headers: ObjectHeaders,
     /// The bytes or where they are.
     pub body: NewBody,
+    /// Who besides the owner may read it.
+    pub acl: CannedAcl,
+    /// The full-object checksum the client sent and the gateway verified, if any.
+    pub checksum: Option<ObjectChecksum>,
 }
 
 /// The body of a [`NewObject`].

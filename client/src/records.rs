@@ -99,6 +99,56 @@ pub struct ObjectRecord {
     pub headers: ObjectHeaders,
     /// Where the bytes are.
     pub body: ObjectBody,
+    /// Who besides the owner may read it.
+    pub acl: CannedAcl,
+    /// The size and ETag of each part of an object completed from a multipart upload, in
+    /// order; empty for an object stored in one piece (or completed before parts were kept).
+    pub parts: Vec<PartSummary>,
+    /// The full-object checksum the client sent with the body, verified, if any.
+    pub checksum: Option<ObjectChecksum>,
+}
+
+/// The canned ACLs Cairn keeps: readable by the owner only, or by anyone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CannedAcl {
+    /// Only signed requests.
+    #[default]
+    Private,
+    /// Anonymous GET and HEAD too.
+    PublicRead,
+}
+
+/// One part of an object completed from a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartSummary {
+    /// Bytes in the part.
+    pub size: u64,
+    /// The part's ETag, with its quotes.
+    pub etag: String,
+}
+
+/// A checksum algorithm of S3's `x-amz-checksum-*` family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChecksumAlgorithm {
+    /// CRC-32 (ISO HDLC).
+    Crc32,
+    /// CRC-32C (Castagnoli).
+    Crc32c,
+    /// CRC-64/NVME.
+    Crc64Nvme,
+    /// SHA-1.
+    Sha1,
+    /// SHA-256.
+    Sha256,
+}
+
+/// A checksum of an object's bytes, as S3 writes it (base64 of the digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectChecksum {
+    /// Which algorithm.
+    pub algorithm: ChecksumAlgorithm,
+    /// The digest, base64.
+    pub value: String,
 }
 
 impl ObjectRecord {
@@ -162,6 +212,8 @@ pub struct ObjectHeaders {
     pub cache_control: Option<String>,
     /// `x-amz-meta-*` pairs, names without the prefix, in the order given.
     pub user_metadata: Vec<(String, String)>,
+    /// `Expires`, as the client sent it.
+    pub expires: Option<String>,
 }
 
 /// Where an object's bytes live.
@@ -227,6 +279,8 @@ pub struct UploadRecord {
     pub headers: ObjectHeaders,
     /// The code every part's segments use (the bucket's at creation).
     pub erasure: ErasureProfile,
+    /// The canned ACL the finished object gets.
+    pub acl: CannedAcl,
 }
 
 /// One uploaded part of a multipart upload.
@@ -255,6 +309,9 @@ impl PartRecord {
                 erasure: upload.erasure,
                 segments: self.segments.clone(),
             },
+            acl: upload.acl,
+            parts: Vec::new(),
+            checksum: None,
         }
     }
 }

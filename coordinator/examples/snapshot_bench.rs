@@ -117,6 +117,9 @@ fn fill(dir: &Path, n: u64) -> Result<(), Box<dyn std::error::Error>> {
                         mask: Some(SegmentNonce::from_bytes(seed)),
                     }],
                 },
+                acl: Default::default(),
+                parts: Vec::new(),
+                checksum: None,
             };
             let command = Command::PutObject {
                 bucket: "cache".into(),

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use cairn_coordinator::catalog::model::{
-    AccessKey, Bucket, BucketMode, ErasureProfile, NodeRecord, NodeState, ObjectBody,
-    ObjectHeaders, ObjectRecord, PartRecord, SegmentRecord, ShardRecord, UploadRecord,
+    AccessKey, Bucket, BucketMode, CannedAcl, ErasureProfile, NodeRecord, NodeState, ObjectBody,
+    ObjectHeaders, ObjectRecord, PartRecord, PartSummary, SegmentRecord, ShardRecord, UploadRecord,
 };
 use cairn_coordinator::catalog::{self, Catalog, CatalogError, Command, CommandResult, ListQuery};
 use cairn_erasure::ShardRoot;
@@ -100,6 +100,9 @@ fn stored(size: u64, nodes: [NodeId; 3], first_shard: u8) -> ObjectRecord {
                 mask: None,
             }],
         },
+        acl: Default::default(),
+        parts: Vec::new(),
+        checksum: None,
     }
 }
 
@@ -570,8 +573,12 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
             bucket: "cache".into(),
             key: "big".into(),
             initiated_ms: 1,
-            headers: ObjectHeaders::default(),
+            headers: ObjectHeaders {
+                expires: Some("Thu, 01 Dec 2044 16:00:00 GMT".into()),
+                ..ObjectHeaders::default()
+            },
             erasure,
+            acl: CannedAcl::PublicRead,
         },
     };
     assert_eq!(run(&catalog, &create), CommandResult::Done);
@@ -653,6 +660,58 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
     assert_eq!(etag, "\"7b3c799ee8b11a11c798c8b41bed8502-2\"");
     let object = catalog.object("cache", "big").unwrap().unwrap();
     assert_eq!((object.size, object.body.shards().count()), (size, 6));
+    // The object keeps where each listed part ends, and what the upload was created with.
+    assert_eq!(
+        object.parts,
+        vec![
+            PartSummary {
+                size: 5 << 20,
+                etag: md5_a.into()
+            },
+            PartSummary {
+                size: 1,
+                etag: md5_a.into()
+            },
+        ]
+    );
+    assert_eq!(object.acl, CannedAcl::PublicRead);
+    assert_eq!(
+        object.headers.expires.as_deref(),
+        Some("Thu, 01 Dec 2044 16:00:00 GMT")
+    );
+    // Its ACL can be changed alone; the bucket's public flag too.
+    let set_acl = |acl| Command::SetObjectAcl {
+        bucket: "cache".into(),
+        key: "big".into(),
+        acl,
+    };
+    assert_eq!(
+        run(&catalog, &set_acl(CannedAcl::Private)),
+        CommandResult::Done
+    );
+    let private = catalog.object("cache", "big").unwrap().unwrap();
+    assert_eq!(private.acl, CannedAcl::Private);
+    assert_eq!(private.version(), object.version());
+    assert_eq!(private.parts, object.parts);
+    assert!(matches!(
+        run(
+            &catalog,
+            &Command::SetObjectAcl {
+                bucket: "cache".into(),
+                key: "missing".into(),
+                acl: CannedAcl::PublicRead,
+            }
+        ),
+        CommandResult::Refused(CatalogError::NoSuchKey(_))
+    ));
+    let public = |public_read| Command::SetBucketPublicRead {
+        name: "cache".into(),
+        public_read,
+    };
+    run(&catalog, &public(true));
+    assert!(catalog.bucket("cache").unwrap().unwrap().public_read);
+    run(&catalog, &public(false));
+    assert!(!catalog.bucket("cache").unwrap().unwrap().public_read);
     // Part 2 was not listed: its shards join the replaced part 1's as garbage.
     assert_eq!(catalog.garbage(100).unwrap().len(), 6);
     assert_eq!(catalog.upload("u1").unwrap(), None);
@@ -764,6 +823,7 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
                 m: 1,
                 segment_size: 1 << 20,
             },
+            acl: Default::default(),
         },
     };
     let part = |first: u8| {
@@ -919,6 +979,7 @@ fn uploads_expire_by_age_refuse_unreadable_parts_and_go_with_their_bucket() {
                 m: 1,
                 segment_size: 1 << 20,
             },
+            acl: Default::default(),
         },
     };
     let etag = "\"0123456789abcdef0123456789abcdef\"";
@@ -1033,6 +1094,7 @@ fn a_completion_is_bound_to_the_parts_that_were_checked() {
             m: 1,
             segment_size: 1 << 20,
         },
+        acl: Default::default(),
     };
     run(
         &catalog,

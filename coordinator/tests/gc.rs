@@ -202,6 +202,9 @@ impl Model {
                             mask: None,
                         }],
                     },
+                    acl: Default::default(),
+                    parts: Vec::new(),
+                    checksum: None,
                 };
                 let result = self.run(&Command::PutObject {
                     bucket: "bkt".into(),

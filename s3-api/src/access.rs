@@ -1,5 +1,5 @@
 //! Who may do what: SigV4 secrets from the coordinator, anonymous reads only of public
-//! buckets, and virtual-host bucket names.
+//! buckets and public-read objects, and virtual-host bucket names.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -82,8 +82,9 @@ impl S3Auth for Auth {
 }
 
 /// Signed requests may do anything; anonymous ones may only GET and HEAD objects of
-/// public-read buckets, and only as often as their client's [`Throttle`] allows (past it,
-/// `503 SlowDown`). An anonymous request to a bucket that does not exist is told so
+/// public-read buckets or public-read objects (decided by the operation, which reads the
+/// object's record anyway), and only as often as their client's [`Throttle`] allows (past
+/// it, `503 SlowDown`). An anonymous request to a bucket that does not exist is told so
 /// (`NoSuchBucket`), as S3 tells anyone.
 pub struct Access {
     path: Arc<DataPath>,
@@ -133,6 +134,32 @@ impl Access {
     }
 }
 
+/// Left in a request's extensions by the access check: an anonymous GET or HEAD of an
+/// object in a private bucket, allowed only if the object itself is public-read (checked
+/// by the operation on the record it reads).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AnonymousInPrivateBucket;
+
+/// Refuses an anonymous read of `object` unless it is public-read (see
+/// [`AnonymousInPrivateBucket`]); a missing object is refused the same way, as S3 tells an
+/// anonymous reader of a private bucket nothing about which keys exist.
+pub(crate) fn check_anonymous_read(
+    extensions: &http::Extensions,
+    object: Option<&cairn_client::records::ObjectRecord>,
+) -> S3Result<()> {
+    if extensions.get::<AnonymousInPrivateBucket>().is_none() {
+        return Ok(());
+    }
+    match object {
+        Some(object) if object.acl == cairn_client::records::CannedAcl::PublicRead => Ok(()),
+        _ => Err(S3Error::with_message(
+            S3ErrorCode::AccessDenied,
+            "anonymous access is limited to reading public buckets and public-read objects; \
+             sign the request",
+        )),
+    }
+}
+
 /// Where the access check leaves the name of the S3 operation a request was routed to, for
 /// the request metrics (the HTTP layer around s3s sees only methods and paths).
 #[derive(Debug, Clone, Default)]
@@ -177,12 +204,18 @@ impl S3Access for Access {
                     ));
                 }
                 Some(true) if read => return Ok(()),
+                // The object's own ACL decides, from the record the read fetches anyway.
+                Some(false) if read => {
+                    cx.extensions_mut().insert(AnonymousInPrivateBucket);
+                    return Ok(());
+                }
                 Some(_) => {}
             }
         }
         Err(S3Error::with_message(
             S3ErrorCode::AccessDenied,
-            "anonymous access is limited to reading public buckets; sign the request",
+            "anonymous access is limited to reading public buckets and public-read objects; \
+             sign the request",
         ))
     }
 }

@@ -5,6 +5,7 @@
 //! The MD5 is computed in any case: it is the object's (or part's) ETag.
 
 use base64::Engine as _;
+use cairn_client::records::{ChecksumAlgorithm, ObjectChecksum};
 use http::HeaderMap;
 use md5::{Digest, Md5};
 use s3s::checksum::ChecksumHasher;
@@ -115,6 +116,12 @@ impl BodyChecks {
     /// Compares what was computed with the declared values and the trailers (available
     /// once the body was read to its end); returns the body's MD5 in hex (its ETag).
     pub(crate) fn finish(self) -> S3Result<String> {
+        self.finish_with_checksum().map(|(md5, _)| md5)
+    }
+
+    /// [`BodyChecks::finish`], and the full-object checksum the client sent, now verified
+    /// (the first one, if it sent several), for the object to keep.
+    pub(crate) fn finish_with_checksum(self) -> S3Result<(String, Option<ObjectChecksum>)> {
         let digest = self.md5.finalize();
         if let Some(expected) = self.expected_md5
             && expected.as_slice() != digest.as_slice()
@@ -152,7 +159,18 @@ impl BodyChecks {
                 return Err(mismatch(name));
             }
         }
-        Ok(crate::service::hex(&digest))
+        let kept = self
+            .declared
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(self.trailed.iter().copied())
+            .find_map(|name| {
+                Some(ObjectChecksum {
+                    algorithm: algorithm(name)?,
+                    value: value(name)?,
+                })
+            });
+        Ok((crate::service::hex(&digest), kept))
     }
 }
 
@@ -185,6 +203,38 @@ fn computed_value(computed: &Checksum, name: &str) -> Option<String> {
         "x-amz-checksum-crc64nvme" => computed.checksum_crc64nvme.clone(),
         _ => None,
     }
+}
+
+/// The algorithm a checksum header names.
+fn algorithm(name: &str) -> Option<ChecksumAlgorithm> {
+    Some(match name {
+        "x-amz-checksum-crc32" => ChecksumAlgorithm::Crc32,
+        "x-amz-checksum-crc32c" => ChecksumAlgorithm::Crc32c,
+        "x-amz-checksum-sha1" => ChecksumAlgorithm::Sha1,
+        "x-amz-checksum-sha256" => ChecksumAlgorithm::Sha256,
+        "x-amz-checksum-crc64nvme" => ChecksumAlgorithm::Crc64Nvme,
+        _ => return None,
+    })
+}
+
+/// A stored checksum as s3s's `Checksum` (S3's `FULL_OBJECT` type): how GET, HEAD and
+/// GetObjectAttributes answer it.
+pub(crate) fn as_dto(stored: &ObjectChecksum) -> Checksum {
+    let value = Some(stored.value.clone());
+    let mut out = Checksum {
+        checksum_type: Some(s3s::dto::ChecksumType::from_static(
+            s3s::dto::ChecksumType::FULL_OBJECT,
+        )),
+        ..Default::default()
+    };
+    match stored.algorithm {
+        ChecksumAlgorithm::Crc32 => out.checksum_crc32 = value,
+        ChecksumAlgorithm::Crc32c => out.checksum_crc32c = value,
+        ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64nvme = value,
+        ChecksumAlgorithm::Sha1 => out.checksum_sha1 = value,
+        ChecksumAlgorithm::Sha256 => out.checksum_sha256 = value,
+    }
+    out
 }
 
 fn mismatch(name: &str) -> S3Error {

@@ -380,6 +380,14 @@ async fn handle(
             }
         },
     };
+    // A HEAD of one part answers 206 with its Content-Range, as the GET would; s3s sets
+    // that status for GetObject only.
+    if method == "HEAD"
+        && response.status() == StatusCode::OK
+        && response.headers().contains_key(http::header::CONTENT_RANGE)
+    {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
     crate::errors::stamp_request_id(&mut response, &id);
     let status = response.status();
     let name = operation.name();

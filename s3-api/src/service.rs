@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, NewObject};
 use cairn_client::records::WriteCondition;
-use cairn_client::records::{Bucket, ObjectHeaders, ObjectRecord};
+use cairn_client::records::{Bucket, CannedAcl, ObjectChecksum, ObjectHeaders, ObjectRecord};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
@@ -71,14 +71,16 @@ impl Gateway {
         key: String,
         written: Written,
         tag: &str,
-        headers: ObjectHeaders,
+        meta: ObjectMeta,
         condition: Option<WriteCondition>,
     ) -> S3Result<()> {
         let object = NewObject {
             size: written.size,
             etag: quoted(tag),
-            headers,
+            headers: meta.headers,
             body: written.body,
+            acl: meta.acl,
+            checksum: meta.checksum,
         };
         match self
             .change(GatewayRequest::Put {
@@ -90,6 +92,24 @@ impl Gateway {
             .await?
         {
             GatewayResponse::Stored { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The record of `bucket`/`key`, or `NoSuchKey`.
+    pub(crate) async fn object_record(&self, bucket: &str, key: &str) -> S3Result<ObjectRecord> {
+        match self
+            .call(GatewayRequest::Object {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })
+            .await?
+        {
+            GatewayResponse::Object(Some(object)) => Ok(*object),
+            GatewayResponse::Object(None) => Err(S3Error::with_message(
+                S3ErrorCode::NoSuchKey,
+                format!("no object {key} in {bucket}"),
+            )),
             other => Err(unexpected(other)),
         }
     }
@@ -197,6 +217,40 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What an upload stores besides its bytes.
+pub(crate) struct ObjectMeta {
+    /// HTTP metadata.
+    pub(crate) headers: ObjectHeaders,
+    /// The object's canned ACL.
+    pub(crate) acl: CannedAcl,
+    /// The verified full-object checksum the client sent, if any.
+    pub(crate) checksum: Option<ObjectChecksum>,
+}
+
+/// The `Expires` header of a request, as sent (S3 keeps it and answers it back verbatim).
+pub(crate) fn expires_header(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::EXPIRES)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The headers a stored object answers with besides those s3s writes from its output:
+/// `Expires`, as it was sent.
+pub(crate) fn stored_headers(object: &ObjectRecord) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    if let Some(value) = object
+        .headers
+        .expires
+        .as_deref()
+        .and_then(|v| http::HeaderValue::from_str(v).ok())
+    {
+        headers.insert(http::header::EXPIRES, value);
+    }
+    headers
+}
+
 /// Object headers from an upload's fields. `aws-chunked` describes the request's framing,
 /// not the object, so it is not kept.
 pub(crate) fn object_headers(
@@ -204,6 +258,7 @@ pub(crate) fn object_headers(
     content_encoding: Option<String>,
     cache_control: Option<String>,
     metadata: Option<Metadata>,
+    expires: Option<String>,
 ) -> ObjectHeaders {
     let content_encoding = content_encoding.and_then(|value| {
         let kept: Vec<&str> = value
@@ -222,6 +277,7 @@ pub(crate) fn object_headers(
         content_encoding,
         cache_control,
         user_metadata,
+        expires,
     }
 }
 
@@ -364,6 +420,41 @@ impl S3 for Gateway {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         self.op_list_multipart_uploads(req).await
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        self.op_put_bucket_acl(req).await
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        self.op_get_bucket_acl(req).await
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        self.op_put_object_acl(req).await
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        self.op_get_object_acl(req).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        self.op_get_object_attributes(req).await
     }
 
     async fn upload_part_copy(

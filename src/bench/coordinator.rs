@@ -92,6 +92,9 @@ fn inline_object(body: &[u8]) -> ObjectRecord {
             ..ObjectHeaders::default()
         },
         body: ObjectBody::Inline(body.to_vec()),
+        acl: Default::default(),
+        parts: Vec::new(),
+        checksum: None,
     }
 }
 

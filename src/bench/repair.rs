@@ -707,6 +707,8 @@ async fn put_object(
             etag: format!("\"{}\"", &hasher.finalize().to_hex()[..32]),
             headers: cairn_client::records::ObjectHeaders::default(),
             body: NewBody::Segments(segments),
+            acl: Default::default(),
+            checksum: None,
         },
     };
     match client.call(&request).await? {

@@ -2,7 +2,7 @@
 `cairn gateway`: error answers and request ids, request bodies, headers, presigned URL
 limits, listing details and UploadPartCopy. Run by tests/gateway_s3_semantics.rs as
 
-    python3 semantics.py errors|bodies|headers|presigned|listing|copy
+    python3 semantics.py errors|bodies|headers|presigned|listing|copy|acls|expires|parts|...
 
 with CAIRN_S3_ENDPOINT, CAIRN_S3_KEY, CAIRN_S3_SECRET, CAIRN_S3_BUCKET (private) and
 CAIRN_S3_PUBLIC_BUCKET (public-read) set. Every check raises on failure; the last line
@@ -18,6 +18,8 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
+import zlib
 from urllib.parse import urlparse
 
 import boto3
@@ -613,10 +615,346 @@ def conditional_writes():
           s3.get_object(Bucket=BUCKET, Key="nar")["Body"].read() == data(1000, "part"))
 
 
+def anonymous(method, bucket, key):
+    """An unsigned request: (status, S3 error code or None, body)."""
+    status, _, body = curl("-X", method, *(["-I"] if method == "HEAD" else []),
+                           f"{ENDPOINT}/{bucket}/{key}")
+    return status, xml_field(body, "Code"), body
+
+
+def eventually(name, probe, want, seconds=10):
+    """Checks that `probe()` comes to equal `want` within `seconds` (a gateway reuses a
+    bucket's public flag for 5 s)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = probe()
+        if got == want or time.monotonic() > deadline:
+            check(name, got == want, got)
+            return
+        time.sleep(0.5)
+
+
+def grants_of(acl):
+    """(grantee type, URI or ID, permission) of an ACL answer, sorted."""
+    return sorted((g["Grantee"]["Type"], g["Grantee"].get("URI") or g["Grantee"].get("ID"),
+                   g["Permission"]) for g in acl["Grants"])
+
+
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+
+def acls():
+    """Item 2: canned ACLs on buckets and objects, their AccessControlPolicy, anonymous
+    reads of public-read objects in a private bucket, and the ACLs that are refused."""
+    owner = s3.list_buckets()["Owner"]["ID"]
+    private = [("CanonicalUser", owner, "FULL_CONTROL")]
+    public = sorted(private + [("Group", ALL_USERS, "READ")])
+
+    # Bucket level: x-amz-acl on CreateBucket, PutBucketAcl, GetBucketAcl.
+    s3.create_bucket(Bucket="acl-public", ACL="public-read")
+    acl = s3.get_bucket_acl(Bucket="acl-public")
+    check("GetBucketAcl names the key's owner", acl["Owner"]["ID"] == owner, acl["Owner"])
+    check("a bucket created public-read grants AllUsers READ", grants_of(acl) == public,
+          grants_of(acl))
+    s3.put_object(Bucket="acl-public", Key="k", Body=b"open")
+    check("its objects read anonymously", anonymous("GET", "acl-public", "k")[0] == 200)
+    s3.put_bucket_acl(Bucket="acl-public", ACL="private")
+    check("PutBucketAcl private leaves the owner alone",
+          grants_of(s3.get_bucket_acl(Bucket="acl-public")) == private)
+    eventually("and anonymous reads stop", lambda: anonymous("GET", "acl-public", "k")[:2],
+               (403, "AccessDenied"))
+    s3.put_bucket_acl(Bucket="acl-public", ACL="public-read")
+    check("PutBucketAcl public-read grants AllUsers READ again",
+          grants_of(s3.get_bucket_acl(Bucket="acl-public")) == public)
+    eventually("and anonymous reads come back",
+               lambda: anonymous("GET", "acl-public", "k")[0], 200)
+    check("a private bucket's ACL is the owner's alone",
+          grants_of(s3.get_bucket_acl(Bucket=BUCKET)) == private)
+
+    # Object level, in a private bucket: x-amz-acl on PutObject, PutObjectAcl, GetObjectAcl.
+    s3.put_object(Bucket=BUCKET, Key="shared", Body=b"for all", ACL="public-read")
+    s3.put_object(Bucket=BUCKET, Key="kept", Body=b"for me")
+    acl = s3.get_object_acl(Bucket=BUCKET, Key="shared")
+    check("GetObjectAcl of a public-read object", grants_of(acl) == public, grants_of(acl))
+    check("GetObjectAcl names the owner", acl["Owner"]["ID"] == owner, acl["Owner"])
+    check("GetObjectAcl of a private object",
+          grants_of(s3.get_object_acl(Bucket=BUCKET, Key="kept")) == private)
+    status, _, body = anonymous("GET", BUCKET, "shared")
+    check("a public-read object in a private bucket reads anonymously",
+          (status, body) == (200, b"for all"), (status, body))
+    check("and answers anonymous HEAD", anonymous("HEAD", BUCKET, "shared")[0] == 200)
+    check("its private neighbour does not",
+          anonymous("GET", BUCKET, "kept")[:2] == (403, "AccessDenied"))
+    check("nor does a missing key there (no hint that it is missing)",
+          anonymous("GET", BUCKET, "nothing")[:2] == (403, "AccessDenied"))
+    status, _, _ = curl("-X", "PUT", "--data-binary", "x", f"{ENDPOINT}/{BUCKET}/shared")
+    check("a public-read object is not anonymously writable", status == 403, status)
+    check("nor is its ACL anonymously readable",
+          curl(f"{ENDPOINT}/{BUCKET}/shared?acl")[0] == 403)
+    s3.put_object_acl(Bucket=BUCKET, Key="shared", ACL="private")
+    check("PutObjectAcl private stops anonymous reads at once",
+          anonymous("GET", BUCKET, "shared")[:2] == (403, "AccessDenied"))
+    s3.put_object_acl(Bucket=BUCKET, Key="kept", ACL="public-read")
+    check("PutObjectAcl public-read allows them at once",
+          anonymous("GET", BUCKET, "kept")[:2] == (200, None))
+    check("an ACL change keeps the object's ETag and bytes",
+          s3.get_object(Bucket=BUCKET, Key="kept")["Body"].read() == b"for me")
+    status, code, _ = refusal(lambda: s3.get_object_acl(Bucket=BUCKET, Key="nothing"))
+    check("GetObjectAcl of a missing key", (status, code) == (404, "NoSuchKey"), (status, code))
+    status, code, _ = refusal(lambda: s3.put_object_acl(Bucket=BUCKET, Key="nothing",
+                                                        ACL="public-read"))
+    check("PutObjectAcl of a missing key", (status, code) == (404, "NoSuchKey"), (status, code))
+
+    # Multipart uploads and copies take x-amz-acl too; a copy never inherits the source's.
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="mp", ACL="public-read")["UploadId"]
+    part = s3.upload_part(Bucket=BUCKET, Key="mp", UploadId=upload, PartNumber=1, Body=b"mp")
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="mp", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    check("CreateMultipartUpload's ACL is the finished object's",
+          anonymous("GET", BUCKET, "mp")[:2] == (200, None))
+    s3.copy_object(Bucket=BUCKET, Key="copy-private", CopySource=f"{BUCKET}/kept")
+    check("a copy of a public-read object is private unless asked",
+          anonymous("GET", BUCKET, "copy-private")[:2] == (403, "AccessDenied"))
+    s3.copy_object(Bucket=BUCKET, Key="copy-public", CopySource=f"{BUCKET}/kept",
+                   ACL="public-read")
+    check("a copy made public-read reads anonymously",
+          anonymous("GET", BUCKET, "copy-public")[:2] == (200, None))
+
+    # What is not kept answers so.
+    status, code, message = refusal(lambda: s3.put_object(Bucket=BUCKET, Key="bad",
+                                                          Body=b"x", ACL="everyone"))
+    check("an unknown canned ACL is InvalidArgument", (status, code) == (400, "InvalidArgument"),
+          (status, code, message))
+    for name in ["authenticated-read", "bucket-owner-full-control", "aws-exec-read"]:
+        status, code, message = refusal(lambda: s3.put_object_acl(Bucket=BUCKET, Key="kept",
+                                                                  ACL=name))
+        check(f"{name} is NotImplemented, by name",
+              (status, code) == (501, "NotImplemented") and name in message,
+              (status, code, message))
+    status, code, message = refusal(lambda: s3.put_bucket_acl(Bucket=BUCKET,
+                                                              ACL="log-delivery-write"))
+    check("log-delivery-write on a bucket is NotImplemented",
+          (status, code) == (501, "NotImplemented") and "log-delivery-write" in message,
+          (status, code, message))
+    status, code, message = refusal(lambda: s3.put_object(
+        Bucket=BUCKET, Key="bad", Body=b"x", GrantRead=f'uri="{ALL_USERS}"'))
+    check("x-amz-grant-* headers are NotImplemented, by name",
+          (status, code) == (501, "NotImplemented") and "x-amz-grant-read" in message,
+          (status, code, message))
+    for call in [lambda: s3.put_bucket_acl(Bucket=BUCKET, ACL="public-read-write"),
+                 lambda: s3.create_bucket(Bucket="acl-open", ACL="public-read-write"),
+                 lambda: s3.put_object(Bucket=BUCKET, Key="bad", Body=b"x",
+                                       ACL="public-read-write")]:
+        status, code, message = refusal(call)
+        check("public-read-write is refused: anonymous writes are never allowed",
+              (status, code) == (403, "AccessDenied") and "anonymous writes" in message,
+              (status, code, message))
+    check("nothing refused was stored",
+          "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="bad"))
+    check("and no bucket was made", "acl-open" not in
+          [b["Name"] for b in s3.list_buckets()["Buckets"]])
+    check("a refused ACL change leaves the bucket as it was",
+          grants_of(s3.get_bucket_acl(Bucket=BUCKET)) == private)
+
+
+EXPIRES = "Thu, 01 Dec 2044 16:00:00 GMT"
+LATER = "Fri, 02 Dec 2044 17:30:00 GMT"
+
+
+def expires_of(key):
+    """The raw `Expires` header of HEAD and of GET of `key` (None if absent)."""
+    head = s3.head_object(Bucket=BUCKET, Key=key)["ResponseMetadata"]["HTTPHeaders"]
+    get = s3.get_object(Bucket=BUCKET, Key=key)
+    get["Body"].read()
+    return head.get("expires"), get["ResponseMetadata"]["HTTPHeaders"].get("expires")
+
+
+def expires():
+    """Item 5: Expires is kept with the object and answered on GET and HEAD; a copy keeps it
+    (COPY) or takes the request's (REPLACE)."""
+    when = email.utils.parsedate_to_datetime(EXPIRES)
+    s3.put_object(Bucket=BUCKET, Key="e", Body=b"x", Expires=when)
+    check("PutObject's Expires is answered on HEAD and GET", expires_of("e") == (EXPIRES,) * 2,
+          expires_of("e"))
+    check("boto3 reads it back as the date sent",
+          s3.head_object(Bucket=BUCKET, Key="e")["Expires"] == when)
+    s3.put_object(Bucket=BUCKET, Key="none", Body=b"x")
+    check("an object without one answers none", expires_of("none") == (None, None))
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="mp", Expires=when)["UploadId"]
+    part = s3.upload_part(Bucket=BUCKET, Key="mp", UploadId=upload, PartNumber=1, Body=b"mp")
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="mp", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    check("CreateMultipartUpload's Expires is the finished object's",
+          expires_of("mp") == (EXPIRES,) * 2, expires_of("mp"))
+    s3.copy_object(Bucket=BUCKET, Key="copied", CopySource=f"{BUCKET}/e")
+    check("a copy keeps it (COPY directive)", expires_of("copied") == (EXPIRES,) * 2,
+          expires_of("copied"))
+    s3.copy_object(Bucket=BUCKET, Key="replaced", CopySource=f"{BUCKET}/e",
+                   MetadataDirective="REPLACE",
+                   Expires=email.utils.parsedate_to_datetime(LATER))
+    check("REPLACE takes the request's", expires_of("replaced") == (LATER,) * 2,
+          expires_of("replaced"))
+    s3.copy_object(Bucket=BUCKET, Key="dropped", CopySource=f"{BUCKET}/e",
+                   MetadataDirective="REPLACE", ContentType="text/plain")
+    check("REPLACE without one drops it", expires_of("dropped") == (None, None),
+          expires_of("dropped"))
+    # The aws cli too.
+    out = subprocess.run(["aws", "--endpoint-url", ENDPOINT, "s3api", "head-object",
+                          "--bucket", BUCKET, "--key", "e"], capture_output=True, check=True,
+                         env={**os.environ, "AWS_ACCESS_KEY_ID": KEY_ID,
+                              "AWS_SECRET_ACCESS_KEY": SECRET,
+                              "AWS_DEFAULT_REGION": "us-east-1"}).stdout.decode()
+    check("the aws cli sees it", "2044" in out, out)
+
+
+MIB = 1 << 20
+
+
+def parts():
+    """Item 9: GET and HEAD by partNumber, and GetObjectAttributes."""
+    sizes = [5 * MIB, 5 * MIB + 17, 1234]
+    bodies = [data(n, f"part{i}") for i, n in enumerate(sizes)]
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="mp")["UploadId"]
+    etags = []
+    for i, body in enumerate(bodies):
+        etags.append(s3.upload_part(Bucket=BUCKET, Key="mp", UploadId=upload, PartNumber=i + 1,
+                                    Body=body)["ETag"])
+    done = s3.complete_multipart_upload(Bucket=BUCKET, Key="mp", UploadId=upload,
+                                        MultipartUpload={"Parts": [
+                                            {"PartNumber": i + 1, "ETag": e}
+                                            for i, e in enumerate(etags)]})
+    total = sum(sizes)
+    for number in [1, 2, 3]:
+        got = s3.get_object(Bucket=BUCKET, Key="mp", PartNumber=number)
+        start = sum(sizes[:number - 1])
+        end = start + sizes[number - 1] - 1
+        check(f"GET partNumber={number} answers that part's bytes",
+              got["Body"].read() == bodies[number - 1])
+        meta = got["ResponseMetadata"]
+        check(f"  as 206 with its Content-Range and the parts count",
+              (meta["HTTPStatusCode"], got["ContentRange"], got["PartsCount"],
+               got["ContentLength"]) == (206, f"bytes {start}-{end}/{total}", 3,
+                                         sizes[number - 1]),
+              (meta["HTTPStatusCode"], got.get("ContentRange"), got.get("PartsCount")))
+        check("  and the whole object's ETag", got["ETag"] == done["ETag"])
+    head = s3.head_object(Bucket=BUCKET, Key="mp", PartNumber=3)
+    check("HEAD partNumber=3 answers that part's length and x-amz-mp-parts-count",
+          (head["ResponseMetadata"]["HTTPStatusCode"], head["ContentLength"],
+           head["PartsCount"]) == (206, 1234, 3), head)
+    check("x-amz-mp-parts-count is the raw header too",
+          head["ResponseMetadata"]["HTTPHeaders"].get("x-amz-mp-parts-count") == "3")
+    plain = s3.head_object(Bucket=BUCKET, Key="mp")
+    check("HEAD without partNumber is the whole object",
+          (plain["ContentLength"], plain.get("PartsCount")) == (total, None), plain)
+    status, code, _ = refusal(lambda: s3.get_object(Bucket=BUCKET, Key="mp", PartNumber=4))
+    check("a part past the last is 416 InvalidPartNumber",
+          (status, code) == (416, "InvalidPartNumber"), (status, code))
+    status, code, _ = refusal(lambda: s3.head_object(Bucket=BUCKET, Key="mp", PartNumber=4))
+    check("on HEAD too", status == 416, status)
+    status, code, _ = refusal(lambda: s3.get_object(Bucket=BUCKET, Key="mp", PartNumber=1,
+                                                    Range="bytes=0-1"))
+    check("partNumber with a Range is refused", (status, code) == (400, "InvalidRequest"),
+          (status, code))
+    # An object stored in one piece is its own part 1.
+    s3.put_object(Bucket=BUCKET, Key="single", Body=b"one piece")
+    got = s3.get_object(Bucket=BUCKET, Key="single", PartNumber=1)
+    check("partNumber=1 of a single-part object is the whole object",
+          (got["Body"].read(), got.get("PartsCount")) == (b"one piece", None))
+    status, code, _ = refusal(lambda: s3.get_object(Bucket=BUCKET, Key="single", PartNumber=2))
+    check("and it has no part 2", (status, code) == (416, "InvalidPartNumber"), (status, code))
+    # The aws cli asks by part number too.
+    with tempfile.NamedTemporaryFile() as out:
+        subprocess.run(["aws", "--endpoint-url", ENDPOINT, "s3api", "get-object",
+                        "--bucket", BUCKET, "--key", "mp", "--part-number", "2", out.name],
+                       capture_output=True, check=True,
+                       env={**os.environ, "AWS_ACCESS_KEY_ID": KEY_ID,
+                            "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"})
+        check("aws s3api get-object --part-number 2", open(out.name, "rb").read() == bodies[1])
+
+    everything = ["ETag", "ObjectSize", "ObjectParts", "StorageClass", "Checksum"]
+    attrs = s3.get_object_attributes(Bucket=BUCKET, Key="mp", ObjectAttributes=everything)
+    check("GetObjectAttributes: ETag, size, storage class",
+          (attrs["ETag"].strip('"'), attrs["ObjectSize"], attrs["StorageClass"]) ==
+          (done["ETag"].strip('"'), total, "STANDARD"), attrs)
+    op = attrs["ObjectParts"]
+    check("  and every part's size",
+          (op["TotalPartsCount"], [(p["PartNumber"], p["Size"]) for p in op["Parts"]],
+           op["IsTruncated"]) == (3, [(1, sizes[0]), (2, sizes[1]), (3, sizes[2])], False), op)
+    page = s3.get_object_attributes(Bucket=BUCKET, Key="mp", ObjectAttributes=["ObjectParts"],
+                                    MaxParts=2)["ObjectParts"]
+    check("  in pages of max-parts",
+          ([p["PartNumber"] for p in page["Parts"]], page["IsTruncated"],
+           page["NextPartNumberMarker"]) == ([1, 2], True, 2), page)
+    rest = s3.get_object_attributes(Bucket=BUCKET, Key="mp", ObjectAttributes=["ObjectParts"],
+                                    MaxParts=2, PartNumberMarker=2)["ObjectParts"]
+    check("  from part-number-marker",
+          ([p["PartNumber"] for p in rest["Parts"]], rest["IsTruncated"]) == ([3], False), rest)
+    only = s3.get_object_attributes(Bucket=BUCKET, Key="mp", ObjectAttributes=["ObjectSize"])
+    check("  only what is asked", "ETag" not in only and "ObjectParts" not in only, only)
+    single = s3.get_object_attributes(Bucket=BUCKET, Key="single", ObjectAttributes=everything)
+    check("a single-part object has no ObjectParts",
+          (single["ObjectSize"], "ObjectParts" in single) == (9, False), single)
+    status, code, _ = refusal(lambda: s3.get_object_attributes(
+        Bucket=BUCKET, Key="nothing", ObjectAttributes=everything))
+    check("GetObjectAttributes of a missing key", (status, code) == (404, "NoSuchKey"),
+          (status, code))
+
+
+def sdk_default_client():
+    """A boto3 client as the SDK comes: checksums on every upload that supports them, and
+    checked on every answer that carries one."""
+    return boto3.client(
+        "s3", endpoint_url=ENDPOINT, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                      request_checksum_calculation="when_supported",
+                      response_checksum_validation="when_supported",
+                      retries={"max_attempts": 1}))
+
+
+def checksums():
+    """Item 9: the full-object checksum a client sends is kept and answered in
+    x-amz-checksum-mode: ENABLED reads and in GetObjectAttributes."""
+    body = data(3 * MIB + 5, "checksummed")
+    sha256 = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    s3.put_object(Bucket=BUCKET, Key="sha", Body=body, ChecksumAlgorithm="SHA256")
+    head = s3.head_object(Bucket=BUCKET, Key="sha", ChecksumMode="ENABLED")
+    check("HEAD with checksum mode answers the SHA-256 sent",
+          (head.get("ChecksumSHA256"), head.get("ChecksumType")) == (sha256, "FULL_OBJECT"),
+          head)
+    check("HEAD without it does not",
+          "ChecksumSHA256" not in s3.head_object(Bucket=BUCKET, Key="sha"))
+    got = s3.get_object(Bucket=BUCKET, Key="sha", ChecksumMode="ENABLED")
+    check("GET with checksum mode answers it with the bytes",
+          (got["Body"].read() == body, got.get("ChecksumSHA256")) == (True, sha256))
+    ranged = s3.get_object(Bucket=BUCKET, Key="sha", ChecksumMode="ENABLED", Range="bytes=0-9")
+    check("a ranged GET answers no full-object checksum",
+          (ranged["Body"].read(), "ChecksumSHA256" in ranged) == (body[:10], False))
+    attrs = s3.get_object_attributes(Bucket=BUCKET, Key="sha", ObjectAttributes=["Checksum"])
+    check("GetObjectAttributes answers it",
+          attrs.get("Checksum", {}).get("ChecksumSHA256") == sha256, attrs)
+    # The SDK's defaults: a CRC32 in an aws-chunked trailer, validated on the way back.
+    sdk = sdk_default_client()
+    sdk.put_object(Bucket=BUCKET, Key="crc", Body=body)
+    crc = sdk.head_object(Bucket=BUCKET, Key="crc", ChecksumMode="ENABLED")
+    expected = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    check("the SDK's default CRC32 trailer is kept", crc.get("ChecksumCRC32") == expected, crc)
+    got = sdk.get_object(Bucket=BUCKET, Key="crc", ChecksumMode="ENABLED")
+    check("and the SDK validates the GET against it", got["Body"].read() == body)
+    s3.copy_object(Bucket=BUCKET, Key="crc-copy", CopySource=f"{BUCKET}/crc")
+    copy = s3.head_object(Bucket=BUCKET, Key="crc-copy", ChecksumMode="ENABLED")
+    check("a copy keeps its source's checksum", copy.get("ChecksumCRC32") == expected, copy)
+    s3.put_object(Bucket=BUCKET, Key="plain", Body=b"no checksum")
+    check("an object sent without one answers none",
+          "ChecksumCRC32" not in s3.head_object(Bucket=BUCKET, Key="plain",
+                                                ChecksumMode="ENABLED"))
+
+
 PARTS = {"errors": errors, "bodies": bodies, "headers": headers, "presigned": presigned,
          "listing": listing, "copy": copy, "delete-bucket": delete_bucket,
          "overwrite-during-read": overwrite_during_read,
-         "conditional-writes": conditional_writes}
+         "conditional-writes": conditional_writes, "acls": acls, "expires": expires,
+         "parts": parts, "checksums": checksums}
 
 if __name__ == "__main__":
     part = sys.argv[1]

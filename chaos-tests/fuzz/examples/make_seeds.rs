@@ -12,9 +12,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use cairn_coordinator::rpc::{
-    GatewayRequest, MAX_RPC_FRAME, MAX_RPC_REQUEST, NewBody, verify_segments,
-};
+use cairn_client::gateway_rpc::{GatewayRequest, NewBody, NewObject};
+use cairn_coordinator::rpc::{MAX_RPC_FRAME, MAX_RPC_REQUEST, verify_segments};
 use cairn_erasure::slice::SliceOutboard;
 use cairn_fuzz::{
     FUZZ_PROFILE, InputBuilder, REAL_CACHE_KEY, REAL_SIGNED_FINGERPRINTS, coordinator_key,
@@ -130,7 +129,7 @@ fn gateway_rpc(dir: &Path) {
         let segments = match &request {
             GatewayRequest::Put {
                 object:
-                    cairn_coordinator::rpc::NewObject {
+                    NewObject {
                         body: NewBody::Segments(segments),
                         ..
                     },

@@ -12,9 +12,9 @@ use super::command::{
     ShardReplacement, WriteCondition,
 };
 use super::model::{
-    ErasureProfile, GarbageShard, Invite, MAX_PART_NUMBER, MIN_PART_SIZE, NodeRecord, NodeState,
-    ObjectBody, ObjectRecord, PartRecord, ReputationPolicy, SegmentRecord, ShardRecord,
-    UploadRecord, validate_bucket_name,
+    Bucket, ErasureProfile, GarbageShard, Invite, MAX_PART_NUMBER, MIN_PART_SIZE, NodeRecord,
+    NodeState, ObjectBody, ObjectRecord, PartRecord, PartSummary, ReputationPolicy, SegmentRecord,
+    ShardRecord, UploadRecord, validate_bucket_name,
 };
 use super::{
     ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GATEWAYS, GarbageQueue, INVITES, LOGICAL_BYTES,
@@ -199,18 +199,47 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             object,
             condition,
             now_ms,
+        } => put_object(txn, bucket, key, object, condition.as_ref(), *now_ms),
+        Command::PutObjectV1 {
+            bucket,
+            key,
+            object,
+            condition,
+            now_ms,
         } => {
-            if let Some(err) = check_object_target(txn, bucket, key)? {
-                return refused(err);
+            let object = ObjectRecord::from(object.clone());
+            put_object(txn, bucket, key, &object, condition.as_ref(), *now_ms)
+        }
+        Command::SetObjectAcl { bucket, key, acl } => {
+            let mut objects = txn.open_table(OBJECTS)?;
+            let k = object_key(bucket, key);
+            let current: Option<ObjectRecord> = objects
+                .get(k.as_slice())?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            let Some(mut object) = current else {
+                return refused(CatalogError::NoSuchKey(format!("{bucket}/{key}")));
+            };
+            if object.acl != *acl {
+                object.acl = *acl;
+                objects.insert(k.as_slice(), encode(&object)?.as_slice())?;
             }
-            if let Some(err) = check_condition(txn, bucket, key, condition.as_ref())? {
-                return refused(err);
+            Ok(CommandResult::Done)
+        }
+        Command::SetBucketPublicRead { name, public_read } => {
+            let mut buckets = txn.open_table(BUCKETS)?;
+            let current: Option<Bucket> = buckets
+                .get(name.as_str())?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            let Some(mut bucket) = current else {
+                return refused(CatalogError::NoSuchBucket(name.clone()));
+            };
+            if bucket.public_read != *public_read {
+                bucket.public_read = *public_read;
+                buckets.insert(name.as_str(), encode(&bucket)?.as_slice())?;
             }
-            if let Some(err) = check_body(txn, object)? {
-                return refused(err);
-            }
-            let existed = replace_object(txn, bucket, key, object, *now_ms)?;
-            Ok(CommandResult::Object { existed })
+            Ok(CommandResult::Done)
         }
         Command::DeleteObject {
             bucket,
@@ -242,18 +271,9 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             }
             Ok(CommandResult::Done)
         }
-        Command::CreateUpload { id, upload } => {
-            if let Some(err) = check_object_target(txn, &upload.bucket, &upload.key)? {
-                return refused(err);
-            }
-            let mut uploads = txn.open_table(UPLOADS)?;
-            if uploads.get(id.as_str())?.is_some() {
-                return refused(CatalogError::UploadExists(id.clone()));
-            }
-            uploads.insert(id.as_str(), encode(upload)?.as_slice())?;
-            txn.open_table(UPLOADS_BY_TIME)?
-                .insert(upload_time_key(upload.initiated_ms, id).as_slice(), ())?;
-            Ok(CommandResult::Done)
+        Command::CreateUpload { id, upload } => create_upload(txn, id, upload),
+        Command::CreateUploadV1 { id, upload } => {
+            create_upload(txn, id, &UploadRecord::from(upload.clone()))
         }
         Command::PutPart {
             upload,
@@ -453,7 +473,7 @@ fn once(
     };
     let mut requests = txn.open_table(REQUESTS)?;
     let mut by_time = txn.open_table(REQUESTS_BY_TIME)?;
-    requests.insert(request.0, encode(&(now_ms, &result))?.as_slice())?;
+    requests.insert(request.0, encode(&(now_ms, result.clone()))?.as_slice())?;
     by_time.insert(request_time_key(now_ms, &request.0), ())?;
     let horizon = request_time_key(now_ms.saturating_sub(REQUEST_MEMORY_MS), &[0; 16]);
     let expired: Vec<[u8; 24]> = by_time
@@ -468,6 +488,50 @@ fn once(
         requests.remove(id)?;
     }
     Ok(result)
+}
+
+/// [`Command::PutObject`].
+fn put_object(
+    txn: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    object: &ObjectRecord,
+    condition: Option<&WriteCondition>,
+    now_ms: u64,
+) -> Result<CommandResult, CatalogFault> {
+    let refused = |err| Ok(CommandResult::Refused(err));
+    if let Some(err) = check_object_target(txn, bucket, key)? {
+        return refused(err);
+    }
+    if let Some(err) = check_condition(txn, bucket, key, condition)? {
+        return refused(err);
+    }
+    if let Some(err) = check_body(txn, object)? {
+        return refused(err);
+    }
+    let existed = replace_object(txn, bucket, key, object, now_ms)?;
+    Ok(CommandResult::Object { existed })
+}
+
+/// [`Command::CreateUpload`].
+fn create_upload(
+    txn: &WriteTransaction,
+    id: &str,
+    upload: &UploadRecord,
+) -> Result<CommandResult, CatalogFault> {
+    if let Some(err) = check_object_target(txn, &upload.bucket, &upload.key)? {
+        return Ok(CommandResult::Refused(err));
+    }
+    let mut uploads = txn.open_table(UPLOADS)?;
+    if uploads.get(id)?.is_some() {
+        return Ok(CommandResult::Refused(CatalogError::UploadExists(
+            id.to_string(),
+        )));
+    }
+    uploads.insert(id, encode(upload)?.as_slice())?;
+    txn.open_table(UPLOADS_BY_TIME)?
+        .insert(upload_time_key(upload.initiated_ms, id).as_slice(), ())?;
+    Ok(CommandResult::Done)
 }
 
 /// Stores `object` under `bucket`/`key`, queueing a replaced version's shards for
@@ -879,6 +943,7 @@ fn assemble(
     }
     let mut digests = Vec::with_capacity(listed.len() * 16);
     let mut segments = Vec::new();
+    let mut summaries = Vec::with_capacity(listed.len());
     let mut size = 0u64;
     for (i, (number, etag)) in listed.iter().enumerate() {
         let Some((_, part)) = stored.iter().find(|(n, _)| n == number) else {
@@ -905,6 +970,10 @@ fn assemble(
         digests.extend_from_slice(&digest);
         segments.extend(part.segments.iter().cloned());
         size += part.size;
+        summaries.push(PartSummary {
+            size: part.size,
+            etag: part.etag.clone(),
+        });
     }
     let etag = format!("\"{}-{}\"", hex(&md5::Md5::digest(&digests)), listed.len());
     Ok(ObjectRecord {
@@ -916,6 +985,9 @@ fn assemble(
             erasure: upload.erasure,
             segments,
         },
+        acl: upload.acl,
+        parts: summaries,
+        checksum: None,
     })
 }
 

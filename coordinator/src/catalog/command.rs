@@ -7,8 +7,9 @@
 use cairn_proto::identity::NodeId;
 use serde::{Deserialize, Serialize};
 
+use super::legacy::{ObjectRecordV1, UploadRecordV1};
 use super::model::{
-    AccessKey, Bucket, GatewayRecord, NodeRecord, NodeState, ObjectRecord, PartRecord,
+    AccessKey, Bucket, CannedAcl, GatewayRecord, NodeRecord, NodeState, ObjectRecord, PartRecord,
     ReputationPolicy, UploadRecord,
 };
 
@@ -71,15 +72,15 @@ pub enum Command {
         /// Leader's clock when decided, ms since the epoch.
         now_ms: u64,
     },
-    /// Makes an object visible, replacing any previous version of the key atomically; the
-    /// replaced version's shards become garbage.
-    PutObject {
+    /// [`Command::PutObject`] as log entries written before record version 2 carry it;
+    /// applied as `PutObject` of the record converted (private, no parts, no checksum).
+    PutObjectV1 {
         /// Bucket name.
         bucket: String,
         /// Object key.
         key: String,
-        /// The object, with receipts already checked by the leader.
-        object: ObjectRecord,
+        /// The object, in the version-1 layout.
+        object: ObjectRecordV1,
         /// What the key must hold for the write to happen (S3's conditional writes).
         condition: Option<WriteCondition>,
         /// Leader's clock when committed, ms since the epoch.
@@ -104,12 +105,13 @@ pub enum Command {
         /// The gateway's key.
         key: NodeId,
     },
-    /// Starts a multipart upload.
-    CreateUpload {
-        /// The upload id (unique; chosen by the leader).
+    /// [`Command::CreateUpload`] as log entries written before record version 2 carry it;
+    /// applied as `CreateUpload` of the record converted (a private object).
+    CreateUploadV1 {
+        /// The upload id.
         id: String,
-        /// The upload.
-        upload: UploadRecord,
+        /// The upload, in the version-1 layout.
+        upload: UploadRecordV1,
     },
     /// Stores one part of an upload, replacing a part with the same number; the replaced
     /// part's shards become garbage.
@@ -220,6 +222,9 @@ pub enum Command {
         /// Leader's clock, ms since the epoch: dates the memory of the result.
         now_ms: u64,
     },
+    // Variants below were added after the first release: postcard numbers variants in
+    // order, so new ones go last and the ones above keep their numbers (and their fields),
+    // or log entries already written would decode as something else.
     /// Like [`Command::ReplaceShards`], for a part of an upload in progress: refused
     /// unless the upload still holds part `number` as uploaded with `etag` and each
     /// replaced shard is still the one named. The old shards become garbage.
@@ -246,6 +251,44 @@ pub enum Command {
     Refuse {
         /// Why the change was refused.
         reason: CatalogError,
+    },
+    /// Makes an object visible, replacing any previous version of the key atomically; the
+    /// replaced version's shards become garbage.
+    PutObject {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The object, with receipts already checked by the leader.
+        object: ObjectRecord,
+        /// What the key must hold for the write to happen (S3's conditional writes).
+        condition: Option<WriteCondition>,
+        /// Leader's clock when committed, ms since the epoch.
+        now_ms: u64,
+    },
+    /// Starts a multipart upload.
+    CreateUpload {
+        /// The upload id (unique; chosen by the leader).
+        id: String,
+        /// The upload.
+        upload: UploadRecord,
+    },
+    /// Sets the canned ACL of the object `bucket`/`key` (PutObjectAcl); nothing else of
+    /// the object changes, its version included.
+    SetObjectAcl {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The new ACL.
+        acl: CannedAcl,
+    },
+    /// Makes a bucket public-read or private (PutBucketAcl, or the operator).
+    SetBucketPublicRead {
+        /// Bucket name.
+        name: String,
+        /// Whether anonymous GET and HEAD of its objects are allowed.
+        public_read: bool,
     },
 }
 
@@ -347,11 +390,13 @@ impl Command {
             Command::CreateInvite { .. } => "create_invite",
             Command::JoinNode { .. } => "join_node",
             Command::SetNodeState { .. } => "set_node_state",
-            Command::PutObject { .. } => "put_object",
+            Command::PutObject { .. } | Command::PutObjectV1 { .. } => "put_object",
             Command::DeleteObject { .. } => "delete_object",
             Command::RegisterGateway { .. } => "register_gateway",
             Command::RemoveGateway { .. } => "remove_gateway",
-            Command::CreateUpload { .. } => "create_upload",
+            Command::CreateUpload { .. } | Command::CreateUploadV1 { .. } => "create_upload",
+            Command::SetObjectAcl { .. } => "set_object_acl",
+            Command::SetBucketPublicRead { .. } => "set_bucket_public_read",
             Command::PutPart { .. } => "put_part",
             Command::CompleteUpload { .. } => "complete_upload",
             Command::AbortUpload { .. } => "abort_upload",

@@ -4,7 +4,10 @@
 //! Format 1 (the first releases) had no marker and stored each record as its bare postcard
 //! body. Format 2 adds the [`META`] table and puts [`RECORD_V1`] before every record body,
 //! so that a later change of a record type can be read beside the records written before
-//! it: a new version byte, decoded by its own arm of [`decode_record`].
+//! it: a new version byte, decoded by its own arm of [`Record::decode_older`]. Object and
+//! upload records are at [`RECORD_V2`]; every other record is still at [`RECORD_V1`]. A
+//! record is rewritten at its newest version only when it changes: the catalog holds both
+//! versions side by side, with no migration pass.
 
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Serialize;
@@ -14,6 +17,7 @@ use super::{
     ACCESS_KEYS, BUCKETS, CatalogFault, GARBAGE, GATEWAYS, INVITES, NODES, OBJECTS, PARTS,
     REQUESTS, UPLOADS,
 };
+use super::{legacy, model};
 
 /// Facts about the database itself; `format` holds [`FORMAT`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -23,23 +27,52 @@ const FORMAT_KEY: &str = "format";
 /// The catalog format this build writes and reads.
 pub const FORMAT: u64 = 2;
 
-/// The version byte of every record stored today (see the module notes).
+/// The version byte of records whose layout never changed since format 2, and of objects
+/// and uploads written before [`RECORD_V2`].
 pub const RECORD_V1: u8 = 1;
 
-/// A stored record: [`RECORD_V1`], then the postcard body.
-pub(crate) fn encode_record<T: Serialize>(value: &T) -> Result<Vec<u8>, CatalogFault> {
-    let mut out = vec![RECORD_V1];
+/// The version byte of object and upload records that carry a canned ACL, and for objects
+/// part boundaries, a checksum and `Expires` (`catalog::legacy` holds version 1).
+pub const RECORD_V2: u8 = 2;
+
+/// The newest record version of any table.
+const NEWEST_RECORD: u8 = RECORD_V2;
+
+/// A type stored as a catalog record: the version this build writes it under, and how
+/// bodies written under older versions of it are read.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The version byte this build writes.
+    const VERSION: u8 = RECORD_V1;
+
+    /// Reads a body stored under `version`, older than [`Record::VERSION`].
+    fn decode_older(version: u8, _body: &[u8]) -> Result<Self, CatalogFault> {
+        Err(unknown_version(version, Self::VERSION))
+    }
+}
+
+fn unknown_version(version: u8, reads: u8) -> CatalogFault {
+    CatalogFault(format!(
+        "stored record has version {version}, this build reads this record only up to \
+         version {reads}"
+    ))
+}
+
+/// A stored record: its type's [`Record::VERSION`], then the postcard body.
+pub(crate) fn encode_record<T: Record>(value: &T) -> Result<Vec<u8>, CatalogFault> {
+    let mut out = vec![T::VERSION];
     postcard::to_io(value, &mut out)?;
     Ok(out)
 }
 
-/// Reads a record written by [`encode_record`]; an unknown version is a fault, not a guess.
-pub(crate) fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CatalogFault> {
+/// Reads a record written by [`encode_record`] of this build or an older one; an unknown
+/// version is a fault, not a guess.
+pub(crate) fn decode_record<T: Record>(bytes: &[u8]) -> Result<T, CatalogFault> {
     match bytes.split_first() {
-        Some((&RECORD_V1, body)) => Ok(postcard::from_bytes(body)?),
-        Some((version, _)) => Err(CatalogFault(format!(
-            "stored record has version {version}, this build reads only version {RECORD_V1}"
-        ))),
+        Some((&version, body)) if version == T::VERSION => Ok(postcard::from_bytes(body)?),
+        Some((&version, body)) if (RECORD_V1..T::VERSION).contains(&version) => {
+            T::decode_older(version, body)
+        }
+        Some((&version, _)) => Err(unknown_version(version, T::VERSION)),
         None => Err(CatalogFault("stored record is empty".into())),
     }
 }
@@ -47,7 +80,48 @@ pub(crate) fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Cata
 /// Whether `bytes` starts with a record version this build reads (a cheap check of rows
 /// copied in from a snapshot or backup without decoding them).
 pub(crate) fn is_known_record(bytes: &[u8]) -> bool {
-    bytes.first() == Some(&RECORD_V1)
+    bytes
+        .first()
+        .is_some_and(|v| (RECORD_V1..=NEWEST_RECORD).contains(v))
+}
+
+/// Types whose layout is the one format 2 started with.
+macro_rules! version_1_records {
+    ($($t:ty),* $(,)?) => {
+        $(impl Record for $t {})*
+    };
+}
+version_1_records!(
+    model::Bucket,
+    model::AccessKey,
+    model::NodeRecord,
+    model::GarbageShard,
+    model::Invite,
+    model::GatewayRecord,
+    model::PartRecord,
+    (u64, super::CommandResult),
+);
+
+impl Record for model::ObjectRecord {
+    const VERSION: u8 = RECORD_V2;
+
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, CatalogFault> {
+        match version {
+            RECORD_V1 => Ok(postcard::from_bytes::<legacy::ObjectRecordV1>(body)?.into()),
+            _ => Err(unknown_version(version, Self::VERSION)),
+        }
+    }
+}
+
+impl Record for model::UploadRecord {
+    const VERSION: u8 = RECORD_V2;
+
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, CatalogFault> {
+        match version {
+            RECORD_V1 => Ok(postcard::from_bytes::<legacy::UploadRecordV1>(body)?.into()),
+            _ => Err(unknown_version(version, Self::VERSION)),
+        }
+    }
 }
 
 /// A format-1 record (bare postcard body) as format 2 stores it.

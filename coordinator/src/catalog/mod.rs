@@ -8,6 +8,7 @@
 mod apply;
 pub mod command;
 pub mod format;
+pub mod legacy;
 pub mod model;
 pub mod stream;
 
@@ -229,12 +230,12 @@ pub struct Listing {
 }
 
 /// A record as stored: its version byte, then its postcard body (see [`format`]).
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CatalogFault> {
+pub(crate) fn encode<T: format::Record>(value: &T) -> Result<Vec<u8>, CatalogFault> {
     format::encode_record(value)
 }
 
 /// A stored record read back, by its version byte.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CatalogFault> {
+pub(crate) fn decode<T: format::Record>(bytes: &[u8]) -> Result<T, CatalogFault> {
     format::decode_record(bytes)
 }
 

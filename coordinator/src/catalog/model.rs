@@ -1,9 +1,10 @@
 //! The records the catalog keeps: buckets, access keys, objects and their segments, nodes.
 //!
-//! Every record is stored as a version byte and its postcard body (`catalog::format`);
-//! field order is part of the on-disk format, so new fields go at the end of a struct and
-//! old ones are never reordered. A change old records cannot be read as (a field removed,
-//! retyped or reordered) takes a new record version, decoded beside the old one.
+//! Every record is stored as a version byte and its postcard body (`catalog::format`).
+//! Postcard encodes by field order and leaves no room for absent fields, so any change of a
+//! stored type's layout (a field added, removed, retyped or reordered) takes a new record
+//! version, decoded beside the old one: `catalog::legacy` keeps the layouts older records
+//! (and older Raft log entries) were written in.
 
 use cairn_erasure::{SegmentNonce, ShardRoot};
 use cairn_proto::identity::NodeId;
@@ -99,6 +100,59 @@ pub struct ObjectRecord {
     pub headers: ObjectHeaders,
     /// Where the bytes are.
     pub body: ObjectBody,
+    /// Who besides the owner may read it (record version 2; `Private` for older records).
+    pub acl: CannedAcl,
+    /// The size and ETag of each part, in order, for an object completed from a multipart
+    /// upload (`partNumber` reads, `GetObjectAttributes`); empty for an object stored in one
+    /// piece, and for multipart objects stored before record version 2.
+    pub parts: Vec<PartSummary>,
+    /// The full-object checksum the client sent with the body and the gateway verified,
+    /// if any (record version 2).
+    pub checksum: Option<ObjectChecksum>,
+}
+
+/// The canned ACLs Cairn keeps: an object or bucket is readable by its owner only, or by
+/// anyone. (Anonymous writes are never allowed, so there is no `public-read-write`.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CannedAcl {
+    /// Only signed requests.
+    #[default]
+    Private,
+    /// Anonymous GET and HEAD too.
+    PublicRead,
+}
+
+/// One part of an object completed from a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartSummary {
+    /// Bytes in the part.
+    pub size: u64,
+    /// The part's ETag, with its quotes.
+    pub etag: String,
+}
+
+/// A checksum algorithm of S3's `x-amz-checksum-*` family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChecksumAlgorithm {
+    /// CRC-32 (ISO HDLC).
+    Crc32,
+    /// CRC-32C (Castagnoli).
+    Crc32c,
+    /// CRC-64/NVME.
+    Crc64Nvme,
+    /// SHA-1.
+    Sha1,
+    /// SHA-256.
+    Sha256,
+}
+
+/// A checksum of an object's bytes, as S3 writes it (base64 of the digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectChecksum {
+    /// Which algorithm.
+    pub algorithm: ChecksumAlgorithm,
+    /// The digest, base64.
+    pub value: String,
 }
 
 impl ObjectRecord {
@@ -162,6 +216,8 @@ pub struct ObjectHeaders {
     pub cache_control: Option<String>,
     /// `x-amz-meta-*` pairs, names without the prefix, in the order given.
     pub user_metadata: Vec<(String, String)>,
+    /// `Expires`, as the client sent it (record version 2).
+    pub expires: Option<String>,
 }
 
 /// Where an object's bytes live.
@@ -515,6 +571,8 @@ pub struct UploadRecord {
     pub headers: ObjectHeaders,
     /// The code every part's segments use (the bucket's at creation).
     pub erasure: ErasureProfile,
+    /// The canned ACL the finished object gets (record version 2).
+    pub acl: CannedAcl,
 }
 
 /// One uploaded part of a multipart upload.
@@ -543,6 +601,9 @@ impl PartRecord {
                 erasure: upload.erasure,
                 segments: self.segments.clone(),
             },
+            acl: upload.acl,
+            parts: Vec::new(),
+            checksum: None,
         }
     }
 }

@@ -15,16 +15,28 @@ fn each<A, B: From<A>>(items: Vec<A>) -> Vec<B> {
 
 /// `From` both ways between a catalog struct and its wire twin with the same fields:
 /// `plain` fields convert with `From`, `lists` element by element.
+/// `opts`, if given, are `Option`s of twins.
 macro_rules! twins {
     ($model:ty, $wire:ty, [$($plain:ident),*], [$($list:ident),*]) => {
+        twins!($model, $wire, [$($plain),*], [$($list),*], []);
+    };
+    ($model:ty, $wire:ty, [$($plain:ident),*], [$($list:ident),*], [$($opt:ident),*]) => {
         impl From<$model> for $wire {
             fn from(value: $model) -> Self {
-                Self { $($plain: value.$plain.into(),)* $($list: each(value.$list),)* }
+                Self {
+                    $($plain: value.$plain.into(),)*
+                    $($list: each(value.$list),)*
+                    $($opt: value.$opt.map(Into::into),)*
+                }
             }
         }
         impl From<$wire> for $model {
             fn from(value: $wire) -> Self {
-                Self { $($plain: value.$plain.into(),)* $($list: each(value.$list),)* }
+                Self {
+                    $($plain: value.$plain.into(),)*
+                    $($list: each(value.$list),)*
+                    $($opt: value.$opt.map(Into::into),)*
+                }
             }
         }
     };
@@ -58,13 +70,27 @@ twins!(
 twins!(
     model::ObjectRecord,
     wire::ObjectRecord,
-    [size, etag, last_modified_ms, headers, body],
+    [size, etag, last_modified_ms, headers, body, acl],
+    [parts],
+    [checksum]
+);
+twins!(model::PartSummary, wire::PartSummary, [size, etag], []);
+twins!(
+    model::ObjectChecksum,
+    wire::ObjectChecksum,
+    [algorithm, value],
     []
 );
 twins!(
     model::ObjectHeaders,
     wire::ObjectHeaders,
-    [content_type, content_encoding, cache_control, user_metadata],
+    [
+        content_type,
+        content_encoding,
+        cache_control,
+        user_metadata,
+        expires
+    ],
     []
 );
 twins!(
@@ -77,7 +103,7 @@ twins!(model::ShardRecord, wire::ShardRecord, [id, node, root], []);
 twins!(
     model::UploadRecord,
     wire::UploadRecord,
-    [bucket, key, initiated_ms, headers, erasure],
+    [bucket, key, initiated_ms, headers, erasure, acl],
     []
 );
 twins!(
@@ -107,6 +133,29 @@ impl From<catalog::Listing> for wire::Listing {
         }
     }
 }
+
+/// `From` both ways between a catalog enum and its wire twin with the same unit variants.
+macro_rules! unit_twins {
+    ($model:ty, $wire:ty, [$($variant:ident),*]) => {
+        impl From<$model> for $wire {
+            fn from(value: $model) -> Self {
+                match value { $(<$model>::$variant => Self::$variant,)* }
+            }
+        }
+        impl From<$wire> for $model {
+            fn from(value: $wire) -> Self {
+                match value { $(<$wire>::$variant => Self::$variant,)* }
+            }
+        }
+    };
+}
+
+unit_twins!(model::CannedAcl, wire::CannedAcl, [Private, PublicRead]);
+unit_twins!(
+    model::ChecksumAlgorithm,
+    wire::ChecksumAlgorithm,
+    [Crc32, Crc32c, Crc64Nvme, Sha1, Sha256]
+);
 
 impl From<model::BucketMode> for wire::BucketMode {
     fn from(value: model::BucketMode) -> Self {
@@ -232,8 +281,20 @@ mod tests {
                 size: 100,
                 etag: "\"etag\"".into(),
                 last_modified_ms: 5,
-                headers: model::ObjectHeaders::default(),
+                headers: model::ObjectHeaders {
+                    expires: Some("Thu, 01 Dec 1994 16:00:00 GMT".into()),
+                    ..Default::default()
+                },
                 body,
+                acl: model::CannedAcl::PublicRead,
+                parts: vec![model::PartSummary {
+                    size: 100,
+                    etag: "\"part\"".into(),
+                }],
+                checksum: Some(model::ObjectChecksum {
+                    algorithm: model::ChecksumAlgorithm::Crc32,
+                    value: "AAAAAA==".into(),
+                }),
             };
             let sent = wire::ObjectRecord::from(record.clone());
             assert_eq!(wire::ObjectVersion::from(record.version()), sent.version());

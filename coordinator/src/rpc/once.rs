@@ -43,7 +43,9 @@ impl ChangeKind {
             GatewayRequest::CreateBucket { .. }
             | GatewayRequest::DeleteBucket { .. }
             | GatewayRequest::PutPart { .. }
-            | GatewayRequest::AbortUpload { .. } => Self::Done,
+            | GatewayRequest::AbortUpload { .. }
+            | GatewayRequest::SetObjectAcl { .. }
+            | GatewayRequest::SetBucketPublicRead { .. } => Self::Done,
             _ => return None,
         })
     }

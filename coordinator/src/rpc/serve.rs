@@ -227,16 +227,30 @@ async fn answer(
         GatewayRequest::Bucket { name } => Ok(GatewayResponse::Bucket(
             catalog.bucket(&name).map_err(fault)?.map(Into::into),
         )),
-        GatewayRequest::CreateBucket { name } => {
+        GatewayRequest::CreateBucket { name, public_read } => {
             let bucket = Bucket {
                 name,
                 created_ms: now_ms(),
-                public_read: false,
+                public_read,
                 mode: BucketMode::Plain,
                 erasure: ctx.default_erasure,
                 failure_tolerance: crate::placement::DEFAULT_FAILURE_TOLERANCE as u8,
             };
             change(Command::CreateBucket { bucket }).await?;
+            Ok(GatewayResponse::Done)
+        }
+        GatewayRequest::SetBucketPublicRead { name, public_read } => {
+            change(Command::SetBucketPublicRead { name, public_read }).await?;
+            Ok(GatewayResponse::Done)
+        }
+        GatewayRequest::SetObjectAcl { bucket, key, acl } => {
+            bucket_record(catalog, &bucket)?;
+            change(Command::SetObjectAcl {
+                bucket,
+                key,
+                acl: acl.into(),
+            })
+            .await?;
             Ok(GatewayResponse::Done)
         }
         GatewayRequest::DeleteBucket { name } => {
@@ -376,6 +390,7 @@ async fn answer(
             bucket,
             key,
             headers,
+            acl,
         } => {
             let record = bucket_record(catalog, &bucket)?;
             // A retried creation must name the upload the first attempt created.
@@ -389,6 +404,7 @@ async fn answer(
                 initiated_ms: now_ms(),
                 headers: headers.into(),
                 erasure: record.erasure,
+                acl: acl.into(),
             };
             change(Command::CreateUpload {
                 id: id.clone(),
@@ -611,6 +627,9 @@ fn new_object(
         last_modified_ms: now_ms(),
         headers: object.headers.into(),
         body,
+        acl: object.acl.into(),
+        parts: Vec::new(),
+        checksum: object.checksum.map(Into::into),
     })
 }
 
@@ -920,8 +939,14 @@ mod tests {
                     content_encoding: Some("e".repeat(64)),
                     cache_control: Some("c".repeat(256)),
                     user_metadata: vec![("m".repeat(128), "v".repeat(1920))],
+                    expires: Some("x".repeat(64)),
                 },
                 body: NewBody::Segments(vec![segment; 80]),
+                acl: cairn_client::records::CannedAcl::PublicRead,
+                checksum: Some(cairn_client::records::ObjectChecksum {
+                    algorithm: cairn_client::records::ChecksumAlgorithm::Sha256,
+                    value: "s".repeat(44),
+                }),
             },
             condition: Some(WriteCondition::ETag("e".repeat(34))),
         };

@@ -1,9 +1,12 @@
-//! ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation.
+//! ListBuckets, CreateBucket (with `x-amz-acl`), HeadBucket, DeleteBucket,
+//! GetBucketLocation.
 
 use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::records::CannedAcl;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
+use crate::ops::acl::requested_acl;
 use crate::ops::list::{decode_token, encode_token};
 use crate::service::{Gateway, REGION, owner, timestamp, unexpected};
 
@@ -79,6 +82,8 @@ impl Gateway {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let acl = requested_acl(&req.headers, req.input.acl.as_ref().map(|a| a.as_str()))?;
+        let public_read = acl == Some(CannedAcl::PublicRead);
         let name = req.input.bucket;
         let elsewhere = req
             .input
@@ -91,7 +96,10 @@ impl Gateway {
             }))
         };
         match self
-            .change(GatewayRequest::CreateBucket { name: name.clone() })
+            .change(GatewayRequest::CreateBucket {
+                name: name.clone(),
+                public_read,
+            })
             .await
         {
             Ok(GatewayResponse::Done) => created(),

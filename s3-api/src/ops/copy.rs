@@ -11,8 +11,11 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::errors::from_write;
+use crate::ops::acl::requested_acl;
 use crate::ops::put::Policy;
-use crate::service::{Gateway, etag, hex, object_headers, quoted, timestamp, unexpected};
+use crate::service::{
+    Gateway, ObjectMeta, etag, expires_header, hex, object_headers, quoted, timestamp, unexpected,
+};
 use crate::store::{read_range, write_body};
 
 /// What `x-amz-copy-source-range` must look like, in S3's words.
@@ -110,6 +113,9 @@ impl Gateway {
             ));
         };
         let (source_bucket, source_key) = (source_bucket.to_string(), source_key.to_string());
+        // A copy gets the ACL its request names (private without one), never the source's.
+        let acl = requested_acl(&req.headers, input.acl.as_ref().map(|a| a.as_str()))?
+            .unwrap_or_default();
         let target = self.bucket(&input.bucket).await?;
         let read = match self
             .call(GatewayRequest::Read {
@@ -166,6 +172,7 @@ impl Gateway {
                 input.content_encoding,
                 input.cache_control,
                 input.metadata,
+                expires_header(&req.headers),
             )
         } else {
             source.headers.clone()
@@ -201,7 +208,13 @@ impl Gateway {
             hex(&md5.finalize())
         };
         let modified = std::time::SystemTime::now();
-        self.commit_object(input.bucket, input.key, written, &tag, headers, None)
+        // The copy holds the very bytes of the source, so the source's checksum holds too.
+        let meta = ObjectMeta {
+            headers,
+            acl,
+            checksum: source.checksum.clone(),
+        };
+        self.commit_object(input.bucket, input.key, written, &tag, meta, None)
             .await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {

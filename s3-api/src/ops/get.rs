@@ -9,8 +9,9 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use futures_util::StreamExt;
 
+use crate::access::{AnonymousInPrivateBucket, check_anonymous_read};
 use crate::errors::from_read;
-use crate::service::{Gateway, etag, metadata, timestamp, unexpected};
+use crate::service::{Gateway, etag, metadata, stored_headers, timestamp, unexpected};
 use crate::store::read_range;
 
 /// The conditional headers of a GET or HEAD.
@@ -136,22 +137,25 @@ impl Gateway {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        if input.part_number.is_some() {
-            return Err(S3Error::with_message(
-                S3ErrorCode::NotImplemented,
-                "GET by part number is not supported",
-            ));
-        }
+        both_range_and_part(input.range.as_ref(), input.part_number)?;
+        let anonymous = req.extensions.get::<AnonymousInPrivateBucket>().is_some();
         // Orders only for the bytes asked (the whole object without a Range): a suffix
-        // range needs the size first, so its orders are asked once it is known.
-        let first = match &input.range {
-            None => Some(0..u64::MAX),
-            Some(Range::Int { first, last }) => {
+        // range or a part needs the record first, so their orders are asked once it is
+        // known; so are those of an anonymous read the object's ACL may refuse.
+        let first = match (&input.range, input.part_number) {
+            _ if anonymous => None,
+            (_, Some(_)) => None,
+            (None, None) => Some(0..u64::MAX),
+            (Some(Range::Int { first, last }), None) => {
                 Some(*first..last.map_or(u64::MAX, |last| last.saturating_add(1)))
             }
-            Some(Range::Suffix { .. }) => None,
+            (Some(Range::Suffix { .. }), None) => None,
         };
-        let read = self.read(&input.bucket, &input.key, first).await?;
+        let read = self
+            .read(&input.bucket, &input.key, first)
+            .await
+            .map_err(|err| hide_missing(&req.extensions, err))?;
+        check_anonymous_read(&req.extensions, Some(&read.object))?;
         let object = read.object.clone();
         Conditions {
             if_match: input.if_match,
@@ -160,7 +164,18 @@ impl Gateway {
             if_unmodified_since: input.if_unmodified_since,
         }
         .check(&object)?;
-        let (range, content_range) = resolve_range(input.range.as_ref(), object.size)?;
+        let (range, content_range, parts_count) = match input.part_number {
+            Some(number) => {
+                let part = part_range(&object, number)?;
+                (part.range, part.content_range, part.count)
+            }
+            None => {
+                let (range, content_range) = resolve_range(input.range.as_ref(), object.size)?;
+                (range, content_range, None)
+            }
+        };
+        let whole = range.start == 0 && range.end == object.size;
+        let checksum = checksum_answer(&object, input.checksum_mode.as_ref(), whole);
         let length = range.end - range.start;
         self.metrics.bytes_out.inc_by(length);
         let mut stream = Box::pin(read_range(
@@ -179,7 +194,7 @@ impl Gateway {
             None => None,
         };
         let stream = futures_util::stream::iter(first).chain(stream);
-        Ok(S3Response::new(GetObjectOutput {
+        let mut response = S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(length as i64),
             content_range,
@@ -190,8 +205,17 @@ impl Gateway {
             content_encoding: object.headers.content_encoding.clone(),
             cache_control: object.headers.cache_control.clone(),
             metadata: metadata(&object),
+            parts_count,
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            checksum_type: checksum.checksum_type,
             ..Default::default()
-        }))
+        });
+        response.headers = stored_headers(&object);
+        Ok(response)
     }
 
     pub(crate) async fn op_head_object(
@@ -199,22 +223,12 @@ impl Gateway {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let object = match self
-            .call(GatewayRequest::Object {
-                bucket: input.bucket.clone(),
-                key: input.key.clone(),
-            })
-            .await?
-        {
-            GatewayResponse::Object(Some(object)) => *object,
-            GatewayResponse::Object(None) => {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::NoSuchKey,
-                    format!("no object {} in {}", input.key, input.bucket),
-                ));
-            }
-            other => return Err(unexpected(other)),
-        };
+        both_range_and_part(input.range.as_ref(), input.part_number)?;
+        let object = self
+            .object_record(&input.bucket, &input.key)
+            .await
+            .map_err(|err| hide_missing(&req.extensions, err))?;
+        check_anonymous_read(&req.extensions, Some(&object))?;
         Conditions {
             if_match: input.if_match,
             if_none_match: input.if_none_match,
@@ -222,9 +236,22 @@ impl Gateway {
             if_unmodified_since: input.if_unmodified_since,
         }
         .check(&object)?;
-        let (range, _) = resolve_range(input.range.as_ref(), object.size)?;
-        Ok(S3Response::new(HeadObjectOutput {
+        let (range, content_range, parts_count) = match input.part_number {
+            Some(number) => {
+                let part = part_range(&object, number)?;
+                (part.range, part.content_range, part.count)
+            }
+            None => {
+                let (range, _) = resolve_range(input.range.as_ref(), object.size)?;
+                (range, None, None)
+            }
+        };
+        let whole = range.start == 0 && range.end == object.size;
+        let checksum = checksum_answer(&object, input.checksum_mode.as_ref(), whole);
+        // The HTTP layer answers a HEAD carrying a Content-Range 206 (`daemon::handle`).
+        let mut response = S3Response::new(HeadObjectOutput {
             content_length: Some((range.end - range.start) as i64),
+            content_range,
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&object.etag)),
             last_modified: Some(timestamp(object.last_modified_ms)),
@@ -232,7 +259,107 @@ impl Gateway {
             content_encoding: object.headers.content_encoding.clone(),
             cache_control: object.headers.cache_control.clone(),
             metadata: metadata(&object),
+            parts_count,
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            checksum_type: checksum.checksum_type,
             ..Default::default()
-        }))
+        });
+        response.headers = stored_headers(&object);
+        Ok(response)
+    }
+}
+
+/// The bytes of one part of an object (`?partNumber=`), as S3 serves them.
+struct PartRead {
+    range: std::ops::Range<u64>,
+    content_range: Option<String>,
+    /// `x-amz-mp-parts-count`: for objects completed from parts.
+    count: Option<i32>,
+}
+
+/// Part `number` of `object`: of a multipart object, that part's bytes; of any other
+/// object, part 1 is the whole of it. A part past the last answers 416 InvalidPartNumber.
+fn part_range(object: &ObjectRecord, number: i32) -> S3Result<PartRead> {
+    if !(1..=10_000).contains(&number) {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive",
+        ));
+    }
+    let index = (number - 1) as usize;
+    let beyond = || {
+        let mut err = S3Error::with_message(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        );
+        err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        err
+    };
+    let content_range = |range: &std::ops::Range<u64>| {
+        (range.end > range.start)
+            .then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, object.size))
+    };
+    if object.parts.is_empty() {
+        if object.etag.contains('-') {
+            // Completed from parts before their boundaries were kept.
+            return Err(S3Error::with_message(
+                S3ErrorCode::NotImplemented,
+                "this object was completed from parts before Cairn kept their boundaries; \
+                 read it by Range instead",
+            ));
+        }
+        if index > 0 {
+            return Err(beyond());
+        }
+        let range = 0..object.size;
+        return Ok(PartRead {
+            content_range: content_range(&range),
+            range,
+            count: None,
+        });
+    }
+    let part = object.parts.get(index).ok_or_else(beyond)?;
+    let start: u64 = object.parts[..index].iter().map(|p| p.size).sum();
+    let range = start..start + part.size;
+    Ok(PartRead {
+        content_range: content_range(&range),
+        range,
+        count: i32::try_from(object.parts.len()).ok(),
+    })
+}
+
+/// S3 refuses a `Range` together with `partNumber`.
+fn both_range_and_part(range: Option<&Range>, part: Option<i32>) -> S3Result<()> {
+    if range.is_some() && part.is_some() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter",
+        ));
+    }
+    Ok(())
+}
+
+/// A missing key read anonymously in a private bucket is refused as any other object
+/// there would be: an anonymous reader learns nothing about which keys exist.
+fn hide_missing(extensions: &http::Extensions, err: S3Error) -> S3Error {
+    if *err.code() == S3ErrorCode::NoSuchKey
+        && let Err(denied) = check_anonymous_read(extensions, None)
+    {
+        return denied;
+    }
+    err
+}
+
+/// The stored checksum to answer with: only when asked (`x-amz-checksum-mode: ENABLED`)
+/// and only with the whole object (a full-object checksum says nothing of a range).
+fn checksum_answer(object: &ObjectRecord, mode: Option<&ChecksumMode>, whole: bool) -> Checksum {
+    let enabled = mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED));
+    match &object.checksum {
+        Some(stored) if enabled && whole => crate::checksums::as_dto(stored),
+        _ => Checksum::default(),
     }
 }

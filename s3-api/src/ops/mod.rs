@@ -1,6 +1,8 @@
 //! The S3 operations, one file per family; each adds `op_*` methods to
 //! [`crate::service::Gateway`].
 
+mod acl;
+mod attributes;
 mod bucket;
 mod copy;
 mod delete;

@@ -12,10 +12,13 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use crate::checksums::BodyChecks;
 use crate::errors::from_write;
 use crate::nix::nar::{ObjectKind, classify_key};
+use crate::ops::acl::requested_acl;
 use crate::ops::list::{encode, wants_url};
 use crate::ops::put::{Policy, nix_refusal};
 use crate::request::upload_body;
-use crate::service::{Gateway, etag, hex, object_headers, quoted, timestamp, unexpected};
+use crate::service::{
+    Gateway, etag, expires_header, hex, object_headers, quoted, timestamp, unexpected,
+};
 use crate::store::write_body;
 
 /// Most parts or uploads one listing page returns.
@@ -49,6 +52,8 @@ impl Gateway {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
+        let acl = requested_acl(&req.headers, input.acl.as_ref().map(|a| a.as_str()))?
+            .unwrap_or_default();
         let bucket = self.bucket(&input.bucket).await?;
         if matches!(bucket.mode, BucketMode::NixCache { .. }) {
             // A narinfo's signature is checked before anything is stored, which a multipart
@@ -68,12 +73,14 @@ impl Gateway {
             input.content_encoding,
             input.cache_control,
             input.metadata,
+            expires_header(&req.headers),
         );
         match self
             .change(GatewayRequest::CreateUpload {
                 bucket: input.bucket.clone(),
                 key: input.key.clone(),
                 headers,
+                acl,
             })
             .await?
         {

@@ -10,8 +10,9 @@ use crate::checksums::BodyChecks;
 use crate::errors::from_write;
 use crate::nix::keys::{TrustedKey, verify_narinfo};
 use crate::nix::nar::{NarVerifier, ObjectKind, classify_key};
+use crate::ops::acl::requested_acl;
 use crate::request::upload_body;
-use crate::service::{Gateway, etag, object_headers, quoted};
+use crate::service::{Gateway, ObjectMeta, etag, expires_header, object_headers, quoted};
 use crate::store::write_body;
 
 /// Largest narinfo accepted: real ones are 1–2 KiB; the bound keeps the buffer small.
@@ -129,6 +130,8 @@ impl Gateway {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         let condition = write_condition(&req.headers)?;
+        let acl = requested_acl(&req.headers, input.acl.as_ref().map(|a| a.as_str()))?
+            .unwrap_or_default();
         let mut checks = BodyChecks::new(
             &req.headers,
             req.trailing_headers,
@@ -164,7 +167,7 @@ impl Gateway {
         )
         .await
         .map_err(from_write)?;
-        let tag = checks.finish()?;
+        let (tag, checksum) = checks.finish_with_checksum()?;
         policy.finish(&input.key)?;
         self.metrics.bytes_in.inc_by(written.size);
         let headers = object_headers(
@@ -172,8 +175,14 @@ impl Gateway {
             input.content_encoding,
             input.cache_control,
             input.metadata,
+            expires_header(&req.headers),
         );
-        self.commit_object(input.bucket, input.key, written, &tag, headers, condition)
+        let meta = ObjectMeta {
+            headers,
+            acl,
+            checksum,
+        };
+        self.commit_object(input.bucket, input.key, written, &tag, meta, condition)
             .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&tag)),
