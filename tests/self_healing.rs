@@ -521,8 +521,15 @@ fn parts_of_an_open_upload_are_repaired_before_it_completes() {
     let object = "nar/open-upload.nar";
     let upload = parts_script(&gateway, &key, &["start", BUCKET, object]);
     // Two parts of 7 and 4 segments, nothing else stored: every segment is a part's.
-    let total = full_margin(&cluster);
-    assert_eq!(total, 11, "the survey does not count the parts' segments");
+    let total = 11;
+    wait_until(
+        "the survey counts the parts' 11 segments at full margin",
+        || {
+            durability(&cluster).is_some_and(|d| {
+                margins(&d) == BTreeMap::from([(2, total)]) && d["repair_queue"] == 0
+            })
+        },
+    );
 
     let holders: Vec<usize> = cluster
         .nodes_view()

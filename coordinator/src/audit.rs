@@ -44,6 +44,7 @@
 //! The challenge must be unpredictable to the node, so shards and ranges are drawn from a
 //! keyed BLAKE3 stream under a fresh random key each round.
 
+use cairn_proto::order::unix_now_ms;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
@@ -334,7 +335,7 @@ impl Auditor {
                     .map(|(node, _, passed)| (*node, *passed))
                     .collect(),
                 policy: self.settings.policy,
-                now_ms: now_ms(),
+                now_ms: unix_now_ms(),
             };
             tokio::time::timeout(
                 Duration::from_secs(10),
@@ -669,13 +670,6 @@ impl AuditRng {
         self.0.fill(&mut bytes);
         ((u128::from(u64::from_le_bytes(bytes)) * u128::from(n)) >> 64) as u64
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Starting one coordinator member: its key, Raft group member, QUIC service and admin API.
 
+use cairn_proto::order::unix_now_ms;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -397,7 +398,7 @@ impl RunningCoordinator {
         getrandom::fill(&mut secret).map_err(|err| format!("no randomness: {err}"))?;
         self.commit(Command::CreateInvite {
             secret_hash: JoinToken::secret_hash(&secret),
-            expires_ms: now_ms() + 3_600_000,
+            expires_ms: unix_now_ms() + 3_600_000,
             org: Some(org.to_string()),
         })
         .await?;
@@ -491,13 +492,6 @@ async fn serve_quic(endpoint: quinn::Endpoint, rpc: RpcContext, nodes: NodeRpc) 
             }
         });
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The coordinator key a catalog backup (`cairn admin backup`) for `--restore` names,

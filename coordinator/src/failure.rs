@@ -18,6 +18,7 @@
 //! its predecessor), so without that floor it would suspect every node at once; with it,
 //! every node gets a full `suspect_after` to find the new leader.
 
+use cairn_proto::order::unix_now_ms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -210,7 +211,7 @@ async fn commit(
         node: node.id,
         from: node.state,
         to,
-        now_ms: now_ms(),
+        now_ms: unix_now_ms(),
     };
     let written = tokio::time::timeout(RAFT_LIMIT, raft.client_write(command))
         .await
@@ -237,13 +238,6 @@ async fn commit(
         tracing::info!(%node, from, to, silent_secs, "node heard from again");
     }
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

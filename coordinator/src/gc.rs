@@ -22,6 +22,7 @@
 //! Nodes are trusted for none of this: the catalog says what may be deleted, and a node
 //! that claims a shard it lost is caught by audits, not by its inventory.
 
+use cairn_proto::order::unix_now_ms;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -355,7 +356,7 @@ impl Collector {
         stats: &GcStats,
     ) -> Result<(), String> {
         let catalog = self.catalog.clone();
-        let cutoff = now_ms().saturating_sub(self.settings.garbage_delay.as_millis() as u64);
+        let cutoff = unix_now_ms().saturating_sub(self.settings.garbage_delay.as_millis() as u64);
         let garbage =
             tokio::task::spawn_blocking(move || catalog.due_garbage(cutoff, GARBAGE_BATCH))
                 .await
@@ -446,7 +447,7 @@ impl Collector {
     /// round; their parts become garbage like any aborted upload's.
     async fn expire_uploads(&self, raft: &Raft<TypeConfig>) -> Result<(), String> {
         let catalog = self.catalog.clone();
-        let before = now_ms().saturating_sub(self.settings.upload_expiry.as_millis() as u64);
+        let before = unix_now_ms().saturating_sub(self.settings.upload_expiry.as_millis() as u64);
         let stale =
             tokio::task::spawn_blocking(move || catalog.stale_uploads(before, EXPIRE_BATCH))
                 .await
@@ -455,7 +456,7 @@ impl Collector {
         for upload in stale {
             let command = Command::AbortUpload {
                 upload: upload.clone(),
-                now_ms: now_ms(),
+                now_ms: unix_now_ms(),
             };
             tokio::time::timeout(Duration::from_secs(10), raft.client_write(command))
                 .await
@@ -507,11 +508,4 @@ impl Collector {
             .map_err(|_| format!("no answer within {NODE_LIMIT:?}"))?
             .map_err(|e| e.to_string())
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -13,6 +13,7 @@
 //! there (a QUIC handshake proving the node's key), so a node cannot point the cluster at an
 //! address where it is not, and a node that moved is found again.
 
+use cairn_proto::order::unix_now_ms;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -195,7 +196,9 @@ async fn heartbeat_from(
         }
     }
     rpc.liveness.record(heartbeat);
-    CoordinatorResponse::Time { now_ms: now_ms() }
+    CoordinatorResponse::Time {
+        now_ms: unix_now_ms(),
+    }
 }
 
 /// Reaches `node` at `addr` (at most every [`PROBE_AGAIN_AFTER`] per address), then
@@ -266,7 +269,7 @@ async fn join_node(rpc: &NodeRpc, peer: PublicKey, join: JoinRequest) -> Coordin
     if let Err(message) = checked {
         return refuse(ErrorCode::Malformed, &message);
     }
-    let now_ms = now_ms();
+    let now_ms = unix_now_ms();
     let secret_hash = JoinToken::secret_hash(&join.secret);
     match rpc.catalog.invite(&secret_hash) {
         Ok(Some(invite))
@@ -364,7 +367,7 @@ async fn leave(peer: PublicKey, raft: &Raft<TypeConfig>, catalog: &Catalog) -> C
         node: peer,
         from: record.state,
         to: NodeState::Draining,
-        now_ms: now_ms(),
+        now_ms: unix_now_ms(),
     };
     match raft.client_write(command).await {
         Ok(response) => match response.data {
@@ -411,13 +414,6 @@ fn refuse(code: ErrorCode, message: &str) -> CoordinatorResponse {
         code,
         message: message.to_string(),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! finished under an old leader still commits, because the commit checks the catalog
 //! itself (the shard ids replaced must still be current).
 
+use cairn_proto::order::unix_now_ms;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -293,7 +294,7 @@ impl Repairs {
             .collect();
         state.queue = queue;
         state.survey = Some(found);
-        state.surveyed_ms = Some(now_ms());
+        state.surveyed_ms = Some(unix_now_ms());
     }
 
     /// Queues rebalancing moves behind whatever else waits.
@@ -533,7 +534,7 @@ async fn finish_drain(raft: &Raft<TypeConfig>, node: NodeId) {
         node,
         from: NodeState::Draining,
         to: NodeState::Gone,
-        now_ms: now_ms(),
+        now_ms: unix_now_ms(),
     };
     match tokio::time::timeout(Duration::from_secs(10), raft.client_write(command)).await {
         Ok(Ok(response)) => match response.data {
@@ -545,13 +546,6 @@ async fn finish_drain(raft: &Raft<TypeConfig>, node: NodeId) {
         Ok(Err(err)) => tracing::warn!(%node, %err, "could not mark a drained node gone"),
         Err(_) => tracing::warn!(%node, "marking a drained node gone timed out"),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

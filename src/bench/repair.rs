@@ -14,6 +14,7 @@
 //! held, so restoring `X` bytes moves about `(k + 1)·X` and cannot take less than
 //! `(k + 1)·X / bandwidth` (minus the one second of budget the bucket may have saved up).
 
+use cairn_proto::order::unix_now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -380,7 +381,7 @@ async fn measure(args: &RepairBenchArgs, dir: &Path) -> anyhow::Result<Report> {
         Command::CreateBucket {
             bucket: Bucket {
                 name: BUCKET.into(),
-                created_ms: now_ms(),
+                created_ms: unix_now_ms(),
                 public_read: false,
                 mode: BucketMode::Plain,
                 erasure: ErasureProfile {
@@ -491,7 +492,7 @@ async fn fill_and_break(
         let Some((lost_at, lost_ms)) = lost else {
             let state = coordinator.catalog.node(&victim)?.map(|n| n.state);
             if state == Some(NodeState::Lost) {
-                lost = Some((Instant::now(), now_ms()));
+                lost = Some((Instant::now(), unix_now_ms()));
                 last_sample = Instant::now();
                 bar.set_message("rebuilding");
             }
@@ -506,7 +507,7 @@ async fn fill_and_break(
             first_repair = Some(lost_at.elapsed());
         }
         if moved >= node_shards && rebuilt.is_none() {
-            rebuilt = Some((Instant::now(), now_ms()));
+            rebuilt = Some((Instant::now(), unix_now_ms()));
         }
         let view = status.fetch().await?;
         let now = Instant::now();
@@ -800,18 +801,11 @@ async fn register_gateway(
             gateway: GatewayRecord {
                 key: key.public(),
                 name: name.into(),
-                created_ms: now_ms(),
+                created_ms: unix_now_ms(),
             },
         },
     )
     .await
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Commits one command through the in-process coordinator; a refusal is an error.

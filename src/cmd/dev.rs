@@ -5,6 +5,7 @@
 //! under one folder. Ports are fixed so the cluster comes back at the same addresses (nodes'
 //! addresses are in the catalog) when it is started again on the same folder.
 
+use cairn_proto::order::unix_now_ms;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -163,14 +164,14 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
             gateway: GatewayRecord {
                 key: gateway.key,
                 name: "dev".into(),
-                created_ms: now_ms(),
+                created_ms: unix_now_ms(),
             },
         },
     )
     .await?;
     let bucket = Bucket {
         name: args.bucket.clone(),
-        created_ms: now_ms(),
+        created_ms: unix_now_ms(),
         public_read: true,
         mode: BucketMode::Plain,
         erasure: ErasureProfile {
@@ -268,7 +269,7 @@ async fn access_key(
                     id: id.clone(),
                     secret: secret.clone(),
                     name: "cairn dev".into(),
-                    created_ms: now_ms(),
+                    created_ms: unix_now_ms(),
                     revoked: false,
                 },
             },
@@ -310,13 +311,6 @@ fn stored_or_new_key(path: &Path) -> anyhow::Result<(String, String)> {
     writeln!(file, "{id} {secret}")?;
     file.sync_all()?;
     Ok((id, secret))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Commits one command through the in-process coordinator; a refusal is an error.

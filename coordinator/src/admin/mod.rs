@@ -5,6 +5,7 @@
 mod page;
 pub mod views;
 
+use cairn_proto::order::unix_now_ms;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -226,7 +227,7 @@ async fn write(
         Some(request) => Command::Once {
             request,
             command: Box::new(command),
-            now_ms: now_ms(),
+            now_ms: unix_now_ms(),
         },
         None => command,
     };
@@ -270,13 +271,6 @@ fn refusal(err: CatalogError) -> ApiError {
         | CatalogError::Rejected(_) => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, err.to_string())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn member_views(state: &AdminState) -> Vec<MemberView> {
@@ -367,7 +361,7 @@ fn loss_model(
 ) -> Result<crate::durability::LossModel, crate::catalog::CatalogFault> {
     const YEAR_MS: f64 = 365.25 * 24.0 * 3600.0 * 1000.0;
     let nodes = state.inner.catalog.nodes()?;
-    let now = now_ms();
+    let now = unix_now_ms();
     let mut failures = 0;
     let mut node_years = 0.0;
     let mut holding = 0u64;
@@ -519,7 +513,7 @@ async fn set_node_state(
         Command::SetNodeState {
             node,
             state: target,
-            now_ms: now_ms(),
+            now_ms: unix_now_ms(),
         },
     )
     .await?;
@@ -594,7 +588,7 @@ async fn create_bucket(
     };
     let bucket = Bucket {
         name: req.name.clone(),
-        created_ms: now_ms(),
+        created_ms: unix_now_ms(),
         public_read: req.public_read,
         mode,
         erasure: ErasureProfile { k, m, segment_size },
@@ -630,7 +624,7 @@ async fn register_gateway(
     let gateway = GatewayRecord {
         key,
         name: req.name,
-        created_ms: now_ms(),
+        created_ms: unix_now_ms(),
     };
     write(
         &state,
@@ -694,7 +688,7 @@ async fn create_key(
         id: id.clone(),
         secret: secret.clone(),
         name: req.name.clone(),
-        created_ms: now_ms(),
+        created_ms: unix_now_ms(),
         revoked: false,
     };
     // Not idempotent: a resend could not answer the secret the first attempt made (only
@@ -738,7 +732,7 @@ async fn create_invite(
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(internal)?;
-    let expires_ms = now_ms() + hours * 3_600_000;
+    let expires_ms = unix_now_ms() + hours * 3_600_000;
     let secret_hash = cairn_proto::invite::JoinToken::secret_hash(&secret);
     // Not idempotent, like access keys: an unused invitation expires.
     write(

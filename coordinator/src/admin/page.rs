@@ -23,7 +23,8 @@ use cairn_client::page::{age, escape};
 use cairn_proto::bytesize::ByteSize;
 
 use super::views::{NodeView, StatusView};
-use super::{AdminState, now_ms, placed_shards, status_view};
+use super::{AdminState, placed_shards, status_view};
+use cairn_proto::order::unix_now_ms;
 
 /// Seconds between the page's own refreshes.
 const REFRESH_SECS: u32 = 5;
@@ -103,7 +104,7 @@ fn gather(state: &AdminState) -> Result<Page, super::ApiError> {
         status,
         nodes,
         audits,
-        now_ms: now_ms(),
+        now_ms: unix_now_ms(),
     })
 }
 

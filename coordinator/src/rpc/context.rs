@@ -160,9 +160,4 @@ pub(crate) fn address(nodes: &[NodeRecord], node: &NodeId) -> String {
 }
 
 /// The leader's clock, in milliseconds since the Unix epoch, for the commands it proposes.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use cairn_proto::order::unix_now_ms as now_ms;
