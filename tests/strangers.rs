@@ -32,7 +32,8 @@ use cairn_proto::identity::SecretKey;
 use cairn_proto::ids::ShardId;
 use cairn_proto::invite::JoinToken;
 use cairn_proto::transport::{
-    PeerPolicy, STRANGER_WINDOW, client_endpoint, connect, server_endpoint,
+    MAX_STRANGER_CONNECTIONS, PeerPolicy, STRANGER_WINDOW, client_endpoint, connect,
+    server_endpoint,
 };
 use cairn_proto::wire::{
     COORDINATOR_ALPN, CoordinatorRequest, CoordinatorResponse, ErrorCode, Heartbeat, JoinRequest,
@@ -1166,4 +1167,73 @@ async fn a_client_that_stops_reading_an_answer_is_cut_off_by_the_gateway() {
         gateway_counter(addr, "cairn_gateway_send_stalls_total").await,
         1
     );
+}
+
+/// Opens `count` connections to `server` (whose key is `key`) under a fresh stranger's key
+/// each, waits a moment, and returns those the server has not closed.
+async fn stranger_connections(
+    server: SocketAddr,
+    key: &cairn_proto::identity::PublicKey,
+    alpn: &[u8],
+    count: usize,
+) -> Vec<quinn::Connection> {
+    let mut conns = Vec::new();
+    for _ in 0..count {
+        let stranger = SecretKey::generate();
+        let endpoint = client_endpoint(any_port(), &stranger).unwrap();
+        if let Ok(conn) = connect(&endpoint, &stranger, server, key, alpn).await {
+            conns.push(conn);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    conns.retain(|conn| conn.close_reason().is_none());
+    conns
+}
+
+/// One address opens many QUIC connections under keys nobody knows, to a node's port and
+/// to the coordinator's, and sends nothing: each server keeps
+/// `MAX_STRANGER_CONNECTIONS` of them and closes the rest at once. On the node a client
+/// showing an order the coordinator signed stops counting as a stranger, so once a slot
+/// is free a real reader from the same address is served, and the slot comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_opening_many_quic_connections_from_one_address_is_capped() {
+    let over = MAX_STRANGER_CONNECTIONS + 6;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = support::Cluster::new();
+    let node = NodeProcess::start(dir.path(), &cluster.coordinator.public(), "");
+    let mut kept = stranger_connections(node.addr, &node.id, NODE_ALPN, over).await;
+    assert_eq!(
+        kept.len(),
+        MAX_STRANGER_CONNECTIONS,
+        "strangers kept by a node"
+    );
+    // One stranger leaves; a reader with an order takes its place and is served.
+    kept.pop().unwrap().close(0u32.into(), b"bye");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = support::bytes(64 << 10, 4);
+    let id = support::shard_id(2);
+    let client = cluster.client(&node);
+    client
+        .put_shard(&cluster.put(node.id, id, &data), &data)
+        .await
+        .unwrap();
+    // Known now, the reader's connection no longer counts: one more stranger fits.
+    let more = stranger_connections(node.addr, &node.id, NODE_ALPN, 2).await;
+    assert_eq!(more.len(), 1, "strangers kept after a reader became known");
+
+    let cluster = TestCluster::start(&[]);
+    let kept = stranger_connections(
+        cluster.coordinator.quic,
+        &cluster.key,
+        COORDINATOR_ALPN,
+        over,
+    )
+    .await;
+    assert_eq!(
+        kept.len(),
+        MAX_STRANGER_CONNECTIONS,
+        "strangers kept by the coordinator"
+    );
+    drop((client, kept));
 }
