@@ -32,7 +32,8 @@ use cairn_proto::identity::SecretKey;
 use cairn_proto::ids::ShardId;
 use cairn_proto::invite::JoinToken;
 use cairn_proto::transport::{
-    PeerPolicy, STRANGER_WINDOW, client_endpoint, connect, server_endpoint,
+    MAX_STRANGER_CONNECTIONS, PeerPolicy, STRANGER_WINDOW, client_endpoint, connect,
+    server_endpoint,
 };
 use cairn_proto::wire::{
     COORDINATOR_ALPN, CoordinatorRequest, CoordinatorResponse, ErrorCode, Heartbeat, JoinRequest,
@@ -993,4 +994,246 @@ async fn a_reader_that_stops_reading_is_given_up_on_by_the_node() {
         "the whole shard arrived after the reader stalled ({received} bytes, {ended})"
     );
     assert!(ended.contains("reset"), "{ended}");
+}
+
+/// The value of a counter in a gateway's `/metrics`, read over a fresh connection.
+async fn gateway_counter(addr: SocketAddr, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let metrics = exchange(
+        &mut stream,
+        "GET /metrics HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// One address sends requests signed with made-up access keys (a fresh one each time, then
+/// one over and over), past its anonymous rate (1 a second, 5 at once here): the gateway
+/// asks the coordinator about the first few only, answers the rest `503 SlowDown` without
+/// asking (`cairn_gateway_access_key_lookups_total` stays bounded), and a made-up key it
+/// was told of is not asked about again. Requests signed with a real key from the same
+/// address meanwhile are all served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_signed_with_made_up_access_keys_are_slowed_down_before_the_coordinator() {
+    let (_cluster, gateway, key) = s3_cluster(&["--anonymous-rate", "1", "--anonymous-burst", "5"]);
+    let addr = s3_addr(&gateway);
+    let put = presigned(&gateway.endpoint, &key, "PUT", "data", "secret");
+    let (path, host) = target(&put);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let answer = exchange(
+        &mut stream,
+        &format!("PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let lookups_before = gateway_counter(addr, "cairn_gateway_access_key_lookups_total").await;
+
+    let started = Instant::now();
+    let (mut refused, mut slowed) = (0u64, 0u64);
+    for i in 0..60 {
+        // Forty distinct made-up keys, then one over and over.
+        let made_up = (format!("AKMADEUP{}", i.min(40)), "not-a-secret".to_string());
+        let url = presigned(&gateway.endpoint, &made_up, "GET", "data", "secret");
+        let (path, host) = target(&url);
+        let answer = exchange(
+            &mut stream,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        )
+        .await;
+        if answer.starts_with("HTTP/1.1 403") {
+            assert!(
+                answer.contains("<Code>InvalidAccessKeyId</Code>"),
+                "{answer}"
+            );
+            refused += 1;
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+            assert!(answer.contains("<Code>SlowDown</Code>"), "{answer}");
+            slowed += 1;
+        }
+    }
+    let refilled = started.elapsed().as_secs() + 1;
+    assert!(
+        refused <= 5 + refilled && slowed >= 60 - 5 - refilled,
+        "{refused} refused, {slowed} slowed down in {:?}",
+        started.elapsed()
+    );
+
+    // A real key from the same address is never slowed down.
+    for i in 0..20 {
+        let url = presigned(&gateway.endpoint, &key, "GET", "data", "secret");
+        let (path, host) = target(&url);
+        let answer = exchange(
+            &mut stream,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello"),
+            "signed read {i}: {answer}"
+        );
+    }
+    let lookups =
+        gateway_counter(addr, "cairn_gateway_access_key_lookups_total").await - lookups_before;
+    // The made-up keys let through, and the real key again every 5 s at most.
+    let bound = 5 + refilled + started.elapsed().as_secs() / 5 + 1;
+    assert!(
+        lookups <= bound,
+        "{lookups} access key lookups for {refused} requests let through (bound {bound})"
+    );
+    let throttled = gateway_counter(addr, "cairn_gateway_throttled_requests_total").await;
+    assert_eq!(throttled, slowed);
+}
+
+/// A client GETs a 12 MiB object with a small receive buffer, reads the head and a few
+/// bytes, then reads nothing: the gateway's writes stop making progress, and after its
+/// send-stall timeout (1 s here) it closes the connection and lets go of the read (counted
+/// in `cairn_gateway_send_stalls_total`). The client, reading again later, gets what was
+/// already in flight and then the end, not the whole object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_an_answer_is_cut_off_by_the_gateway() {
+    const STALL: Duration = Duration::from_secs(1);
+    const SIZE: usize = 12 << 20;
+    let (_cluster, gateway, key) = s3_cluster(&["--send-stall-timeout-ms", "1000"]);
+    let addr = s3_addr(&gateway);
+    let url = presigned(&gateway.endpoint, &key, "PUT", "data", "big");
+    let (path, host) = target(&url);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {SIZE}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![5u8; SIZE]).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf))
+            .await
+            .expect("the upload was answered")
+            .unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(stream);
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 << 10).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let url = presigned(&gateway.endpoint, &key, "GET", "data", "big");
+    let (path, host) = target(&url);
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut received = 0usize;
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(PROMPTLY, stream.read(&mut buf))
+            .await
+            .expect("the read was answered")
+            .unwrap();
+        assert!(n > 0);
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    received += head.len();
+    // Reading nothing for several send-stall timeouts.
+    tokio::time::sleep(STALL * 5).await;
+    let ended = loop {
+        match tokio::time::timeout(PROMPTLY, stream.read(&mut buf)).await {
+            Ok(Ok(0)) => break "closed".to_string(),
+            Ok(Ok(n)) => received += n,
+            Ok(Err(err)) => break err.to_string(),
+            Err(_) => break "still open".to_string(),
+        }
+    };
+    assert!(
+        received < SIZE,
+        "the whole object arrived after the client stopped reading ({received} bytes, {ended})"
+    );
+    assert_ne!(ended, "still open", "after {received} bytes");
+    assert_eq!(
+        gateway_counter(addr, "cairn_gateway_send_stalls_total").await,
+        1
+    );
+}
+
+/// Opens `count` connections to `server` (whose key is `key`) under a fresh stranger's key
+/// each, waits a moment, and returns those the server has not closed.
+async fn stranger_connections(
+    server: SocketAddr,
+    key: &cairn_proto::identity::PublicKey,
+    alpn: &[u8],
+    count: usize,
+) -> Vec<quinn::Connection> {
+    let mut conns = Vec::new();
+    for _ in 0..count {
+        let stranger = SecretKey::generate();
+        let endpoint = client_endpoint(any_port(), &stranger).unwrap();
+        if let Ok(conn) = connect(&endpoint, &stranger, server, key, alpn).await {
+            conns.push(conn);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    conns.retain(|conn| conn.close_reason().is_none());
+    conns
+}
+
+/// One address opens many QUIC connections under keys nobody knows, to a node's port and
+/// to the coordinator's, and sends nothing: each server keeps
+/// `MAX_STRANGER_CONNECTIONS` of them and closes the rest at once. On the node a client
+/// showing an order the coordinator signed stops counting as a stranger, so once a slot
+/// is free a real reader from the same address is served, and the slot comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_opening_many_quic_connections_from_one_address_is_capped() {
+    let over = MAX_STRANGER_CONNECTIONS + 6;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = support::Cluster::new();
+    let node = NodeProcess::start(dir.path(), &cluster.coordinator.public(), "");
+    let mut kept = stranger_connections(node.addr, &node.id, NODE_ALPN, over).await;
+    assert_eq!(
+        kept.len(),
+        MAX_STRANGER_CONNECTIONS,
+        "strangers kept by a node"
+    );
+    // One stranger leaves; a reader with an order takes its place and is served.
+    kept.pop().unwrap().close(0u32.into(), b"bye");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = support::bytes(64 << 10, 4);
+    let id = support::shard_id(2);
+    let client = cluster.client(&node);
+    client
+        .put_shard(&cluster.put(node.id, id, &data), &data)
+        .await
+        .unwrap();
+    // Known now, the reader's connection no longer counts: one more stranger fits.
+    let more = stranger_connections(node.addr, &node.id, NODE_ALPN, 2).await;
+    assert_eq!(more.len(), 1, "strangers kept after a reader became known");
+
+    let cluster = TestCluster::start(&[]);
+    let kept = stranger_connections(
+        cluster.coordinator.quic,
+        &cluster.key,
+        COORDINATOR_ALPN,
+        over,
+    )
+    .await;
+    assert_eq!(
+        kept.len(),
+        MAX_STRANGER_CONNECTIONS,
+        "strangers kept by the coordinator"
+    );
+    drop((client, kept));
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::identity::{PublicKey, SecretKey};
 use cairn_proto::invite::JoinToken;
-use cairn_proto::transport::connect;
+use cairn_proto::transport::{MAX_STRANGER_CONNECTIONS, StrangerCap, connect};
 use cairn_proto::wire::{
     CoordinatorRequest, CoordinatorResponse, ErrorCode, Heartbeat, JoinRequest, NODE_ALPN,
     WireError, read_frame_within, write_frame,
@@ -66,6 +66,8 @@ pub(crate) struct NodeRpc {
     pub key: SecretKey,
     /// Join attempts per remote address.
     pub joins: Arc<JoinLimiter>,
+    /// Connections of keys not registered, per address.
+    pub strangers: Arc<StrangerCap>,
     /// Reported addresses that could not be reached, and when they were tried.
     pub unreachable: Arc<Mutex<HashMap<PublicKey, (String, Instant)>>>,
 }
@@ -86,6 +88,7 @@ impl NodeRpc {
             endpoint,
             key,
             joins: Arc::new(JoinLimiter::default()),
+            strangers: StrangerCap::new(MAX_STRANGER_CONNECTIONS),
             unreachable: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -99,9 +102,19 @@ pub(crate) async fn serve_nodes(conn: quinn::Connection, peer: PublicKey, rpc: N
         conn.close(2u32.into(), b"too many join attempts; try again later");
         return;
     }
-    if registered {
+    // A stranger's connection (one join at most) counts toward its address's cap until it
+    // ends; a registered node's never does.
+    let _slot = if registered {
         cairn_proto::transport::trust_peer(&conn);
-    }
+        None
+    } else {
+        let Some(slot) = rpc.strangers.admit(conn.remote_address().ip()) else {
+            tracing::warn!(%peer, remote = %conn.remote_address(), "too many connections of strangers from one address");
+            conn.close(2u32.into(), b"too many connections from your address");
+            return;
+        };
+        Some(slot)
+    };
     let limit = if registered {
         MAX_NODE_FRAME
     } else {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
 use cairn_proto::order::{Action, Order, OrderError, Receipt, SignedOrder, SignedReceipt};
-use cairn_proto::transport::peer_key;
+use cairn_proto::transport::{MAX_STRANGER_CONNECTIONS, StrangerCap, StrangerSlot, peer_key};
 use cairn_proto::wire::{
     ErrorCode, MAX_NODE_REQUEST, NodeRequest, NodeResponse, WireError, read_frame_within,
     write_frame,
@@ -110,35 +110,52 @@ impl From<StoreError> for Refusal {
 
 /// Accepts connections until the endpoint is closed.
 pub async fn serve(endpoint: quinn::Endpoint, state: Arc<NodeState>) {
+    let strangers = StrangerCap::new(MAX_STRANGER_CONNECTIONS);
     while let Some(incoming) = endpoint.accept().await {
-        let state = state.clone();
+        let (state, strangers) = (state.clone(), strangers.clone());
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(conn) => serve_connection(conn, state).await,
+                Ok(conn) => serve_connection(conn, state, &strangers).await,
                 Err(err) => tracing::debug!(%remote, %err, "handshake failed"),
             }
         });
     }
 }
 
-async fn serve_connection(conn: quinn::Connection, state: Arc<NodeState>) {
+async fn serve_connection(
+    conn: quinn::Connection,
+    state: Arc<NodeState>,
+    strangers: &Arc<StrangerCap>,
+) {
     let Some(peer) = peer_key(&conn) else {
         conn.close(1u32.into(), b"no peer identity");
         return;
     };
-    tracing::debug!(remote = %conn.remote_address(), %peer, "connection");
+    let remote = conn.remote_address();
+    tracing::debug!(%remote, %peer, "connection");
     // A stranger's connection holds little unread data until the peer is known: the
     // coordinator at once, anyone else once it shows an order the coordinator signed for
-    // it and this node.
+    // it and this node. Until then it counts toward its address's cap of strangers.
+    let slot = if peer == state.coordinator {
+        None
+    } else {
+        let Some(slot) = strangers.admit(remote.ip()) else {
+            tracing::info!(%remote, %peer, "too many connections of strangers from one address; closing");
+            conn.close(2u32.into(), b"too many connections from your address");
+            return;
+        };
+        Some(Arc::new(slot))
+    };
     let known = Arc::new(AtomicBool::new(false));
     if peer == state.coordinator {
-        trust(&conn, &known);
+        trust(&conn, &known, None);
     }
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
                 let (state, conn, known) = (state.clone(), conn.clone(), known.clone());
+                let slot = slot.clone();
                 tokio::spawn(async move {
                     serve_stream(&state, peer, send, recv, |request| {
                         if !known.load(Ordering::Relaxed)
@@ -146,7 +163,7 @@ async fn serve_connection(conn: quinn::Connection, state: Arc<NodeState>) {
                                 .verify(&state.coordinator)
                                 .is_ok_and(|order| order.client == peer && order.node == state.id)
                         {
-                            trust(&conn, &known);
+                            trust(&conn, &known, slot.as_deref());
                         }
                     })
                     .await
@@ -171,10 +188,13 @@ fn order_of(request: &NodeRequest) -> &SignedOrder {
     }
 }
 
-/// Gives `conn` a known peer's windows, once.
-fn trust(conn: &quinn::Connection, known: &AtomicBool) {
+/// Gives `conn` a known peer's windows, once, and stops counting it as a stranger's.
+fn trust(conn: &quinn::Connection, known: &AtomicBool, slot: Option<&StrangerSlot>) {
     if !known.swap(true, Ordering::Relaxed) {
         cairn_proto::transport::trust_peer(conn);
+        if let Some(slot) = slot {
+            slot.release();
+        }
     }
 }
 

@@ -16,8 +16,9 @@
 //! a connection lost with a TLS alert). Callers should report stream errors right after
 //! connecting as possible authentication failures.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -377,6 +378,101 @@ pub fn trust_peer(conn: &quinn::Connection) {
     conn.set_max_concurrent_bi_streams(VarInt::from_u32(MAX_BIDI_STREAMS));
 }
 
+/// Connections a server holds at once from one client (an IPv4 address or an IPv6 /64)
+/// before it knows their peers: each is small ([`STRANGER_WINDOW`]), and this bounds how
+/// many one host can make it keep. Known peers' connections do not count.
+pub const MAX_STRANGER_CONNECTIONS: usize = 16;
+
+/// Connections from peers a server does not know yet, counted per client address and
+/// capped (see [`MAX_STRANGER_CONNECTIONS`]).
+#[derive(Debug)]
+pub struct StrangerCap {
+    per_client: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl StrangerCap {
+    /// At most `per_client` connections of strangers from one client at once.
+    pub fn new(per_client: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_client,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for one more stranger's connection from `ip`, if its client holds fewer than
+    /// the cap; given back when the slot is released (the peer became known) or dropped.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<StrangerSlot> {
+        let client = client_of(ip);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mine = open.entry(client).or_default();
+        if *mine >= self.per_client {
+            return None;
+        }
+        *mine += 1;
+        Some(StrangerSlot {
+            cap: self.clone(),
+            client,
+            held: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    /// Strangers' connections open from `ip`'s client.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&client_of(ip))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// One stranger's connection counted by a [`StrangerCap`].
+#[derive(Debug)]
+pub struct StrangerSlot {
+    cap: Arc<StrangerCap>,
+    client: IpAddr,
+    held: std::sync::atomic::AtomicBool,
+}
+
+impl StrangerSlot {
+    /// Stops counting the connection (its peer is known now); later calls do nothing.
+    pub fn release(&self) {
+        if !self.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let mut open = self
+            .cap
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(mine) = open.get_mut(&self.client) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl Drop for StrangerSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The client an address counts for: an IPv4 address itself, an IPv6 address's /64.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        v4 => v4,
+    }
+}
+
 fn tls_error(e: impl fmt::Display) -> TransportError {
     TransportError::Tls(e.to_string())
 }
@@ -595,6 +691,30 @@ impl ClientCertVerifier for ClientKeyVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strangers_are_capped_per_client_and_known_peers_give_their_slot_back() {
+        let cap = StrangerCap::new(2);
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let first = cap.admit(ip("192.0.2.1")).unwrap();
+        let second = cap.admit(ip("192.0.2.1")).unwrap();
+        assert!(cap.admit(ip("192.0.2.1")).is_none());
+        assert!(cap.admit(ip("192.0.2.2")).is_some());
+        let _a = cap.admit(ip("2001:db8::1")).unwrap();
+        let _b = cap.admit(ip("2001:db8::2")).unwrap();
+        assert!(
+            cap.admit(ip("2001:db8::ffff")).is_none(),
+            "a /64 is one client"
+        );
+        first.release();
+        first.release();
+        assert_eq!(cap.open_from(ip("192.0.2.1")), 1);
+        let third = cap.admit(ip("192.0.2.1")).unwrap();
+        drop(first);
+        assert!(cap.admit(ip("192.0.2.1")).is_none());
+        drop((second, third));
+        assert_eq!(cap.open_from(ip("192.0.2.1")), 0);
+    }
 
     #[test]
     fn spki_round_trip() {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
+use prometheus::IntCounter;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::host::{S3Host, VirtualHost};
@@ -18,67 +19,214 @@ use crate::throttle::{ClientAddr, Throttle};
 /// How long a secret or a bucket's public flag is reused before asking again: revoking a
 /// key or making a bucket private takes effect within this.
 const CACHE_FOR: Duration = Duration::from_secs(5);
+/// How long an access key id the coordinator does not know is answered
+/// `InvalidAccessKeyId` without asking again: a key created meanwhile works after this.
+pub const UNKNOWN_KEY_FOR: Duration = Duration::from_secs(30);
+/// Unknown access key ids remembered at most (in two generations of half as many each): a
+/// flood of made-up ids turns the oldest over instead of growing memory.
+pub const MAX_UNKNOWN_KEYS: usize = 16_384;
+/// How long an access key id the coordinator vouched for counts as known to the throttle
+/// (requests signed with it are never slowed down), counted from its last lookup.
+const KNOWN_FOR: Duration = Duration::from_secs(600);
+/// Longest access key id looked up; a longer one is unknown without asking.
+const MAX_KEY_ID: usize = 128;
+
+/// What the gateway knows of access key ids: secrets of real keys (reused for
+/// [`CACHE_FOR`]), ids the coordinator does not know (for [`UNKNOWN_KEY_FOR`], at most
+/// [`MAX_UNKNOWN_KEYS`]), and how many times it asked.
+pub struct AccessKeys {
+    valid: Mutex<HashMap<String, (Instant, String)>>,
+    unknown: Mutex<UnknownKeys>,
+    capacity: usize,
+    lookups: IntCounter,
+}
+
+#[derive(Default)]
+struct UnknownKeys {
+    current: HashMap<String, Instant>,
+    previous: HashMap<String, Instant>,
+}
+
+/// What a lookup would find now, from memory alone.
+enum Remembered {
+    Secret(String),
+    Unknown,
+    Ask,
+}
+
+impl AccessKeys {
+    /// Nothing known yet; each coordinator lookup counted in `lookups`.
+    pub fn new(lookups: IntCounter) -> Self {
+        Self::with_capacity(MAX_UNKNOWN_KEYS, lookups)
+    }
+
+    fn with_capacity(capacity: usize, lookups: IntCounter) -> Self {
+        Self {
+            valid: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(UnknownKeys::default()),
+            capacity: capacity.max(2),
+            lookups,
+        }
+    }
+
+    /// Whether `id` is a key the coordinator vouched for lately (within [`KNOWN_FOR`]):
+    /// requests signed with it are not charged to their client's throttle.
+    pub fn is_known(&self, id: &str) -> bool {
+        self.valid
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(id)
+            .is_some_and(|(at, _)| at.elapsed() < KNOWN_FOR)
+    }
+
+    fn remembered(&self, id: &str, now: Instant) -> Remembered {
+        if id.len() > MAX_KEY_ID {
+            return Remembered::Unknown;
+        }
+        let valid = self
+            .valid
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, secret)) = valid.get(id)
+            && now.saturating_duration_since(*at) < CACHE_FOR
+        {
+            return Remembered::Secret(secret.clone());
+        }
+        drop(valid);
+        let unknown = self
+            .unknown
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let since = unknown.current.get(id).or_else(|| unknown.previous.get(id));
+        match since {
+            Some(at) if now.saturating_duration_since(*at) < UNKNOWN_KEY_FOR => Remembered::Unknown,
+            _ => Remembered::Ask,
+        }
+    }
+
+    fn remember(&self, id: &str, secret: Option<&str>, now: Instant) {
+        let mut valid = self
+            .valid
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match secret {
+            Some(secret) => {
+                valid.retain(|_, (at, _)| now.saturating_duration_since(*at) < KNOWN_FOR);
+                valid.insert(id.to_string(), (now, secret.to_string()));
+            }
+            None => {
+                valid.remove(id);
+                drop(valid);
+                let mut unknown = self
+                    .unknown
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if !unknown.current.contains_key(id) && unknown.current.len() >= self.capacity / 2 {
+                    unknown.previous = std::mem::take(&mut unknown.current);
+                }
+                unknown.previous.remove(id);
+                unknown.current.insert(id.to_string(), now);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn unknown_tracked(&self) -> usize {
+        let unknown = self.unknown.lock().unwrap();
+        unknown.current.len() + unknown.previous.len()
+    }
+}
 
 /// SigV4 secrets, fetched from the coordinator (which gives them only to registered
-/// gateways) and kept briefly.
+/// gateways) and kept briefly in [`AccessKeys`].
 pub struct Auth {
     path: Arc<DataPath>,
-    cache: Mutex<HashMap<String, (Instant, Option<String>)>>,
+    keys: Arc<AccessKeys>,
 }
 
 impl Auth {
-    /// Secrets from `path`'s coordinator.
-    pub fn new(path: Arc<DataPath>) -> Self {
-        Self {
-            path,
-            cache: Mutex::new(HashMap::new()),
-        }
+    /// Secrets from `path`'s coordinator, remembered in `keys`.
+    pub fn new(path: Arc<DataPath>, keys: Arc<AccessKeys>) -> Self {
+        Self { path, keys }
     }
+}
+
+fn invalid_key() -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::InvalidAccessKeyId,
+        "the access key does not exist or was revoked",
+    )
 }
 
 #[async_trait::async_trait]
 impl S3Auth for Auth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        let cached = self.cache.lock().ok().and_then(|cache| {
-            cache
-                .get(access_key)
-                .filter(|(at, _)| at.elapsed() < CACHE_FOR)
-                .map(|(_, secret)| secret.clone())
-        });
-        let secret = match cached {
-            Some(secret) => secret,
-            None => {
-                let request = GatewayRequest::AccessKey {
-                    id: access_key.to_string(),
-                };
-                let secret = match self
-                    .path
-                    .coordinator
-                    .call(&request)
-                    .await
-                    .map_err(from_call)?
-                {
-                    GatewayResponse::AccessKey(key) => key.map(|k| k.secret),
-                    other => {
-                        return Err(S3Error::with_message(
-                            S3ErrorCode::InternalError,
-                            format!("unexpected coordinator answer: {other:?}"),
-                        ));
-                    }
-                };
-                if let Ok(mut cache) = self.cache.lock() {
-                    cache.insert(access_key.to_string(), (Instant::now(), secret.clone()));
-                }
-                secret
+        match self.keys.remembered(access_key, Instant::now()) {
+            Remembered::Secret(secret) => return Ok(SecretKey::from(secret)),
+            Remembered::Unknown => return Err(invalid_key()),
+            Remembered::Ask => {}
+        }
+        let request = GatewayRequest::AccessKey {
+            id: access_key.to_string(),
+        };
+        self.keys.lookups.inc();
+        let secret = match self
+            .path
+            .coordinator
+            .call(&request)
+            .await
+            .map_err(from_call)?
+        {
+            GatewayResponse::AccessKey(key) => key.map(|k| k.secret),
+            other => {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InternalError,
+                    format!("unexpected coordinator answer: {other:?}"),
+                ));
             }
         };
-        secret.map(SecretKey::from).ok_or_else(|| {
-            S3Error::with_message(
-                S3ErrorCode::InvalidAccessKeyId,
-                "the access key does not exist or was revoked",
-            )
-        })
+        self.keys
+            .remember(access_key, secret.as_deref(), Instant::now());
+        secret.map(SecretKey::from).ok_or_else(invalid_key)
     }
+}
+
+/// The access key id a request is signed with (SigV4 or SigV2, in the `Authorization`
+/// header or a presigned URL's query), if it claims one. Nothing is checked here.
+pub(crate) fn signing_key_id<B>(req: &http::Request<B>) -> Option<String> {
+    if let Some(value) = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(rest) = value.strip_prefix("AWS4-HMAC-SHA256") {
+            let credential = rest.split_once("Credential=")?.1;
+            let end = credential.find(['/', ',']).unwrap_or(credential.len());
+            return Some(credential[..end].trim().to_string());
+        }
+        if let Some(rest) = value.strip_prefix("AWS ") {
+            return Some(
+                rest.split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            );
+        }
+        return Some(String::new());
+    }
+    let query = req.uri().query()?;
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        match name {
+            "X-Amz-Credential" => {
+                let value = value.replace("%2F", "/").replace("%2f", "/");
+                Some(value.split('/').next().unwrap_or_default().to_string())
+            }
+            "AWSAccessKeyId" => Some(value.to_string()),
+            _ => None,
+        }
+    })
 }
 
 /// Signed requests may do anything; anonymous ones may only GET and HEAD objects of
@@ -248,5 +396,66 @@ impl S3Host for Host {
             return Ok(VirtualHost::new(domain.as_str()).with_bucket(bucket));
         }
         Ok(VirtualHost::new(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_ids_are_remembered_briefly_and_within_a_bound() {
+        let keys = AccessKeys::with_capacity(100, IntCounter::new("t", "t").unwrap());
+        let now = Instant::now();
+        assert!(matches!(keys.remembered("AKMADEUP", now), Remembered::Ask));
+        keys.remember("AKMADEUP", None, now);
+        assert!(matches!(
+            keys.remembered("AKMADEUP", now),
+            Remembered::Unknown
+        ));
+        let later = now + UNKNOWN_KEY_FOR;
+        assert!(matches!(
+            keys.remembered("AKMADEUP", later),
+            Remembered::Ask
+        ));
+        for n in 0..10_000 {
+            keys.remember(&format!("AK{n}"), None, now);
+            assert!(keys.unknown_tracked() <= 100);
+        }
+        let long = "A".repeat(MAX_KEY_ID + 1);
+        assert!(matches!(keys.remembered(&long, now), Remembered::Unknown));
+        // A real key is known; once revoked, it is not.
+        keys.remember("AKREAL", Some("secret"), now);
+        assert!(keys.is_known("AKREAL"));
+        assert!(matches!(keys.remembered("AKREAL", now), Remembered::Secret(s) if s == "secret"));
+        keys.remember("AKREAL", None, now);
+        assert!(!keys.is_known("AKREAL"));
+    }
+
+    #[test]
+    fn the_signing_key_id_is_read_from_the_header_or_the_query() {
+        let req = |auth: Option<&str>, uri: &str| {
+            let mut builder = http::Request::builder().uri(uri);
+            if let Some(auth) = auth {
+                builder = builder.header("authorization", auth);
+            }
+            builder.body(()).unwrap()
+        };
+        let v4 = "AWS4-HMAC-SHA256 Credential=AKID1/20260101/us-east-1/s3/aws4_request, \
+                  SignedHeaders=host, Signature=00";
+        assert_eq!(
+            signing_key_id(&req(Some(v4), "/b/k")).as_deref(),
+            Some("AKID1")
+        );
+        assert_eq!(
+            signing_key_id(&req(Some("AWS AKID2:c2ln"), "/b/k")).as_deref(),
+            Some("AKID2")
+        );
+        let presigned = "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID3%2F20260101%2Fus-east-1%2Fs3%2Faws4_request";
+        assert_eq!(
+            signing_key_id(&req(None, presigned)).as_deref(),
+            Some("AKID3")
+        );
+        assert_eq!(signing_key_id(&req(None, "/b/k?list-type=2")), None);
     }
 }

@@ -35,9 +35,14 @@ pub struct GatewayConfig {
     /// one; then the request is answered `400 RequestTimeout`, the connection closed and
     /// nothing stored.
     pub body_idle_timeout_ms: u64,
+    /// How long writing an answer may make no progress (the client reads nothing) before
+    /// the connection is closed and what the answer held (a read's buffers) let go.
+    pub send_stall_timeout_ms: u64,
     /// Anonymous requests one client address (an IPv4 address or an IPv6 /64) may make per
-    /// second, on average; past it they are answered `503 SlowDown`. 0: no limit. Signed
-    /// requests are never limited by it.
+    /// second, on average; past it they are answered `503 SlowDown`. 0: no limit. Requests
+    /// signed with an access key the coordinator does not know, and requests whose
+    /// signature fails, count as anonymous; requests signed with a real key are never
+    /// limited by it.
     pub anonymous_rate: u32,
     /// Anonymous requests one client address may make at once before the rate applies.
     pub anonymous_burst: u32,
@@ -60,6 +65,7 @@ impl Default for GatewayConfig {
             repair_workers: 1,
             header_timeout_ms: 10_000,
             body_idle_timeout_ms: 60_000,
+            send_stall_timeout_ms: 60_000,
             anonymous_rate: 20,
             anonymous_burst: 100,
             trusted_proxies: Vec::new(),
@@ -76,8 +82,14 @@ impl GatewayConfig {
         if self.inline_threshold > 64 << 10 {
             return Err("inline_threshold: at most 64 KiB (the coordinator's limit)".into());
         }
-        if self.header_timeout_ms == 0 || self.body_idle_timeout_ms == 0 {
-            return Err("header_timeout_ms, body_idle_timeout_ms: must be above 0".into());
+        if self.header_timeout_ms == 0
+            || self.body_idle_timeout_ms == 0
+            || self.send_stall_timeout_ms == 0
+        {
+            return Err(
+                "header_timeout_ms, body_idle_timeout_ms, send_stall_timeout_ms: must be above 0"
+                    .into(),
+            );
         }
         if self.anonymous_rate > 0 && self.anonymous_burst == 0 {
             return Err("anonymous_burst: at least 1 when anonymous_rate is set".into());

@@ -15,13 +15,13 @@ use hyper::body::Incoming;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::task::JoinHandle;
 
-use crate::access::{Access, Auth, Host};
+use crate::access::{Access, AccessKeys, Auth, Host};
 use crate::config::{GatewayConfig, Network};
 use crate::metrics::GatewayMetrics;
 use crate::service::Gateway;
 use crate::store::{DataPath, Repaired, run_worker};
 use crate::throttle::{ClientAddr, Throttle, client_address, client_of};
-use crate::timeouts::{Activity, IdleBody, Tracked};
+use crate::timeouts::{Activity, IdleBody, StallGuard, Tracked};
 
 /// File holding the gateway's identity key.
 pub const KEY_FILE: &str = "gateway.key";
@@ -104,9 +104,10 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
         config.anonymous_burst,
         metrics.throttled.clone(),
     ));
+    let keys = Arc::new(AccessKeys::new(metrics.access_key_lookups.clone()));
     let mut builder = S3ServiceBuilder::new(gateway);
-    builder.set_auth(Auth::new(path.clone()));
-    builder.set_access(Access::new(path.clone(), throttle));
+    builder.set_auth(Auth::new(path.clone(), keys.clone()));
+    builder.set_access(Access::new(path.clone(), throttle.clone()));
     builder.set_host(Host::new(config.domain.clone()));
     let service = builder.build();
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -118,6 +119,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
     let limits = Limits {
         header: Duration::from_millis(config.header_timeout_ms),
         body_idle: Duration::from_millis(config.body_idle_timeout_ms),
+        send_stall: Duration::from_millis(config.send_stall_timeout_ms),
         proxies: config.proxies()?,
     };
     let context = Arc::new(Context {
@@ -125,6 +127,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
         host: Host::new(config.domain.clone()),
         metrics,
         limits,
+        throttle,
+        keys,
     });
     let task = tokio::spawn(serve(listener, context));
     tracing::info!(%addr, key = %key.public(), "gateway serving S3");
@@ -140,6 +144,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
 struct Limits {
     header: Duration,
     body_idle: Duration,
+    send_stall: Duration,
     proxies: Vec<Network>,
 }
 
@@ -149,6 +154,10 @@ struct Context {
     host: Host,
     metrics: Arc<GatewayMetrics>,
     limits: Limits,
+    /// Per-client buckets for anonymous requests and those signed with keys not known.
+    throttle: Arc<Throttle>,
+    /// Which access key ids are real, for the throttle.
+    keys: Arc<AccessKeys>,
 }
 
 async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
@@ -217,6 +226,12 @@ async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
             })
         };
         let http = http.clone();
+        let stalls = context.metrics.send_stalls.clone();
+        let stall = context.limits.send_stall;
+        let stream = StallGuard::new(stream, stall, move || {
+            tracing::info!(%remote, "the client read nothing of an answer for {stall:?}; closing");
+            stalls.inc();
+        });
         tokio::spawn(async move {
             let _slot = slot;
             let io = hyper_util::rt::TokioIo::new(stream);
@@ -370,15 +385,42 @@ async fn handle(
     let mut req = req.map(|body| s3s::Body::http_body(IdleBody::new(body, idle)));
     req.extensions_mut().insert(operation.clone());
     req.extensions_mut().insert(ClientAddr(client));
+    // A request signed with a key not known to be real costs its client a token of the
+    // anonymous rate before its key is looked up (given back if the key is real), and one
+    // whose signature fails costs one afterwards: a flood of made-up keys or bad signatures
+    // from one address is slowed down before it reaches the coordinator.
+    let signed_by = crate::access::signing_key_id(&req);
+    let charged = signed_by
+        .as_deref()
+        .is_some_and(|key| !context.keys.is_known(key));
     let mut response = match crate::request::prepare(&mut req, &context.host) {
         Err(refused) => crate::errors::respond(refused),
-        Ok(()) => match context.service.call(req).await {
-            Ok(response) => response,
-            Err(err) => {
-                tracing::warn!(?err, request_id = %id, "S3 request failed outside the S3 layer");
-                text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
+        Ok(()) if charged && !context.throttle.allow(client) => {
+            tracing::debug!(%client, "requests signed with unknown keys past the client's rate");
+            crate::errors::respond(s3s::S3Error::with_message(
+                s3s::S3ErrorCode::SlowDown,
+                "Too many requests with unknown access keys or failed signatures from your \
+                 address; slow down.",
+            ))
+        }
+        Ok(()) => {
+            let response = match context.service.call(req).await {
+                Ok(response) => response,
+                Err(err) => {
+                    tracing::warn!(?err, request_id = %id, "S3 request failed outside the S3 layer");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
+                }
+            };
+            if signed_by.is_some() {
+                let refused = refused_signature(&response);
+                if refused && !charged {
+                    context.throttle.charge(client);
+                } else if !refused && charged {
+                    context.throttle.refund(client);
+                }
             }
-        },
+            response
+        }
     };
     // A HEAD of one part answers 206 with its Content-Range, as the GET would; s3s sets
     // that status for GetObject only.
@@ -405,6 +447,22 @@ async fn handle(
         .with_label_values(&[&operation.name(), &method, response.status().as_str()])
         .inc();
     response
+}
+
+/// Whether `response` refuses a request's signature or its access key.
+fn refused_signature(response: &Response<s3s::Body>) -> bool {
+    if response.status() != StatusCode::FORBIDDEN {
+        return false;
+    }
+    let Some(body) = response.body().bytes() else {
+        return false;
+    };
+    [
+        &b"<Code>SignatureDoesNotMatch</Code>"[..],
+        b"<Code>InvalidAccessKeyId</Code>",
+    ]
+    .iter()
+    .any(|code| body.windows(code.len()).any(|w| w == *code))
 }
 
 fn text(status: StatusCode, body: String) -> Response<s3s::Body> {

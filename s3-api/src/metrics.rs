@@ -26,8 +26,14 @@ pub struct GatewayMetrics {
     pub repaired_shards: IntCounter,
     /// Bytes of those shards.
     pub repaired_bytes: IntCounter,
-    /// Anonymous requests answered `503 SlowDown` because their client was past its rate.
+    /// Anonymous requests, and requests signed with a key not known to be real, answered
+    /// `503 SlowDown` because their client was past its rate.
     pub throttled: IntCounter,
+    /// Access key ids the gateway asked the coordinator about.
+    pub access_key_lookups: IntCounter,
+    /// Connections closed because the client read nothing of an answer for the send-stall
+    /// timeout.
+    pub send_stalls: IntCounter,
     /// Segment buffers held idle for reuse, read from the erasure crate at each scrape.
     idle_buffers: IntGauge,
 }
@@ -102,7 +108,15 @@ impl GatewayMetrics {
             ),
             throttled: counter(
                 "cairn_gateway_throttled_requests_total",
-                "Anonymous requests answered 503 SlowDown because their client address was past its rate.",
+                "Anonymous requests, and requests signed with a key not known to be real, answered 503 SlowDown because their client address was past its rate.",
+            ),
+            access_key_lookups: counter(
+                "cairn_gateway_access_key_lookups_total",
+                "Access key ids looked up at the coordinator (real keys every 5 s while used, unknown ones at most every 30 s).",
+            ),
+            send_stalls: counter(
+                "cairn_gateway_send_stalls_total",
+                "Connections closed because the client read nothing of an answer for send_stall_timeout_ms.",
             ),
             idle_buffers: {
                 let gauge = IntGauge::new(

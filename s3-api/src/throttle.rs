@@ -1,5 +1,6 @@
-//! Who a request comes from, and how many anonymous requests each client may make: a token
-//! bucket per client address, in a map of bounded size.
+//! Who a request comes from, and how many anonymous requests (and requests signed with
+//! unknown keys or failing their signature) each client may make: a token bucket per
+//! client address, in a map of bounded size.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -104,7 +105,36 @@ impl Throttle {
         self.allow_at(ip, Instant::now())
     }
 
+    /// Takes one token from `ip`'s client for a request already answered (a failed
+    /// signature); not counted as a refusal.
+    pub fn charge(&self, ip: IpAddr) {
+        self.take(ip, Instant::now());
+    }
+
+    /// Gives back a token taken for a request that turned out to be signed with a real key.
+    pub fn refund(&self, ip: IpAddr) {
+        if self.rate <= 0.0 {
+            return;
+        }
+        let client = client_of(ip);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(bucket) = buckets.current.get_mut(&client) {
+            bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
+        }
+    }
+
     fn allow_at(&self, ip: IpAddr, now: Instant) -> bool {
+        let allowed = self.take(ip, now);
+        if !allowed {
+            self.throttled.inc();
+        }
+        allowed
+    }
+
+    fn take(&self, ip: IpAddr, now: Instant) -> bool {
         if self.rate <= 0.0 {
             return true;
         }
@@ -132,10 +162,6 @@ impl Throttle {
             buckets.previous = std::mem::take(&mut buckets.current);
         }
         buckets.current.insert(client, bucket);
-        drop(buckets);
-        if !allowed {
-            self.throttled.inc();
-        }
         allowed
     }
 

@@ -1,5 +1,6 @@
-//! Time limits on what a client sends: each wait for a byte of a request body
-//! ([`IdleBody`]), and a connection's time with no request in progress ([`Activity`]).
+//! Time limits on what a client sends and reads: each wait for a byte of a request body
+//! ([`IdleBody`]), a connection's time with no request in progress ([`Activity`]), and
+//! each wait for the client to take a byte of what the gateway writes ([`StallGuard`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use s3s::StdError;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
@@ -89,6 +91,118 @@ impl Body for IdleBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A connection whose writes fail once one has waited `limit` for the client to take a
+/// byte (a client that stops reading an answer): hyper then ends the connection, dropping
+/// the answer's body and whatever the read behind it held. Only waiting counts: time
+/// the gateway spends producing the answer is not the client's.
+pub(crate) struct StallGuard<T> {
+    inner: T,
+    limit: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// Whether `timer` measures the current wait.
+    armed: bool,
+    stalled: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl<T> StallGuard<T> {
+    /// `inner`, whose writes may wait at most `limit`; `on_stall` runs once if one does.
+    pub(crate) fn new(
+        inner: T,
+        limit: Duration,
+        on_stall: impl FnOnce() + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            inner,
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+            armed: false,
+            stalled: Some(Box::new(on_stall)),
+        }
+    }
+
+    /// What a write that returned `polled` means: progress disarms the timer, a wait arms
+    /// it, and a wait past `limit` is an error.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        match polled {
+            Poll::Ready(result) => {
+                self.armed = false;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                if !self.armed {
+                    self.armed = true;
+                    let deadline = Instant::now() + self.limit;
+                    self.timer.as_mut().reset(deadline);
+                }
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        if let Some(on_stall) = self.stalled.take() {
+                            on_stall();
+                        }
+                        Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the client took no byte of the answer for {:?}", self.limit),
+                        )))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch(cx, polled)
     }
 }
 

@@ -54,8 +54,14 @@ pub struct GatewayArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     body_idle_timeout_ms: Option<u64>,
+    /// Milliseconds writing an answer may make no progress (the client reads nothing)
+    /// before its connection is closed [default: 60000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send_stall_timeout_ms: Option<u64>,
     /// Anonymous requests per second one client address may make on average; past it,
-    /// 503 SlowDown; 0 for no limit. Signed requests are not limited [default: 20].
+    /// 503 SlowDown; 0 for no limit. Requests signed with unknown keys or failing their
+    /// signature count too; those signed with real keys are not limited [default: 20].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     anonymous_rate: Option<u32>,
