@@ -44,7 +44,6 @@
 //! The challenge must be unpredictable to the node, so shards and ranges are drawn from a
 //! keyed BLAKE3 stream under a fresh random key each round.
 
-use cairn_proto::order::unix_now_ms;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
@@ -56,6 +55,7 @@ use cairn_erasure::ShardRoot;
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
 use cairn_proto::order::Action;
+use cairn_proto::order::unix_now_ms;
 use cairn_proto::wire::ErrorCode;
 use openraft::Raft;
 

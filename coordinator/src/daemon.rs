@@ -1,6 +1,5 @@
 //! Starting one coordinator member: its key, Raft group member, QUIC service and admin API.
 
-use cairn_proto::order::unix_now_ms;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,6 +8,7 @@ use std::time::Duration;
 
 use cairn_proto::identity::{KeyFileError, PublicKey, SecretKey};
 use cairn_proto::invite::JoinToken;
+use cairn_proto::order::unix_now_ms;
 use cairn_proto::transport::{
     PeerPolicy, TransportError, negotiated_alpn, peer_key, server_endpoint, trust_peer,
 };

@@ -18,10 +18,10 @@
 //! its predecessor), so without that floor it would suspect every node at once; with it,
 //! every node gets a full `suspect_after` to find the new leader.
 
-use cairn_proto::order::unix_now_ms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_proto::order::unix_now_ms;
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 

@@ -22,7 +22,6 @@
 //! Nodes are trusted for none of this: the catalog says what may be deleted, and a node
 //! that claims a shard it lost is caught by audits, not by its inventory.
 
-use cairn_proto::order::unix_now_ms;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +29,7 @@ use std::time::{Duration, Instant};
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
 use cairn_proto::order::Action;
+use cairn_proto::order::unix_now_ms;
 use openraft::Raft;
 
 use crate::catalog::model::NodeRecord;

@@ -13,7 +13,6 @@
 //! there (a QUIC handshake proving the node's key), so a node cannot point the cluster at an
 //! address where it is not, and a node that moved is found again.
 
-use cairn_proto::order::unix_now_ms;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::identity::{PublicKey, SecretKey};
 use cairn_proto::invite::JoinToken;
+use cairn_proto::order::unix_now_ms;
 use cairn_proto::transport::{MAX_STRANGER_CONNECTIONS, StrangerCap, connect};
 use cairn_proto::wire::{
     CoordinatorRequest, CoordinatorResponse, ErrorCode, Heartbeat, JoinRequest, NODE_ALPN,

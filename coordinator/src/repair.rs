@@ -16,11 +16,11 @@
 //! finished under an old leader still commits, because the commit checks the catalog
 //! itself (the shard ids replaced must still be current).
 
-use cairn_proto::order::unix_now_ms;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn_proto::order::unix_now_ms;
 use openraft::Raft;
 use serde::{Deserialize, Serialize};
 

@@ -14,7 +14,6 @@
 //! held, so restoring `X` bytes moves about `(k + 1)·X` and cannot take less than
 //! `(k + 1)·X / bandwidth` (minus the one second of budget the bucket may have saved up).
 
-use cairn_proto::order::unix_now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +36,7 @@ use cairn_node::config::NodeConfig;
 use cairn_node::daemon::RunningNode;
 use cairn_proto::bytesize::ByteSize;
 use cairn_proto::identity::{NodeId, SecretKey};
+use cairn_proto::order::unix_now_ms;
 use cairn_proto::transport::client_endpoint;
 use cairn_s3_api::config::GatewayConfig;
 use clap::Args;

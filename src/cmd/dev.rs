@@ -5,7 +5,6 @@
 //! under one folder. Ports are fixed so the cluster comes back at the same addresses (nodes'
 //! addresses are in the catalog) when it is started again on the same folder.
 
-use cairn_proto::order::unix_now_ms;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +17,7 @@ use cairn_coordinator::config::CoordinatorConfig;
 use cairn_coordinator::daemon::RunningCoordinator;
 use cairn_node::config::NodeConfig;
 use cairn_proto::bytesize::ByteSize;
+use cairn_proto::order::unix_now_ms;
 use cairn_s3_api::config::GatewayConfig;
 use clap::Args;
 

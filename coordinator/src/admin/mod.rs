@@ -5,7 +5,6 @@
 mod page;
 pub mod views;
 
-use cairn_proto::order::unix_now_ms;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_proto::identity::PublicKey;
+use cairn_proto::order::unix_now_ms;
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 

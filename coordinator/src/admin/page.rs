@@ -21,10 +21,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_client::page::{age, escape};
 use cairn_proto::bytesize::ByteSize;
+use cairn_proto::order::unix_now_ms;
 
 use super::views::{NodeView, StatusView};
 use super::{AdminState, placed_shards, status_view};
-use cairn_proto::order::unix_now_ms;
 
 /// Seconds between the page's own refreshes.
 const REFRESH_SECS: u32 = 5;
