@@ -78,13 +78,6 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Waits until something accepts connections on `port` (the process must stay alive).
 fn wait_listening(child: &mut Child, port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -107,7 +100,7 @@ struct Moto {
 }
 
 fn start_moto() -> Moto {
-    let port = free_port();
+    let port = free_ports(1);
     let mut child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())

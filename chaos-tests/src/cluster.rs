@@ -76,18 +76,11 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A free loopback port for UDP (QUIC) and TCP alike. Another process may take it before
-/// it is bound again; the processes here start within moments, which is what every other
-/// multi-process test relies on too.
+/// A free loopback port for UDP (QUIC) and TCP alike, below the ephemeral range: processes
+/// here are killed and restarted on their ports, which a client socket could otherwise take
+/// while they are down.
 fn free_port() -> Result<u16> {
-    for _ in 0..100 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = udp.local_addr()?.port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    fail("no free loopback port")
+    Ok(crate::ports::reserve(1)?)
 }
 
 fn loopback(port: u16) -> SocketAddr {

@@ -16,6 +16,8 @@
 //!   chosen peers off on demand.
 //! - [`cluster`]: a production-shaped cluster of separate `cairn` processes, formed through
 //!   the admin API, with the levers to kill, pause, restart, partition and skew its parts.
+//! - [`ports`]: loopback ports below the kernel's ephemeral range, for processes restarted
+//!   on the same address.
 //! - [`history`]: every S3 operation of a chaos run (invoked; ok, failed or unknown; the
 //!   value read), and self-identifying values.
 //! - [`checker`]: whether a history is one a correct store could have produced: nothing
@@ -31,5 +33,6 @@ pub mod history;
 pub mod lossy_link;
 pub mod misbehaviour;
 pub mod partition;
+pub mod ports;
 pub mod refetch;
 pub mod schedule;

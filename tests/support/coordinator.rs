@@ -7,12 +7,9 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
+/// A loopback port below the ephemeral range: members are restarted on their ports.
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    super::ports::free_ports(1)
 }
 
 pub struct Member {
@@ -25,9 +22,7 @@ pub struct Member {
 
 impl Member {
     pub fn new(id: u64, root: &Path) -> Member {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let admin = tcp.local_addr().unwrap();
-        drop(tcp);
+        let admin = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         Member {
             id,
             dir: root.join(format!("m{id}")),
