@@ -32,8 +32,8 @@ use cairn_proto::identity::SecretKey;
 use cairn_proto::ids::ShardId;
 use cairn_proto::invite::JoinToken;
 use cairn_proto::transport::{
-    MAX_STRANGER_CONNECTIONS, PeerPolicy, STRANGER_WINDOW, client_endpoint, connect,
-    server_endpoint,
+    MAX_HANDSHAKES_PER_CLIENT, MAX_STRANGER_CONNECTIONS, PeerPolicy, STRANGER_WINDOW,
+    client_endpoint, connect, server_endpoint,
 };
 use cairn_proto::wire::{
     COORDINATOR_ALPN, CoordinatorRequest, CoordinatorResponse, ErrorCode, Heartbeat, JoinRequest,
@@ -998,17 +998,24 @@ async fn a_reader_that_stops_reading_is_given_up_on_by_the_node() {
 
 /// The value of a counter in a gateway's `/metrics`, read over a fresh connection.
 async fn gateway_counter(addr: SocketAddr, name: &str) -> u64 {
+    metric_value(addr, name)
+        .await
+        .unwrap_or_else(|| panic!("no {name} at {addr}"))
+}
+
+/// The value of the series `name` (labels included) in the `/metrics` served at `addr`,
+/// if it is there yet.
+async fn metric_value(addr: SocketAddr, name: &str) -> Option<u64> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let metrics = exchange(
         &mut stream,
-        "GET /metrics HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: cairn\r\nConnection: close\r\n\r\n",
     )
     .await;
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }
 
 /// One address sends requests signed with made-up access keys (a fresh one each time, then
@@ -1236,4 +1243,80 @@ async fn a_stranger_opening_many_quic_connections_from_one_address_is_capped() {
         "strangers kept by the coordinator"
     );
     drop((client, kept));
+}
+
+/// One address starts many QUIC handshakes with a node and never finishes them: its
+/// datagrams reach the node through a one-way relay, and the node's answers reach nobody,
+/// so each handshake would hold the node's TLS state until its timeout. The node runs at
+/// most `MAX_HANDSHAKES_PER_CLIENT` of them from that address at once and refuses the rest
+/// at once (cairn_node_connections_refused_total{reason="handshakes"}), while a reader from
+/// another address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_flooding_a_node_with_handshakes_it_never_finishes_is_capped() {
+    let flood = MAX_HANDSHAKES_PER_CLIENT * 3;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = support::Cluster::new();
+    let metrics = SocketAddr::from(([127, 0, 0, 1], support::ports::free_ports(1)));
+    let node = NodeProcess::start(
+        dir.path(),
+        &cluster.coordinator.public(),
+        &format!("metrics_listen = \"{metrics}\""),
+    );
+
+    let relay = tokio::net::UdpSocket::bind(any_port()).await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let stranger = SecretKey::generate();
+    let endpoint = client_endpoint(any_port(), &stranger).unwrap();
+    let from = endpoint.local_addr().unwrap();
+    let node_addr = node.addr;
+    let forward = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((len, sender)) = relay.recv_from(&mut buf).await {
+            if sender == from {
+                let _ = relay.send_to(&buf[..len], node_addr).await;
+            }
+        }
+    });
+    let node_key = node.id;
+    let attempts: Vec<_> = (0..flood)
+        .map(|_| {
+            let (endpoint, stranger) = (endpoint.clone(), stranger.clone());
+            tokio::spawn(async move {
+                connect(&endpoint, &stranger, relay_addr, &node_key, NODE_ALPN).await
+            })
+        })
+        .collect();
+
+    let name = "cairn_node_connections_refused_total{reason=\"handshakes\"}";
+    let wanted = (flood - MAX_HANDSHAKES_PER_CLIENT) as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused = None;
+    while Instant::now() < deadline {
+        refused = metric_value(metrics, name).await;
+        if refused >= Some(wanted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An attempt the client sends again after its refusal is refused again, so more may
+    // be counted; without the cap none would be.
+    assert!(
+        refused >= Some(wanted),
+        "{refused:?} handshakes refused of {flood} never finished from one address"
+    );
+
+    // A reader from another address is served while the flood's handshakes are held.
+    let reader = client_endpoint("127.0.0.2:0".parse().unwrap(), &cluster.gateway).unwrap();
+    let client =
+        cairn_client::node::NodeClient::new(reader, cluster.gateway.clone(), node.addr, node.id);
+    let data = support::bytes(64 << 10, 9);
+    let id = support::shard_id(9);
+    client
+        .put_shard(&cluster.put(node.id, id, &data), &data)
+        .await
+        .unwrap();
+    forward.abort();
+    for attempt in attempts {
+        attempt.abort();
+    }
 }

@@ -10,7 +10,8 @@ use cairn_proto::identity::{KeyFileError, PublicKey, SecretKey};
 use cairn_proto::invite::JoinToken;
 use cairn_proto::order::unix_now_ms;
 use cairn_proto::transport::{
-    PeerPolicy, TransportError, negotiated_alpn, peer_key, server_endpoint, trust_peer,
+    Admission, HandshakeGate, PeerPolicy, TransportError, negotiated_alpn, peer_key,
+    server_endpoint, trust_peer,
 };
 use cairn_proto::wire::COORDINATOR_ALPN;
 use openraft::error::{InitializeError, RaftError};
@@ -471,10 +472,19 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
 /// Accepts QUIC connections: Raft from holders of the coordinator key, cluster RPC from
 /// nodes, gateway RPC from registered gateways.
 async fn serve_quic(endpoint: quinn::Endpoint, rpc: RpcContext, nodes: NodeRpc) {
+    let handshakes = HandshakeGate::new();
     while let Some(incoming) = endpoint.accept().await {
-        let (rpc, nodes) = (rpc.clone(), nodes.clone());
+        let (rpc, nodes, handshakes) = (rpc.clone(), nodes.clone(), handshakes.clone());
         tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
+            let remote = incoming.remote_address();
+            let conn = match handshakes.admit(incoming).await {
+                Admission::Connected(conn) => conn,
+                Admission::Refused => {
+                    tracing::info!(%remote, "too many handshakes from one address; refused");
+                    return;
+                }
+                Admission::Retried | Admission::Failed => return,
+            };
             let Some(peer) = peer_key(&conn) else { return };
             let raft = rpc.raft.clone();
             match negotiated_alpn(&conn).as_deref() {

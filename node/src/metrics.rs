@@ -56,6 +56,10 @@ pub struct NodeMetrics {
     /// The coordinator's clock minus this machine's, in seconds, as the last heartbeat
     /// answer measured it (orders are checked against the coordinator's).
     pub clock_offset: Gauge,
+    /// QUIC connections turned away before their peer was known, by reason: `handshakes`
+    /// (too many handshakes in progress from one address) or `strangers` (too many
+    /// connections of unknown peers from one address).
+    pub connections_refused: IntCounterVec,
 }
 
 /// Longest heartbeat refusal or error kept in a label: the coordinator's message is free
@@ -164,6 +168,11 @@ impl NodeMetrics {
             damaged_shards: gauge(
                 "cairn_node_damaged_shards",
                 "Shards currently known to be damaged.",
+            ),
+            connections_refused: counter_vec(
+                "cairn_node_connections_refused_total",
+                "QUIC connections turned away before their peer was known, by reason.",
+                &["reason"],
             ),
             heartbeats: counter_vec(
                 "cairn_node_heartbeats_total",

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use cairn_proto::identity::{NodeId, PublicKey, SecretKey};
 use cairn_proto::order::{Action, Order, OrderError, Receipt, SignedOrder, SignedReceipt};
-use cairn_proto::transport::{MAX_STRANGER_CONNECTIONS, StrangerCap, StrangerSlot, peer_key};
+use cairn_proto::transport::{
+    Admission, HandshakeGate, MAX_STRANGER_CONNECTIONS, StrangerCap, StrangerSlot, peer_key,
+};
 use cairn_proto::wire::{
     ErrorCode, MAX_NODE_REQUEST, NodeRequest, NodeResponse, WireError, read_frame_within,
     write_frame,
@@ -111,13 +113,20 @@ impl From<StoreError> for Refusal {
 /// Accepts connections until the endpoint is closed.
 pub async fn serve(endpoint: quinn::Endpoint, state: Arc<NodeState>) {
     let strangers = StrangerCap::new(MAX_STRANGER_CONNECTIONS);
+    let handshakes = HandshakeGate::new();
     while let Some(incoming) = endpoint.accept().await {
-        let (state, strangers) = (state.clone(), strangers.clone());
+        let (state, strangers, handshakes) = (state.clone(), strangers.clone(), handshakes.clone());
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => serve_connection(conn, state, &strangers).await,
-                Err(err) => tracing::debug!(%remote, %err, "handshake failed"),
+            match handshakes.admit(incoming).await {
+                Admission::Connected(conn) => serve_connection(conn, state, &strangers).await,
+                Admission::Refused => {
+                    let refused = &state.metrics.connections_refused;
+                    refused.with_label_values(&["handshakes"]).inc();
+                    tracing::debug!(%remote, "too many handshakes from one address; refused");
+                }
+                Admission::Retried => tracing::debug!(%remote, "asked to validate its address"),
+                Admission::Failed => tracing::debug!(%remote, "handshake failed or too slow"),
             }
         });
     }
@@ -142,6 +151,8 @@ async fn serve_connection(
     } else {
         let Some(slot) = strangers.admit(remote.ip()) else {
             tracing::info!(%remote, %peer, "too many connections of strangers from one address; closing");
+            let refused = &state.metrics.connections_refused;
+            refused.with_label_values(&["strangers"]).inc();
             conn.close(2u32.into(), b"too many connections from your address");
             return;
         };

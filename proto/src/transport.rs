@@ -169,6 +169,12 @@ pub fn server_endpoint(
     let crypto = QuicServerConfig::try_from(tls).map_err(tls_error)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(stranger_transport_config());
+    // Datagrams quinn buffers for connections the accept loop has not taken yet: the loop
+    // takes each at once, so these bound only a burst, not a peer's patience.
+    config
+        .max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
     let socket = std::net::UdpSocket::bind(listen).map_err(TransportError::Bind)?;
     let runtime = quinn::default_runtime().ok_or_else(|| {
         TransportError::Bind(std::io::Error::other(
@@ -376,6 +382,96 @@ fn stranger_transport_config() -> Arc<TransportConfig> {
 pub fn trust_peer(conn: &quinn::Connection) {
     conn.set_receive_window(VarInt::from_u32(CONNECTION_WINDOW));
     conn.set_max_concurrent_bi_streams(VarInt::from_u32(MAX_BIDI_STREAMS));
+}
+
+/// Connection attempts quinn keeps before the accept loop takes them (its default is
+/// 65 536).
+const MAX_INCOMING: usize = 4_096;
+/// Early data quinn buffers per connection attempt not yet taken (default 10 MiB).
+const INCOMING_BUFFER: u64 = 64 << 10;
+/// Early data quinn buffers for all attempts not yet taken (default 100 MiB).
+const INCOMING_BUFFER_TOTAL: u64 = 16 << 20;
+
+/// Handshakes a server runs at once from one client (an IPv4 address or an IPv6 /64).
+/// A handshake costs the server its TLS state and a retransmission timer until the idle
+/// timeout, whatever the client does; honest clients open one connection at a time.
+pub const MAX_HANDSHAKES_PER_CLIENT: usize = 32;
+/// Handshakes in progress from all clients above which a client whose address is not
+/// validated yet is asked to prove it (a QUIC Retry) before any state is kept for it, so a
+/// flood from forged source addresses costs the server one packet each.
+pub const RETRY_ABOVE_HANDSHAKES: usize = 256;
+/// Longest a handshake may take before the server drops it.
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+/// What became of a connection attempt at a [`HandshakeGate`].
+#[derive(Debug)]
+pub enum Admission {
+    /// The handshake completed.
+    Connected(quinn::Connection),
+    /// Its client had [`MAX_HANDSHAKES_PER_CLIENT`] handshakes in progress: refused.
+    Refused,
+    /// The server asked the client to validate its address first (a Retry); an honest
+    /// client comes back as a new attempt.
+    Retried,
+    /// The handshake failed or took longer than [`HANDSHAKE_LIMIT`].
+    Failed,
+}
+
+/// Handshakes in progress, counted per client address and in all, and capped: the part of
+/// a server's accept loop that runs before it knows who a peer is.
+#[derive(Debug)]
+pub struct HandshakeGate {
+    per_client: Arc<StrangerCap>,
+    in_progress: std::sync::atomic::AtomicUsize,
+}
+
+impl HandshakeGate {
+    /// A gate with the default caps.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            per_client: StrangerCap::new(MAX_HANDSHAKES_PER_CLIENT),
+            in_progress: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `incoming`'s handshake if its client has room, within [`HANDSHAKE_LIMIT`].
+    pub async fn admit(&self, incoming: quinn::Incoming) -> Admission {
+        use std::sync::atomic::Ordering;
+        if self.in_progress.load(Ordering::Relaxed) >= RETRY_ABOVE_HANDSHAKES
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            return match incoming.retry() {
+                Ok(()) => Admission::Retried,
+                Err(err) => {
+                    err.into_incoming().refuse();
+                    Admission::Refused
+                }
+            };
+        }
+        let Some(_slot) = self.per_client.admit(incoming.remote_address().ip()) else {
+            incoming.refuse();
+            return Admission::Refused;
+        };
+        self.in_progress.fetch_add(1, Ordering::Relaxed);
+        // Counted down however this future ends, dropped at shutdown included.
+        struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _running = Running(&self.in_progress);
+        match tokio::time::timeout(HANDSHAKE_LIMIT, incoming).await {
+            Ok(Ok(conn)) => Admission::Connected(conn),
+            Ok(Err(_)) | Err(_) => Admission::Failed,
+        }
+    }
+
+    /// Handshakes in progress from `ip`'s client.
+    pub fn in_progress_from(&self, ip: IpAddr) -> usize {
+        self.per_client.open_from(ip)
+    }
 }
 
 /// Connections a server holds at once from one client (an IPv4 address or an IPv6 /64)
