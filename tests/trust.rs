@@ -263,6 +263,60 @@ fn a_node_that_calls_every_audit_order_expired_is_disqualified() {
     liar_is_caught(Lie::Refuses("expired"));
 }
 
+/// A node that keeps every shard and answers every audit, but refuses every read as busy:
+/// audits alone would find nothing wrong while no reader gets a byte from it. Each read
+/// refusal a gateway reports is asked of the node again as a read, under a read order for a
+/// key it has never seen, and a refused read is judged like a refused audit: the shard is
+/// rebuilt on a node that serves it, and three such failures in a row disqualify the node.
+/// Every read stays exact all along.
+#[test]
+fn a_node_that_answers_audits_but_refuses_every_read_is_judged_by_reads() {
+    let cluster_flags: Vec<&str> = AUDITS
+        .iter()
+        .copied()
+        .chain(["--vetting-audits", "1000000"])
+        .collect();
+    let mut cluster = fast_cluster(&["a", "a", "b", "b", "c", "c"], &cluster_flags);
+    let gateway = cluster.start_gateway();
+    let key = cluster.access_key();
+    let args = ["--refuse-reads".to_string(), "busy".to_string()];
+    let liar = cluster.add_node_as("d", &chaos(&args)).id.to_string();
+    cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
+    upload(&cluster, &gateway, &key);
+    let held = placed_on(&cluster, &liar, usize::MAX);
+    assert!(held > 0, "the liar received no shards to refuse");
+
+    // Readers fetch data shards (indices 0..4) only: each one the liar holds is refused,
+    // reported, asked again as a read, refused again and rebuilt elsewhere.
+    let reader = Reader::start(&gateway.endpoint, &key);
+    wait_until("no data shard left on the liar", || {
+        placed_on(&cluster, &liar, 4) == 0
+    });
+    let view = entry(&cluster, &liar);
+    let failed = view["audits_failed"].as_u64().unwrap();
+    assert!(
+        failed >= 1,
+        "data shards moved without a failed read: {view}"
+    );
+    // Each failure came after the read was refused and asked again twice.
+    let missed = audits_metric(&cluster, "missed");
+    assert!(missed >= 2 * failed, "missed {missed}, failed {failed}");
+    if failed >= FAILURES_TO_DISQUALIFY {
+        wait_until("the liar is disqualified", || {
+            entry(&cluster, &liar)["state"] == "disqualified"
+        });
+    }
+    eprintln!(
+        "read-refusing node holding {held} shards: {} audits passed, {failed} failed, now {}",
+        view["audits_passed"],
+        entry(&cluster, &liar)["state"]
+    );
+    full_margin(&cluster);
+    objects("check", &gateway.endpoint, &key).unwrap();
+    let passes = reader.finish().expect("a client received a wrong byte");
+    assert!(passes >= 1, "the reader never finished a pass");
+}
+
 #[test]
 fn a_node_that_answers_audits_from_the_public_object_is_disqualified() {
     liar_is_caught(Lie::RefetchesFromPublic);

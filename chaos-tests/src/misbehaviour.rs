@@ -29,6 +29,9 @@ pub enum Misbehaviour {
     /// Drop shards after their receipts, keep claiming them, and refuse every GET and
     /// audit with this code.
     Refuses(ErrorCode),
+    /// Keep every shard and answer audits honestly, but refuse every read (`GetShard`)
+    /// with this code: a node that proves storage and serves nobody.
+    RefusesReads(ErrorCode),
 }
 
 impl Misbehaviour {
@@ -47,6 +50,7 @@ impl Misbehaviour {
                 dropped: DropAfterReceipt::default(),
                 code: *code,
             }),
+            Misbehaviour::RefusesReads(code) => Arc::new(RefusesReads(*code)),
         }
     }
 
@@ -198,6 +202,23 @@ impl Conduct for Refuses {
             "refuses: drops shards after their receipts, keeps claiming them and refuses every \
              GET and audit as `{}`",
             self.code
+        )
+    }
+}
+
+/// Keeps every shard and answers every audit, but refuses every read with one code: a node
+/// whose storage proves out while no reader gets a byte from it.
+pub struct RefusesReads(ErrorCode);
+
+impl Conduct for RefusesReads {
+    fn refuse(&self, answer: Answer, _shard: ShardId) -> Option<ErrorCode> {
+        (answer == Answer::Get).then_some(self.0)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "refuses reads: keeps every shard and answers audits, but refuses every GET as `{}`",
+            self.0
         )
     }
 }

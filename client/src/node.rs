@@ -87,6 +87,12 @@ impl NodeClient {
         }
     }
 
+    /// A client for the same node, connecting afresh from the same endpoint as `key`: a
+    /// reader the node has never seen.
+    pub fn as_key(&self, key: SecretKey) -> NodeClient {
+        NodeClient::new(self.endpoint.clone(), key, self.addr, self.node)
+    }
+
     /// The node this client talks to.
     pub fn node(&self) -> NodeId {
         self.node

@@ -54,8 +54,7 @@ use cairn_client::node::{ClientError, NodeClient};
 use cairn_erasure::ShardRoot;
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
-use cairn_proto::order::Action;
-use cairn_proto::order::unix_now_ms;
+use cairn_proto::order::{Action, Order, SignedOrder, unix_now_ms};
 use cairn_proto::wire::ErrorCode;
 use openraft::Raft;
 
@@ -64,7 +63,7 @@ use crate::catalog::{Catalog, Command};
 use crate::liveness::Liveness;
 use crate::node_clients::{NodeClients, sign_own_order};
 use crate::raft::types::TypeConfig;
-use crate::repair::{FailedShard, Repairs};
+use crate::repair::{AuditRequest, FailedShard, Repairs};
 
 /// Ranges asked per challenge.
 const RANGES_PER_AUDIT: usize = 4;
@@ -167,6 +166,9 @@ struct Target {
 struct Challenge {
     target: Target,
     ranges: Vec<Range<u64>>,
+    /// Asked as a read: a `GetShard` of the first range under a read order, from a key
+    /// made for this challenge, so it looks to the node like any reader's request.
+    as_read: bool,
     /// Times it went unanswered.
     misses: u32,
 }
@@ -253,17 +255,21 @@ impl Auditor {
                 Some(challenges) => challenges,
                 None => {
                     let mut picks = targets.remove(&node.id).unwrap_or_default();
-                    if let Some(target) = requested.get(&node.id) {
+                    let mut as_read = false;
+                    if let Some((target, read)) = requested.get(&node.id) {
                         // The requested shard takes the place of one random pick.
                         picks.retain(|t| t.shard != target.shard);
                         picks.truncate(picks.len().saturating_sub(1));
                         picks.insert(0, target.clone());
+                        as_read = *read;
                     }
                     picks
                         .into_iter()
-                        .map(|target| Challenge {
+                        .enumerate()
+                        .map(|(i, target)| Challenge {
                             ranges: ranges(target.size, &mut rng),
                             target,
+                            as_read: as_read && i == 0,
                             misses: 0,
                         })
                         .collect()
@@ -443,15 +449,20 @@ impl Auditor {
 
     /// The shards gateways reported since the last round, where the catalog still places
     /// them on the node named, as challenges to ask.
-    async fn requested(&self) -> Result<HashMap<NodeId, Target>, String> {
-        let requests = self.context.repairs.take_audit_requests();
+    async fn requested(&self) -> Result<HashMap<NodeId, (Target, bool)>, String> {
+        // A contained node answers for its earlier challenges first.
+        let contained = &self.contained;
+        let requests = self
+            .context
+            .repairs
+            .take_audit_requests(|node| !contained.contains_key(node));
         if requests.is_empty() {
             return Ok(HashMap::new());
         }
         let catalog = self.context.catalog.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = HashMap::new();
-            for (shard, at) in requests {
+            for AuditRequest { shard, at, as_read } in requests {
                 let Some(object) = catalog.object(&at.bucket, &at.key)? else {
                     continue;
                 };
@@ -478,7 +489,7 @@ impl Auditor {
                         root,
                         size,
                     };
-                    out.insert(at.node, target);
+                    out.insert(at.node, (target, as_read));
                 }
             }
             Ok::<_, crate::catalog::CatalogFault>(out)
@@ -556,47 +567,116 @@ async fn challenge_node(
     challenge: &Challenge,
     deadline: Duration,
 ) -> Outcome {
+    let started = tokio::time::Instant::now();
+    let mut reasked = false;
+    loop {
+        let left = deadline.saturating_sub(started.elapsed());
+        let asked = if challenge.as_read {
+            ask_as_read(key, node, client, challenge, left).await
+        } else {
+            ask_as_audit(key, node, client, challenge, left).await
+        };
+        match asked {
+            Err(Asked::Late) => return Outcome::Missed,
+            Err(Asked::Unsigned) => return Outcome::Void,
+            Ok(outcome) => return outcome,
+            Err(Asked::Refused(err)) => match judge_error(node, challenge.target.shard, &err) {
+                // Possibly this side's doing: asked again at once with a fresh order,
+                // once; the same refusal again is the node's.
+                Outcome::Void if !reasked => reasked = true,
+                Outcome::Void => {
+                    tracing::warn!(%node, shard = %challenge.target.shard, %err, "audit order refused twice");
+                    return Outcome::Missed;
+                }
+                outcome => return outcome,
+            },
+        }
+    }
+}
+
+/// Why one asking of a challenge gave no judgement by itself.
+enum Asked {
+    /// No answer within the deadline.
+    Late,
+    /// This side could not sign an order.
+    Unsigned,
+    /// The node refused, or the exchange broke: judged by [`judge_error`].
+    Refused(ClientError),
+}
+
+/// Asks the challenge's ranges under an audit order, as the coordinator.
+async fn ask_as_audit(
+    key: &SecretKey,
+    node: NodeId,
+    client: &NodeClient,
+    challenge: &Challenge,
+    left: Duration,
+) -> Result<Outcome, Asked> {
     let target = &challenge.target;
     let action = Action::Audit {
         shard: target.shard,
         root: target.root,
         size: target.size,
     };
-    let started = tokio::time::Instant::now();
-    let mut reasked = false;
-    let proofs = loop {
-        let order = match sign_own_order(key, node, action.clone(), ORDER_SECS) {
-            Ok(order) => order,
-            Err(err) => {
-                tracing::warn!(%err, "cannot sign an audit order");
-                return Outcome::Void;
-            }
-        };
-        let left = deadline.saturating_sub(started.elapsed());
-        let answer =
-            tokio::time::timeout(left, client.audit(&order, challenge.ranges.clone())).await;
-        match answer {
-            Err(_) => return Outcome::Missed,
-            Ok(Ok(proofs)) => break proofs,
-            Ok(Err(err)) => match judge_error(node, target.shard, &err) {
-                // Possibly this side's doing: asked again at once with a fresh order,
-                // once; the same refusal again is the node's.
-                Outcome::Void if !reasked => reasked = true,
-                Outcome::Void => {
-                    tracing::warn!(%node, shard = %target.shard, %err, "audit order refused twice");
-                    return Outcome::Missed;
-                }
-                outcome => return outcome,
-            },
-        }
-    };
+    let order = sign_own_order(key, node, action, ORDER_SECS).map_err(|err| {
+        tracing::warn!(%err, "cannot sign an audit order");
+        Asked::Unsigned
+    })?;
+    let proofs = tokio::time::timeout(left, client.audit(&order, challenge.ranges.clone()))
+        .await
+        .map_err(|_| Asked::Late)?
+        .map_err(Asked::Refused)?;
     for (proof, range) in proofs.iter().zip(&challenge.ranges) {
         if let Err(err) = proof.verify(&target.root, target.size, range.clone()) {
             tracing::warn!(%node, shard = %target.shard, ?range, %err, "audit answer does not verify");
-            return Outcome::Failed;
+            return Ok(Outcome::Failed);
         }
     }
-    Outcome::Passed
+    Ok(Outcome::Passed)
+}
+
+/// Reads the challenge's first range as a reader would: a key made for this one request,
+/// a read order the coordinator signs for that key, a `GetShard`, the bytes verified
+/// against the catalog's root. A node that answers audits but refuses gateways' reads
+/// cannot tell this from a reader it has not met, so its refusal is judged like a refused
+/// audit. (A node that learns every gateway's key and serves only unknown ones still
+/// escapes this; that would take keys the node has no way to learn from the orders.)
+async fn ask_as_read(
+    key: &SecretKey,
+    node: NodeId,
+    client: &NodeClient,
+    challenge: &Challenge,
+    left: Duration,
+) -> Result<Outcome, Asked> {
+    let target = &challenge.target;
+    let reader = SecretKey::generate();
+    let mut serial = [0u8; 8];
+    getrandom::fill(&mut serial).map_err(|err| {
+        tracing::warn!(%err, "cannot draw a read order's serial");
+        Asked::Unsigned
+    })?;
+    let order = SignedOrder::sign(
+        Order {
+            node,
+            client: reader.public(),
+            serial: u64::from_le_bytes(serial),
+            expires_at: cairn_proto::order::unix_now() + ORDER_SECS,
+            action: Action::Get {
+                shard: target.shard,
+                root: target.root,
+                size: target.size,
+            },
+        },
+        key,
+    );
+    let range = challenge.ranges.first().cloned();
+    let read = client.as_key(reader);
+    match tokio::time::timeout(left, read.get_shard(&order, range)).await {
+        Err(_) => Err(Asked::Late),
+        // get_shard verifies the bytes against the root before returning them.
+        Ok(Ok(_)) => Ok(Outcome::Passed),
+        Ok(Err(err)) => Err(Asked::Refused(err)),
+    }
 }
 
 /// What a refusal or broken exchange says about the node.

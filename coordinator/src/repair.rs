@@ -78,6 +78,24 @@ pub struct FailedShard {
     pub key: String,
 }
 
+/// A shard a gateway's report asks the auditor to look at, and how to ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRequest {
+    /// The shard.
+    pub shard: ShardId,
+    /// Where the catalog placed it when it was reported.
+    pub at: FailedShard,
+    /// Ask it as a read (a `GetShard` from a client the node has never seen, under a read
+    /// order) rather than as an audit: the node refused a reader, and a node that serves
+    /// audits but refuses reads would pass an audit.
+    pub as_read: bool,
+}
+
+/// Reported shards waiting for an audit on one node; a report past it is dropped (its
+/// (gateway, shard) stays remembered, so the gateway's next report of it is too: enough
+/// wait to judge the node).
+const MAX_REQUESTS_PER_NODE: usize = 64;
+
 /// (gateway, shard) reports remembered before the memory starts over.
 const MAX_REMEMBERED_REPORTS: usize = 100_000;
 
@@ -110,8 +128,9 @@ struct State {
     /// Shards whose holder failed an audit of them (by the auditor), until the catalog no
     /// longer places them there.
     failed: HashMap<ShardId, FailedShard>,
-    /// Shards a gateway read bad, per node, to be audited next (the audit judges the node).
-    audit_requests: HashMap<NodeId, (ShardId, FailedShard)>,
+    /// Shards a gateway read bad or was refused, per node, oldest first, to be audited
+    /// next (the audit judges the node); at most [`MAX_REQUESTS_PER_NODE`] each.
+    audit_requests: HashMap<NodeId, VecDeque<AuditRequest>>,
     /// Reports already taken, by (gateway, shard): a gateway counts once per shard.
     reports: HashSet<(NodeId, ShardId)>,
     /// Refused-read reports already taken, the same way (apart, so a refusal reported
@@ -204,42 +223,55 @@ impl Repairs {
     /// `true`, and the shard is audited on that node in the next round: a report is a
     /// reason to look, the audit is the judgement.
     pub fn take_report(&self, gateway: NodeId, shard: ShardId, at: FailedShard) -> bool {
-        self.take(gateway, shard, at, |state| &mut state.reports)
+        self.take(gateway, shard, at, false)
     }
 
     /// Takes a gateway's report that `at.node` refused a read of `shard`, as
-    /// [`Repairs::take_report`] takes one of a bad read (counted apart from those).
+    /// [`Repairs::take_report`] takes one of a bad read (counted apart from those); the
+    /// shard is then asked of the node as a read ([`AuditRequest::as_read`]).
     pub fn take_refusal(&self, gateway: NodeId, shard: ShardId, at: FailedShard) -> bool {
-        self.take(gateway, shard, at, |state| &mut state.refusals)
+        self.take(gateway, shard, at, true)
     }
 
-    fn take(
-        &self,
-        gateway: NodeId,
-        shard: ShardId,
-        at: FailedShard,
-        taken: impl Fn(&mut State) -> &mut HashSet<(NodeId, ShardId)>,
-    ) -> bool {
+    fn take(&self, gateway: NodeId, shard: ShardId, at: FailedShard, as_read: bool) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
-        let seen = taken(&mut state);
+        let seen = if as_read {
+            &mut state.refusals
+        } else {
+            &mut state.reports
+        };
         if seen.len() >= MAX_REMEMBERED_REPORTS {
             seen.clear();
         }
         if !seen.insert((gateway, shard)) {
             return false;
         }
-        state.audit_requests.insert(at.node, (shard, at));
+        let queue = state.audit_requests.entry(at.node).or_default();
+        if queue.len() < MAX_REQUESTS_PER_NODE {
+            queue.push_back(AuditRequest { shard, at, as_read });
+        }
         true
     }
 
-    /// The shards reports asked to audit, one per node (the latest), emptied.
-    pub fn take_audit_requests(&self) -> Vec<(ShardId, FailedShard)> {
-        self.state
-            .lock()
-            .map(|mut state| state.audit_requests.drain().map(|(_, v)| v).collect())
-            .unwrap_or_default()
+    /// The oldest shard reports asked to audit on each node `ready` accepts (one each),
+    /// taken off the queue; a node still answering for an earlier challenge keeps its
+    /// requests for later.
+    pub fn take_audit_requests(&self, ready: impl Fn(&NodeId) -> bool) -> Vec<AuditRequest> {
+        let Ok(mut state) = self.state.lock() else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        state.audit_requests.retain(|node, queue| {
+            if ready(node)
+                && let Some(request) = queue.pop_front()
+            {
+                taken.push(request);
+            }
+            !queue.is_empty()
+        });
+        taken
     }
 
     /// The shards [`Repairs::report_failed`] recorded, with where they were placed.
@@ -552,9 +584,9 @@ async fn finish_drain(raft: &Raft<TypeConfig>, node: NodeId) {
 mod tests {
     use super::*;
 
-    /// A node refusing reads is audited on the refused shard; one gateway repeating the
-    /// report asks for that audit once, and a refusal it reported first does not hide bad
-    /// bytes it reads later.
+    /// A node refusing reads is asked the refused shard as a read; one gateway repeating
+    /// the report asks once, and a refusal it reported first does not hide bad bytes it
+    /// reads later (asked as an audit).
     #[test]
     fn a_node_refusing_reads_is_audited_once_per_gateway_and_shard() {
         let repairs = Repairs::new(RepairSettings {
@@ -576,12 +608,22 @@ mod tests {
         };
         assert!(repairs.take_refusal(gateway, shard, at.clone()));
         assert!(!repairs.take_refusal(gateway, shard, at.clone()));
-        assert_eq!(repairs.take_audit_requests(), vec![(shard, at.clone())]);
+        let asked = |as_read| AuditRequest {
+            shard,
+            at: at.clone(),
+            as_read,
+        };
+        let all = |_: &NodeId| true;
+        assert_eq!(repairs.take_audit_requests(all), vec![asked(true)]);
         assert!(!repairs.take_refusal(gateway, shard, at.clone()));
-        assert!(repairs.take_audit_requests().is_empty(), "asked once");
+        assert!(repairs.take_audit_requests(all).is_empty(), "asked once");
         assert!(repairs.take_refusal(other, shard, at.clone()));
         assert!(repairs.take_report(gateway, shard, at.clone()));
-        assert_eq!(repairs.take_audit_requests(), vec![(shard, at)]);
+        // One a round, oldest first; none while the node is busy with another challenge.
+        assert!(repairs.take_audit_requests(|_| false).is_empty());
+        assert_eq!(repairs.take_audit_requests(all), vec![asked(true)]);
+        assert_eq!(repairs.take_audit_requests(all), vec![asked(false)]);
+        assert!(repairs.take_audit_requests(all).is_empty());
         assert!(
             repairs.failed().is_empty(),
             "a refusal marks no shard failed"

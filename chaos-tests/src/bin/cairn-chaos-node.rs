@@ -24,14 +24,14 @@ use clap::{ArgGroup, Parser};
 /// The real Cairn storage node, misbehaving on purpose (test use only).
 ///
 /// Choose exactly one of --honest, --drop-after-receipt, --flip-bytes, --late-audits,
-/// --refetch-audits and --refuse; any of them may run behind a lossy link (--link-*).
+/// --refetch-audits, --refuse and --refuse-reads; any of them may run behind a lossy link (--link-*).
 #[derive(Parser, Debug)]
 #[command(name = "cairn-chaos-node", version)]
 #[command(group(
     ArgGroup::new("misbehaviour")
         .required(true)
         .multiple(false)
-        .args(["honest", "drop_after_receipt", "flip_bytes", "late_audits", "refetch_audits", "refuse"])
+        .args(["honest", "drop_after_receipt", "flip_bytes", "late_audits", "refetch_audits", "refuse", "refuse_reads"])
 ))]
 struct Args {
     /// The node's TOML config file: the same fields as `cairn node --config` (data_dir,
@@ -95,6 +95,10 @@ struct Args {
     /// and audit with this error code (busy, expired, replayed, bad_range, internal, …).
     #[arg(long, value_name = "CODE", value_parser = parse_code)]
     refuse: Option<ErrorCode>,
+    /// Keep every shard and answer audits honestly, but refuse every GET with this error
+    /// code (busy, internal, …): storage that proves out while serving nobody.
+    #[arg(long, value_name = "CODE", value_parser = parse_code)]
+    refuse_reads: Option<ErrorCode>,
 
     /// Hold every datagram, each way, D milliseconds. Any non-zero --link-* option puts a
     /// lossy UDP relay on the configured `listen` address (advertised to the coordinator
@@ -124,6 +128,9 @@ impl Args {
         }
         if let Some(code) = self.refuse {
             return Ok(Misbehaviour::Refuses(code));
+        }
+        if let Some(code) = self.refuse_reads {
+            return Ok(Misbehaviour::RefusesReads(code));
         }
         if self.refetch_audits {
             // clap has checked these are all present; the messages are a second line of
