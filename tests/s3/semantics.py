@@ -1120,11 +1120,45 @@ def multipart_checksums():
     check("CRC64NVME cannot be COMPOSITE", (status, code) == (400, "InvalidRequest"), (status, code))
 
 
+def list_uploads():
+    """ListMultipartUploads with a delimiter: keys roll up into CommonPrefixes as in
+    ListObjectsV2, each prefix one entry of a page."""
+    ids = {}
+    for key in ["dir/a", "dir/b", "dir/sub/c", "top"]:
+        ids[key] = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    out = s3.list_multipart_uploads(Bucket=BUCKET, Delimiter="/")
+    check("with a delimiter, keys below it roll up into CommonPrefixes",
+          ([u["Key"] for u in out.get("Uploads", [])],
+           [p["Prefix"] for p in out.get("CommonPrefixes", [])], out.get("Delimiter")) ==
+          (["top"], ["dir/"], "/"), out)
+    out = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="dir/", Delimiter="/")
+    check("  below a prefix, the next level",
+          ([u["Key"] for u in out.get("Uploads", [])],
+           [p["Prefix"] for p in out.get("CommonPrefixes", [])]) ==
+          (["dir/a", "dir/b"], ["dir/sub/"]), out)
+    first = s3.list_multipart_uploads(Bucket=BUCKET, Delimiter="/", MaxUploads=1)
+    check("  a common prefix is one entry of a page",
+          ([p["Prefix"] for p in first.get("CommonPrefixes", [])], "Uploads" in first,
+           first["IsTruncated"], first.get("NextKeyMarker")) == (["dir/"], False, True, "dir/"),
+          first)
+    rest = s3.list_multipart_uploads(Bucket=BUCKET, Delimiter="/", MaxUploads=1,
+                                     KeyMarker=first["NextKeyMarker"])
+    check("  and the next page goes on after it",
+          ([u["Key"] for u in rest.get("Uploads", [])], "CommonPrefixes" in rest,
+           rest["IsTruncated"]) == (["top"], False, False), rest)
+    plain = s3.list_multipart_uploads(Bucket=BUCKET)
+    check("without one, every upload is listed",
+          sorted(u["Key"] for u in plain["Uploads"]) == sorted(ids), plain)
+    for key, upload in ids.items():
+        s3.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload)
+
+
 PARTS = {"errors": errors, "bodies": bodies, "headers": headers, "presigned": presigned,
          "listing": listing, "copy": copy, "delete-bucket": delete_bucket,
          "overwrite-during-read": overwrite_during_read,
          "conditional-writes": conditional_writes, "acls": acls, "expires": expires,
-         "parts": parts, "checksums": checksums, "multipart-checksums": multipart_checksums}
+         "parts": parts, "checksums": checksums, "multipart-checksums": multipart_checksums,
+         "list-uploads": list_uploads}
 
 if __name__ == "__main__":
     part = sys.argv[1]

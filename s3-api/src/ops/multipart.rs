@@ -555,23 +555,62 @@ impl Gateway {
         // Markers: uploads after (key, upload id), in the coordinator's key order.
         let after_key = input.key_marker.clone().unwrap_or_default();
         let after_id = input.upload_id_marker.clone().unwrap_or_default();
-        let mut page: Vec<_> = uploads
-            .into_iter()
-            .filter(|(id, u)| {
-                after_key.is_empty()
-                    || u.key > after_key
-                    || (u.key == after_key && !after_id.is_empty() && *id > after_id)
-            })
-            .collect();
-        let truncated = page.len() > max as usize;
-        page.truncate(max as usize);
-        let (next_key, next_id) = match page.last() {
-            Some((id, u)) if truncated => (Some(u.key.clone()), Some(id.clone())),
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        // As in ListObjectsV2: keys with the delimiter after the prefix roll up into one
+        // common prefix each, which counts as one entry of the page; a key marker inside a
+        // common prefix (one returned as NextKeyMarker) skips all of it.
+        let mut entries: Vec<Listed> = Vec::new();
+        for (id, u) in uploads {
+            let after_marker = after_key.is_empty()
+                || u.key > after_key
+                || (u.key == after_key && !after_id.is_empty() && id > after_id);
+            if !after_marker {
+                continue;
+            }
+            let rolled = delimiter.as_ref().and_then(|d| {
+                let rest = u.key.get(prefix.len()..)?;
+                rest.find(d.as_str())
+                    .map(|at| u.key[..prefix.len() + at + d.len()].to_string())
+            });
+            match rolled {
+                Some(common) => {
+                    let seen =
+                        matches!(entries.last(), Some(Listed::Prefix(last)) if *last == common);
+                    let skipped = after_key.starts_with(common.as_str());
+                    if !seen && !skipped {
+                        entries.push(Listed::Prefix(common));
+                    }
+                }
+                None => entries.push(Listed::Upload(id, u)),
+            }
+        }
+        let truncated = entries.len() > max as usize;
+        entries.truncate(max as usize);
+        let (next_key, next_id) = match entries.last() {
+            Some(Listed::Upload(id, u)) if truncated => (Some(u.key.clone()), Some(id.clone())),
+            Some(Listed::Prefix(common)) if truncated => (Some(common.clone()), None),
             _ => (None, None),
         };
+        let mut listed = Vec::new();
+        let mut common_prefixes = Vec::new();
+        for entry in entries {
+            match entry {
+                Listed::Upload(id, u) => listed.push(MultipartUpload {
+                    key: Some(encode(&u.key, url)),
+                    upload_id: Some(id),
+                    initiated: Some(timestamp(u.initiated_ms)),
+                    ..Default::default()
+                }),
+                Listed::Prefix(common) => common_prefixes.push(CommonPrefix {
+                    prefix: Some(encode(&common, url)),
+                }),
+            }
+        }
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
             prefix: input.prefix.map(|p| encode(&p, url)),
+            delimiter: delimiter.map(|d| encode(&d, url)),
             key_marker: input.key_marker.map(|k| encode(&k, url)),
             upload_id_marker: input.upload_id_marker,
             next_key_marker: next_key.map(|k| encode(&k, url)),
@@ -579,17 +618,17 @@ impl Gateway {
             max_uploads: Some(max),
             is_truncated: Some(truncated),
             encoding_type: input.encoding_type,
-            uploads: Some(
-                page.into_iter()
-                    .map(|(id, u)| MultipartUpload {
-                        key: Some(encode(&u.key, url)),
-                        upload_id: Some(id),
-                        initiated: Some(timestamp(u.initiated_ms)),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
+            uploads: Some(listed),
+            common_prefixes: (!common_prefixes.is_empty()).then_some(common_prefixes),
             ..Default::default()
         }))
     }
+}
+
+/// One entry of a ListMultipartUploads page.
+enum Listed {
+    /// An upload: its id and record.
+    Upload(String, UploadRecord),
+    /// Keys rolled up by the delimiter.
+    Prefix(String),
 }
