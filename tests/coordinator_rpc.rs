@@ -307,6 +307,7 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
             key: "multi".into(),
             headers: ObjectHeaders::default(),
             acl: Default::default(),
+            checksum: None,
         })
         .await
     else {
@@ -325,6 +326,7 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
                 size: bytes.len() as u64,
                 etag: etag(&bytes),
                 segments: vec![stored],
+                checksum: None,
             })
             .await;
     }
@@ -332,6 +334,7 @@ async fn gateway_rpc_stores_reads_and_refuses_what_does_not_hold() {
         upload: id.clone(),
         parts,
         verified: Vec::new(),
+        checksum: None,
         condition: None,
     };
     let both = vec![(1, part_etags[0].clone()), (2, part_etags[1].clone())];

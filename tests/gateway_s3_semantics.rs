@@ -17,7 +17,10 @@
 //!   anonymous reads of public-read objects in private buckets;
 //! - `Expires` kept and answered;
 //! - GET and HEAD by `partNumber`, and GetObjectAttributes;
-//! - full-object checksums kept and answered with `x-amz-checksum-mode: ENABLED`.
+//! - full-object checksums kept and answered with `x-amz-checksum-mode: ENABLED`;
+//! - multipart checksums: each part's kept, the object's COMPOSITE or FULL_OBJECT one
+//!   derived from them, listed and whole-object checksums checked at completion;
+//! - ListMultipartUploads with a delimiter (CommonPrefixes).
 //!
 //! Each runs one part of tests/s3/semantics.py (boto3, curl and the aws cli); the expired
 //! presigned URL is made by the AWS SDK for Rust, which can date a URL in the past.
@@ -145,6 +148,16 @@ fn part_numbers_read_parts_and_object_attributes_list_them() {
 #[test]
 fn full_object_checksums_are_kept_and_answered_when_asked() {
     semantics("checksums");
+}
+
+#[test]
+fn list_multipart_uploads_rolls_keys_up_by_delimiter() {
+    semantics("list-uploads");
+}
+
+#[test]
+fn multipart_uploads_keep_part_checksums_and_answer_composite_and_full_object_ones() {
+    semantics("multipart-checksums");
 }
 
 #[test]

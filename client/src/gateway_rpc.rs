@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::records::{
     AccessKey, Bucket, CannedAcl, ErasureProfile, ListQuery, Listing, MoveReason, ObjectChecksum,
-    ObjectHeaders, ObjectRecord, ObjectVersion, PartRecord, RequestId, ShardRecord, UploadRecord,
-    WriteCondition,
+    ObjectHeaders, ObjectRecord, ObjectVersion, PartRecord, RequestId, ShardRecord, UploadChecksum,
+    UploadRecord, WriteCondition,
 };
 
 /// ALPN of the gateway RPC. Version 2: object records carry an ACL, part boundaries, a
 /// checksum and `Expires`; uploads an ACL; objects' and buckets' ACLs can be set.
-pub const GATEWAY_ALPN: &[u8] = b"cairn-gateway/2";
+pub const GATEWAY_ALPN: &[u8] = b"cairn-gateway/3";
 
 /// Largest RPC frame, and so largest response (a part's read orders, a listing page, a
 /// repair job); the sender of responses is the coordinator. Requests have their own,
@@ -164,6 +164,8 @@ pub enum GatewayRequest {
         headers: ObjectHeaders,
         /// The canned ACL the finished object gets.
         acl: CannedAcl,
+        /// The checksum algorithm and type the upload is created with, if any.
+        checksum: Option<UploadChecksum>,
     },
     /// A multipart upload in progress.
     Upload {
@@ -182,6 +184,8 @@ pub enum GatewayRequest {
         etag: String,
         /// Its segments with their proof.
         segments: Vec<NewSegment>,
+        /// The part's checksum, verified by the gateway, if it has one.
+        checksum: Option<ObjectChecksum>,
     },
     /// Completes an upload from the listed parts.
     CompleteUpload {
@@ -194,6 +198,8 @@ pub enum GatewayRequest {
         /// part is no longer that very version, so what becomes visible is what was
         /// checked, not merely something with the same MD5.
         verified: Vec<(u32, ObjectVersion)>,
+        /// The object's checksum, derived from the listed parts' checksums.
+        checksum: Option<ObjectChecksum>,
         /// What the key must hold for the completion to happen.
         condition: Option<WriteCondition>,
     },

@@ -101,10 +101,12 @@ pub struct ObjectRecord {
     pub body: ObjectBody,
     /// Who besides the owner may read it.
     pub acl: CannedAcl,
-    /// The size and ETag of each part of an object completed from a multipart upload, in
-    /// order; empty for an object stored in one piece (or completed before parts were kept).
+    /// The size, ETag and checksum of each part of an object completed from a multipart
+    /// upload, in order; empty for an object stored in one piece (or completed before parts
+    /// were kept).
     pub parts: Vec<PartSummary>,
-    /// The full-object checksum the client sent with the body, verified, if any.
+    /// The object's checksum, if any: the full-object one a client sent with a single PUT,
+    /// verified, or the composite (`-N`) or full-object one of a multipart upload.
     pub checksum: Option<ObjectChecksum>,
 }
 
@@ -125,6 +127,8 @@ pub struct PartSummary {
     pub size: u64,
     /// The part's ETag, with its quotes.
     pub etag: String,
+    /// The part's checksum, if it had one.
+    pub checksum: Option<ObjectChecksum>,
 }
 
 /// A checksum algorithm of S3's `x-amz-checksum-*` family.
@@ -142,13 +146,39 @@ pub enum ChecksumAlgorithm {
     Sha256,
 }
 
+/// How a multipart upload's object checksum derives from its parts' (S3's
+/// `x-amz-checksum-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChecksumType {
+    /// The checksum of the parts' checksums, suffixed with the part count.
+    Composite,
+    /// The checksum of the whole object's bytes (CRCs only: combined from the parts').
+    FullObject,
+}
+
+/// The checksum a multipart upload was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UploadChecksum {
+    /// Which algorithm every part gets.
+    pub algorithm: ChecksumAlgorithm,
+    /// How the object's checksum derives from the parts'.
+    pub kind: ChecksumType,
+}
+
 /// A checksum of an object's bytes, as S3 writes it (base64 of the digest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectChecksum {
     /// Which algorithm.
     pub algorithm: ChecksumAlgorithm,
-    /// The digest, base64.
+    /// The digest, base64; a multipart object's composite checksum is suffixed `-N`.
     pub value: String,
+}
+
+impl ObjectChecksum {
+    /// Whether this is a composite checksum (of part checksums), told by its `-N` suffix.
+    pub fn is_composite(&self) -> bool {
+        self.value.contains('-')
+    }
 }
 
 impl ObjectRecord {
@@ -281,6 +311,8 @@ pub struct UploadRecord {
     pub erasure: ErasureProfile,
     /// The canned ACL the finished object gets.
     pub acl: CannedAcl,
+    /// The checksum algorithm and type the upload was created with, if any.
+    pub checksum: Option<UploadChecksum>,
 }
 
 /// One uploaded part of a multipart upload.
@@ -294,6 +326,8 @@ pub struct PartRecord {
     pub last_modified_ms: u64,
     /// The part's segments, in order (empty for an empty part).
     pub segments: Vec<SegmentRecord>,
+    /// The part's verified checksum, if it has one.
+    pub checksum: Option<ObjectChecksum>,
 }
 
 impl PartRecord {
@@ -311,7 +345,7 @@ impl PartRecord {
             },
             acl: upload.acl,
             parts: Vec::new(),
-            checksum: None,
+            checksum: self.checksum.clone(),
         }
     }
 }

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use cairn_coordinator::catalog::model::{
-    AccessKey, Bucket, BucketMode, CannedAcl, ErasureProfile, NodeRecord, NodeState, ObjectBody,
-    ObjectHeaders, ObjectRecord, PartRecord, PartSummary, SegmentRecord, ShardRecord, UploadRecord,
+    AccessKey, Bucket, BucketMode, CannedAcl, ChecksumAlgorithm, ChecksumType, ErasureProfile,
+    NodeRecord, NodeState, ObjectBody, ObjectChecksum, ObjectHeaders, ObjectRecord, PartRecord,
+    PartSummary, SegmentRecord, ShardRecord, UploadChecksum, UploadRecord,
 };
 use cairn_coordinator::catalog::{self, Catalog, CatalogError, Command, CommandResult, ListQuery};
 use cairn_erasure::ShardRoot;
@@ -579,9 +580,20 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
             },
             erasure,
             acl: CannedAcl::PublicRead,
+            checksum: Some(UploadChecksum {
+                algorithm: ChecksumAlgorithm::Sha256,
+                kind: ChecksumType::Composite,
+            }),
         },
     };
     assert_eq!(run(&catalog, &create), CommandResult::Done);
+    assert_eq!(
+        catalog.upload("u1").unwrap().unwrap().checksum,
+        Some(UploadChecksum {
+            algorithm: ChecksumAlgorithm::Sha256,
+            kind: ChecksumType::Composite,
+        })
+    );
     assert!(matches!(
         run(&catalog, &create),
         CommandResult::Refused(CatalogError::UploadExists(_))
@@ -589,6 +601,11 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
     // MD5 of nothing and of "a": real digests, so the multipart ETag can be checked.
     let md5_empty = "\"d41d8cd98f00b204e9800998ecf8427e\"";
     let md5_a = "\"0cc175b9c0f1b6a831c399e269772661\"";
+    // Stand-ins for the part checksums a gateway computes: the catalog keeps, not checks.
+    let sha = |first: u8| ObjectChecksum {
+        algorithm: ChecksumAlgorithm::Sha256,
+        value: format!("part-{first}"),
+    };
     let part = |size: u64, etag: &str, first: u8| Command::PutPart {
         upload: "u1".into(),
         number: 0,
@@ -600,6 +617,7 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
                 ObjectBody::Segments { segments, .. } => segments,
                 ObjectBody::Inline(_) => unreachable!(),
             },
+            checksum: Some(sha(first)),
         },
         now_ms: 3,
     };
@@ -630,13 +648,15 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
     assert_eq!(catalog.parts("u1", 0, 100).unwrap().len(), 3);
     assert_eq!(catalog.parts("u1", 1, 1).unwrap()[0].0, 2);
 
-    let complete = |parts: &[(u32, &str)]| Command::CompleteUpload {
+    let complete_with = |parts: &[(u32, &str)], checksum| Command::CompleteUpload {
         upload: "u1".into(),
         parts: parts.iter().map(|(n, e)| (*n, e.to_string())).collect(),
         verified: Vec::new(),
+        checksum,
         condition: None,
         now_ms: 4,
     };
+    let complete = |parts: &[(u32, &str)]| complete_with(parts, None);
     // Refusals change nothing: every part is still there afterwards.
     for (parts, refusal) in [
         (vec![(1, md5_a), (3, md5_empty)], "etag"),
@@ -651,7 +671,14 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
         );
         assert_eq!(catalog.parts("u1", 0, 100).unwrap().len(), 3, "{refusal}");
     }
-    let result = run(&catalog, &complete(&[(1, md5_a), (3, md5_a)]));
+    let whole = ObjectChecksum {
+        algorithm: ChecksumAlgorithm::Sha256,
+        value: "whole-2".into(),
+    };
+    let result = run(
+        &catalog,
+        &complete_with(&[(1, md5_a), (3, md5_a)], Some(whole.clone())),
+    );
     // MD5 of the two binary digests of "a", then the part count.
     let CommandResult::Completed { etag, size } = result else {
         panic!("{result:?}");
@@ -660,20 +687,24 @@ fn multipart_uploads_assemble_parts_and_collect_the_rest() {
     assert_eq!(etag, "\"7b3c799ee8b11a11c798c8b41bed8502-2\"");
     let object = catalog.object("cache", "big").unwrap().unwrap();
     assert_eq!((object.size, object.body.shards().count()), (size, 6));
-    // The object keeps where each listed part ends, and what the upload was created with.
+    // The object keeps where each listed part ends and its checksum, the object's
+    // checksum, and what the upload was created with.
     assert_eq!(
         object.parts,
         vec![
             PartSummary {
                 size: 5 << 20,
-                etag: md5_a.into()
+                etag: md5_a.into(),
+                checksum: Some(sha(10)),
             },
             PartSummary {
                 size: 1,
-                etag: md5_a.into()
+                etag: md5_a.into(),
+                checksum: Some(sha(30)),
             },
         ]
     );
+    assert_eq!(object.checksum, Some(whole));
     assert_eq!(object.acl, CannedAcl::PublicRead);
     assert_eq!(
         object.headers.expires.as_deref(),
@@ -824,6 +855,7 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
                 segment_size: 1 << 20,
             },
             acl: Default::default(),
+            checksum: None,
         },
     };
     let part = |first: u8| {
@@ -835,6 +867,7 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
             etag: "\"0123456789abcdef0123456789abcdef\"".into(),
             last_modified_ms: 3,
             segments,
+            checksum: None,
         }
     };
     let put_part = |upload: &str, first: u8| Command::PutPart {
@@ -856,6 +889,7 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
             upload: "u1".into(),
             parts: vec![(1, "\"0123456789abcdef0123456789abcdef\"".into())],
             verified: Vec::new(),
+            checksum: None,
             condition: None,
             now_ms: 5,
         },
@@ -879,6 +913,7 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
             upload: "u2".into(),
             parts: vec![(1, "\"ffffffffffffffffffffffffffffffff\"".into())],
             verified: Vec::new(),
+            checksum: None,
             condition: None,
             now_ms: 6,
         },
@@ -980,6 +1015,7 @@ fn uploads_expire_by_age_refuse_unreadable_parts_and_go_with_their_bucket() {
                 segment_size: 1 << 20,
             },
             acl: Default::default(),
+            checksum: None,
         },
     };
     let etag = "\"0123456789abcdef0123456789abcdef\"";
@@ -995,6 +1031,7 @@ fn uploads_expire_by_age_refuse_unreadable_parts_and_go_with_their_bucket() {
                 etag: etag.into(),
                 last_modified_ms: 3,
                 segments,
+                checksum: None,
             },
             now_ms: 4,
         }
@@ -1036,6 +1073,7 @@ fn uploads_expire_by_age_refuse_unreadable_parts_and_go_with_their_bucket() {
         upload: "mid".into(),
         parts: vec![(1, etag.into())],
         verified: Vec::new(),
+        checksum: None,
         condition: None,
         now_ms: 8,
     };
@@ -1095,6 +1133,7 @@ fn a_completion_is_bound_to_the_parts_that_were_checked() {
             segment_size: 1 << 20,
         },
         acl: Default::default(),
+        checksum: None,
     };
     run(
         &catalog,
@@ -1115,6 +1154,7 @@ fn a_completion_is_bound_to_the_parts_that_were_checked() {
             etag: etag.into(),
             last_modified_ms: 3,
             segments,
+            checksum: None,
         }
     };
     let put_part = |first: u8| Command::PutPart {
@@ -1131,6 +1171,7 @@ fn a_completion_is_bound_to_the_parts_that_were_checked() {
         upload: "u".into(),
         parts: vec![(1, etag.into())],
         verified: vec![(1, version)],
+        checksum: None,
         condition: None,
         now_ms: 5,
     };

@@ -56,6 +56,7 @@ fn without_objects_and_uploads(dump: &catalog::CatalogDump) -> catalog::CatalogD
     catalog::CatalogDump {
         objects: Vec::new(),
         uploads: Vec::new(),
+        parts: Vec::new(),
         ..dump.clone()
     }
 }
@@ -67,9 +68,9 @@ async fn a_format_1_catalog_is_migrated_and_reads_back_whole() {
     let mut sm = StateMachine::open(&path).unwrap();
     let expected = replayed(dir.path());
 
-    // Every row equals what this release writes for the same commands, but objects and
-    // uploads: those keep their version-1 records (this release writes version 2 when it
-    // writes one) and are compared decoded below.
+    // Every row equals what this release writes for the same commands, but objects,
+    // uploads and parts: those keep their version-1 records (this release writes newer
+    // versions when it writes one) and are compared decoded below.
     let migrated = dump(sm.catalog());
     let replayed_rows = dump(&expected);
     assert_eq!(
@@ -88,10 +89,19 @@ async fn a_format_1_catalog_is_migrated_and_reads_back_whole() {
     );
     assert_eq!(
         versions(&replayed_rows.objects),
-        vec![catalog::format::RECORD_V2; 7]
+        vec![catalog::format::RECORD_V3; 7]
     );
     assert_eq!(migrated.uploads.len(), 1);
     assert_eq!(migrated.uploads[0].1[0], catalog::format::RECORD_V1);
+    assert_eq!(keys(&migrated.parts), keys(&replayed_rows.parts));
+    assert_eq!(
+        versions(&migrated.parts),
+        vec![catalog::format::RECORD_V1; 2]
+    );
+    assert_eq!(
+        versions(&replayed_rows.parts),
+        vec![catalog::format::RECORD_V2; 2]
+    );
 
     // And every record decodes through the catalog's own reads.
     let catalog = sm.catalog();
@@ -267,7 +277,8 @@ fn log_entries_of_version_1_commands_decode_and_apply() {
 }
 
 /// A version-1 object record, as format 2 stored it before record version 2, reads back
-/// as a private object without parts, checksum or Expires; written again, it is version 2.
+/// as a private object without parts, checksum or Expires; written again, it is at the
+/// newest version.
 #[test]
 fn a_version_1_object_record_still_decodes() {
     let dir = tempfile::tempdir().unwrap();
@@ -302,7 +313,7 @@ fn a_version_1_object_record_still_decodes() {
     assert_eq!(read.headers.expires, None);
     assert!(read.parts.is_empty() && read.checksum.is_none());
 
-    // Changing it (here its ACL) writes it back as version 2, the rest unchanged.
+    // Changing it (here its ACL) writes it back at the newest version, the rest unchanged.
     let txn = catalog.database().begin_write().unwrap();
     let result = catalog::apply(
         &txn,
@@ -326,7 +337,7 @@ fn a_version_1_object_record_still_decodes() {
         .unwrap()
         .value()
         .to_vec();
-    assert_eq!(raw[0], catalog::format::RECORD_V2);
+    assert_eq!(raw[0], catalog::format::RECORD_V3);
     let again = catalog.object("plain", "written-by-v1").unwrap().unwrap();
     assert_eq!(again.acl, catalog::model::CannedAcl::PublicRead);
     assert_eq!(
@@ -334,4 +345,164 @@ fn a_version_1_object_record_still_decodes() {
         read.version(),
         "an ACL change keeps the version"
     );
+}
+
+/// Records written before part checksums were kept read back: a version-2 object's parts
+/// and a version-1 part carry no checksum, a version-2 upload no checksum algorithm; the log
+/// entries that carried those layouts keep their variant numbers and still decode.
+#[test]
+fn version_2_objects_and_uploads_and_version_1_parts_still_decode() {
+    use catalog::legacy::{ObjectRecordV2, PartRecordV1, PartSummaryV1, UploadRecordV2};
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = replayed(dir.path());
+    let old_object = ObjectRecordV2 {
+        size: 7,
+        etag: "\"abc-2\"".into(),
+        last_modified_ms: 42,
+        headers: Default::default(),
+        body: catalog::model::ObjectBody::Inline(b"old mp!".to_vec()),
+        acl: catalog::model::CannedAcl::PublicRead,
+        parts: vec![
+            PartSummaryV1 {
+                size: 3,
+                etag: "\"p1\"".into(),
+            },
+            PartSummaryV1 {
+                size: 4,
+                etag: "\"p2\"".into(),
+            },
+        ],
+        checksum: None,
+    };
+    let old_upload = UploadRecordV2 {
+        bucket: "plain".into(),
+        key: "old-upload".into(),
+        initiated_ms: 43,
+        headers: Default::default(),
+        erasure: catalog::model::ErasureProfile {
+            k: 2,
+            m: 1,
+            segment_size: 1 << 20,
+        },
+        acl: catalog::model::CannedAcl::Private,
+    };
+    let old_part = PartRecordV1 {
+        size: 5,
+        etag: "\"p\"".into(),
+        last_modified_ms: 44,
+        segments: Vec::new(),
+    };
+    let row = |version: u8, body: Vec<u8>| {
+        let mut row = vec![version];
+        row.extend(body);
+        row
+    };
+    let objects: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+    let uploads: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+    let parts: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+    let txn = catalog.database().begin_write().unwrap();
+    txn.open_table(objects)
+        .unwrap()
+        .insert(
+            catalog::object_key("plain", "written-by-v2").as_slice(),
+            row(
+                catalog::format::RECORD_V2,
+                postcard::to_stdvec(&old_object).unwrap(),
+            )
+            .as_slice(),
+        )
+        .unwrap();
+    txn.open_table(uploads)
+        .unwrap()
+        .insert(
+            "old-upload",
+            row(
+                catalog::format::RECORD_V2,
+                postcard::to_stdvec(&old_upload).unwrap(),
+            )
+            .as_slice(),
+        )
+        .unwrap();
+    txn.open_table(parts)
+        .unwrap()
+        .insert(
+            catalog::part_key("old-upload", 1).as_slice(),
+            row(
+                catalog::format::RECORD_V1,
+                postcard::to_stdvec(&old_part).unwrap(),
+            )
+            .as_slice(),
+        )
+        .unwrap();
+    txn.commit().unwrap();
+
+    let object = catalog.object("plain", "written-by-v2").unwrap().unwrap();
+    assert_eq!(
+        object,
+        catalog::model::ObjectRecord::from(old_object.clone())
+    );
+    assert_eq!(
+        object
+            .parts
+            .iter()
+            .map(|p| (p.size, p.checksum.clone()))
+            .collect::<Vec<_>>(),
+        vec![(3, None), (4, None)]
+    );
+    assert_eq!(object.acl, catalog::model::CannedAcl::PublicRead);
+    let upload = catalog.upload("old-upload").unwrap().unwrap();
+    assert_eq!((upload.key.as_str(), upload.checksum), ("old-upload", None));
+    let stored = catalog.parts("old-upload", 0, 10).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].1.size, stored[0].1.checksum.clone()), (5, None));
+
+    // The log entries of those layouts kept their numbers: PutObjectV2 and CreateUploadV2
+    // are where PutObject and CreateUpload were (25, 26), PutPartV1 and CompleteUploadV1
+    // where PutPart and CompleteUpload were (13, 14).
+    let entries = [
+        (
+            25,
+            catalog::Command::PutObjectV2 {
+                bucket: "plain".into(),
+                key: "k".into(),
+                object: old_object,
+                condition: None,
+                now_ms: 1,
+            },
+        ),
+        (
+            26,
+            catalog::Command::CreateUploadV2 {
+                id: "u".into(),
+                upload: old_upload,
+            },
+        ),
+        (
+            13,
+            catalog::Command::PutPartV1 {
+                upload: "u".into(),
+                number: 1,
+                part: old_part,
+                now_ms: 1,
+            },
+        ),
+        (
+            14,
+            catalog::Command::CompleteUploadV1 {
+                upload: "u".into(),
+                parts: vec![(1, "\"p\"".into())],
+                verified: Vec::new(),
+                condition: None,
+                now_ms: 1,
+            },
+        ),
+    ];
+    for (number, command) in entries {
+        let bytes = postcard::to_stdvec(&command).unwrap();
+        assert_eq!(bytes[0], number, "{command:?}");
+        assert_eq!(
+            postcard::from_bytes::<catalog::Command>(&bytes).unwrap(),
+            command
+        );
+    }
 }

@@ -950,11 +950,215 @@ def checksums():
                                                 ChecksumMode="ENABLED"))
 
 
+def crc64nvme(body):
+    """CRC-64/NVME (reflected 0x9A6C9329AC4BC9B5, init and final xor all ones): botocore
+    computes it only with awscrt, which this test does without."""
+    table = crc64nvme.table
+    crc = 0xFFFFFFFFFFFFFFFF
+    for byte in body:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFFFFFFFFFF
+
+
+def _crc64nvme_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x9A6C9329AC4BC9B5 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+crc64nvme.table = _crc64nvme_table()
+
+
+def b64(raw):
+    return base64.b64encode(raw).decode()
+
+
+def crc32_of(body):
+    return zlib.crc32(body).to_bytes(4, "big")
+
+
+def multipart_checksums():
+    """Item 9: multipart uploads keep each part's checksum and answer the object's,
+    COMPOSITE (checksum of the part checksums, `-N`) or FULL_OBJECT (CRCs combined), as
+    AWS computes them; a listed part or whole-object checksum that disagrees is refused."""
+    from boto3.s3.transfer import TransferConfig
+
+    check("the CRC-64/NVME of the test agrees with the catalogue's check value",
+          crc64nvme(b"123456789") == 0xAE8B14860A799888)
+    sdk = sdk_default_client()
+    # 1. boto3's upload_file as it comes: CRC32 named at CreateMultipartUpload, on every
+    #    part and listed at completion: a COMPOSITE CRC32.
+    sizes = [5 * MIB, 5 * MIB, 3 * MIB + 7]
+    bodies = [data(n, f"mpck{i}") for i, n in enumerate(sizes)]
+    whole = b"".join(bodies)
+    part_crcs = [crc32_of(b) for b in bodies]
+    expected = b64(crc32_of(b"".join(part_crcs))) + "-3"
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(whole)
+        f.flush()
+        sdk.upload_file(f.name, BUCKET, "crc-mp",
+                        Config=TransferConfig(multipart_threshold=5 * MIB,
+                                              multipart_chunksize=5 * MIB, max_concurrency=1))
+    head = sdk.head_object(Bucket=BUCKET, Key="crc-mp", ChecksumMode="ENABLED")
+    check("upload_file's multipart object answers its COMPOSITE CRC32",
+          (head.get("ChecksumCRC32"), head.get("ChecksumType")) == (expected, "COMPOSITE"), head)
+    got = sdk.get_object(Bucket=BUCKET, Key="crc-mp", ChecksumMode="ENABLED")
+    check("  and GET with checksum mode answers it with the bytes",
+          (got["Body"].read() == whole, got.get("ChecksumCRC32")) == (True, expected))
+    attrs = s3.get_object_attributes(Bucket=BUCKET, Key="crc-mp",
+                                     ObjectAttributes=["Checksum", "ObjectParts"])
+    check("  GetObjectAttributes answers it",
+          (attrs["Checksum"].get("ChecksumCRC32"), attrs["Checksum"].get("ChecksumType")) ==
+          (expected, "COMPOSITE"), attrs)
+    check("  with each part's CRC32 in ObjectParts",
+          [p.get("ChecksumCRC32") for p in attrs["ObjectParts"]["Parts"]] ==
+          [b64(c) for c in part_crcs], attrs["ObjectParts"])
+    part = s3.head_object(Bucket=BUCKET, Key="crc-mp", PartNumber=2, ChecksumMode="ENABLED")
+    check("  HEAD with partNumber answers that part's CRC32",
+          part.get("ChecksumCRC32") == b64(part_crcs[1]), part)
+
+    # 2. SHA-256 named explicitly: each part gets it (computed when the client sends none);
+    #    parts must not carry another algorithm; listed checksums are checked.
+    created = s3.create_multipart_upload(Bucket=BUCKET, Key="sha-mp", ChecksumAlgorithm="SHA256")
+    upload = created["UploadId"]
+    check("CreateMultipartUpload answers the algorithm and type",
+          (created.get("ChecksumAlgorithm"), created.get("ChecksumType")) ==
+          ("SHA256", "COMPOSITE"), created)
+    sha_bodies = [data(5 * MIB, "sha0"), data(1000, "sha1")]
+    sha_parts = [hashlib.sha256(b).digest() for b in sha_bodies]
+    first = s3.upload_part(Bucket=BUCKET, Key="sha-mp", UploadId=upload, PartNumber=1,
+                           Body=sha_bodies[0], ChecksumAlgorithm="SHA256")
+    check("UploadPart answers the part's SHA-256",
+          first.get("ChecksumSHA256") == b64(sha_parts[0]), first)
+    second = s3.upload_part(Bucket=BUCKET, Key="sha-mp", UploadId=upload, PartNumber=2,
+                            Body=sha_bodies[1])
+    check("a part sent without a checksum gets the upload's, computed",
+          second.get("ChecksumSHA256") == b64(sha_parts[1]), second)
+    status, code, message = refusal(lambda: s3.upload_part(
+        Bucket=BUCKET, Key="sha-mp", UploadId=upload, PartNumber=3, Body=b"x",
+        ChecksumAlgorithm="CRC32"))
+    check("a part with another algorithm is refused",
+          (status, code) == (400, "InvalidRequest") and "sha256" in message,
+          (status, code, message))
+    listed = s3.list_parts(Bucket=BUCKET, Key="sha-mp", UploadId=upload)
+    check("ListParts names the algorithm and each part's checksum",
+          (listed.get("ChecksumAlgorithm"),
+           [p.get("ChecksumSHA256") for p in listed["Parts"]]) ==
+          ("SHA256", [b64(d) for d in sha_parts]), listed)
+    good = [{"PartNumber": 1, "ETag": first["ETag"], "ChecksumSHA256": b64(sha_parts[0])},
+            {"PartNumber": 2, "ETag": second["ETag"], "ChecksumSHA256": b64(sha_parts[1])}]
+    wrong = [dict(good[0]), dict(good[1], ChecksumSHA256=b64(hashlib.sha256(b"no").digest()))]
+    status, code, _ = refusal(lambda: s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="sha-mp", UploadId=upload, MultipartUpload={"Parts": wrong}))
+    check("a listed part checksum that differs is InvalidPart", (status, code) == (400, "InvalidPart"),
+          (status, code))
+    done = s3.complete_multipart_upload(Bucket=BUCKET, Key="sha-mp", UploadId=upload,
+                                        MultipartUpload={"Parts": good})
+    sha_expected = b64(hashlib.sha256(b"".join(sha_parts)).digest()) + "-2"
+    check("CompleteMultipartUpload answers the COMPOSITE SHA-256",
+          (done.get("ChecksumSHA256"), done.get("ChecksumType")) == (sha_expected, "COMPOSITE"),
+          done)
+    head = s3.head_object(Bucket=BUCKET, Key="sha-mp", ChecksumMode="ENABLED")
+    check("  and HEAD keeps answering it", head.get("ChecksumSHA256") == sha_expected, head)
+
+    # 3. FULL_OBJECT CRC32: the parts' CRCs combined; the whole-object CRC the client sends
+    #    at completion is checked against it.
+    created = s3.create_multipart_upload(Bucket=BUCKET, Key="full-mp", ChecksumAlgorithm="CRC32",
+                                         ChecksumType="FULL_OBJECT")
+    upload = created["UploadId"]
+    check("a FULL_OBJECT CRC32 upload is created as such",
+          created.get("ChecksumType") == "FULL_OBJECT", created)
+    full_bodies = [data(5 * MIB + 3, "full0"), data(4321, "full1")]
+    etags = [s3.upload_part(Bucket=BUCKET, Key="full-mp", UploadId=upload, PartNumber=i + 1,
+                            Body=b, ChecksumAlgorithm="CRC32")["ETag"]
+             for i, b in enumerate(full_bodies)]
+    full = b64(crc32_of(b"".join(full_bodies)))
+    listing = {"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]}
+    status, code, _ = refusal(lambda: s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="full-mp", UploadId=upload, MultipartUpload=listing,
+        ChecksumCRC32=b64(crc32_of(b"something else")), ChecksumType="FULL_OBJECT"))
+    check("a whole-object CRC32 that differs is BadDigest", (status, code) == (400, "BadDigest"),
+          (status, code))
+    done = s3.complete_multipart_upload(Bucket=BUCKET, Key="full-mp", UploadId=upload,
+                                        MultipartUpload=listing, ChecksumCRC32=full,
+                                        ChecksumType="FULL_OBJECT")
+    check("CompleteMultipartUpload answers the whole object's CRC32",
+          (done.get("ChecksumCRC32"), done.get("ChecksumType")) == (full, "FULL_OBJECT"), done)
+    got = sdk.get_object(Bucket=BUCKET, Key="full-mp", ChecksumMode="ENABLED")
+    check("  which the SDK validates the GET against",
+          (got["Body"].read() == b"".join(full_bodies), got.get("ChecksumCRC32")) == (True, full))
+
+    # 4. CRC64NVME (FULL_OBJECT only), parts sent without checksums: all computed here.
+    created = s3.create_multipart_upload(Bucket=BUCKET, Key="nvme-mp", ChecksumAlgorithm="CRC64NVME")
+    upload = created["UploadId"]
+    check("CRC64NVME uploads are FULL_OBJECT", created.get("ChecksumType") == "FULL_OBJECT", created)
+    nvme_bodies = [data(5 * MIB, "nvme0"), data(777, "nvme1")]
+    etags = [s3.upload_part(Bucket=BUCKET, Key="nvme-mp", UploadId=upload, PartNumber=i + 1,
+                            Body=b)["ETag"] for i, b in enumerate(nvme_bodies)]
+    done = s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="nvme-mp", UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+    nvme = b64(crc64nvme(b"".join(nvme_bodies)).to_bytes(8, "big"))
+    check("the object's CRC64NVME is the whole object's",
+          (done.get("ChecksumCRC64NVME"), done.get("ChecksumType")) == (nvme, "FULL_OBJECT"), done)
+    attrs = s3.get_object_attributes(Bucket=BUCKET, Key="nvme-mp",
+                                     ObjectAttributes=["Checksum", "ObjectParts"])
+    check("  GetObjectAttributes answers it and each part's",
+          (attrs["Checksum"].get("ChecksumCRC64NVME"),
+           [p.get("ChecksumCRC64NVME") for p in attrs["ObjectParts"]["Parts"]]) ==
+          (nvme, [b64(crc64nvme(b).to_bytes(8, "big")) for b in nvme_bodies]), attrs)
+
+    status, code, _ = refusal(lambda: s3.create_multipart_upload(
+        Bucket=BUCKET, Key="bad", ChecksumAlgorithm="SHA256", ChecksumType="FULL_OBJECT"))
+    check("SHA-256 cannot be FULL_OBJECT", (status, code) == (400, "InvalidRequest"), (status, code))
+    status, code, _ = refusal(lambda: s3.create_multipart_upload(
+        Bucket=BUCKET, Key="bad", ChecksumAlgorithm="CRC64NVME", ChecksumType="COMPOSITE"))
+    check("CRC64NVME cannot be COMPOSITE", (status, code) == (400, "InvalidRequest"), (status, code))
+
+
+def list_uploads():
+    """ListMultipartUploads with a delimiter: keys roll up into CommonPrefixes as in
+    ListObjectsV2, each prefix one entry of a page."""
+    ids = {}
+    for key in ["dir/a", "dir/b", "dir/sub/c", "top"]:
+        ids[key] = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    out = s3.list_multipart_uploads(Bucket=BUCKET, Delimiter="/")
+    check("with a delimiter, keys below it roll up into CommonPrefixes",
+          ([u["Key"] for u in out.get("Uploads", [])],
+           [p["Prefix"] for p in out.get("CommonPrefixes", [])], out.get("Delimiter")) ==
+          (["top"], ["dir/"], "/"), out)
+    out = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="dir/", Delimiter="/")
+    check("  below a prefix, the next level",
+          ([u["Key"] for u in out.get("Uploads", [])],
+           [p["Prefix"] for p in out.get("CommonPrefixes", [])]) ==
+          (["dir/a", "dir/b"], ["dir/sub/"]), out)
+    first = s3.list_multipart_uploads(Bucket=BUCKET, Delimiter="/", MaxUploads=1)
+    check("  a common prefix is one entry of a page",
+          ([p["Prefix"] for p in first.get("CommonPrefixes", [])], "Uploads" in first,
+           first["IsTruncated"], first.get("NextKeyMarker")) == (["dir/"], False, True, "dir/"),
+          first)
+    rest = s3.list_multipart_uploads(Bucket=BUCKET, Delimiter="/", MaxUploads=1,
+                                     KeyMarker=first["NextKeyMarker"])
+    check("  and the next page goes on after it",
+          ([u["Key"] for u in rest.get("Uploads", [])], "CommonPrefixes" in rest,
+           rest["IsTruncated"]) == (["top"], False, False), rest)
+    plain = s3.list_multipart_uploads(Bucket=BUCKET)
+    check("without one, every upload is listed",
+          sorted(u["Key"] for u in plain["Uploads"]) == sorted(ids), plain)
+    for key, upload in ids.items():
+        s3.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload)
+
+
 PARTS = {"errors": errors, "bodies": bodies, "headers": headers, "presigned": presigned,
          "listing": listing, "copy": copy, "delete-bucket": delete_bucket,
          "overwrite-during-read": overwrite_during_read,
          "conditional-writes": conditional_writes, "acls": acls, "expires": expires,
-         "parts": parts, "checksums": checksums}
+         "parts": parts, "checksums": checksums, "multipart-checksums": multipart_checksums,
+         "list-uploads": list_uploads}
 
 if __name__ == "__main__":
     part = sys.argv[1]

@@ -713,6 +713,7 @@ pub fn sample_gateway_requests() -> Vec<(&'static str, GatewayRequest)> {
                 size: SAMPLE_SEGMENT_LEN,
                 etag: "\"00\"".into(),
                 segments: vec![segment.clone()],
+                checksum: None,
             },
         ),
         (

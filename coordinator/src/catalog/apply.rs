@@ -13,8 +13,8 @@ use super::command::{
 };
 use super::model::{
     Bucket, ErasureProfile, GarbageShard, Invite, MAX_PART_NUMBER, MIN_PART_SIZE, NodeRecord,
-    NodeState, ObjectBody, ObjectRecord, PartRecord, PartSummary, ReputationPolicy, SegmentRecord,
-    ShardRecord, UploadRecord, validate_bucket_name,
+    NodeState, ObjectBody, ObjectChecksum, ObjectRecord, PartRecord, PartSummary, ReputationPolicy,
+    SegmentRecord, ShardRecord, UploadRecord, validate_bucket_name,
 };
 use super::{
     ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GATEWAYS, GarbageQueue, INVITES, LOGICAL_BYTES,
@@ -210,6 +210,16 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             let object = ObjectRecord::from(object.clone());
             put_object(txn, bucket, key, &object, condition.as_ref(), *now_ms)
         }
+        Command::PutObjectV2 {
+            bucket,
+            key,
+            object,
+            condition,
+            now_ms,
+        } => {
+            let object = ObjectRecord::from(object.clone());
+            put_object(txn, bucket, key, &object, condition.as_ref(), *now_ms)
+        }
         Command::SetObjectAcl { bucket, key, acl } => {
             let mut objects = txn.open_table(OBJECTS)?;
             let k = object_key(bucket, key);
@@ -275,99 +285,58 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
         Command::CreateUploadV1 { id, upload } => {
             create_upload(txn, id, &UploadRecord::from(upload.clone()))
         }
+        Command::CreateUploadV2 { id, upload } => {
+            create_upload(txn, id, &UploadRecord::from(upload.clone()))
+        }
+        Command::PutPartV1 {
+            upload,
+            number,
+            part,
+            now_ms,
+        } => put_part(
+            txn,
+            upload,
+            *number,
+            &PartRecord::from(part.clone()),
+            *now_ms,
+        ),
         Command::PutPart {
             upload,
             number,
             part,
             now_ms,
-        } => {
-            let Some(record) = read_upload(txn, upload)? else {
-                return refused(CatalogError::NoSuchUpload(upload.clone()));
-            };
-            if !(1..=MAX_PART_NUMBER).contains(number) {
-                return refused(CatalogError::InvalidPart(format!(
-                    "part numbers are 1 to {MAX_PART_NUMBER}, got {number}"
-                )));
-            }
-            let body = ObjectBody::Segments {
-                erasure: record.erasure,
-                segments: part.segments.clone(),
-            };
-            if let Some(err) = check_segments(txn, &body, part.size)? {
-                return refused(err);
-            }
-            let previous = txn
-                .open_table(PARTS)?
-                .insert(
-                    part_key(upload, *number).as_slice(),
-                    encode(part)?.as_slice(),
-                )?
-                .map(|v| decode::<PartRecord>(v.value()))
-                .transpose()?;
-            let kept: HashSet<ShardId> = part
-                .segments
-                .iter()
-                .flat_map(|segment| segment.shards.iter().map(|s| s.id))
-                .collect();
-            if let Some(previous) = previous {
-                let shards = previous.segments.iter().flat_map(|s| s.shards.iter());
-                collect_except(txn, shards, &kept, *now_ms)?;
-            }
-            unqueue(txn, &kept)?;
-            Ok(CommandResult::Done)
-        }
-        Command::CompleteUpload {
+        } => put_part(txn, upload, *number, part, *now_ms),
+        Command::CompleteUploadV1 {
             upload,
             parts,
             verified,
             condition,
             now_ms,
-        } => {
-            let Some(record) = read_upload(txn, upload)? else {
-                return refused(CatalogError::NoSuchUpload(upload.clone()));
-            };
-            // Checked before the parts are taken: a refusal must change nothing.
-            if let Some(err) = check_object_target(txn, &record.bucket, &record.key)? {
-                return refused(err);
-            }
-            let target = (&record.bucket, &record.key);
-            if let Some(err) = check_condition(txn, target.0, target.1, condition.as_ref())? {
-                return refused(err);
-            }
-            let stored = take_parts(txn, upload)?;
-            let assembled = match assemble(&record, &stored, parts, *now_ms)
-                .and_then(|object| as_checked(&record, &stored, verified).map(|()| object))
-            {
-                Ok(object) => readable_parts(txn, &record, &stored, parts)?.map(|()| object),
-                Err(err) => Err(err),
-            };
-            let object = match assembled {
-                Ok(object) => object,
-                Err(err) => {
-                    // Nothing may change on a refusal: put the parts back.
-                    let mut table = txn.open_table(PARTS)?;
-                    for (number, part) in &stored {
-                        table.insert(
-                            part_key(upload, *number).as_slice(),
-                            encode(part)?.as_slice(),
-                        )?;
-                    }
-                    return refused(err);
-                }
-            };
-            let listed: std::collections::BTreeSet<u32> = parts.iter().map(|p| p.0).collect();
-            let unused = stored
-                .iter()
-                .filter(|(number, _)| !listed.contains(number))
-                .flat_map(|(_, part)| part.segments.iter());
-            collect_shards(txn, unused, *now_ms)?;
-            remove_upload(txn, upload, &record)?;
-            replace_object(txn, &record.bucket, &record.key, &object, *now_ms)?;
-            Ok(CommandResult::Completed {
-                etag: object.etag,
-                size: object.size,
-            })
-        }
+        } => complete_upload(
+            txn,
+            upload,
+            parts,
+            verified,
+            None,
+            condition.as_ref(),
+            *now_ms,
+        ),
+        Command::CompleteUpload {
+            upload,
+            parts,
+            verified,
+            checksum,
+            condition,
+            now_ms,
+        } => complete_upload(
+            txn,
+            upload,
+            parts,
+            verified,
+            checksum.as_ref(),
+            condition.as_ref(),
+            *now_ms,
+        ),
         Command::ReportBadRead { node } => {
             let mut table = txn.open_table(NODES)?;
             let Some(mut record) = read_node(&table, node)? else {
@@ -438,7 +407,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
         ),
         Command::AbortUpload { upload, now_ms } => {
             let Some(record) = read_upload(txn, upload)? else {
-                return refused(CatalogError::NoSuchUpload(upload.clone()));
+                return refused(CatalogError::NoSuchUpload(upload.to_string()));
             };
             remove_upload(txn, upload, &record)?;
             let stored = take_parts(txn, upload)?;
@@ -511,6 +480,108 @@ fn put_object(
     }
     let existed = replace_object(txn, bucket, key, object, now_ms)?;
     Ok(CommandResult::Object { existed })
+}
+
+/// [`Command::PutPart`].
+fn put_part(
+    txn: &WriteTransaction,
+    upload: &str,
+    number: u32,
+    part: &PartRecord,
+    now_ms: u64,
+) -> Result<CommandResult, CatalogFault> {
+    let refused = |err| Ok(CommandResult::Refused(err));
+    let Some(record) = read_upload(txn, upload)? else {
+        return refused(CatalogError::NoSuchUpload(upload.to_string()));
+    };
+    if !(1..=MAX_PART_NUMBER).contains(&number) {
+        return refused(CatalogError::InvalidPart(format!(
+            "part numbers are 1 to {MAX_PART_NUMBER}, got {number}"
+        )));
+    }
+    let body = ObjectBody::Segments {
+        erasure: record.erasure,
+        segments: part.segments.clone(),
+    };
+    if let Some(err) = check_segments(txn, &body, part.size)? {
+        return refused(err);
+    }
+    let previous = txn
+        .open_table(PARTS)?
+        .insert(
+            part_key(upload, number).as_slice(),
+            encode(part)?.as_slice(),
+        )?
+        .map(|v| decode::<PartRecord>(v.value()))
+        .transpose()?;
+    let kept: HashSet<ShardId> = part
+        .segments
+        .iter()
+        .flat_map(|segment| segment.shards.iter().map(|s| s.id))
+        .collect();
+    if let Some(previous) = previous {
+        let shards = previous.segments.iter().flat_map(|s| s.shards.iter());
+        collect_except(txn, shards, &kept, now_ms)?;
+    }
+    unqueue(txn, &kept)?;
+    Ok(CommandResult::Done)
+}
+
+/// [`Command::CompleteUpload`].
+fn complete_upload(
+    txn: &WriteTransaction,
+    upload: &str,
+    parts: &[(u32, String)],
+    verified: &[(u32, super::model::ObjectVersion)],
+    checksum: Option<&ObjectChecksum>,
+    condition: Option<&WriteCondition>,
+    now_ms: u64,
+) -> Result<CommandResult, CatalogFault> {
+    let refused = |err| Ok(CommandResult::Refused(err));
+    let Some(record) = read_upload(txn, upload)? else {
+        return refused(CatalogError::NoSuchUpload(upload.to_string()));
+    };
+    // Checked before the parts are taken: a refusal must change nothing.
+    if let Some(err) = check_object_target(txn, &record.bucket, &record.key)? {
+        return refused(err);
+    }
+    let target = (&record.bucket, &record.key);
+    if let Some(err) = check_condition(txn, target.0, target.1, condition)? {
+        return refused(err);
+    }
+    let stored = take_parts(txn, upload)?;
+    let assembled = match assemble(&record, &stored, parts, checksum, now_ms)
+        .and_then(|object| as_checked(&record, &stored, verified).map(|()| object))
+    {
+        Ok(object) => readable_parts(txn, &record, &stored, parts)?.map(|()| object),
+        Err(err) => Err(err),
+    };
+    let object = match assembled {
+        Ok(object) => object,
+        Err(err) => {
+            // Nothing may change on a refusal: put the parts back.
+            let mut table = txn.open_table(PARTS)?;
+            for (number, part) in &stored {
+                table.insert(
+                    part_key(upload, *number).as_slice(),
+                    encode(part)?.as_slice(),
+                )?;
+            }
+            return refused(err);
+        }
+    };
+    let listed: std::collections::BTreeSet<u32> = parts.iter().map(|p| p.0).collect();
+    let unused = stored
+        .iter()
+        .filter(|(number, _)| !listed.contains(number))
+        .flat_map(|(_, part)| part.segments.iter());
+    collect_shards(txn, unused, now_ms)?;
+    remove_upload(txn, upload, &record)?;
+    replace_object(txn, &record.bucket, &record.key, &object, now_ms)?;
+    Ok(CommandResult::Completed {
+        etag: object.etag,
+        size: object.size,
+    })
 }
 
 /// [`Command::CreateUpload`].
@@ -931,6 +1002,7 @@ fn assemble(
     upload: &UploadRecord,
     stored: &[(u32, PartRecord)],
     listed: &[(u32, String)],
+    checksum: Option<&ObjectChecksum>,
     now_ms: u64,
 ) -> Result<ObjectRecord, CatalogError> {
     if listed.is_empty() {
@@ -973,6 +1045,7 @@ fn assemble(
         summaries.push(PartSummary {
             size: part.size,
             etag: part.etag.clone(),
+            checksum: part.checksum.clone(),
         });
     }
     let etag = format!("\"{}-{}\"", hex(&md5::Md5::digest(&digests)), listed.len());
@@ -987,7 +1060,7 @@ fn assemble(
         },
         acl: upload.acl,
         parts: summaries,
-        checksum: None,
+        checksum: checksum.cloned(),
     })
 }
 

@@ -7,7 +7,7 @@
 use cairn_proto::identity::NodeId;
 use serde::{Deserialize, Serialize};
 
-use super::legacy::{ObjectRecordV1, UploadRecordV1};
+use super::legacy::{ObjectRecordV1, ObjectRecordV2, PartRecordV1, UploadRecordV1, UploadRecordV2};
 use super::model::{
     AccessKey, Bucket, CannedAcl, GatewayRecord, NodeRecord, NodeState, ObjectRecord, PartRecord,
     ReputationPolicy, UploadRecord,
@@ -113,21 +113,21 @@ pub enum Command {
         /// The upload, in the version-1 layout.
         upload: UploadRecordV1,
     },
-    /// Stores one part of an upload, replacing a part with the same number; the replaced
-    /// part's shards become garbage.
-    PutPart {
+    /// [`Command::PutPart`] as log entries written before part record version 2 carry it;
+    /// applied as `PutPart` of the part converted (no checksum).
+    PutPartV1 {
         /// Upload id.
         upload: String,
         /// Part number, 1 to 10 000.
         number: u32,
-        /// The part, with receipts already checked by the leader.
-        part: PartRecord,
+        /// The part, in the version-1 layout.
+        part: PartRecordV1,
         /// Leader's clock, ms since the epoch.
         now_ms: u64,
     },
-    /// Makes an upload an object out of the listed parts, in order; parts not listed become
-    /// garbage, as does any object the upload replaces.
-    CompleteUpload {
+    /// [`Command::CompleteUpload`] as log entries written before object record version 3
+    /// carry it; applied as `CompleteUpload` without an object checksum.
+    CompleteUploadV1 {
         /// Upload id.
         upload: String,
         /// Part numbers with the ETags the client expects them to have, ascending.
@@ -252,6 +252,45 @@ pub enum Command {
         /// Why the change was refused.
         reason: CatalogError,
     },
+    /// [`Command::PutObject`] as log entries written before object record version 3 carry
+    /// it; applied as `PutObject` of the record converted (parts without checksums).
+    PutObjectV2 {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The object, in the version-2 layout.
+        object: ObjectRecordV2,
+        /// What the key must hold for the write to happen (S3's conditional writes).
+        condition: Option<WriteCondition>,
+        /// Leader's clock when committed, ms since the epoch.
+        now_ms: u64,
+    },
+    /// [`Command::CreateUpload`] as log entries written before upload record version 3
+    /// carry it; applied as `CreateUpload` of an upload without a checksum algorithm.
+    CreateUploadV2 {
+        /// The upload id.
+        id: String,
+        /// The upload, in the version-2 layout.
+        upload: UploadRecordV2,
+    },
+    /// Sets the canned ACL of the object `bucket`/`key` (PutObjectAcl); nothing else of
+    /// the object changes, its version included.
+    SetObjectAcl {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// The new ACL.
+        acl: CannedAcl,
+    },
+    /// Makes a bucket public-read or private (PutBucketAcl, or the operator).
+    SetBucketPublicRead {
+        /// Bucket name.
+        name: String,
+        /// Whether anonymous GET and HEAD of its objects are allowed.
+        public_read: bool,
+    },
     /// Makes an object visible, replacing any previous version of the key atomically; the
     /// replaced version's shards become garbage.
     PutObject {
@@ -273,22 +312,34 @@ pub enum Command {
         /// The upload.
         upload: UploadRecord,
     },
-    /// Sets the canned ACL of the object `bucket`/`key` (PutObjectAcl); nothing else of
-    /// the object changes, its version included.
-    SetObjectAcl {
-        /// Bucket name.
-        bucket: String,
-        /// Object key.
-        key: String,
-        /// The new ACL.
-        acl: CannedAcl,
+    /// Stores one part of an upload, replacing a part with the same number; the replaced
+    /// part's shards become garbage.
+    PutPart {
+        /// Upload id.
+        upload: String,
+        /// Part number, 1 to 10 000.
+        number: u32,
+        /// The part, with receipts already checked by the leader.
+        part: PartRecord,
+        /// Leader's clock, ms since the epoch.
+        now_ms: u64,
     },
-    /// Makes a bucket public-read or private (PutBucketAcl, or the operator).
-    SetBucketPublicRead {
-        /// Bucket name.
-        name: String,
-        /// Whether anonymous GET and HEAD of its objects are allowed.
-        public_read: bool,
+    /// Makes an upload an object out of the listed parts, in order; parts not listed become
+    /// garbage, as does any object the upload replaces.
+    CompleteUpload {
+        /// Upload id.
+        upload: String,
+        /// Part numbers with the ETags the client expects them to have, ascending.
+        parts: Vec<(u32, String)>,
+        /// Parts that must still be the version the gateway checked.
+        verified: Vec<(u32, super::model::ObjectVersion)>,
+        /// The object's checksum, derived by the gateway from the listed parts' (which the
+        /// ETags pin: a part's checksum is computed from its bytes).
+        checksum: Option<super::model::ObjectChecksum>,
+        /// What the key must hold for the completion to happen.
+        condition: Option<WriteCondition>,
+        /// Leader's clock, ms since the epoch.
+        now_ms: u64,
     },
 }
 
@@ -390,15 +441,19 @@ impl Command {
             Command::CreateInvite { .. } => "create_invite",
             Command::JoinNode { .. } => "join_node",
             Command::SetNodeState { .. } => "set_node_state",
-            Command::PutObject { .. } | Command::PutObjectV1 { .. } => "put_object",
+            Command::PutObject { .. }
+            | Command::PutObjectV1 { .. }
+            | Command::PutObjectV2 { .. } => "put_object",
             Command::DeleteObject { .. } => "delete_object",
             Command::RegisterGateway { .. } => "register_gateway",
             Command::RemoveGateway { .. } => "remove_gateway",
-            Command::CreateUpload { .. } | Command::CreateUploadV1 { .. } => "create_upload",
+            Command::CreateUpload { .. }
+            | Command::CreateUploadV1 { .. }
+            | Command::CreateUploadV2 { .. } => "create_upload",
             Command::SetObjectAcl { .. } => "set_object_acl",
             Command::SetBucketPublicRead { .. } => "set_bucket_public_read",
-            Command::PutPart { .. } => "put_part",
-            Command::CompleteUpload { .. } => "complete_upload",
+            Command::PutPart { .. } | Command::PutPartV1 { .. } => "put_part",
+            Command::CompleteUpload { .. } | Command::CompleteUploadV1 { .. } => "complete_upload",
             Command::AbortUpload { .. } => "abort_upload",
             Command::ReportBadRead { .. } => "report_bad_read",
             Command::RecordAudits { .. } => "record_audits",

@@ -5,7 +5,8 @@
 //! body. Format 2 adds the [`META`] table and puts [`RECORD_V1`] before every record body,
 //! so that a later change of a record type can be read beside the records written before
 //! it: a new version byte, decoded by its own arm of [`Record::decode_older`]. Object and
-//! upload records are at [`RECORD_V2`]; every other record is still at [`RECORD_V1`]. A
+//! upload records are at [`RECORD_V3`], part records at [`RECORD_V2`]; every other record
+//! is still at [`RECORD_V1`]. A
 //! record is rewritten at its newest version only when it changes: the catalog holds both
 //! versions side by side, with no migration pass.
 
@@ -35,8 +36,12 @@ pub const RECORD_V1: u8 = 1;
 /// part boundaries, a checksum and `Expires` (`catalog::legacy` holds version 1).
 pub const RECORD_V2: u8 = 2;
 
+/// The version byte of object records whose parts carry checksums, and of upload records
+/// that carry a checksum algorithm (`catalog::legacy` holds version 2).
+pub const RECORD_V3: u8 = 3;
+
 /// The newest record version of any table.
-const NEWEST_RECORD: u8 = RECORD_V2;
+const NEWEST_RECORD: u8 = RECORD_V3;
 
 /// A type stored as a catalog record: the version this build writes it under, and how
 /// bodies written under older versions of it are read.
@@ -98,27 +103,39 @@ version_1_records!(
     model::GarbageShard,
     model::Invite,
     model::GatewayRecord,
-    model::PartRecord,
     (u64, super::CommandResult),
 );
 
 impl Record for model::ObjectRecord {
-    const VERSION: u8 = RECORD_V2;
+    const VERSION: u8 = RECORD_V3;
 
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, CatalogFault> {
         match version {
             RECORD_V1 => Ok(postcard::from_bytes::<legacy::ObjectRecordV1>(body)?.into()),
+            RECORD_V2 => Ok(postcard::from_bytes::<legacy::ObjectRecordV2>(body)?.into()),
             _ => Err(unknown_version(version, Self::VERSION)),
         }
     }
 }
 
 impl Record for model::UploadRecord {
-    const VERSION: u8 = RECORD_V2;
+    const VERSION: u8 = RECORD_V3;
 
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, CatalogFault> {
         match version {
             RECORD_V1 => Ok(postcard::from_bytes::<legacy::UploadRecordV1>(body)?.into()),
+            RECORD_V2 => Ok(postcard::from_bytes::<legacy::UploadRecordV2>(body)?.into()),
+            _ => Err(unknown_version(version, Self::VERSION)),
+        }
+    }
+}
+
+impl Record for model::PartRecord {
+    const VERSION: u8 = RECORD_V2;
+
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, CatalogFault> {
+        match version {
+            RECORD_V1 => Ok(postcard::from_bytes::<legacy::PartRecordV1>(body)?.into()),
             _ => Err(unknown_version(version, Self::VERSION)),
         }
     }

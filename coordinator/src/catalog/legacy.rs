@@ -5,11 +5,17 @@
 //! an upload no ACL; version 2 added them (`catalog::format`). Raft log entries written
 //! before then carry the same old layouts inside [`crate::catalog::Command::PutObjectV1`]
 //! and [`crate::catalog::Command::CreateUploadV1`].
+//!
+//! Record version 3 of an object added each part's checksum, of an upload its checksum
+//! algorithm and type; version 2 of a part record added the part's checksum. Log entries
+//! written before then carry the older layouts inside `PutObjectV2`, `CreateUploadV2` and
+//! `PutPartV1` (and `CompleteUploadV1`, which had no object checksum).
 
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    CannedAcl, ErasureProfile, ObjectBody, ObjectHeaders, ObjectRecord, UploadRecord,
+    CannedAcl, ErasureProfile, ObjectBody, ObjectChecksum, ObjectHeaders, ObjectRecord, PartRecord,
+    PartSummary, SegmentRecord, UploadRecord,
 };
 
 /// [`ObjectHeaders`] as record version 1 stored them (no `Expires`).
@@ -94,6 +100,119 @@ impl From<UploadRecordV1> for UploadRecord {
             headers: old.headers.into(),
             erasure: old.erasure,
             acl: CannedAcl::Private,
+            checksum: None,
+        }
+    }
+}
+
+/// [`ObjectRecord`] as record version 2 stored it (parts without their checksums).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecordV2 {
+    /// Size in bytes.
+    pub size: u64,
+    /// S3 ETag, with its quotes.
+    pub etag: String,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub last_modified_ms: u64,
+    /// HTTP metadata.
+    pub headers: ObjectHeaders,
+    /// Where the bytes are.
+    pub body: ObjectBody,
+    /// Who besides the owner may read it.
+    pub acl: CannedAcl,
+    /// Size and ETag of each part.
+    pub parts: Vec<PartSummaryV1>,
+    /// The verified full-object checksum, if any.
+    pub checksum: Option<ObjectChecksum>,
+}
+
+/// [`PartSummary`] as record version 2 of an object stored it (no checksum).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartSummaryV1 {
+    /// Bytes in the part.
+    pub size: u64,
+    /// The part's ETag, with its quotes.
+    pub etag: String,
+}
+
+impl From<ObjectRecordV2> for ObjectRecord {
+    /// Its parts carry no checksum: none was kept for them.
+    fn from(old: ObjectRecordV2) -> Self {
+        ObjectRecord {
+            size: old.size,
+            etag: old.etag,
+            last_modified_ms: old.last_modified_ms,
+            headers: old.headers,
+            body: old.body,
+            acl: old.acl,
+            parts: old
+                .parts
+                .into_iter()
+                .map(|p| PartSummary {
+                    size: p.size,
+                    etag: p.etag,
+                    checksum: None,
+                })
+                .collect(),
+            checksum: old.checksum,
+        }
+    }
+}
+
+/// [`UploadRecord`] as record version 2 stored it (no checksum algorithm).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecordV2 {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key the upload will become.
+    pub key: String,
+    /// When the upload was created, milliseconds since the Unix epoch.
+    pub initiated_ms: u64,
+    /// HTTP metadata given at creation.
+    pub headers: ObjectHeaders,
+    /// The code every part's segments use.
+    pub erasure: ErasureProfile,
+    /// The canned ACL the finished object gets.
+    pub acl: CannedAcl,
+}
+
+impl From<UploadRecordV2> for UploadRecord {
+    /// An upload created without a checksum algorithm.
+    fn from(old: UploadRecordV2) -> Self {
+        UploadRecord {
+            bucket: old.bucket,
+            key: old.key,
+            initiated_ms: old.initiated_ms,
+            headers: old.headers,
+            erasure: old.erasure,
+            acl: old.acl,
+            checksum: None,
+        }
+    }
+}
+
+/// [`PartRecord`] as record version 1 stored it (no checksum).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecordV1 {
+    /// Bytes in the part.
+    pub size: u64,
+    /// The part's ETag, with its quotes.
+    pub etag: String,
+    /// When the part was stored, milliseconds since the Unix epoch.
+    pub last_modified_ms: u64,
+    /// The part's segments, in order.
+    pub segments: Vec<SegmentRecord>,
+}
+
+impl From<PartRecordV1> for PartRecord {
+    /// A part stored without its checksum.
+    fn from(old: PartRecordV1) -> Self {
+        PartRecord {
+            size: old.size,
+            etag: old.etag,
+            last_modified_ms: old.last_modified_ms,
+            segments: old.segments,
+            checksum: None,
         }
     }
 }

@@ -102,12 +102,14 @@ pub struct ObjectRecord {
     pub body: ObjectBody,
     /// Who besides the owner may read it (record version 2; `Private` for older records).
     pub acl: CannedAcl,
-    /// The size and ETag of each part, in order, for an object completed from a multipart
-    /// upload (`partNumber` reads, `GetObjectAttributes`); empty for an object stored in one
-    /// piece, and for multipart objects stored before record version 2.
+    /// The size, ETag and checksum of each part, in order, for an object completed from a
+    /// multipart upload (`partNumber` reads, `GetObjectAttributes`); empty for an object
+    /// stored in one piece, and for multipart objects stored before record version 2.
     pub parts: Vec<PartSummary>,
-    /// The full-object checksum the client sent with the body and the gateway verified,
-    /// if any (record version 2).
+    /// The object's checksum, if any (record version 2): for a single PUT, the full-object
+    /// checksum the client sent and the gateway verified; for a multipart upload created
+    /// with a checksum algorithm, the composite (value suffixed `-N`) or full-object
+    /// checksum the gateway derived from the parts' (record version 3).
     pub checksum: Option<ObjectChecksum>,
 }
 
@@ -129,6 +131,8 @@ pub struct PartSummary {
     pub size: u64,
     /// The part's ETag, with its quotes.
     pub etag: String,
+    /// The part's own checksum, if it had one (record version 3; `None` before).
+    pub checksum: Option<ObjectChecksum>,
 }
 
 /// A checksum algorithm of S3's `x-amz-checksum-*` family.
@@ -146,12 +150,33 @@ pub enum ChecksumAlgorithm {
     Sha256,
 }
 
+/// How a multipart upload's object checksum derives from its parts' (S3's
+/// `x-amz-checksum-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChecksumType {
+    /// The checksum of the parts' checksums, suffixed with the part count.
+    Composite,
+    /// The checksum of the whole object's bytes (CRCs only: combined from the parts').
+    FullObject,
+}
+
+/// The checksum a multipart upload was created with: every part gets one of this
+/// algorithm, and the completed object one of this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UploadChecksum {
+    /// Which algorithm.
+    pub algorithm: ChecksumAlgorithm,
+    /// How the object's checksum derives from the parts'.
+    pub kind: ChecksumType,
+}
+
 /// A checksum of an object's bytes, as S3 writes it (base64 of the digest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectChecksum {
     /// Which algorithm.
     pub algorithm: ChecksumAlgorithm,
-    /// The digest, base64.
+    /// The digest, base64; a composite checksum of a multipart object is suffixed `-N`
+    /// (N parts), which is how it is told from a full-object one.
     pub value: String,
 }
 
@@ -573,6 +598,9 @@ pub struct UploadRecord {
     pub erasure: ErasureProfile,
     /// The canned ACL the finished object gets (record version 2).
     pub acl: CannedAcl,
+    /// The checksum algorithm and type the upload was created with, if any (record
+    /// version 3).
+    pub checksum: Option<UploadChecksum>,
 }
 
 /// One uploaded part of a multipart upload.
@@ -586,6 +614,9 @@ pub struct PartRecord {
     pub last_modified_ms: u64,
     /// The part's segments, in order (empty for an empty part).
     pub segments: Vec<SegmentRecord>,
+    /// The part's checksum, verified by the gateway (record version 2; `None` before):
+    /// of the upload's algorithm if it has one, else the first one the client sent.
+    pub checksum: Option<ObjectChecksum>,
 }
 
 impl PartRecord {
@@ -603,7 +634,7 @@ impl PartRecord {
             },
             acl: upload.acl,
             parts: Vec::new(),
-            checksum: None,
+            checksum: self.checksum.clone(),
         }
     }
 }

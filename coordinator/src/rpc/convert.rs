@@ -74,7 +74,19 @@ twins!(
     [parts],
     [checksum]
 );
-twins!(model::PartSummary, wire::PartSummary, [size, etag], []);
+twins!(
+    model::PartSummary,
+    wire::PartSummary,
+    [size, etag],
+    [],
+    [checksum]
+);
+twins!(
+    model::UploadChecksum,
+    wire::UploadChecksum,
+    [algorithm, kind],
+    []
+);
 twins!(
     model::ObjectChecksum,
     wire::ObjectChecksum,
@@ -104,13 +116,15 @@ twins!(
     model::UploadRecord,
     wire::UploadRecord,
     [bucket, key, initiated_ms, headers, erasure, acl],
-    []
+    [],
+    [checksum]
 );
 twins!(
     model::PartRecord,
     wire::PartRecord,
     [size, etag, last_modified_ms],
-    [segments]
+    [segments],
+    [checksum]
 );
 twins!(
     catalog::ListQuery,
@@ -151,6 +165,11 @@ macro_rules! unit_twins {
 }
 
 unit_twins!(model::CannedAcl, wire::CannedAcl, [Private, PublicRead]);
+unit_twins!(
+    model::ChecksumType,
+    wire::ChecksumType,
+    [Composite, FullObject]
+);
 unit_twins!(
     model::ChecksumAlgorithm,
     wire::ChecksumAlgorithm,
@@ -290,6 +309,10 @@ mod tests {
                 parts: vec![model::PartSummary {
                     size: 100,
                     etag: "\"part\"".into(),
+                    checksum: Some(model::ObjectChecksum {
+                        algorithm: model::ChecksumAlgorithm::Sha256,
+                        value: "AAAA".into(),
+                    }),
                 }],
                 checksum: Some(model::ObjectChecksum {
                     algorithm: model::ChecksumAlgorithm::Crc32,

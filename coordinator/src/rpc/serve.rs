@@ -392,6 +392,7 @@ async fn answer(
             key,
             headers,
             acl,
+            checksum,
         } => {
             let record = bucket_record(catalog, &bucket)?;
             // A retried creation must name the upload the first attempt created.
@@ -406,6 +407,7 @@ async fn answer(
                 headers: headers.into(),
                 erasure: record.erasure,
                 acl: acl.into(),
+                checksum: checksum.map(Into::into),
             };
             change(Command::CreateUpload {
                 id: id.clone(),
@@ -423,6 +425,7 @@ async fn answer(
             size,
             etag,
             segments,
+            checksum,
         } => {
             let Some(record) = catalog.upload(&upload).map_err(fault)? else {
                 return Err(error(RpcCode::NoSuchUpload, format!("no upload {upload}")));
@@ -433,6 +436,7 @@ async fn answer(
                 etag,
                 last_modified_ms: now_ms(),
                 segments,
+                checksum: checksum.map(Into::into),
             };
             let now_ms = now_ms();
             change(Command::PutPart {
@@ -448,6 +452,7 @@ async fn answer(
             upload,
             parts,
             verified,
+            checksum,
             condition,
         } => {
             let now_ms = now_ms();
@@ -458,6 +463,7 @@ async fn answer(
                     .into_iter()
                     .map(|(number, version)| (number, version.into()))
                     .collect(),
+                checksum: checksum.map(Into::into),
                 condition: condition.map(Into::into),
                 now_ms,
             })

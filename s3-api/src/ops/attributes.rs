@@ -1,5 +1,5 @@
-//! GetObjectAttributes: an object's ETag, size, storage class, checksum and parts, without
-//! its bytes.
+//! GetObjectAttributes: an object's ETag, size, storage class, checksum and parts (with
+//! their checksums), without its bytes.
 
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
@@ -68,10 +68,14 @@ impl Gateway {
                     .map(|(i, part)| (i as i32 + 1, part))
                     .filter(|(number, _)| *number > marker)
                     .take(max_parts as usize)
-                    .map(|(number, part)| ObjectPart {
-                        part_number: Some(number),
-                        size: Some(part.size as i64),
-                        ..Default::default()
+                    .map(|(number, part)| {
+                        let mut listed = ObjectPart {
+                            part_number: Some(number),
+                            size: Some(part.size as i64),
+                            ..Default::default()
+                        };
+                        crate::checksums::put_checksum!(listed, part.checksum.as_ref());
+                        listed
                     })
                     .collect();
                 let last = listed.last().and_then(|p| p.part_number).unwrap_or(marker);

@@ -10,6 +10,7 @@ use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
+use crate::checksums::BodyChecks;
 use crate::errors::from_write;
 use crate::ops::acl::requested_acl;
 use crate::ops::put::Policy;
@@ -294,20 +295,25 @@ impl Gateway {
             range,
             self.reporter(),
         );
-        let mut md5 = Md5::new();
+        // A part of an upload created with a checksum algorithm gets its checksum, as an
+        // uploaded part does; the MD5 (the part's ETag) is computed in any case.
+        let mut checks = BodyChecks::new(&http::HeaderMap::new(), None, None)?;
+        if let Some(wanted) = upload.checksum {
+            checks.require(wanted.algorithm)?;
+        }
         let written = write_body(
             &self.path,
             &bucket,
             Box::pin(stream),
             |chunk| {
-                md5.update(chunk);
+                checks.update(chunk);
                 Ok(())
             },
             true,
         )
         .await
         .map_err(from_write)?;
-        let tag = hex(&md5.finalize());
+        let (tag, checksum) = checks.finish_with_checksum()?;
         self.metrics.bytes_in.inc_by(written.size);
         let segments = match written.body {
             NewBody::Segments(segments) => segments,
@@ -321,17 +327,22 @@ impl Gateway {
                 size: written.size,
                 etag: quoted(&tag),
                 segments,
+                checksum: checksum.clone(),
             })
             .await?
         {
-            GatewayResponse::Done => Ok(S3Response::new(UploadPartCopyOutput {
-                copy_part_result: Some(CopyPartResult {
+            GatewayResponse::Done => {
+                let mut result = CopyPartResult {
                     e_tag: Some(etag(&tag)),
                     last_modified: Some(Timestamp::from(modified)),
                     ..Default::default()
-                }),
-                ..Default::default()
-            })),
+                };
+                crate::checksums::put_checksum!(result, checksum.as_ref());
+                Ok(S3Response::new(UploadPartCopyOutput {
+                    copy_part_result: Some(result),
+                    ..Default::default()
+                }))
+            }
             other => Err(unexpected(other)),
         }
     }

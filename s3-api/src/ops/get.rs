@@ -175,7 +175,12 @@ impl Gateway {
             }
         };
         let whole = range.start == 0 && range.end == object.size;
-        let checksum = checksum_answer(&object, input.checksum_mode.as_ref(), whole);
+        let checksum = checksum_answer(
+            &object,
+            input.checksum_mode.as_ref(),
+            whole,
+            input.part_number,
+        );
         let length = range.end - range.start;
         self.metrics.bytes_out.inc_by(length);
         let mut stream = Box::pin(read_range(
@@ -247,7 +252,12 @@ impl Gateway {
             }
         };
         let whole = range.start == 0 && range.end == object.size;
-        let checksum = checksum_answer(&object, input.checksum_mode.as_ref(), whole);
+        let checksum = checksum_answer(
+            &object,
+            input.checksum_mode.as_ref(),
+            whole,
+            input.part_number,
+        );
         // The HTTP layer answers a HEAD carrying a Content-Range 206 (`daemon::handle`).
         let mut response = S3Response::new(HeadObjectOutput {
             content_length: Some((range.end - range.start) as i64),
@@ -354,12 +364,34 @@ fn hide_missing(extensions: &http::Extensions, err: S3Error) -> S3Error {
     err
 }
 
-/// The stored checksum to answer with: only when asked (`x-amz-checksum-mode: ENABLED`)
-/// and only with the whole object (a full-object checksum says nothing of a range).
-fn checksum_answer(object: &ObjectRecord, mode: Option<&ChecksumMode>, whole: bool) -> Checksum {
+/// The stored checksum to answer with: only when asked (`x-amz-checksum-mode: ENABLED`),
+/// and only for what it covers: the whole object, or with `partNumber` of a multipart
+/// object, that part (typed as the object's checksum is). A range gets none.
+fn checksum_answer(
+    object: &ObjectRecord,
+    mode: Option<&ChecksumMode>,
+    whole: bool,
+    part_number: Option<i32>,
+) -> Checksum {
     let enabled = mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED));
-    match &object.checksum {
-        Some(stored) if enabled && whole => crate::checksums::as_dto(stored),
+    if !enabled {
+        return Checksum::default();
+    }
+    let part = part_number
+        .and_then(|n| usize::try_from(n).ok()?.checked_sub(1))
+        .and_then(|index| object.parts.get(index));
+    match (part, &object.checksum) {
+        (Some(part), whole_checksum) => match &part.checksum {
+            Some(stored) => {
+                let mut out = crate::checksums::as_dto(stored);
+                if let Some(object_checksum) = whole_checksum {
+                    out.checksum_type = crate::checksums::as_dto(object_checksum).checksum_type;
+                }
+                out
+            }
+            None => Checksum::default(),
+        },
+        (None, Some(stored)) if whole => crate::checksums::as_dto(stored),
         _ => Checksum::default(),
     }
 }

@@ -1,15 +1,17 @@
-//! Multipart uploads: create, upload parts (always stored as segments), complete (the
-//! coordinator checks part order, sizes and ETags and assembles the object in one commit;
-//! a NAR in a nix-cache bucket is first read back and checked against its name), abort,
-//! and the two listings.
+//! Multipart uploads: create (optionally with a checksum algorithm and type), upload parts
+//! (always stored as segments, each with its verified checksum), complete (the gateway
+//! checks the part and whole-object checksums the client lists and derives the object's
+//! composite or full-object checksum from the parts'; the coordinator checks part order,
+//! sizes and ETags and assembles the object in one commit; a NAR in a nix-cache bucket is
+//! first read back and checked against its name), abort, and the two listings.
 
 use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
-use cairn_client::records::{BucketMode, ObjectVersion, UploadRecord};
+use cairn_client::records::{BucketMode, ObjectChecksum, ObjectVersion, PartRecord, UploadRecord};
 use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
-use crate::checksums::BodyChecks;
+use crate::checksums::{BodyChecks, given_checksums, put_checksum};
 use crate::errors::from_write;
 use crate::nix::nar::{ObjectKind, classify_key};
 use crate::ops::acl::requested_acl;
@@ -68,6 +70,10 @@ impl Gateway {
                 ));
             }
         }
+        let checksum = crate::checksums::upload_checksum(
+            input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+            input.checksum_type.as_ref().map(|t| t.as_str()),
+        )?;
         let headers = object_headers(
             input.content_type,
             input.content_encoding,
@@ -81,6 +87,7 @@ impl Gateway {
                 key: input.key.clone(),
                 headers,
                 acl,
+                checksum,
             })
             .await?
         {
@@ -89,6 +96,13 @@ impl Gateway {
                     bucket: Some(input.bucket),
                     key: Some(input.key),
                     upload_id: Some(id),
+                    checksum_algorithm: checksum.map(|c| {
+                        ChecksumAlgorithm::from_static(crate::checksums::algorithm_name(
+                            c.algorithm,
+                        ))
+                    }),
+                    checksum_type: checksum
+                        .map(|c| ChecksumType::from_static(crate::checksums::type_name(c.kind))),
                     ..Default::default()
                 }))
             }
@@ -115,6 +129,9 @@ impl Gateway {
         let upload = self
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
+        if let Some(wanted) = upload.checksum {
+            checks.require(wanted.algorithm)?;
+        }
         let mut bucket = self.bucket(&input.bucket).await?;
         // Parts use the code the upload started with, even if the bucket changed since.
         bucket.erasure = upload.erasure;
@@ -130,7 +147,7 @@ impl Gateway {
         )
         .await
         .map_err(from_write)?;
-        let tag = checks.finish()?;
+        let (tag, checksum) = checks.finish_with_checksum()?;
         self.metrics.bytes_in.inc_by(written.size);
         let segments = match written.body {
             cairn_client::gateway_rpc::NewBody::Segments(segments) => segments,
@@ -143,13 +160,18 @@ impl Gateway {
                 size: written.size,
                 etag: quoted(&tag),
                 segments,
+                checksum: checksum.clone(),
             })
             .await?
         {
-            GatewayResponse::Done => Ok(S3Response::new(UploadPartOutput {
-                e_tag: Some(etag(&tag)),
-                ..Default::default()
-            })),
+            GatewayResponse::Done => {
+                let mut out = UploadPartOutput {
+                    e_tag: Some(etag(&tag)),
+                    ..Default::default()
+                };
+                put_checksum!(out, checksum.as_ref());
+                Ok(S3Response::new(out))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -159,14 +181,18 @@ impl Gateway {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
-        self.upload(&input.bucket, &input.key, &input.upload_id)
+        let upload = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
         let listed = input
             .multipart_upload
-            .and_then(|m| m.parts)
+            .as_ref()
+            .and_then(|m| m.parts.clone())
             .unwrap_or_default();
         let mut parts = Vec::with_capacity(listed.len());
+        let mut sent = Vec::with_capacity(listed.len());
         for part in listed {
+            sent.push(given_checksums!(part));
             let number = part
                 .part_number
                 .and_then(|n| u32::try_from(n).ok())
@@ -177,6 +203,9 @@ impl Gateway {
                 .ok_or_else(|| s3s::s3_error!(InvalidPart, "part {number} has no ETag"))?;
             parts.push((number, tag));
         }
+        let checksum = self
+            .completion_checksum(&input, &upload, &parts, &sent)
+            .await?;
         let condition = crate::ops::put::write_condition(&req.headers)?;
         let bucket = self.bucket(&input.bucket).await?;
         let verified = match Policy::for_key(&bucket, &input.key)? {
@@ -197,20 +226,163 @@ impl Gateway {
                 upload: input.upload_id,
                 parts,
                 verified,
+                checksum: checksum.clone(),
                 condition,
             })
             .await?
         {
             GatewayResponse::Completed { etag: tag, .. } => {
-                Ok(S3Response::new(CompleteMultipartUploadOutput {
+                let mut out = CompleteMultipartUploadOutput {
                     bucket: Some(input.bucket.clone()),
                     key: Some(input.key.clone()),
                     e_tag: Some(etag(&tag)),
                     location: Some(format!("/{}/{}", input.bucket, input.key)),
+                    checksum_type: upload
+                        .checksum
+                        .filter(|_| checksum.is_some())
+                        .map(|c| ChecksumType::from_static(crate::checksums::type_name(c.kind))),
                     ..Default::default()
-                }))
+                };
+                put_checksum!(out, checksum.as_ref());
+                Ok(S3Response::new(out))
             }
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// Checks the checksums a CompleteMultipartUpload carries against the stored parts'
+    /// (each listed part's, and the whole object's in the request's headers) and returns the
+    /// object's checksum, derived from the listed parts' as the upload's checksum type says.
+    /// A part checksum that differs from the stored one answers InvalidPart, a whole-object
+    /// one BadDigest, as S3 does; a part that is missing or has another ETag is left for
+    /// the coordinator to refuse.
+    async fn completion_checksum(
+        &self,
+        input: &CompleteMultipartUploadInput,
+        upload: &UploadRecord,
+        parts: &[(u32, String)],
+        sent: &[Vec<ObjectChecksum>],
+    ) -> S3Result<Option<ObjectChecksum>> {
+        let whole = given_checksums!(input);
+        if let (Some(asked), Some(created)) = (&input.checksum_type, upload.checksum)
+            && !asked
+                .as_str()
+                .eq_ignore_ascii_case(crate::checksums::type_name(created.kind))
+        {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                format!(
+                    "The upload was created using the {} checksum mode. The complete request \
+                     must use the same checksum mode.",
+                    crate::checksums::type_name(created.kind)
+                ),
+            ));
+        }
+        if upload.checksum.is_none()
+            && whole.is_empty()
+            && sent.iter().all(Vec::is_empty)
+            && input.mpu_object_size.is_none()
+        {
+            return Ok(None);
+        }
+        let stored = self.stored_parts(&input.upload_id).await?;
+        let mut listed = Vec::with_capacity(parts.len());
+        for ((number, _), given) in parts.iter().zip(sent) {
+            let Some(part) = stored.get(number) else {
+                return Ok(None);
+            };
+            for checksum in given {
+                if part.checksum.as_ref() != Some(checksum) {
+                    return Err(S3Error::with_message(
+                        S3ErrorCode::InvalidPart,
+                        format!(
+                            "One or more of the specified parts could not be found: part \
+                             {number} does not have {} {}",
+                            crate::checksums::algorithm_name(checksum.algorithm),
+                            checksum.value
+                        ),
+                    ));
+                }
+            }
+            listed.push((part.size, part.checksum.as_ref()));
+        }
+        if let Some(size) = input.mpu_object_size {
+            let total: u64 = listed.iter().map(|(size, _)| size).sum();
+            if u64::try_from(size).ok() != Some(total) {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidRequest,
+                    format!(
+                        "The provided 'x-amz-mp-object-size' header value {size} does not match \
+                         what was computed: {total}"
+                    ),
+                ));
+            }
+        }
+        let checksum = match upload.checksum {
+            Some(created) => crate::checksums::multipart_checksum(created, &listed)?,
+            None => None,
+        };
+        for expected in &whole {
+            let matches = checksum.as_ref().is_some_and(|c| {
+                c.algorithm == expected.algorithm
+                    && (c.value == expected.value
+                        || c.value
+                            .strip_prefix(expected.value.as_str())
+                            .is_some_and(|rest| rest.starts_with('-')))
+            });
+            if matches {
+                continue;
+            }
+            if checksum
+                .as_ref()
+                .is_some_and(|c| c.algorithm == expected.algorithm)
+            {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::BadDigest,
+                    format!(
+                        "The {} you specified did not match the calculated checksum.",
+                        crate::checksums::algorithm_name(expected.algorithm)
+                    ),
+                ));
+            }
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                format!(
+                    "The upload was not created with the {} checksum algorithm",
+                    crate::checksums::algorithm_name(expected.algorithm)
+                ),
+            ));
+        }
+        Ok(checksum)
+    }
+
+    /// Every stored part of an upload, by number, read page by page.
+    async fn stored_parts(
+        &self,
+        upload: &str,
+    ) -> S3Result<std::collections::BTreeMap<u32, PartRecord>> {
+        let mut all = std::collections::BTreeMap::new();
+        let mut after = 0;
+        loop {
+            let page = match self
+                .call(GatewayRequest::ListParts {
+                    upload: upload.to_string(),
+                    after,
+                    max: MAX_PAGE as u32,
+                })
+                .await?
+            {
+                GatewayResponse::Parts(parts) => parts,
+                other => return Err(unexpected(other)),
+            };
+            let full = page.len() >= MAX_PAGE as usize;
+            for (number, part) in page {
+                after = after.max(number);
+                all.insert(number, part);
+            }
+            if !full {
+                return Ok(all);
+            }
         }
     }
 
@@ -308,7 +480,8 @@ impl Gateway {
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
-        self.upload(&input.bucket, &input.key, &input.upload_id)
+        let upload = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
         let max = input.max_parts.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
         let after = input
@@ -338,15 +511,25 @@ impl Gateway {
             next_part_number_marker: next,
             parts: Some(
                 page.into_iter()
-                    .map(|(number, part)| Part {
-                        part_number: Some(number as i32),
-                        e_tag: Some(etag(&part.etag)),
-                        size: Some(part.size as i64),
-                        last_modified: Some(timestamp(part.last_modified_ms)),
-                        ..Default::default()
+                    .map(|(number, part)| {
+                        let mut listed = Part {
+                            part_number: Some(number as i32),
+                            e_tag: Some(etag(&part.etag)),
+                            size: Some(part.size as i64),
+                            last_modified: Some(timestamp(part.last_modified_ms)),
+                            ..Default::default()
+                        };
+                        put_checksum!(listed, part.checksum.as_ref());
+                        listed
                     })
                     .collect(),
             ),
+            checksum_algorithm: upload.checksum.map(|c| {
+                ChecksumAlgorithm::from_static(crate::checksums::algorithm_name(c.algorithm))
+            }),
+            checksum_type: upload
+                .checksum
+                .map(|c| ChecksumType::from_static(crate::checksums::type_name(c.kind))),
             ..Default::default()
         }))
     }
@@ -372,23 +555,62 @@ impl Gateway {
         // Markers: uploads after (key, upload id), in the coordinator's key order.
         let after_key = input.key_marker.clone().unwrap_or_default();
         let after_id = input.upload_id_marker.clone().unwrap_or_default();
-        let mut page: Vec<_> = uploads
-            .into_iter()
-            .filter(|(id, u)| {
-                after_key.is_empty()
-                    || u.key > after_key
-                    || (u.key == after_key && !after_id.is_empty() && *id > after_id)
-            })
-            .collect();
-        let truncated = page.len() > max as usize;
-        page.truncate(max as usize);
-        let (next_key, next_id) = match page.last() {
-            Some((id, u)) if truncated => (Some(u.key.clone()), Some(id.clone())),
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        // As in ListObjectsV2: keys with the delimiter after the prefix roll up into one
+        // common prefix each, which counts as one entry of the page; a key marker inside a
+        // common prefix (one returned as NextKeyMarker) skips all of it.
+        let mut entries: Vec<Listed> = Vec::new();
+        for (id, u) in uploads {
+            let after_marker = after_key.is_empty()
+                || u.key > after_key
+                || (u.key == after_key && !after_id.is_empty() && id > after_id);
+            if !after_marker {
+                continue;
+            }
+            let rolled = delimiter.as_ref().and_then(|d| {
+                let rest = u.key.get(prefix.len()..)?;
+                rest.find(d.as_str())
+                    .map(|at| u.key[..prefix.len() + at + d.len()].to_string())
+            });
+            match rolled {
+                Some(common) => {
+                    let seen =
+                        matches!(entries.last(), Some(Listed::Prefix(last)) if *last == common);
+                    let skipped = after_key.starts_with(common.as_str());
+                    if !seen && !skipped {
+                        entries.push(Listed::Prefix(common));
+                    }
+                }
+                None => entries.push(Listed::Upload(id, u)),
+            }
+        }
+        let truncated = entries.len() > max as usize;
+        entries.truncate(max as usize);
+        let (next_key, next_id) = match entries.last() {
+            Some(Listed::Upload(id, u)) if truncated => (Some(u.key.clone()), Some(id.clone())),
+            Some(Listed::Prefix(common)) if truncated => (Some(common.clone()), None),
             _ => (None, None),
         };
+        let mut listed = Vec::new();
+        let mut common_prefixes = Vec::new();
+        for entry in entries {
+            match entry {
+                Listed::Upload(id, u) => listed.push(MultipartUpload {
+                    key: Some(encode(&u.key, url)),
+                    upload_id: Some(id),
+                    initiated: Some(timestamp(u.initiated_ms)),
+                    ..Default::default()
+                }),
+                Listed::Prefix(common) => common_prefixes.push(CommonPrefix {
+                    prefix: Some(encode(&common, url)),
+                }),
+            }
+        }
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
             prefix: input.prefix.map(|p| encode(&p, url)),
+            delimiter: delimiter.map(|d| encode(&d, url)),
             key_marker: input.key_marker.map(|k| encode(&k, url)),
             upload_id_marker: input.upload_id_marker,
             next_key_marker: next_key.map(|k| encode(&k, url)),
@@ -396,17 +618,17 @@ impl Gateway {
             max_uploads: Some(max),
             is_truncated: Some(truncated),
             encoding_type: input.encoding_type,
-            uploads: Some(
-                page.into_iter()
-                    .map(|(id, u)| MultipartUpload {
-                        key: Some(encode(&u.key, url)),
-                        upload_id: Some(id),
-                        initiated: Some(timestamp(u.initiated_ms)),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
+            uploads: Some(listed),
+            common_prefixes: (!common_prefixes.is_empty()).then_some(common_prefixes),
             ..Default::default()
         }))
     }
+}
+
+/// One entry of a ListMultipartUploads page.
+enum Listed {
+    /// An upload: its id and record.
+    Upload(String, UploadRecord),
+    /// Keys rolled up by the delimiter.
+    Prefix(String),
 }
