@@ -70,6 +70,35 @@ fn bench_coordinator_commits_through_raft_and_sizes_the_catalog() {
 }
 
 #[test]
+fn bench_catalog_loads_a_mix_and_times_each_loop_from_the_index() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "catalog", "--objects", "2000", "--nodes", "16"])
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("run cairn");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(json["bytes_per_object"].as_f64().unwrap() > 0.0, "{json}");
+    for round in [
+        "placed_on",
+        "audit_sample",
+        "gc_compare_one_node",
+        "rebalance_candidates",
+        "survey",
+    ] {
+        assert!(json[format!("{round}_ms")].is_f64(), "{round}: {json}");
+    }
+    // 600 NARs of 16 shards on 16 nodes: every node holds one shard of each.
+    assert!(stdout.contains("600 shards"), "{stdout}");
+    assert!(stdout.contains("600 segments"), "{stdout}");
+}
+
+#[test]
 fn bench_repair_restores_full_margin_after_losing_a_node() {
     let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["bench", "repair", "--nodes", "4", "--k", "2", "--m", "1"])

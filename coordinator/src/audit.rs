@@ -6,7 +6,7 @@
 //! ([`challenges_per_round`]: one per [`SHARDS_PER_CHALLENGE`] shards, at least one, at
 //! most [`MAX_CHALLENGES_PER_ROUND`]), so a shard on a big node is as likely to be asked
 //! about as one on a small node: each challenge is a shard picked uniformly among those the
-//! catalog places on the node (reservoir sampling over one walk of the catalog) and a few
+//! catalog places on the node (drawn from the shards-by-node index: `sample_node`) and a few
 //! random byte ranges of it. The node must return the bytes with slice proofs within the
 //! deadline. Outcomes:
 //!
@@ -381,64 +381,17 @@ impl Auditor {
         let nodes = nodes.clone();
         let mut rng = rng.fork();
         tokio::task::spawn_blocking(move || {
-            let mut seen: HashMap<NodeId, u64> = HashMap::new();
+            let view = catalog.view()?;
             let mut chosen: HashMap<NodeId, Vec<Target>> = HashMap::new();
-            catalog.for_each_object(|bucket, key, object| {
-                let ObjectBody::Segments { erasure, segments } = &object.body else {
-                    return true;
-                };
-                let Ok(codec) =
-                    cairn_erasure::Codec::new(usize::from(erasure.k), usize::from(erasure.m))
-                else {
-                    return true;
-                };
-                for segment in segments {
-                    let size = codec.shard_len(segment.len);
-                    if size == 0 {
-                        continue;
-                    }
-                    for shard in &segment.shards {
-                        if !nodes.contains(&shard.node) || missing.contains(&shard.id) {
-                            continue;
-                        }
-                        let count = seen.entry(shard.node).or_default();
-                        *count += 1;
-                        // Reservoir sampling (Algorithm R) of the most challenges a node
-                        // can be asked: the n-th candidate takes a random slot with
-                        // probability MAX/n, so every set of shards is equally likely.
-                        let reservoir = chosen.entry(shard.node).or_default();
-                        let slot = if reservoir.len() < MAX_CHALLENGES_PER_ROUND {
-                            Some(reservoir.len())
-                        } else {
-                            usize::try_from(rng.below(*count))
-                                .ok()
-                                .filter(|slot| *slot < MAX_CHALLENGES_PER_ROUND)
-                        };
-                        if let Some(slot) = slot {
-                            let target = Target {
-                                bucket: bucket.to_string(),
-                                key: key.to_string(),
-                                shard: shard.id,
-                                root: shard.root,
-                                size,
-                            };
-                            if slot == reservoir.len() {
-                                reservoir.push(target);
-                            } else {
-                                reservoir[slot] = target;
-                            }
-                        }
-                    }
+            for node in &nodes {
+                let held = view.placed_totals(node)?.shards;
+                if held == 0 {
+                    continue;
                 }
-                true
-            })?;
-            // The reservoir holds a uniform set; shuffled, its first few are one too.
-            for (node, reservoir) in chosen.iter_mut() {
-                for i in (1..reservoir.len()).rev() {
-                    let j = rng.below(i as u64 + 1) as usize;
-                    reservoir.swap(i, j);
+                let targets = sample_node(&view, node, held, &missing, &mut rng)?;
+                if !targets.is_empty() {
+                    chosen.insert(*node, targets);
                 }
-                reservoir.truncate(challenges_per_round(seen.get(node).copied().unwrap_or(0)));
             }
             Ok::<_, crate::catalog::CatalogFault>(chosen)
         })
@@ -720,6 +673,116 @@ fn ranges(size: u64, rng: &mut AuditRng) -> Vec<Range<u64>> {
             start..(start + RANGE_LEN).min(size)
         })
         .collect()
+}
+
+/// Nodes holding at most this many shards are sampled exactly: their whole index range is
+/// read (a bounded amount) and a uniform subset drawn from it.
+const EXACT_SAMPLE_BELOW: u64 = 4096;
+
+/// Draws for each challenge a node is due: tries per challenge before the round makes do
+/// with fewer (every candidate may be missing, or a part of an upload in progress).
+const DRAWS_PER_CHALLENGE: usize = 4;
+
+/// [`challenges_per_round`] distinct shards of `node` (which holds `held`), drawn from the
+/// shards-by-node index: uniformly from the whole range on a small node; on a large one,
+/// each from a random id onwards (shard ids are random, so every shard is about equally
+/// likely), in O(challenges) reads whatever the catalog's size. Shards an inventory
+/// admitted missing and parts of uploads in progress are skipped.
+fn sample_node(
+    view: &crate::catalog::CatalogView,
+    node: &NodeId,
+    held: u64,
+    missing: &HashSet<ShardId>,
+    rng: &mut AuditRng,
+) -> Result<Vec<Target>, crate::catalog::CatalogFault> {
+    let want = challenges_per_round(held);
+    let usable = |(shard, placement): &(ShardId, crate::catalog::Placement)| {
+        object_locator(placement).is_some() && placement.size > 0 && !missing.contains(shard)
+    };
+    let mut picked: Vec<(ShardId, crate::catalog::Placement)> = Vec::new();
+    if held <= EXACT_SAMPLE_BELOW {
+        let mut all: Vec<_> = view
+            .placed_page(node, None, EXACT_SAMPLE_BELOW as usize)?
+            .into_iter()
+            .filter(|c| usable(c))
+            .collect();
+        // A partial Fisher-Yates shuffle: the first `want` are a uniform subset.
+        for i in 0..want.min(all.len()) {
+            let j = i + rng.below((all.len() - i) as u64) as usize;
+            all.swap(i, j);
+        }
+        all.truncate(want);
+        picked = all;
+    } else {
+        for _ in 0..want * DRAWS_PER_CHALLENGE {
+            if picked.len() == want {
+                break;
+            }
+            let mut from = [0u8; 16];
+            rng.0.fill(&mut from);
+            let run = view.placed_from(node, ShardId(from), DRAWS_PER_CHALLENGE)?;
+            if let Some(candidate) = run
+                .into_iter()
+                .find(|c| usable(c) && !picked.iter().any(|p| p.0 == c.0))
+            {
+                picked.push(candidate);
+            }
+        }
+    }
+    let mut targets = Vec::with_capacity(picked.len());
+    for (shard, placement) in picked {
+        let Some(at) = object_locator(&placement) else {
+            continue;
+        };
+        let Some((bucket, key, object)) = view.object_at(&at.key)? else {
+            continue;
+        };
+        let ObjectBody::Segments { segments, .. } = &object.body else {
+            continue;
+        };
+        let named = segments
+            .get(at.segment as usize)
+            .and_then(|segment| segment.shards.get(usize::from(at.index)))
+            .filter(|s| s.id == shard && s.node == *node);
+        if let Some(record) = named {
+            targets.push(Target {
+                bucket,
+                key,
+                shard,
+                root: record.root,
+                size: placement.size,
+            });
+        }
+    }
+    Ok(targets)
+}
+
+/// The shards one audit round would challenge `node` about, drawn as a round draws them
+/// (fresh randomness; shards in `missing` skipped): for measuring and testing the draw.
+pub fn draw_targets(
+    catalog: &Catalog,
+    node: &NodeId,
+    missing: &HashSet<ShardId>,
+) -> Result<Vec<ShardId>, crate::catalog::CatalogFault> {
+    let mut rng = AuditRng::new().map_err(crate::catalog::CatalogFault)?;
+    let view = catalog.view()?;
+    let held = view.placed_totals(node)?.shards;
+    if held == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(sample_node(&view, node, held, missing, &mut rng)?
+        .into_iter()
+        .map(|target| target.shard)
+        .collect())
+}
+
+/// The first object naming a placed shard (`None` if only parts of uploads in progress
+/// do: those are not audited).
+fn object_locator(placement: &crate::catalog::Placement) -> Option<&crate::catalog::Locator> {
+    placement
+        .at
+        .iter()
+        .find(|at| at.holder == crate::catalog::Holder::Object)
 }
 
 /// Unpredictable draws: a BLAKE3 output stream under a random key. A node seeing its own

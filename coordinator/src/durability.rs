@@ -21,7 +21,7 @@ use cairn_proto::ids::ShardId;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::model::{ErasureProfile, NodeState, ObjectBody, SegmentRecord};
-use crate::catalog::{Catalog, CatalogFault};
+use crate::catalog::{Catalog, CatalogFault, Holder};
 
 /// A segment that needs work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,22 +251,10 @@ pub fn survey(
     Ok((survey, needs))
 }
 
-/// Shards the catalog places on `node`, in objects and in parts of uploads in progress.
+/// Shards the catalog places on `node`, in objects and in parts of uploads in progress:
+/// one read of the node's totals in the shards-by-node index.
 pub fn placed_on(catalog: &Catalog, node: &NodeId) -> Result<u64, CatalogFault> {
-    let mut count = 0u64;
-    catalog.for_each_object(|_, _, object| {
-        count += object.body.shards().filter(|s| s.node == *node).count() as u64;
-        true
-    })?;
-    catalog.for_each_part(|_, _, _, part| {
-        count += part
-            .segments
-            .iter()
-            .flat_map(|s| s.shards.iter())
-            .filter(|s| s.node == *node)
-            .count() as u64;
-    })?;
-    Ok(count)
+    Ok(catalog.placed_totals(node)?.shards)
 }
 
 /// Bytes to move off each over-full node, and the nodes that should receive them, when
@@ -317,37 +305,67 @@ pub fn imbalance(
     (!shed.is_empty() && !receivers.is_empty()).then_some((shed, receivers))
 }
 
-/// Moves for rebalancing: for each over-full node in `shed`, shards of healthy segments
-/// (every shard present, none on a draining node) that some receiver can take, until its
-/// byte budget is spent, at most one shard per segment (from the node with the most left
-/// to shed) and `max_moves` in all. Each goes to one of `receivers`.
+/// Index entries read per over-full node and planned move before a round of planning
+/// stops looking: the candidates a node's index range offers are mostly usable, and the
+/// rest wait for the next round, so planning never walks a whole node.
+const CANDIDATES_PER_MOVE: usize = 16;
+
+/// Moves for rebalancing: for each over-full node in `shed` (the one with the most left to
+/// shed first), shards of healthy segments (every shard present, none on a draining node)
+/// that some receiver can take, until its byte budget is spent, at most one shard per
+/// segment and `max_moves` in all. Each goes to one of `receivers`.
+///
+/// Candidates come from the node's range of the shards-by-node index, from `start` (a
+/// random id, so successive rounds try different shards) onwards, at most
+/// [`CANDIDATES_PER_MOVE`] × `max_moves` entries per node: the work of one round is bounded
+/// whatever the catalog's size.
 pub fn rebalance_moves(
     catalog: &Catalog,
     states: &HashMap<NodeId, NodeState>,
     shed: &HashMap<NodeId, u64>,
     receivers: &[NodeId],
     max_moves: usize,
+    start: ShardId,
 ) -> Result<Vec<Need>, CatalogFault> {
-    let mut left = shed.clone();
+    let view = catalog.view()?;
+    let mut order: Vec<(u64, NodeId)> = shed.iter().map(|(n, b)| (*b, *n)).collect();
+    order.sort_by(|a, b| b.cmp(a));
     let mut moves = Vec::new();
-    catalog.for_each_object(|bucket, key, object| {
-        let ObjectBody::Segments { erasure, segments } = &object.body else {
-            return true;
-        };
-        let Ok(codec) = cairn_erasure::Codec::new(usize::from(erasure.k), usize::from(erasure.m))
-        else {
-            return true;
-        };
-        for (index, segment) in segments.iter().enumerate() {
+    let mut planned: HashSet<(Vec<u8>, u32)> = HashSet::new();
+    for (mut budget, node) in order {
+        let limit = max_moves.saturating_mul(CANDIDATES_PER_MOVE).max(1);
+        for (shard, placement) in view.placed_from(&node, start, limit)? {
+            if moves.len() >= max_moves {
+                return Ok(moves);
+            }
+            let Some(at) = placement.at.iter().find(|at| at.holder == Holder::Object) else {
+                continue;
+            };
+            if budget < placement.size.max(1) || planned.contains(&(at.key.clone(), at.segment)) {
+                continue;
+            }
+            let Some((bucket, key, object)) = view.object_at(&at.key)? else {
+                continue;
+            };
+            let ObjectBody::Segments { erasure, segments } = &object.body else {
+                continue;
+            };
+            let Some(segment) = segments.get(at.segment as usize) else {
+                continue;
+            };
+            let index = usize::from(at.index);
+            if segment
+                .shards
+                .get(index)
+                .is_none_or(|s| s.id != shard || s.node != node)
+            {
+                continue;
+            }
             let healthy = segment.shards.iter().all(|s| {
                 states
                     .get(&s.node)
                     .is_some_and(|st| st.holds_data() && *st != NodeState::Draining)
             });
-            if !healthy {
-                continue;
-            }
-            let shard_size = codec.shard_len(segment.len);
             // Receivers already holding a shard of the segment cannot take another; a
             // segment no receiver can take spends no node's budget.
             let targets: Vec<NodeId> = receivers
@@ -355,45 +373,28 @@ pub fn rebalance_moves(
                 .filter(|r| !segment.shards.iter().any(|s| s.node == **r))
                 .copied()
                 .collect();
-            if targets.is_empty() {
+            if !healthy || targets.is_empty() {
                 continue;
             }
-            // The shard on the node with the most left to shed.
-            let cost = shard_size.max(1);
-            let pick = segment
-                .shards
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| left.get(&s.node).map(|budget| (*budget, i)))
-                .filter(|(budget, _)| *budget >= cost)
-                .max();
-            let Some((_, i)) = pick else {
-                continue;
-            };
-            if let Some(budget) = left.get_mut(&segment.shards[i].node) {
-                *budget -= cost;
-            }
+            budget -= placement.size.max(1);
+            planned.insert((at.key.clone(), at.segment));
             moves.push(Need {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
+                bucket,
+                key,
                 part: None,
                 etag: object.etag.clone(),
-                segment: index as u32,
+                segment: at.segment,
                 margin: (segment.shards.len() as i64) - i64::from(erasure.k),
                 missing: Vec::new(),
                 draining: Vec::new(),
-                moving: vec![i as u32],
+                moving: vec![index as u32],
                 targets,
                 respread: false,
-                shard_size,
+                shard_size: placement.size,
                 k: erasure.k,
             });
-            if moves.len() >= max_moves {
-                return false;
-            }
         }
-        true
-    })?;
+    }
     Ok(moves)
 }
 

@@ -33,7 +33,7 @@ use cairn_proto::order::unix_now_ms;
 use openraft::Raft;
 
 use crate::catalog::model::NodeRecord;
-use crate::catalog::{Catalog, Command, ShardMap};
+use crate::catalog::{Catalog, CatalogFault, CatalogView, Command, ShardMap};
 use crate::liveness::Liveness;
 use crate::raft::types::TypeConfig;
 use crate::repair::Repairs;
@@ -123,6 +123,62 @@ pub fn reconcile(
         missing,
         unreferenced,
     }
+}
+
+/// Shard ids read per page of a node's range of the shards-by-node index.
+pub const INDEX_PAGE: usize = 4096;
+
+/// [`reconcile`] against the shards-by-node index instead of whole-catalog maps: the
+/// catalog `before` and `after` the inventory are read snapshots, and `node`'s range of
+/// the index is read `page` ids at a time and merged with the sorted inventory, so memory
+/// holds the inventory and one page, never every shard id of the catalog. Answers as
+/// [`reconcile`] does (`missing` in id order, `unreferenced` in inventory order).
+pub fn reconcile_paged(
+    node: &NodeId,
+    inventory: &[ShardId],
+    before: &CatalogView,
+    after: &CatalogView,
+    page: usize,
+) -> Result<Reconciled, CatalogFault> {
+    let mut held = inventory.to_vec();
+    held.sort_unstable();
+    held.dedup();
+    let mut referenced = vec![false; held.len()];
+    let mut missing = Vec::new();
+    let mut cursor = None;
+    loop {
+        let batch = after.placed_page(node, cursor, page.max(1))?;
+        let Some((last, _)) = batch.last() else {
+            break;
+        };
+        cursor = Some(*last);
+        for (shard, _) in &batch {
+            match held.binary_search(shard) {
+                Ok(at) => referenced[at] = true,
+                // Placed after the inventory too: only one placed before it as well was
+                // due in it.
+                Err(_) if before.is_placed(node, shard)? => missing.push(*shard),
+                Err(_) => {}
+            }
+        }
+        if batch.len() < page.max(1) {
+            break;
+        }
+    }
+    let mut unreferenced = Vec::new();
+    for shard in inventory {
+        let at = held.binary_search(shard).ok();
+        if at.is_some_and(|at| referenced[at]) {
+            continue;
+        }
+        if !after.is_garbage_on(node, shard)? {
+            unreferenced.push(*shard);
+        }
+    }
+    Ok(Reconciled {
+        missing,
+        unreferenced,
+    })
 }
 
 /// Unreferenced shards seen in inventories, and since when (on a clock the caller keeps).
@@ -275,8 +331,9 @@ impl Collector {
         self.expire_uploads(raft).await?;
         self.collect_garbage(raft, &nodes, liveness, stats).await?;
 
-        // Inventories, between two catalog snapshots.
-        let before = self.shard_map().await?;
+        // Inventories, between two catalog snapshots (read transactions: nothing is
+        // copied out of the catalog but one page of a node's index at a time).
+        let before = Arc::new(self.view().await?);
         let mut inventories = Vec::new();
         for node in nodes.values() {
             let alive = liveness
@@ -290,13 +347,20 @@ impl Collector {
                 Err(err) => tracing::debug!(node = %node.id, %err, "no inventory this round"),
             }
         }
-        let after = self.shard_map().await?;
+        let after = Arc::new(self.view().await?);
 
         let mut missing = HashMap::new();
         let now = self.started.elapsed();
         let mut due: HashMap<NodeId, Vec<ShardId>> = HashMap::new();
-        for (node, held) in &inventories {
-            let found = reconcile(node, held, &before, &after);
+        for (node, held) in inventories {
+            let (before, after) = (before.clone(), after.clone());
+            let found = tokio::task::spawn_blocking(move || {
+                reconcile_paged(&node, &held, &before, &after, INDEX_PAGE)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            let node = &node;
             if !found.missing.is_empty() {
                 tracing::warn!(%node, missing = found.missing.len(), "node lacks shards the catalog places on it");
             }
@@ -467,27 +531,29 @@ impl Collector {
         Ok(())
     }
 
-    async fn shard_map(&self) -> Result<ShardMap, String> {
+    async fn view(&self) -> Result<CatalogView, String> {
         let catalog = self.catalog.clone();
-        tokio::task::spawn_blocking(move || catalog.shard_map())
+        tokio::task::spawn_blocking(move || catalog.view())
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     }
 
     /// `node`'s inventory, refused if it lists more shards than the node can hold: what
-    /// the catalog (`placed`) refers to or queues as garbage there, as many again in shards
-    /// stored but not (yet) committed, and [`INVENTORY_SLACK`]. A node cannot make the
-    /// leader hold more than that (plus one page) by listing ids it invents; an honest one
-    /// over the bound is only skipped this round, as if it had not answered.
+    /// the catalog (`placed`) places there or queues as garbage (anywhere: the queue is
+    /// not indexed by node), as many again in shards stored but not (yet) committed, and
+    /// [`INVENTORY_SLACK`]. A node cannot make the leader hold more than that (plus one
+    /// page) by listing ids it invents; an honest one over the bound is only skipped this
+    /// round, as if it had not answered.
     async fn inventory(
         &mut self,
         node: &NodeRecord,
-        placed: &ShardMap,
+        placed: &CatalogView,
     ) -> Result<Vec<ShardId>, String> {
-        let known =
-            |map: &HashMap<NodeId, HashSet<ShardId>>| map.get(&node.id).map_or(0, HashSet::len);
-        let expected = known(&placed.referenced) + known(&placed.garbage);
+        let placed_here = placed.placed_totals(&node.id).map_err(|e| e.to_string())?;
+        let queued = placed.garbage_count().map_err(|e| e.to_string())?;
+        let expected =
+            usize::try_from(placed_here.shards.saturating_add(queued)).unwrap_or(usize::MAX);
         let limit = expected.saturating_mul(2).saturating_add(INVENTORY_SLACK);
         let order = self.clients.order(node.id, Action::Inventory, ORDER_SECS)?;
         let client = self.clients.get(node).await?;

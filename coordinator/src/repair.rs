@@ -298,21 +298,6 @@ impl Repairs {
         }
     }
 
-    /// Bytes the latest survey found the catalog placing on `node` (0 before the first
-    /// survey of this term): what the node has been trusted with so far.
-    pub fn placed_bytes(&self, node: &NodeId) -> u64 {
-        self.state
-            .lock()
-            .ok()
-            .and_then(|state| {
-                state
-                    .survey
-                    .as_ref()
-                    .and_then(|survey| survey.bytes_by_node.get(node).copied())
-            })
-            .unwrap_or(0)
-    }
-
     /// Replaces the queue with a new survey's needs, leaving out leased segments.
     fn install(&self, found: Survey, needs: Vec<Need>) {
         let Ok(mut state) = self.state.lock() else {
@@ -507,14 +492,13 @@ pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>
                     })
                     .map(|(id, _)| *id)
                     .collect();
-                let placed = found.bytes_by_node.clone();
                 let quiet = needs.is_empty() && repairs.idle();
                 repairs.install(found, needs);
                 for node in drained {
                     finish_drain(&raft, node).await;
                 }
                 if quiet && repairs.settings.rebalance_permille > 0 {
-                    plan_rebalance(&catalog, &repairs, &states, placed).await;
+                    plan_rebalance(&catalog, &repairs, &states).await;
                 }
             }
             Ok(Err(err)) => tracing::warn!(%err, "durability survey failed"),
@@ -524,15 +508,16 @@ pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>
 }
 
 /// Queues moves from over-full nodes to under-full ones if utilisation is uneven.
-async fn plan_rebalance(
-    catalog: &Catalog,
-    repairs: &Repairs,
-    states: &HashMap<NodeId, NodeState>,
-    placed: std::collections::BTreeMap<NodeId, u64>,
-) {
+async fn plan_rebalance(catalog: &Catalog, repairs: &Repairs, states: &HashMap<NodeId, NodeState>) {
     let Ok(nodes) = catalog.nodes() else {
         return;
     };
+    // Per-node placed bytes are counters the catalog keeps with every change.
+    let Ok(totals) = catalog.placed_totals_by_node() else {
+        return;
+    };
+    let placed: std::collections::BTreeMap<NodeId, u64> =
+        totals.into_iter().map(|(n, t)| (n, t.bytes)).collect();
     let capacity: HashMap<NodeId, u64> = nodes
         .iter()
         .filter(|n| n.state.accepts_new_shards())
@@ -546,7 +531,16 @@ async fn plan_rebalance(
     let snapshot = catalog.clone();
     let states = states.clone();
     let planned = tokio::task::spawn_blocking(move || {
-        crate::durability::rebalance_moves(&snapshot, &states, &shed, &receivers, MAX_MOVES)
+        let mut start = [0u8; 16];
+        getrandom::fill(&mut start).map_err(|e| crate::catalog::CatalogFault(e.to_string()))?;
+        crate::durability::rebalance_moves(
+            &snapshot,
+            &states,
+            &shed,
+            &receivers,
+            MAX_MOVES,
+            ShardId(start),
+        )
     })
     .await;
     match planned {

@@ -3,7 +3,9 @@
 //!
 //! A model cluster of four nodes (sets of shard ids) runs random operations against the
 //! real catalog (`catalog::apply`), the real inventory comparison (`gc::reconcile`) and the
-//! real orphan watch (`gc::OrphanWatch`). Commits obey the commit window that
+//! real orphan watch (`gc::OrphanWatch`); the collector's paged comparison against the
+//! shards-by-node index (`gc::reconcile_paged`, with pages of two ids) must answer as the
+//! whole-catalog comparison does, and is what the model acts on. Commits obey the commit window that
 //! `rpc::serve::fresh_enough` enforces (half the orphan delay after placement). A
 //! collection round is split into its steps (catalog read, node inventories, catalog read
 //! again, deletions), with other operations landing between them. After every step, every
@@ -18,9 +20,9 @@ use cairn_coordinator::catalog::model::{
     ObjectRecord, SegmentRecord, ShardRecord,
 };
 use cairn_coordinator::catalog::{
-    self, Catalog, Command, CommandResult, MoveReason, ShardMap, ShardReplacement,
+    self, Catalog, CatalogView, Command, CommandResult, MoveReason, ShardMap, ShardReplacement,
 };
-use cairn_coordinator::gc::{OrphanWatch, reconcile};
+use cairn_coordinator::gc::{OrphanWatch, reconcile, reconcile_paged};
 use cairn_erasure::ShardRoot;
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
@@ -79,7 +81,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// A collection round in progress: the catalog as read before, and inventories since.
-type Round = (ShardMap, Vec<(NodeId, Vec<ShardId>)>);
+type Round = (ShardMap, CatalogView, Vec<(NodeId, Vec<ShardId>)>);
 
 struct Model {
     _dir: tempfile::TempDir,
@@ -255,27 +257,35 @@ impl Model {
                 });
             }
             Op::GcBefore => {
-                self.round = Some((self.catalog.shard_map().unwrap(), Vec::new()));
+                self.round = Some((
+                    self.catalog.shard_map().unwrap(),
+                    self.catalog.view().unwrap(),
+                    Vec::new(),
+                ));
             }
             Op::GcInventory { node } => {
                 let id = self.nodes[*node];
                 let mut held: Vec<ShardId> = self.held[&id].iter().copied().collect();
                 held.sort();
-                if let Some((_, inventories)) = &mut self.round {
+                if let Some((_, _, inventories)) = &mut self.round {
                     inventories.retain(|(n, _)| *n != id);
                     inventories.push((id, held));
                 }
             }
             Op::GcAfter => {
                 self.collect_garbage();
-                let Some((before, inventories)) = self.round.take() else {
+                let Some((before, before_view, inventories)) = self.round.take() else {
                     return;
                 };
                 let after = self.catalog.shard_map().unwrap();
+                let after_view = self.catalog.view().unwrap();
                 let now = Duration::from_secs(self.now);
                 let delay = Duration::from_secs(ORPHAN_DELAY);
                 for (node, held) in inventories {
-                    let found = reconcile(&node, &held, &before, &after);
+                    let whole = reconcile(&node, &held, &before, &after);
+                    let found =
+                        reconcile_paged(&node, &held, &before_view, &after_view, 2).unwrap();
+                    assert_eq!(found, whole, "paged and whole comparisons differ");
                     for shard in self.watch.observe(node, &found.unreferenced, now, delay) {
                         self.held.get_mut(&node).unwrap().remove(&shard);
                         self.watch.forget(node, shard);

@@ -1,5 +1,6 @@
 //! `cairn bench`: measurements of this machine, printed for people and as one JSON line.
 
+mod catalog;
 mod coordinator;
 mod erasure;
 mod measure;
@@ -23,6 +24,13 @@ pub enum BenchCommand {
     /// Committed inline-object writes per second through Raft (1 or 3 members in this
     /// process, over loopback QUIC), and catalog bytes on disk per object.
     Coordinator(coordinator::CoordinatorBenchArgs),
+    /// A catalog of N objects (70 % inline narinfos, 30 % one-segment 10+6 NARs) loaded
+    /// straight into redb: bytes on disk per object, and the time and peak memory growth
+    /// of one round of each background loop's catalog work (placed_on, audit sample, GC
+    /// comparison of one node, rebalance candidates, survey).
+    ///
+    /// Prints a table, then one JSON line.
+    Catalog(catalog::CatalogBenchArgs),
     /// Time to restore full margin after losing the fullest node, against the configured
     /// repair bandwidth (one coordinator, N nodes and a gateway in this process).
     ///
@@ -37,6 +45,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Erasure(args) => erasure::run(args),
         BenchCommand::Node(args) => node::run(args),
         BenchCommand::Coordinator(args) => coordinator::run(args),
+        BenchCommand::Catalog(args) => catalog::run(args),
         BenchCommand::Repair(args) => repair::run(args),
     }
 }

@@ -16,6 +16,7 @@ use super::model::{
     NodeState, ObjectBody, ObjectChecksum, ObjectRecord, PartRecord, PartSummary, ReputationPolicy,
     SegmentRecord, ShardRecord, UploadRecord, validate_bucket_name,
 };
+use super::shard_index::{Holder, ShardIndex};
 use super::{
     ACCESS_KEYS, BUCKETS, COUNTERS, CatalogFault, GATEWAYS, GarbageQueue, INVITES, LOGICAL_BYTES,
     NODES, OBJECT_COUNT, OBJECTS, PARTS, REQUESTS, REQUESTS_BY_TIME, UPLOADS, UPLOADS_BY_TIME,
@@ -265,6 +266,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
             drop(objects);
             let existed = removed.is_some();
             if let Some(old) = &removed {
+                ShardIndex::open(txn)?.remove_object(&object_key(bucket, key), old)?;
                 collect(txn, old, *now_ms)?;
                 add_counters(txn, -1, -(old.size as i128))?;
             }
@@ -506,14 +508,18 @@ fn put_part(
     if let Some(err) = check_segments(txn, &body, part.size)? {
         return refused(err);
     }
+    let key = part_key(upload, number);
     let previous = txn
         .open_table(PARTS)?
-        .insert(
-            part_key(upload, number).as_slice(),
-            encode(part)?.as_slice(),
-        )?
+        .insert(key.as_slice(), encode(part)?.as_slice())?
         .map(|v| decode::<PartRecord>(v.value()))
         .transpose()?;
+    let mut index = ShardIndex::open(txn)?;
+    if let Some(previous) = &previous {
+        index.remove(Holder::Part, &key, &previous.segments)?;
+    }
+    index.add(Holder::Part, &key, &record.erasure, &part.segments)?;
+    drop(index);
     let kept: HashSet<ShardId> = part
         .segments
         .iter()
@@ -561,11 +567,11 @@ fn complete_upload(
         Err(err) => {
             // Nothing may change on a refusal: put the parts back.
             let mut table = txn.open_table(PARTS)?;
+            let mut index = ShardIndex::open(txn)?;
             for (number, part) in &stored {
-                table.insert(
-                    part_key(upload, *number).as_slice(),
-                    encode(part)?.as_slice(),
-                )?;
+                let key = part_key(upload, *number);
+                table.insert(key.as_slice(), encode(part)?.as_slice())?;
+                index.add(Holder::Part, &key, &record.erasure, &part.segments)?;
             }
             return refused(err);
         }
@@ -619,6 +625,12 @@ fn replace_object(
     let previous = objects.insert(k.as_slice(), encode(object)?.as_slice())?;
     let previous: Option<ObjectRecord> = previous.map(|v| decode(v.value())).transpose()?;
     drop(objects);
+    let mut index = ShardIndex::open(txn)?;
+    if let Some(previous) = &previous {
+        index.remove_object(&k, previous)?;
+    }
+    index.add_object(&k, object)?;
+    drop(index);
     let kept: HashSet<ShardId> = object.body.shards().map(|s| s.id).collect();
     if let Some(previous) = &previous {
         collect_except(txn, previous.body.shards(), &kept, now_ms)?;
@@ -723,13 +735,24 @@ fn replace_shards(
         return stale(format!("{bucket}/{key} has no segments"));
     };
     let erasure = *erasure;
+    let before = segments.get(segment as usize).cloned();
     let replaced = match replace_in_segment(txn, erasure, segments, segment, replacements)? {
         Ok(Some(replaced)) => replaced,
         Ok(None) => return Ok(CommandResult::Done),
         Err(err) => return Ok(CommandResult::Refused(err)),
     };
+    let after = segments.get(segment as usize).cloned();
     objects.insert(object_key.as_slice(), encode(&object)?.as_slice())?;
     drop(objects);
+    reindex_segment(
+        txn,
+        Holder::Object,
+        &object_key,
+        &erasure,
+        segment,
+        before,
+        after,
+    )?;
     finish_replacement(txn, replaced, reason, now_ms)
 }
 
@@ -764,6 +787,7 @@ fn replace_part_shards(
             "part {number} of upload {upload} was uploaded again"
         ));
     }
+    let before = part.segments.get(segment as usize).cloned();
     let replaced = match replace_in_segment(
         txn,
         record.erasure,
@@ -775,9 +799,40 @@ fn replace_part_shards(
         Ok(None) => return Ok(CommandResult::Done),
         Err(err) => return Ok(CommandResult::Refused(err)),
     };
+    let after = part.segments.get(segment as usize).cloned();
     parts.insert(key.as_slice(), encode(&part)?.as_slice())?;
     drop(parts);
+    reindex_segment(
+        txn,
+        Holder::Part,
+        &key,
+        &record.erasure,
+        segment,
+        before,
+        after,
+    )?;
     finish_replacement(txn, replaced, reason, now_ms)
+}
+
+/// Moves one segment's index entries from what it held `before` a replacement to what it
+/// holds `after`.
+fn reindex_segment(
+    txn: &WriteTransaction,
+    holder: Holder,
+    key: &[u8],
+    erasure: &ErasureProfile,
+    segment: u32,
+    before: Option<SegmentRecord>,
+    after: Option<SegmentRecord>,
+) -> Result<(), CatalogFault> {
+    let mut index = ShardIndex::open(txn)?;
+    if let Some(before) = &before {
+        index.remove_segment(holder, key, segment, before)?;
+    }
+    if let Some(after) = &after {
+        index.add_segment(holder, key, erasure, segment, after)?;
+    }
+    Ok(())
 }
 
 /// What a shard replacement changed in a segment: the shards it replaced, the shards the
@@ -930,13 +985,18 @@ fn take_parts(
     let mut table = txn.open_table(PARTS)?;
     let from = part_key(upload, 0);
     let to = part_key(upload, u32::MAX);
-    let mut out = Vec::new();
+    let mut out: Vec<(u32, PartRecord)> = Vec::new();
     for item in table.extract_from_if(from.as_slice()..=to.as_slice(), |_, _| true)? {
         let (k, v) = item?;
         let key = k.value();
         let mut number = [0u8; 4];
         number.copy_from_slice(&key[key.len() - 4..]);
         out.push((u32::from_be_bytes(number), decode(v.value())?));
+    }
+    drop(table);
+    let mut index = ShardIndex::open(txn)?;
+    for (number, part) in &out {
+        index.remove(Holder::Part, &part_key(upload, *number), &part.segments)?;
     }
     Ok(out)
 }

@@ -9,6 +9,11 @@
 //! is still at [`RECORD_V1`]. A
 //! record is rewritten at its newest version only when it changes: the catalog holds both
 //! versions side by side, with no migration pass.
+//!
+//! Format 3 adds the shards-by-node index ([`super::shard_index`]), which every change of
+//! an object or part keeps. Records are as in format 2; opening a format-2 catalog builds
+//! the index once. The marker moves so that a release which does not keep the index
+//! refuses a catalog that has one, instead of letting it go stale.
 
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Serialize;
@@ -26,7 +31,7 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 const FORMAT_KEY: &str = "format";
 
 /// The catalog format this build writes and reads.
-pub const FORMAT: u64 = 2;
+pub const FORMAT: u64 = 3;
 
 /// The version byte of records whose layout never changed since format 2, and of objects
 /// and uploads written before [`RECORD_V2`].
@@ -156,33 +161,40 @@ pub(crate) fn upgrade_record(bare: &[u8]) -> Vec<u8> {
 /// new (no catalog table yet: it is marked) or format 1 (its records are rewritten with
 /// their version byte, then it is marked), all in `txn`, so a crash leaves it wholly old or
 /// wholly new.
-pub(crate) fn check_or_migrate(txn: &WriteTransaction) -> Result<(), CatalogFault> {
+///
+/// Returns whether the catalog was marked just now (new, or of an older format): its
+/// derived shards-by-node index is then for the caller to build in `txn`.
+pub(crate) fn check_or_migrate(txn: &WriteTransaction) -> Result<bool, CatalogFault> {
     let found = {
         let meta = txn.open_table(META)?;
         meta.get(FORMAT_KEY)?.map(|v| v.value())
     };
     match found {
-        Some(FORMAT) => return Ok(()),
+        Some(FORMAT) => return Ok(false),
         Some(newer) if newer > FORMAT => {
             return Err(CatalogFault(format!(
                 "catalog format {newer} was written by a newer release of Cairn; this one \
                  reads format {FORMAT} and older: upgrade cairn to open it"
             )));
         }
+        Some(2) => {
+            tracing::info!("catalog migrated from format 2 to format {FORMAT}");
+        }
         Some(other) => {
             return Err(CatalogFault(format!(
-                "catalog format {other} is not one this release knows (it reads 1 and {FORMAT})"
+                "catalog format {other} is not one this release knows (it reads 1 to {FORMAT})"
             )));
         }
-        None => {}
-    }
-    let existing: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
-    if existing.iter().any(|name| name == BUCKETS.name()) {
-        migrate_from_1(txn)?;
-        tracing::info!("catalog migrated from format 1 to format {FORMAT}");
+        None => {
+            let existing: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+            if existing.iter().any(|name| name == BUCKETS.name()) {
+                migrate_from_1(txn)?;
+                tracing::info!("catalog migrated from format 1 to format {FORMAT}");
+            }
+        }
     }
     txn.open_table(META)?.insert(FORMAT_KEY, FORMAT)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Format 1 → 2: every record gets its version byte. Indexes and counters hold no records

@@ -10,6 +10,7 @@ pub mod command;
 pub mod format;
 pub mod legacy;
 pub mod model;
+pub mod shard_index;
 pub mod stream;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use model::{
     AccessKey, Bucket, GarbageShard, GatewayRecord, Invite, NodeRecord, ObjectRecord, PartRecord,
     UploadRecord,
 };
+pub use shard_index::{Holder, Locator, PlacedTotals, Placement};
 
 pub(crate) const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 /// Objects by [`object_key`]: all keys of a bucket are contiguous and in S3 listing order.
@@ -239,6 +241,141 @@ pub(crate) fn decode<T: format::Record>(bytes: &[u8]) -> Result<T, CatalogFault>
     format::decode_record(bytes)
 }
 
+/// One read snapshot of the catalog, for reads of one node's placed shards page by page.
+pub struct CatalogView {
+    txn: ReadTransaction,
+}
+
+impl CatalogView {
+    /// Up to `max` shards placed on `node` whose ids sort after `after` (from the first when
+    /// `None`), in id order, with where each is placed.
+    pub fn placed_page(
+        &self,
+        node: &NodeId,
+        after: Option<ShardId>,
+        max: usize,
+    ) -> Result<Vec<(ShardId, Placement)>, CatalogFault> {
+        let table = self.txn.open_table(shard_index::SHARDS_BY_NODE)?;
+        let end = shard_index::index_key(node, &ShardId([0xFF; 16]));
+        let mut out = Vec::new();
+        let mut push = |k: [u8; 48], v: &[u8]| -> Result<(), CatalogFault> {
+            out.push((shard_index::split_index_key(&k).1, decode(v)?));
+            Ok(())
+        };
+        match after {
+            Some(after) => {
+                let start = shard_index::index_key(node, &after);
+                for item in table
+                    .range((
+                        std::ops::Bound::Excluded(start),
+                        std::ops::Bound::Included(end),
+                    ))?
+                    .take(max)
+                {
+                    let (k, v) = item?;
+                    push(k.value(), v.value())?;
+                }
+            }
+            None => {
+                let start = shard_index::index_key(node, &ShardId([0; 16]));
+                for item in table.range(start..=end)?.take(max) {
+                    let (k, v) = item?;
+                    push(k.value(), v.value())?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` shards placed on `node`, starting at the first whose id is at least
+    /// `from` and going on from the node's first shard past its last (a random `from`
+    /// gives a random run of the node's shards in O(`max`) reads).
+    pub fn placed_from(
+        &self,
+        node: &NodeId,
+        from: ShardId,
+        max: usize,
+    ) -> Result<Vec<(ShardId, Placement)>, CatalogFault> {
+        let table = self.txn.open_table(shard_index::SHARDS_BY_NODE)?;
+        let first = shard_index::index_key(node, &ShardId([0; 16]));
+        let start = shard_index::index_key(node, &from);
+        let end = shard_index::index_key(node, &ShardId([0xFF; 16]));
+        let mut out = Vec::new();
+        let upper = table.range(start..=end)?;
+        let lower = table.range(first..start)?;
+        for item in upper.chain(lower).take(max) {
+            let (k, v) = item?;
+            out.push((
+                shard_index::split_index_key(&k.value()).1,
+                decode(v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Whether the catalog places `shard` on `node`.
+    pub fn is_placed(&self, node: &NodeId, shard: &ShardId) -> Result<bool, CatalogFault> {
+        let table = self.txn.open_table(shard_index::SHARDS_BY_NODE)?;
+        Ok(table.get(shard_index::index_key(node, shard))?.is_some())
+    }
+
+    /// Whether `shard` is queued as garbage on `node`.
+    pub fn is_garbage_on(&self, node: &NodeId, shard: &ShardId) -> Result<bool, CatalogFault> {
+        let table = self.txn.open_table(GARBAGE)?;
+        match table.get(shard.0)? {
+            Some(v) => Ok(decode::<GarbageShard>(v.value())?.node == *node),
+            None => Ok(false),
+        }
+    }
+
+    /// The shards and bytes placed on `node` in this view.
+    pub fn placed_totals(&self, node: &NodeId) -> Result<PlacedTotals, CatalogFault> {
+        let table = self.txn.open_table(shard_index::PLACED_BY_NODE)?;
+        Ok(table
+            .get(*node.as_bytes())?
+            .map(|v| {
+                let (shards, bytes) = v.value();
+                PlacedTotals { shards, bytes }
+            })
+            .unwrap_or_default())
+    }
+
+    /// Shards queued as garbage, on every node.
+    pub fn garbage_count(&self) -> Result<u64, CatalogFault> {
+        Ok(self.txn.open_table(GARBAGE)?.len()?)
+    }
+
+    /// An object record by its key in the objects table (a [`Placement`]'s key), with its
+    /// bucket and key.
+    pub fn object_at(
+        &self,
+        raw: &[u8],
+    ) -> Result<Option<(String, String, ObjectRecord)>, CatalogFault> {
+        let Some((bucket, key)) = split_object_key(raw) else {
+            return Ok(None);
+        };
+        let table = self.txn.open_table(OBJECTS)?;
+        let Some(v) = table.get(raw)? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            bucket.to_string(),
+            key.to_string(),
+            decode(v.value())?,
+        )))
+    }
+}
+
+/// The bucket and key an [`object_key`] names (`None` if it is not one).
+pub fn split_object_key(raw: &[u8]) -> Option<(&str, &str)> {
+    let (&len, rest) = raw.split_first()?;
+    let (bucket, key) = rest.split_at_checked(usize::from(len))?;
+    Some((
+        std::str::from_utf8(bucket).ok()?,
+        std::str::from_utf8(key).ok()?,
+    ))
+}
+
 /// Totals for status pages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogStats {
@@ -260,9 +397,12 @@ impl Catalog {
     /// what an interrupted snapshot install left is dropped.
     pub fn new(db: Arc<Database>) -> Result<Self, CatalogFault> {
         let txn = db.begin_write()?;
-        format::check_or_migrate(&txn)?;
+        let older = format::check_or_migrate(&txn)?;
         stream::drop_staging(&txn)?;
         create_tables(&txn)?;
+        if older {
+            shard_index::rebuild(&txn)?;
+        }
         txn.commit()?;
         Ok(Self { db })
     }
@@ -675,6 +815,65 @@ impl Catalog {
         Ok(())
     }
 
+    /// The shards and shard bytes the catalog places on `node` (objects and parts of
+    /// uploads in progress): one read of the per-node totals.
+    pub fn placed_totals(&self, node: &NodeId) -> Result<PlacedTotals, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(shard_index::PLACED_BY_NODE)?;
+        Ok(table
+            .get(*node.as_bytes())?
+            .map(|v| {
+                let (shards, bytes) = v.value();
+                PlacedTotals { shards, bytes }
+            })
+            .unwrap_or_default())
+    }
+
+    /// [`Catalog::placed_totals`] of every node that has shards placed on it.
+    pub fn placed_totals_by_node(
+        &self,
+    ) -> Result<std::collections::BTreeMap<NodeId, PlacedTotals>, CatalogFault> {
+        let txn = self.read()?;
+        let table = txn.open_table(shard_index::PLACED_BY_NODE)?;
+        let mut out = std::collections::BTreeMap::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let (shards, bytes) = v.value();
+            out.insert(
+                NodeId::from_bytes(k.value()),
+                PlacedTotals { shards, bytes },
+            );
+        }
+        Ok(out)
+    }
+
+    /// A consistent read-only view of the catalog as it is now, for comparisons that must
+    /// read the same state more than once (an inventory checked against the catalog before
+    /// and after it was taken).
+    pub fn view(&self) -> Result<CatalogView, CatalogFault> {
+        Ok(CatalogView { txn: self.read()? })
+    }
+
+    /// Checks the shards-by-node index and its totals against a full walk of every object
+    /// and part, in one snapshot; the difference, if any, as text.
+    pub fn check_shard_index(&self) -> Result<Result<(), String>, CatalogFault> {
+        let txn = self.read()?;
+        let (walked, named) = shard_index::walk(&txn)?;
+        let indexed = shard_index::indexed(&txn)?;
+        let stale = shard_index::stale_locators(&txn, &named)?;
+        if !stale.is_empty() {
+            return Ok(Err(format!(
+                "index entries name the wrong record: {stale:?}"
+            )));
+        }
+        if walked == indexed {
+            return Ok(Ok(()));
+        }
+        Ok(Err(format!(
+            "index differs from the records: walked {walked:?}, indexed {indexed:?}"
+        )))
+    }
+
     /// Object count and logical bytes.
     pub fn stats(&self) -> Result<CatalogStats, CatalogFault> {
         let txn = self.read()?;
@@ -702,6 +901,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.open_table(PARTS)?;
     txn.open_table(REQUESTS)?;
     txn.open_table(REQUESTS_BY_TIME)?;
+    txn.open_table(shard_index::SHARDS_BY_NODE)?;
+    txn.open_table(shard_index::PLACED_BY_NODE)?;
     index_garbage(txn)?;
     index_uploads(txn)?;
     Ok(())
@@ -895,7 +1096,8 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
         requests.insert(*k, v.as_slice())?;
         by_time.insert(request_time_key(now_ms, k), ())?;
     }
-    Ok(())
+    drop((objects, parts, uploads));
+    shard_index::rebuild(txn)
 }
 
 /// First bytes of a backup file; the version is in the text. Version 3 names the

@@ -5,7 +5,9 @@
 //! [`Frame::End`] with the number of rows and the BLAKE3 hash of every rows frame before
 //! it. Rows are the stored bytes (records with their version byte), so a stream is copied,
 //! never re-encoded. Indexes are not in the stream: the [`Importer`] derives them from the
-//! rows it installs, so they cannot disagree with their tables.
+//! rows it installs, so they cannot disagree with their tables (the shards-by-node index
+//! among them: built from each object row as it is staged, and from the parts, which are
+//! few, when the import finishes).
 //!
 //! The writer holds one chunk; the reader holds one frame and refuses a length above
 //! [`MAX_FRAME_BYTES`] before reading it; the importer writes into staging tables in
@@ -22,7 +24,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use super::format::{decode_record, is_known_record};
-use super::model::{GarbageShard, UploadRecord};
+use super::model::{GarbageShard, ObjectRecord, PartRecord, UploadRecord};
+use super::shard_index::{self, Holder, PLACED_BY_NODE, SHARDS_BY_NODE, ShardIndex};
 use super::{
     ACCESS_KEYS, BUCKETS, COUNTERS, CatalogDump, CatalogFault, CommandResult, GARBAGE, GARBAGE_DUE,
     GATEWAYS, INVITES, NODES, OBJECTS, PARTS, REQUESTS, REQUESTS_BY_TIME, UPLOADS, UPLOADS_BY_TIME,
@@ -418,6 +421,8 @@ staging! {
     S_PARTS: &[u8] => &[u8] = "staging.parts";
     S_REQUESTS: [u8; 16] => &[u8] = "staging.requests";
     S_REQUESTS_BY_TIME: [u8; 24] => () = "staging.requests_by_time";
+    S_SHARDS_BY_NODE: [u8; 48] => &[u8] = "staging.shards_by_node";
+    S_PLACED_BY_NODE: [u8; 32] => (u64, u64) = "staging.placed_by_node";
 }
 
 /// Drops every staging table (what an interrupted import left).
@@ -436,6 +441,8 @@ pub(crate) fn drop_staging(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.delete_table(S_PARTS)?;
     txn.delete_table(S_REQUESTS)?;
     txn.delete_table(S_REQUESTS_BY_TIME)?;
+    txn.delete_table(S_SHARDS_BY_NODE)?;
+    txn.delete_table(S_PLACED_BY_NODE)?;
     Ok(())
 }
 
@@ -528,11 +535,32 @@ impl<'db> Importer<'db> {
         swap(&txn, S_UPLOADS_BY_TIME, UPLOADS_BY_TIME)?;
         swap(&txn, S_PARTS, PARTS)?;
         swap(&txn, S_REQUESTS, REQUESTS)?;
+        index_staged_parts(&txn)?;
         swap(&txn, S_REQUESTS_BY_TIME, REQUESTS_BY_TIME)?;
+        swap(&txn, S_SHARDS_BY_NODE, SHARDS_BY_NODE)?;
+        swap(&txn, S_PLACED_BY_NODE, PLACED_BY_NODE)?;
         bookkeeping(&txn)?;
         txn.commit()?;
         Ok(())
     }
+}
+
+/// Indexes the shards of every imported part (the parts and uploads are swapped in
+/// already; the index is still staged). Parts are few, since uploads expire, and are
+/// indexed here rather than as they stream so that their uploads are all known.
+fn index_staged_parts(txn: &WriteTransaction) -> Result<(), CatalogFault> {
+    let mut index = ShardIndex::open_tables(txn, S_SHARDS_BY_NODE, S_PLACED_BY_NODE)?;
+    let parts = txn.open_table(PARTS)?;
+    let uploads = txn.open_table(UPLOADS)?;
+    for item in parts.iter()? {
+        let (k, v) = item?;
+        let Some(erasure) = shard_index::part_erasure(&uploads, k.value())? else {
+            continue;
+        };
+        let part: PartRecord = decode_record(v.value())?;
+        index.add(Holder::Part, k.value(), &erasure, &part.segments)?;
+    }
+    Ok(())
 }
 
 /// Replaces `live` with `staged` (created empty if no row came for it).
@@ -564,7 +592,17 @@ fn insert_rows(txn: &WriteTransaction, table: Table, rows: &[Row]) -> Result<(),
     }
     match table {
         Table::Buckets => plain!(S_BUCKETS, |k| str_key(k)?),
-        Table::Objects => plain!(S_OBJECTS, |k| k.as_slice()),
+        Table::Objects => {
+            let mut t = txn.open_table(S_OBJECTS)?;
+            let mut index = ShardIndex::open_tables(txn, S_SHARDS_BY_NODE, S_PLACED_BY_NODE)?;
+            for (k, v) in rows {
+                let object: ObjectRecord = decode_record(v)?;
+                if t.insert(k.as_slice(), v.as_slice())?.is_some() {
+                    return Err(duplicate(table));
+                }
+                index.add_object(k, &object)?;
+            }
+        }
         Table::AccessKeys => plain!(S_ACCESS_KEYS, |k| str_key(k)?),
         Table::Nodes => plain!(S_NODES, |k| array::<32>(k)?),
         Table::Invites => plain!(S_INVITES, |k| array::<32>(k)?),
@@ -645,7 +683,7 @@ pub fn import_dump(
 }
 
 /// The names of the staging tables (a test checks none is left behind).
-pub fn staging_table_names() -> [&'static str; 14] {
+pub fn staging_table_names() -> [&'static str; 16] {
     [
         S_BUCKETS.name(),
         S_OBJECTS.name(),
@@ -661,5 +699,7 @@ pub fn staging_table_names() -> [&'static str; 14] {
         S_PARTS.name(),
         S_REQUESTS.name(),
         S_REQUESTS_BY_TIME.name(),
+        S_SHARDS_BY_NODE.name(),
+        S_PLACED_BY_NODE.name(),
     ]
 }

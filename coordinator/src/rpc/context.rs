@@ -130,15 +130,19 @@ pub(crate) fn candidates(
 }
 
 /// A node as placement sees it. The space it may take is what it reports free, but never
-/// more than it has earned ([`crate::placement::credible_room`] of what the latest survey
-/// found placed on it).
+/// more than it has earned ([`crate::placement::credible_room`] of what the catalog places
+/// on it, from the per-node totals it keeps with every change).
 pub(crate) fn candidate(ctx: &RpcContext, node: &NodeRecord) -> Candidate {
     let used = ctx
         .liveness
         .last(&node.id)
         .map_or(0, |(_, hb)| hb.used_bytes);
     let claimed = node.capacity.saturating_sub(used);
-    let placed = ctx.repairs.placed_bytes(&node.id);
+    // A catalog that cannot be read grants no more than a node with nothing placed.
+    let placed = ctx
+        .catalog
+        .placed_totals(&node.id)
+        .map_or(0, |totals| totals.bytes);
     let vetting = node.state == NodeState::Vetting;
     Candidate {
         node: node.id,
