@@ -3,10 +3,13 @@
 //! Nothing a node returns is taken on trust: receipts are checked against the node's key and
 //! the order, shard bytes against the root named in the order.
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use cairn_erasure::slice::{ProofError, SliceProof};
+use bytes::Bytes;
+use cairn_erasure::ShardRoot;
+use cairn_erasure::slice::{ProofError, SliceProof, verify_into};
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
 use cairn_proto::order::{Action, SignedOrder, SignedReceipt};
@@ -185,6 +188,18 @@ impl NodeClient {
         order: &SignedOrder,
         range: Option<Range<u64>>,
     ) -> Result<Vec<u8>, ClientError> {
+        self.fetch_shard(order, range).await?.verify()
+    }
+
+    /// Receives bytes `range` (the whole shard by default) under a get order, as the node
+    /// sent them: the answer gives its bytes only through verification against the order's
+    /// root, which the caller runs where it likes (a blocking pool, beside the network).
+    /// The proof is kept as the pieces QUIC delivered, never copied into one buffer.
+    pub async fn fetch_shard(
+        &self,
+        order: &SignedOrder,
+        range: Option<Range<u64>>,
+    ) -> Result<UnverifiedShard, ClientError> {
         let Action::Get { root, size, .. } = order.order.action else {
             return Err(ClientError::Protocol("get_shard needs a get order".into()));
         };
@@ -208,26 +223,32 @@ impl NodeClient {
                 "answer for {got:?} with a {proof_len}-byte proof, asked for {wanted:?}"
             )));
         }
-        let proof = recv
-            .read_to_end(proof_len as usize)
+        let mut chunks = Vec::new();
+        let mut received = 0u64;
+        while let Some(chunk) = recv
+            .read_chunk(usize::MAX, true)
             .await
-            .map_err(|err| ClientError::Stream(err.to_string()))?;
-        if proof.len() as u64 != proof_len {
+            .map_err(|err| ClientError::Stream(err.to_string()))?
+        {
+            received += chunk.bytes.len() as u64;
+            if received > proof_len {
+                return Err(ClientError::Protocol(format!(
+                    "proof is longer than the {proof_len} bytes its header said"
+                )));
+            }
+            chunks.push(chunk.bytes);
+        }
+        if received != proof_len {
             return Err(ClientError::Protocol(format!(
-                "proof is {} bytes, header said {proof_len}",
-                proof.len()
+                "proof is {received} bytes, header said {proof_len}"
             )));
         }
-        if size == 0 && wanted.is_empty() {
-            return if proof.is_empty() {
-                Ok(Vec::new())
-            } else {
-                Err(ClientError::Protocol(
-                    "non-empty proof for an empty shard".into(),
-                ))
-            };
-        }
-        Ok(SliceProof::from_bytes(proof).verify(&root, size, wanted)?)
+        Ok(UnverifiedShard {
+            root,
+            size,
+            range: wanted,
+            chunks,
+        })
     }
 
     /// Asks for slice proofs of `ranges` under an audit order; the caller verifies them.
@@ -307,5 +328,84 @@ impl NodeClient {
             }
             response = read_frame(&mut recv).await?;
         }
+    }
+}
+
+/// A shard range as a node sent it, not yet checked: its bytes are reachable only through
+/// [`UnverifiedShard::verify`] and [`UnverifiedShard::verify_into`], which check every
+/// one against the root named in the order it was asked under.
+pub struct UnverifiedShard {
+    root: ShardRoot,
+    size: u64,
+    range: Range<u64>,
+    chunks: Vec<Bytes>,
+}
+
+impl UnverifiedShard {
+    /// Bytes of the shard this answer holds once verified.
+    pub fn len(&self) -> usize {
+        (self.range.end - self.range.start) as usize
+    }
+
+    /// Whether the answer holds no bytes (an empty shard read whole).
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+
+    /// The verified bytes.
+    pub fn verify(self) -> Result<Vec<u8>, ClientError> {
+        let mut out = vec![0u8; self.len()];
+        self.verify_into(&mut out, |_| {})?;
+        Ok(out)
+    }
+
+    /// Verifies the answer into `out` (exactly [`Self::len`] bytes), handing each piece of
+    /// `out` to `each` right after it was verified (see
+    /// [`cairn_erasure::slice::verify_into`]). On an error, `out` must not be used.
+    pub fn verify_into(
+        &self,
+        out: &mut [u8],
+        each: impl FnMut(&mut [u8]),
+    ) -> Result<(), ClientError> {
+        if self.size == 0 && self.range.is_empty() {
+            return if self.chunks.iter().all(Bytes::is_empty) {
+                Ok(())
+            } else {
+                Err(ClientError::Protocol(
+                    "non-empty proof for an empty shard".into(),
+                ))
+            };
+        }
+        let reader = Chunks {
+            chunks: &self.chunks,
+            at: 0,
+        };
+        verify_into(reader, &self.root, self.size, self.range.clone(), out, each)?;
+        Ok(())
+    }
+}
+
+/// The proof's pieces read in order as one stream of bytes.
+struct Chunks<'a> {
+    chunks: &'a [Bytes],
+    /// Bytes of the first chunk already read.
+    at: usize,
+}
+
+impl Read for Chunks<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some((first, rest)) = self.chunks.split_first() {
+            let left = first.get(self.at..).unwrap_or_default();
+            if left.is_empty() {
+                self.chunks = rest;
+                self.at = 0;
+                continue;
+            }
+            let n = left.len().min(buf.len());
+            buf[..n].copy_from_slice(&left[..n]);
+            self.at += n;
+            return Ok(n);
+        }
+        Ok(0)
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Proofs are the `bao-tree` range encoding with 16 KiB chunk groups.
 
-use std::io::{self, Cursor};
+use std::io::{self, Read};
 use std::ops::Range;
 
 use bao_tree::io::outboard::PreOrderMemOutboard;
@@ -132,8 +132,10 @@ impl SliceOutboard {
             tree: BaoTree::new(self.size, BLOCK_SIZE),
             data: &self.hashes[..],
         };
+        // Room for the whole proof up front: grown by doubling, a 16 MiB proof would be
+        // copied (and its pages faulted in) about twice over on its way up.
+        let mut proof = Vec::with_capacity(proof_capacity(&range));
         let ranges = round_up_to_chunks(&ByteRanges::from(range));
-        let mut proof = Vec::new();
         encode_ranges_validated(shard, outboard, &ranges, &mut proof).map_err(|err| match err {
             bao_tree::io::EncodeError::Io(io) if io.kind() != io::ErrorKind::UnexpectedEof => {
                 ProofError::Io(io)
@@ -178,39 +180,77 @@ impl SliceProof {
         size: u64,
         range: Range<u64>,
     ) -> Result<Vec<u8>, ProofError> {
-        check_range(&range, size)?;
-        let tree = BaoTree::new(size, BLOCK_SIZE);
-        let ranges = round_up_to_chunks(&ByteRanges::from(range.clone()));
-        let mut cursor = Cursor::new(&self.0[..]);
-        let mut out = vec![0u8; (range.end - range.start) as usize];
-        let mut covered = 0u64;
-        for item in DecodeResponseIter::new(root.to_blake3(), tree, &mut cursor, &ranges) {
-            let item = item.map_err(|err| match err {
-                bao_tree::io::DecodeError::ParentHashMismatch(_)
-                | bao_tree::io::DecodeError::LeafHashMismatch(_) => ProofError::Mismatch,
-                _ => ProofError::Truncated,
-            })?;
-            if let BaoContentItem::Leaf(leaf) = item {
-                let leaf_end = leaf.offset + leaf.data.len() as u64;
-                let start = leaf.offset.max(range.start);
-                let end = leaf_end.min(range.end);
-                if start < end {
-                    let from = (start - leaf.offset) as usize..(end - leaf.offset) as usize;
-                    let to = (start - range.start) as usize..(end - range.start) as usize;
-                    out[to].copy_from_slice(&leaf.data[from]);
-                    covered += end - start;
-                }
-            }
-        }
-        let trailing = self.0.len() as u64 - cursor.position();
-        if trailing != 0 {
-            return Err(ProofError::TrailingBytes(trailing));
-        }
-        if covered != range.end - range.start {
-            return Err(ProofError::Truncated);
-        }
+        let mut out = vec![0u8; range.end.saturating_sub(range.start) as usize];
+        verify_into(&self.0[..], root, size, range, &mut out, |_| {})?;
         Ok(out)
     }
+}
+
+/// Checks a proof read from `encoded` (exactly the proof: bytes left in it after the range
+/// are refused) for bytes `range` of a shard of `size` bytes with root `root`, writing
+/// exactly those bytes into `out`, which must be as long as the range.
+///
+/// `each` sees every piece of `out` once, in order, right after its bytes were verified
+/// and written: whoever transforms verified bytes (unmasking) does it while they are still
+/// in cache, and never sees a byte that failed. On an error `out` holds bytes that must
+/// not be used.
+pub fn verify_into(
+    mut encoded: impl Read,
+    root: &ShardRoot,
+    size: u64,
+    range: Range<u64>,
+    out: &mut [u8],
+    mut each: impl FnMut(&mut [u8]),
+) -> Result<(), ProofError> {
+    check_range(&range, size)?;
+    if out.len() as u64 != range.end - range.start {
+        return Err(ProofError::InvalidRange {
+            start: range.start,
+            end: range.start + out.len() as u64,
+            size,
+        });
+    }
+    let tree = BaoTree::new(size, BLOCK_SIZE);
+    let ranges = round_up_to_chunks(&ByteRanges::from(range.clone()));
+    let mut covered = 0u64;
+    for item in DecodeResponseIter::new(root.to_blake3(), tree, &mut encoded, &ranges) {
+        let item = item.map_err(|err| match err {
+            bao_tree::io::DecodeError::ParentHashMismatch(_)
+            | bao_tree::io::DecodeError::LeafHashMismatch(_) => ProofError::Mismatch,
+            _ => ProofError::Truncated,
+        })?;
+        if let BaoContentItem::Leaf(leaf) = item {
+            let leaf_end = leaf.offset + leaf.data.len() as u64;
+            let start = leaf.offset.max(range.start);
+            let end = leaf_end.min(range.end);
+            if start < end {
+                let from = (start - leaf.offset) as usize..(end - leaf.offset) as usize;
+                let to = (start - range.start) as usize..(end - range.start) as usize;
+                let (Some(dst), Some(src)) = (out.get_mut(to), leaf.data.get(from)) else {
+                    return Err(ProofError::Truncated);
+                };
+                dst.copy_from_slice(src);
+                each(dst);
+                covered += end - start;
+            }
+        }
+    }
+    let trailing = io::copy(&mut encoded, &mut io::sink())?;
+    if trailing != 0 {
+        return Err(ProofError::TrailingBytes(trailing));
+    }
+    if covered != range.end - range.start {
+        return Err(ProofError::Truncated);
+    }
+    Ok(())
+}
+
+/// At least the length of a proof of `range`: its bytes, rounded out to whole chunk groups
+/// at both ends, plus one 64-byte pair of hashes per group and per level of the tree.
+fn proof_capacity(range: &Range<u64>) -> usize {
+    let group = BLOCK_SIZE.bytes() as u64;
+    let len = range.end.saturating_sub(range.start) + 2 * group;
+    usize::try_from(len + (len / group + 64) * 64).unwrap_or(0)
 }
 
 fn check_range(range: &Range<u64>, size: u64) -> Result<(), ProofError> {

@@ -2,7 +2,7 @@
 //! wrong root, and degraded range reads decode only the columns they need.
 
 use cairn_erasure::layout::ObjectLayout;
-use cairn_erasure::slice::{ProofError, SliceOutboard, SliceProof};
+use cairn_erasure::slice::{ProofError, SliceOutboard, SliceProof, verify_into};
 use cairn_erasure::{Codec, ShardRoot};
 use proptest::prelude::*;
 
@@ -10,6 +10,18 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] ^ seed)
         .collect()
+}
+
+/// Reads a proof at most `.1` bytes at a time.
+struct Pieces<'a>(&'a [u8], usize);
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.len().min(self.1).min(buf.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
 }
 
 /// A shard size and a non-empty range inside it.
@@ -37,6 +49,41 @@ proptest! {
         let proof = outboard.prove(&shard[..], start..end).unwrap();
         let got = proof.verify(&outboard.root(), size as u64, start..end).unwrap();
         prop_assert_eq!(&got[..], &shard[start as usize..end as usize]);
+    }
+
+    /// A proof read in pieces of any size (as QUIC delivers it) verifies into the caller's
+    /// buffer, and `each` sees every byte of the range exactly once, in order, after it was
+    /// written there; with a byte tampered, `each` never sees the leaf that held it.
+    #[test]
+    fn proofs_verify_into_a_buffer_from_pieces(
+        (size, start, end) in shard_and_range(),
+        piece in 1usize..5000,
+        at in any::<proptest::sample::Index>(),
+    ) {
+        let shard = bytes(size, 5);
+        let outboard = SliceOutboard::compute(&shard);
+        let proof = outboard.prove(&shard[..], start..end).unwrap().into_bytes();
+        let wanted = &shard[start as usize..end as usize];
+        let mut out = vec![0u8; wanted.len()];
+        let mut seen = Vec::new();
+        verify_into(Pieces(&proof, piece), &outboard.root(), size as u64, start..end, &mut out, |b| {
+            seen.extend_from_slice(b);
+        })
+        .unwrap();
+        prop_assert_eq!(&out[..], wanted);
+        prop_assert_eq!(&seen[..], wanted);
+
+        let mut bad = proof.clone();
+        let at = at.index(bad.len());
+        bad[at] ^= 1;
+        let mut seen = Vec::new();
+        let result = verify_into(Pieces(&bad, piece), &outboard.root(), size as u64, start..end, &mut out, |b| {
+            seen.extend_from_slice(b);
+        });
+        prop_assert!(matches!(result, Err(ProofError::Mismatch)), "{result:?}");
+        // What was handed out before the failure is a prefix of the true bytes.
+        prop_assert!(seen.len() < wanted.len());
+        prop_assert_eq!(&seen[..], &wanted[..seen.len()]);
     }
 
     #[test]

@@ -3,9 +3,13 @@
 //! shards, decoded. Bytes of a masked segment are unmasked at their segment offset once
 //! verified (and decoded), just before they go out.
 //!
-//! A producer task fetches segments ahead of the client through a one-slot channel, so a
-//! stream holds at most two segments' worth of the range in memory.
+//! A producer task keeps two segments reading at once, each in its own task, and hands
+//! their verified pieces to the client through a one-slot channel: while the client takes
+//! one segment, the next crosses the network and is verified and unmasked on the blocking
+//! pool, one task per shard. A stream holds about three segments' worth of its range in
+//! memory, whatever the object's size.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +21,7 @@ use cairn_client::gateway_rpc::{
 };
 use cairn_client::node::ClientError;
 use cairn_client::records::{ObjectBody, ObjectVersion, SegmentRecord};
-use cairn_erasure::Codec;
+use cairn_erasure::{Codec, MaskKey, SegmentNonce};
 use cairn_proto::identity::NodeId;
 use cairn_proto::ids::ShardId;
 use cairn_proto::order::{Action, SignedOrder};
@@ -108,6 +112,10 @@ impl ShardProblem {
 /// Streams bytes `range` of the object in `read` (`bucket`/`key`). Every byte is verified
 /// before it is sent; nodes that send bad bytes are passed to `report`; a shard that fails
 /// is replaced by decoding from others (counted by `degraded`).
+///
+/// A segment arrives as one item per data shard it spans (a degraded one as one item), and
+/// only once all of its bytes are verified, so a read whose first segment is unreadable
+/// fails before its first byte.
 pub fn read_range(
     path: Arc<DataPath>,
     bucket: String,
@@ -118,13 +126,7 @@ pub fn read_range(
 ) -> impl Stream<Item = Result<Bytes, ReadError>> + Send + 'static {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
-        let reader = Reader {
-            path,
-            bucket,
-            key,
-            report,
-        };
-        if let Err(err) = reader.produce(read, range, &tx).await {
+        if let Err(err) = produce(path, bucket, key, read, range, report, &tx).await {
             let _ = tx.send(Err(err)).await;
         }
     });
@@ -133,100 +135,170 @@ pub fn read_range(
     })
 }
 
+/// Segments read at once: the one about to be sent and the next. While the client takes
+/// segment N, segment N + 1's shards cross the network and are verified and unmasked on
+/// the blocking pool, so a stream holds about three segments of its range (the one being
+/// sent and two read) whatever the object's size.
+const SEGMENTS_IN_FLIGHT: usize = 2;
+
+async fn produce(
+    path: Arc<DataPath>,
+    bucket: String,
+    key: String,
+    read: ObjectRead,
+    range: Range<u64>,
+    report: Arc<dyn Fn(ShardProblem) + Send + Sync>,
+    tx: &mpsc::Sender<Result<Bytes, ReadError>>,
+) -> Result<(), ReadError> {
+    let ObjectRead {
+        object,
+        nodes,
+        orders,
+    } = read;
+    let (erasure, segments) = match object.body {
+        ObjectBody::Inline(ref bytes) => {
+            let start = (range.start as usize).min(bytes.len());
+            let end = (range.end as usize).clamp(start, bytes.len());
+            let _ = tx
+                .send(Ok(Bytes::copy_from_slice(&bytes[start..end])))
+                .await;
+            return Ok(());
+        }
+        ObjectBody::Segments {
+            ref erasure,
+            ref segments,
+        } => (erasure, segments.clone()),
+    };
+    let codec = Codec::new(usize::from(erasure.k), usize::from(erasure.m))
+        .map_err(|err| ReadError::Internal(format!("object code: {err}")))?;
+    let mask = if segments.iter().any(|segment| segment.mask.is_some()) {
+        Some(path.mask_key().await?.clone())
+    } else {
+        None
+    };
+    let reader = Arc::new(Reader {
+        path,
+        bucket,
+        key,
+        report,
+        codec,
+        version: object.version(),
+        segments,
+        nodes,
+        mask,
+    });
+    let mut window = orders;
+    let mut reading: VecDeque<SegmentTask> = VecDeque::with_capacity(SEGMENTS_IN_FLIGHT);
+    let mut start = 0u64;
+    for index in 0..reader.segments.len() {
+        let len = reader.segments.get(index).map_or(0, |segment| segment.len);
+        let span = start..start + len;
+        start = span.end;
+        if span.end <= range.start {
+            continue;
+        }
+        if span.start >= range.end {
+            break;
+        }
+        let wanted = range.start.max(span.start) - span.start..range.end.min(span.end) - span.start;
+        // Orders are asked here, one window at a time, while the segments already started
+        // go on reading.
+        if !covers(&window, index) {
+            window = reader
+                .orders(index, READ_WINDOW, Some(range.clone()))
+                .await?;
+        }
+        let orders = window
+            .segments
+            .get(index - window.first as usize)
+            .ok_or_else(|| ReadError::Internal("read orders missing".into()))?
+            .clone();
+        if reading.len() >= SEGMENTS_IN_FLIGHT
+            && let Some(first) = reading.pop_front()
+            && !send(tx, first.join().await?).await
+        {
+            return Ok(());
+        }
+        reading.push_back(SegmentTask(tokio::spawn(
+            reader.clone().segment(index, orders, wanted),
+        )));
+    }
+    while let Some(first) = reading.pop_front() {
+        if !send(tx, first.join().await?).await {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Sends a segment's pieces in order; false once the client went away.
+async fn send(tx: &mpsc::Sender<Result<Bytes, ReadError>>, pieces: Vec<Bytes>) -> bool {
+    for piece in pieces {
+        if tx.send(Ok(piece)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// One segment being read by its own task; dropping it (the client went away, or an
+/// earlier segment failed) stops the read.
+struct SegmentTask(tokio::task::JoinHandle<Result<Vec<Bytes>, ReadError>>);
+
+impl SegmentTask {
+    async fn join(mut self) -> Result<Vec<Bytes>, ReadError> {
+        (&mut self.0)
+            .await
+            .map_err(|err| ReadError::Internal(format!("segment read task: {err}")))?
+    }
+}
+
+impl Drop for SegmentTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What every segment read of one object read shares.
 struct Reader {
     path: Arc<DataPath>,
     bucket: String,
     key: String,
     report: Arc<dyn Fn(ShardProblem) + Send + Sync>,
+    codec: Codec,
+    /// The version being read, which orders are asked for.
+    version: ObjectVersion,
+    segments: Vec<SegmentRecord>,
+    nodes: Vec<(NodeId, String, bool)>,
+    /// The cluster's mask key, if any segment of the object is masked.
+    mask: Option<MaskKey>,
 }
 
 impl Reader {
-    async fn produce(
-        &self,
-        read: ObjectRead,
-        range: Range<u64>,
-        tx: &mpsc::Sender<Result<Bytes, ReadError>>,
-    ) -> Result<(), ReadError> {
-        let ObjectRead {
-            object,
-            nodes,
-            orders,
-        } = read;
-        let (erasure, segments) = match &object.body {
-            ObjectBody::Inline(bytes) => {
-                let start = (range.start as usize).min(bytes.len());
-                let end = (range.end as usize).clamp(start, bytes.len());
-                let _ = tx
-                    .send(Ok(Bytes::copy_from_slice(&bytes[start..end])))
-                    .await;
-                return Ok(());
-            }
-            ObjectBody::Segments { erasure, segments } => (erasure, segments),
+    /// Bytes `wanted` of segment `index`, verified and unmasked, one piece per data shard
+    /// (or one decoded piece when a shard failed).
+    async fn segment(
+        self: Arc<Self>,
+        index: usize,
+        orders: Vec<Option<SignedOrder>>,
+        wanted: Range<u64>,
+    ) -> Result<Vec<Bytes>, ReadError> {
+        let segment = self
+            .segments
+            .get(index)
+            .ok_or_else(|| ReadError::Internal("segment index out of range".into()))?;
+        let failed = match self.fast(segment, &orders, wanted.clone()).await {
+            Ok(pieces) => return Ok(pieces),
+            Err(failed) => failed,
         };
-        let codec = Codec::new(usize::from(erasure.k), usize::from(erasure.m))
-            .map_err(|err| ReadError::Internal(format!("object code: {err}")))?;
-        let version = object.version();
-        let mut window = orders;
-        let mut start = 0u64;
-        for (index, segment) in segments.iter().enumerate() {
-            let span = start..start + segment.len;
-            start = span.end;
-            if span.end <= range.start {
-                continue;
-            }
-            if span.start >= range.end {
-                break;
-            }
-            let wanted =
-                range.start.max(span.start) - span.start..range.end.min(span.end) - span.start;
-            if !covers(&window, index) {
-                window = self
-                    .orders(
-                        version,
-                        segments,
-                        &codec,
-                        index,
-                        READ_WINDOW,
-                        Some(range.clone()),
-                    )
-                    .await?;
-            }
-            let orders = window
-                .segments
-                .get(index - window.first as usize)
-                .ok_or_else(|| ReadError::Internal("read orders missing".into()))?
-                .clone();
-            let bytes = match self
-                .fast(&codec, segment, &orders, &nodes, wanted.clone())
-                .await
-            {
-                Ok(bytes) => bytes,
-                Err(failed) => {
-                    self.path.degraded_read();
-                    // Orders are single-use, and some were spent: fetch fresh ones.
-                    let fresh = self
-                        .orders(version, segments, &codec, index, 1, None)
-                        .await?;
-                    let orders = fresh.segments.first().cloned().unwrap_or_default();
-                    self.degraded(
-                        &codec,
-                        index,
-                        segment,
-                        &orders,
-                        &nodes,
-                        wanted.clone(),
-                        &failed,
-                    )
-                    .await?
-                }
-            };
-            let bytes = self.unmasked(segment, wanted.start, bytes).await?;
-            if tx.send(Ok(bytes)).await.is_err() {
-                // The client went away.
-                return Ok(());
-            }
-        }
-        Ok(())
+        self.path.degraded_read();
+        // Orders are single-use, and some were spent: fetch fresh ones.
+        let fresh = self.orders(index, 1, None).await?;
+        let orders = fresh.segments.first().cloned().unwrap_or_default();
+        let bytes = self
+            .degraded(index, segment, &orders, wanted.clone(), &failed)
+            .await?;
+        Ok(vec![self.unmasked(segment, wanted.start, bytes).await?])
     }
 
     /// The object's bytes from `bytes`, read at `offset` of `segment` as stored: unmasked
@@ -241,7 +313,10 @@ impl Reader {
         let Some(nonce) = segment.mask else {
             return Ok(Bytes::from(bytes));
         };
-        let key = self.path.mask_key().await?.clone();
+        let key = self
+            .mask
+            .clone()
+            .ok_or_else(|| ReadError::Internal("a masked segment but no mask key".into()))?;
         let small = bytes.len() <= UNMASK_INLINE;
         let unmask = move || {
             key.apply(&nonce, offset, &mut bytes)
@@ -266,13 +341,11 @@ impl Reader {
     /// shards holding those bytes, else for every shard (to decode around a failure).
     async fn orders(
         &self,
-        version: ObjectVersion,
-        segments: &[SegmentRecord],
-        codec: &Codec,
         from: usize,
         count: u32,
         range: Option<Range<u64>>,
     ) -> Result<ReadOrders, ReadError> {
+        let (version, segments, codec) = (self.version, &self.segments, &self.codec);
         let request = GatewayRequest::ReadOrders {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
@@ -312,17 +385,16 @@ impl Reader {
         }
     }
 
-    /// The wanted bytes, as stored, from the data shards that hold them. On failure, the
-    /// indices of the shards that failed.
+    /// The wanted bytes from the data shards that hold them, one piece per shard, each
+    /// verified and unmasked as it arrives. On failure, the indices of the shards that
+    /// failed.
     async fn fast(
         &self,
-        codec: &Codec,
         segment: &SegmentRecord,
         orders: &[Option<SignedOrder>],
-        nodes: &[(NodeId, String, bool)],
         wanted: Range<u64>,
-    ) -> Result<Vec<u8>, Vec<usize>> {
-        let shard_len = codec.shard_len(segment.len);
+    ) -> Result<Vec<Bytes>, Vec<usize>> {
+        let shard_len = self.codec.shard_len(segment.len);
         let pieces = data_pieces(shard_len, &wanted);
         // A node that just failed is not waited for again: straight to decoding.
         let down: Vec<usize> = pieces
@@ -339,22 +411,26 @@ impl Reader {
             return Err(down);
         }
         let fetches = pieces.iter().map(|(i, piece)| {
+            // Where the piece sits in the segment, which is where its keystream starts.
+            let unmask = segment
+                .mask
+                .map(|nonce| (nonce, *i as u64 * shard_len + piece.start));
             let fetch = self.fetch(
                 segment,
                 orders,
-                nodes,
                 *i,
                 piece.clone(),
                 hedge_limit(piece),
+                unmask,
             );
             async move { (*i, fetch.await) }
         });
         let results = futures_util::future::join_all(fetches).await;
-        let mut out = Vec::with_capacity((wanted.end - wanted.start) as usize);
+        let mut out = Vec::with_capacity(results.len());
         let mut failed = Vec::new();
         for (i, result) in results {
             match result {
-                Ok(bytes) => out.extend_from_slice(&bytes),
+                Ok(bytes) => out.push(Bytes::from(bytes)),
                 Err(_) => failed.push(i),
             }
         }
@@ -365,16 +441,19 @@ impl Reader {
         }
     }
 
-    /// Fetches `range` of shard `i`, verified, giving up after `limit`; reports a node that
-    /// sends bad bytes.
+    /// Fetches `range` of shard `i`, giving up on the node after `limit`, and verifies it
+    /// on the blocking pool (so the shards of a segment, and the next segment's transfers,
+    /// are checked side by side on every core); with `unmask` (the segment's nonce and the
+    /// piece's offset in it), each verified block is unmasked while still in cache. Reports
+    /// a node that sends bad bytes.
     async fn fetch(
         &self,
         segment: &SegmentRecord,
         orders: &[Option<SignedOrder>],
-        nodes: &[(NodeId, String, bool)],
         i: usize,
         range: Range<u64>,
         limit: Duration,
+        unmask: Option<(SegmentNonce, u64)>,
     ) -> Result<Vec<u8>, String> {
         let shard = segment.shards.get(i).ok_or("shard index out of range")?;
         let order = orders
@@ -390,47 +469,80 @@ impl Reader {
         if !matches {
             return Err("the read order is for another shard than the record names".into());
         }
-        let (_, addr, _) = nodes
+        let (_, addr, _) = self
+            .nodes
             .iter()
             .find(|(id, _, _)| *id == shard.node)
             .ok_or("the node is no longer registered")?;
-        let client = self.path.node(shard.node, addr).await?;
-        let result = tokio::time::timeout(limit, client.get_shard(order, Some(range))).await;
-        match result {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(err)) => {
-                let problem =
-                    ShardProblem::from_error(&self.bucket, &self.key, shard.node, shard.id, &err);
-                if let Some(problem) = problem {
-                    (self.report)(problem);
-                }
-                if matches!(err, ClientError::Connect(_) | ClientError::Stream(_)) {
-                    self.path.mark_down(shard.node);
-                }
-                tracing::warn!(node = %shard.node, shard = %shard.id, %err, "shard read failed");
-                Err(err.to_string())
+        let mut keystream = match unmask {
+            Some((nonce, offset)) => {
+                let key = self
+                    .mask
+                    .as_ref()
+                    .ok_or("a masked segment but no mask key")?;
+                let mut keystream = key.keystream(&nonce);
+                keystream
+                    .seek(offset)
+                    .map_err(|err| format!("unmasking: {err}"))?;
+                Some(keystream)
             }
+            None => None,
+        };
+        let client = self.path.node(shard.node, addr).await?;
+        let received = tokio::time::timeout(limit, client.fetch_shard(order, Some(range))).await;
+        let result = match received {
+            Ok(Ok(answer)) => {
+                let verify = move || {
+                    let mut out = vec![0u8; answer.len()];
+                    let mut unmasked = Ok(());
+                    answer.verify_into(&mut out, |block| {
+                        if let Some(keystream) = keystream.as_mut()
+                            && unmasked.is_ok()
+                        {
+                            unmasked = keystream.apply(block);
+                        }
+                    })?;
+                    Ok((out, unmasked))
+                };
+                match tokio::task::spawn_blocking(verify).await {
+                    Ok(Ok((out, Ok(())))) => Ok(out),
+                    Ok(Ok((_, Err(err)))) => return Err(format!("unmasking: {err}")),
+                    Ok(Err(err)) => Err(err),
+                    Err(err) => return Err(format!("verifying task: {err}")),
+                }
+            }
+            Ok(Err(err)) => Err(err),
             Err(_) => {
                 self.path.mark_down(shard.node);
                 tracing::warn!(node = %shard.node, shard = %shard.id, "shard read timed out");
-                Err(format!("no answer within {limit:?}"))
+                return Err(format!("no answer within {limit:?}"));
             }
-        }
+        };
+        result.map_err(|err| {
+            let problem =
+                ShardProblem::from_error(&self.bucket, &self.key, shard.node, shard.id, &err);
+            if let Some(problem) = problem {
+                (self.report)(problem);
+            }
+            if matches!(err, ClientError::Connect(_) | ClientError::Stream(_)) {
+                self.path.mark_down(shard.node);
+            }
+            tracing::warn!(node = %shard.node, shard = %shard.id, %err, "shard read failed");
+            err.to_string()
+        })
     }
 
     /// The wanted bytes, as stored, decoded from the same columns of any `k` shards other
     /// than those that just failed, asked all at once; the first `k` verified answers win.
-    #[allow(clippy::too_many_arguments)]
     async fn degraded(
         &self,
-        codec: &Codec,
         index: usize,
         segment: &SegmentRecord,
         orders: &[Option<SignedOrder>],
-        nodes: &[(NodeId, String, bool)],
         wanted: Range<u64>,
         failed: &[usize],
     ) -> Result<Vec<u8>, ReadError> {
+        let (codec, nodes) = (&self.codec, &self.nodes);
         let k = codec.data_shards();
         let shard_len = codec.shard_len(segment.len);
         let pieces = data_pieces(shard_len, &wanted);
@@ -454,7 +566,7 @@ impl Reader {
             .iter()
             .map(|i| {
                 let limit = patient_limit(&columns);
-                let fetch = self.fetch(segment, orders, nodes, *i, columns.clone(), limit);
+                let fetch = self.fetch(segment, orders, *i, columns.clone(), limit, None);
                 async move { (*i, fetch.await) }
             })
             .collect();
