@@ -229,6 +229,60 @@ async fn bodies_round_trip_through_nodes_and_survive_a_bad_shard_and_a_lost_node
     );
 }
 
+/// A node the gateway marked down after a failed read, and back since, is asked again
+/// when a segment needs it. One node of a 2+1 code's three goes away (reads decode around
+/// it and the gateway marks it down), comes back on its address (its old connection is
+/// answered by a stateless reset) and then another goes away: every segment still reads
+/// from the two that answer, although one of them is still marked down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_a_restart_is_read_again_while_another_is_gone() {
+    let mut cluster = TestCluster::start(&["org-a", "org-b", "org-c"]);
+    let h = Harness::new(&cluster).await;
+    let data = pattern((1 << 20) + 123);
+    h.put("blob", &data).await;
+    let read = h.lookup("blob").await;
+    let cairn_client::records::ObjectBody::Segments { segments, .. } = &read.object.body else {
+        panic!("not segmented");
+    };
+    let len = data.len() as u64;
+    assert_eq!(h.get("blob", 0..len).await, data);
+
+    let first = segments[0].shards[0].node;
+    let second = segments[0].shards[1].node;
+    assert_ne!(first, second, "a segment's shards are on distinct nodes");
+    let node = |id: NodeId| cluster.nodes.iter().position(|n| n.id == id).unwrap();
+    let (first, second) = (node(first), node(second));
+    cluster.nodes[first].kill9();
+    assert_eq!(h.get("blob", 0..len).await, data);
+    restart_in_place(&mut cluster.nodes[first]);
+    cluster.nodes[second].kill9();
+    assert_eq!(h.get("blob", 0..len).await, data);
+    assert_eq!(
+        h.get("blob", 1000..300_000).await,
+        data[1000..300_000],
+        "a range starting in segment 0, whose data shard 0 is on the node marked down"
+    );
+    assert!(
+        h.reports.lock().unwrap().is_empty(),
+        "no node answered wrongly"
+    );
+}
+
+/// Kills `node` and starts it again on the address it had, as a restarted daemon with a
+/// fixed listen address comes back.
+fn restart_in_place(node: &mut support::NodeProcess) {
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    let pinned = config.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}\"", node.addr),
+    );
+    assert_ne!(config, pinned, "the node's config names its listen address");
+    std::fs::write(&node.config, pinned).unwrap();
+    let addr = node.addr;
+    node.restart();
+    assert_eq!(node.addr, addr);
+}
+
 /// Every segment is masked with its own nonce, and nothing on the nodes gives the object
 /// away: no shard file holds a 64-byte run of it, and encoding the object again with the
 /// same code reproduces none of the stored shards (so a node cannot answer an audit from

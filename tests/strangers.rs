@@ -16,8 +16,9 @@
 //!   shards than the catalog gives that node room for.
 //! - The S3 gateway cuts off clients that send a request head byte by byte, or nothing
 //!   at all, an upload body that stops arriving, and connections left idle (HTTP/1 and
-//!   HTTP/2); it answers `503 SlowDown` to one address's connections past its cap, and to
-//!   its anonymous requests past its rate.
+//!   HTTP/2), and answers the client takes nothing of (a full socket, or an HTTP/2 stream
+//!   whose window it never opens); it answers `503 SlowDown` to one address's connections
+//!   past its cap, and to its anonymous requests past its rate.
 
 mod support;
 
@@ -731,6 +732,42 @@ fn s3_addr(gateway: &GatewayProcess) -> SocketAddr {
         .unwrap()
 }
 
+/// Stores `body` as `bucket`/`name` with a presigned PUT written by hand over HTTP/1.1 on a
+/// connection of its own, and checks it was answered 200. Returns the Host header used.
+async fn put_via_raw_http(
+    gateway: &GatewayProcess,
+    key: &(String, String),
+    bucket: &str,
+    name: &str,
+    body: &[u8],
+) -> String {
+    let url = presigned(&gateway.endpoint, key, "PUT", bucket, name);
+    let (path, host) = target(&url);
+    let mut stream = TcpStream::connect(s3_addr(gateway)).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf))
+            .await
+            .expect("the upload was answered")
+            .unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    host
+}
+
 /// An upload that stalls: a presigned PUT declaring a 1 MiB body sends its head and a few
 /// bytes, then nothing. The gateway gives up once no byte has come for its body idle
 /// timeout (1 s here): it answers `400 RequestTimeout`, closes the connection (giving back
@@ -807,6 +844,25 @@ async fn h2_idle_after_one_request(
     stream: &mut TcpStream,
     limit: Duration,
 ) -> (bool, bool, Option<Duration>) {
+    h2::start_get(stream, "/health", &[]).await;
+    let (mut answered, mut goaway, mut since) = (false, false, Instant::now());
+    let run = h2::serve_frames(stream, |frame| match frame {
+        h2::Seen::Headers { end: true } | h2::Seen::Data { end: true, .. } => {
+            answered = true;
+            since = Instant::now();
+        }
+        h2::Seen::GoAway => goaway = true,
+        _ => {}
+    });
+    let closed = tokio::time::timeout(limit, run).await.is_ok();
+    (answered, goaway, closed.then(|| since.elapsed()))
+}
+
+/// HTTP/2 by hand, just enough to ask one GET and watch what comes back.
+mod h2 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
     const DATA: u8 = 0;
     const HEADERS: u8 = 1;
     const SETTINGS: u8 = 4;
@@ -814,6 +870,16 @@ async fn h2_idle_after_one_request(
     const GOAWAY: u8 = 7;
     const END_STREAM: u8 = 1;
     const ACK: u8 = 1;
+    /// SETTINGS_INITIAL_WINDOW_SIZE: each stream's flow-control window at its start.
+    pub const INITIAL_WINDOW_SIZE: u16 = 4;
+
+    /// What the server sent on stream 1, or about the connection.
+    pub enum Seen {
+        Headers { end: bool },
+        Data { len: usize, end: bool },
+        GoAway,
+    }
+
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
         out.extend_from_slice(&[kind, flags]);
@@ -821,21 +887,31 @@ async fn h2_idle_after_one_request(
         out.extend_from_slice(payload);
         out
     }
-    // HPACK without Huffman: :method GET, :scheme http (static table entries 2 and 6),
-    // :path and :authority as literals with indexed names (4 and 1).
-    let mut block = vec![0x82, 0x86];
-    for (index, value) in [(4u8, "/health"), (1, "gateway")] {
-        block.push(index);
-        block.push(value.len() as u8);
-        block.extend_from_slice(value.as_bytes());
-    }
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(frame(SETTINGS, 0, 0, &[]));
-    hello.extend(frame(HEADERS, 0x4 | END_STREAM, 1, &block));
-    stream.write_all(&hello).await.unwrap();
 
-    let (mut answered, mut goaway, mut since) = (false, false, Instant::now());
-    let run = async {
+    /// Sends the preface, SETTINGS with `settings` (id, value), and `GET path` on stream 1.
+    pub async fn start_get(stream: &mut TcpStream, path: &str, settings: &[(u16, u32)]) {
+        // HPACK without Huffman: :method GET, :scheme http (static table entries 2 and
+        // 6), :path and :authority as literals with indexed names (4 and 1).
+        let mut block = vec![0x82, 0x86];
+        for (index, value) in [(4u8, path), (1, "gateway")] {
+            block.push(index);
+            block.push(value.len() as u8);
+            block.extend_from_slice(value.as_bytes());
+        }
+        let mut payload = Vec::new();
+        for (id, value) in settings {
+            payload.extend_from_slice(&id.to_be_bytes());
+            payload.extend_from_slice(&value.to_be_bytes());
+        }
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &payload));
+        hello.extend(frame(HEADERS, 0x4 | END_STREAM, 1, &block));
+        stream.write_all(&hello).await.unwrap();
+    }
+
+    /// Reads frames until the connection ends, acknowledging the server's settings and
+    /// pings (and nothing else: no WINDOW_UPDATE ever), and tells `seen` of the rest.
+    pub async fn serve_frames(stream: &mut TcpStream, mut seen: impl FnMut(Seen)) {
         loop {
             let mut head = [0u8; 9];
             if stream.read_exact(&mut head).await.is_err() {
@@ -848,6 +924,7 @@ async fn h2_idle_after_one_request(
             if stream.read_exact(&mut payload).await.is_err() {
                 return;
             }
+            let end = flags & END_STREAM != 0;
             match kind {
                 SETTINGS if flags & ACK == 0 => {
                     let _ = stream.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
@@ -855,17 +932,52 @@ async fn h2_idle_after_one_request(
                 PING if flags & ACK == 0 => {
                     let _ = stream.write_all(&frame(PING, ACK, 0, &payload)).await;
                 }
-                HEADERS | DATA if id == 1 && flags & END_STREAM != 0 => {
-                    answered = true;
-                    since = Instant::now();
-                }
-                GOAWAY => goaway = true,
+                HEADERS if id == 1 => seen(Seen::Headers { end }),
+                DATA if id == 1 => seen(Seen::Data { len, end }),
+                GOAWAY => seen(Seen::GoAway),
                 _ => {}
             }
         }
-    };
-    let closed = tokio::time::timeout(limit, run).await.is_ok();
-    (answered, goaway, closed.then(|| since.elapsed()))
+    }
+}
+
+/// An HTTP/2 client GETs a public 4 MiB object with every stream's window at zero
+/// (SETTINGS_INITIAL_WINDOW_SIZE 0) and never opens it, while acknowledging the server's
+/// settings and pings: its socket moves, the answer cannot. After the send-stall timeout
+/// (1 s here) the gateway closes the connection and lets go of the answer and the read
+/// behind it, counted in `cairn_gateway_send_stalls_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_never_opens_a_stream_s_window_is_cut_off() {
+    const STALL: Duration = Duration::from_secs(1);
+    const SIZE: usize = 4 << 20;
+    let (_cluster, gateway, key) = s3_cluster(&["--send-stall-timeout-ms", "1000"]);
+    let addr = s3_addr(&gateway);
+    put_via_raw_http(&gateway, &key, "public", "big", &vec![7u8; SIZE]).await;
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    h2::start_get(&mut stream, "/public/big", &[(h2::INITIAL_WINDOW_SIZE, 0)]).await;
+    let (mut head, mut data) = (false, 0usize);
+    let started = Instant::now();
+    let run = h2::serve_frames(&mut stream, |frame| match frame {
+        h2::Seen::Headers { .. } => head = true,
+        h2::Seen::Data { len, .. } => data += len,
+        h2::Seen::GoAway => {}
+    });
+    let closed = tokio::time::timeout(STALL * 5 + PROMPTLY, run)
+        .await
+        .is_ok();
+    let elapsed = started.elapsed();
+    assert!(head, "the answer's head never came");
+    assert_eq!(data, 0, "DATA came on a stream whose window is closed");
+    assert!(closed, "the connection was still open after {elapsed:?}");
+    assert!(
+        elapsed >= STALL,
+        "closed after {elapsed:?}, before the stall timeout"
+    );
+    assert_eq!(
+        gateway_counter(addr, "cairn_gateway_send_stalls_total").await,
+        1
+    );
 }
 
 /// One address reads a public object anonymously in a loop, past its rate (1 a second,
@@ -877,15 +989,8 @@ async fn h2_idle_after_one_request(
 async fn anonymous_reads_past_a_client_s_rate_are_slowed_down_and_signed_ones_are_not() {
     let (_cluster, gateway, key) = s3_cluster(&["--anonymous-rate", "1", "--anonymous-burst", "5"]);
     let addr = s3_addr(&gateway);
-    let put = presigned(&gateway.endpoint, &key, "PUT", "public", "cache-info");
-    let (path, host) = target(&put);
+    let host = put_via_raw_http(&gateway, &key, "public", "cache-info", b"hello").await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let answer = exchange(
-        &mut stream,
-        &format!("PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello"),
-    )
-    .await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     let anonymous = format!("GET /public/cache-info HTTP/1.1\r\nHost: {host}\r\n\r\n");
     let (mut served, mut slowed) = (0u64, 0u64);
@@ -1028,15 +1133,8 @@ async fn metric_value(addr: SocketAddr, name: &str) -> Option<u64> {
 async fn requests_signed_with_made_up_access_keys_are_slowed_down_before_the_coordinator() {
     let (_cluster, gateway, key) = s3_cluster(&["--anonymous-rate", "1", "--anonymous-burst", "5"]);
     let addr = s3_addr(&gateway);
-    let put = presigned(&gateway.endpoint, &key, "PUT", "data", "secret");
-    let (path, host) = target(&put);
+    put_via_raw_http(&gateway, &key, "data", "secret", b"hello").await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let answer = exchange(
-        &mut stream,
-        &format!("PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello"),
-    )
-    .await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let lookups_before = gateway_counter(addr, "cairn_gateway_access_key_lookups_total").await;
 
     let started = Instant::now();
@@ -1107,28 +1205,8 @@ async fn a_client_that_stops_reading_an_answer_is_cut_off_by_the_gateway() {
     const SIZE: usize = 12 << 20;
     let (_cluster, gateway, key) = s3_cluster(&["--send-stall-timeout-ms", "1000"]);
     let addr = s3_addr(&gateway);
-    let url = presigned(&gateway.endpoint, &key, "PUT", "data", "big");
-    let (path, host) = target(&url);
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = format!("PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {SIZE}\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&vec![5u8; SIZE]).await.unwrap();
-    let mut answer = Vec::new();
+    put_via_raw_http(&gateway, &key, "data", "big", &vec![5u8; SIZE]).await;
     let mut buf = [0u8; 4096];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf))
-            .await
-            .expect("the upload was answered")
-            .unwrap();
-        assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&buf[..n]);
-    }
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
-    drop(stream);
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(64 << 10).unwrap();

@@ -28,6 +28,9 @@ const CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// caller allocate. The coordinator's collector asks with a tighter bound of its own.
 pub const MAX_INVENTORY: usize = 16_000_000;
 
+/// One request's stream pair.
+type Streams = (quinn::SendStream, quinn::RecvStream);
+
 /// A connection to one storage node, pinned to its key and reopened when it drops.
 pub struct NodeClient {
     endpoint: quinn::Endpoint,
@@ -101,13 +104,15 @@ impl NodeClient {
         self.node
     }
 
-    async fn open(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+    /// A stream to the node, on the connection kept from earlier requests if it is still
+    /// open (returned too, so a caller can tell what became of it), else on a new one.
+    async fn open(&self) -> Result<(Streams, Option<quinn::Connection>), ClientError> {
         let mut guard = self.conn.lock().await;
         if let Some(conn) = guard.as_ref()
             && conn.close_reason().is_none()
             && let Ok(streams) = conn.open_bi().await
         {
-            return Ok(streams);
+            return Ok((streams, Some(conn.clone())));
         }
         let connecting = connect(&self.endpoint, &self.key, self.addr, &self.node, NODE_ALPN);
         let conn = tokio::time::timeout(CONNECT_LIMIT, connecting)
@@ -122,17 +127,42 @@ impl NodeClient {
             .await
             .map_err(|err| ClientError::Stream(err.to_string()))?;
         *guard = Some(conn);
-        Ok(streams)
+        Ok((streams, None))
     }
 
     /// Sends `request` (and `body` after it), returns the first response frame and the
     /// stream for anything that follows.
+    ///
+    /// A node restarted since the kept connection was made answers it with a stateless
+    /// reset: it no longer knows the connection, so nothing sent on it reached the process
+    /// listening now. The request is then sent once more on a fresh connection, instead of
+    /// failing the first request after every node restart. (Had the old process taken the
+    /// request before it died, the node refuses the order's serial as replayed: nothing is
+    /// done twice.)
     async fn exchange(
         &self,
         request: &NodeRequest,
         body: Option<&[u8]>,
     ) -> Result<(NodeResponse, quinn::RecvStream), ClientError> {
-        let (mut send, mut recv) = self.open().await?;
+        let (streams, kept) = self.open().await?;
+        match Self::exchange_on(streams, request, body).await {
+            Err(ClientError::Stream(_))
+                if kept.is_some_and(|conn| {
+                    matches!(conn.close_reason(), Some(quinn::ConnectionError::Reset))
+                }) =>
+            {
+                let (streams, _) = self.open().await?;
+                Self::exchange_on(streams, request, body).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn exchange_on(
+        (mut send, mut recv): Streams,
+        request: &NodeRequest,
+        body: Option<&[u8]>,
+    ) -> Result<(NodeResponse, quinn::RecvStream), ClientError> {
         write_frame(&mut send, request).await?;
         if let Some(body) = body {
             // A node that refuses the order stops reading; its answer explains why, so a

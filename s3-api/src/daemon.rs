@@ -21,7 +21,7 @@ use crate::metrics::GatewayMetrics;
 use crate::service::Gateway;
 use crate::store::{DataPath, Repaired, run_worker};
 use crate::throttle::{ClientAddr, Throttle, client_address, client_of};
-use crate::timeouts::{Activity, IdleBody, StallGuard, Tracked};
+use crate::timeouts::{Activity, IdleBody, StallGuard};
 
 /// File holding the gateway's identity key.
 pub const KEY_FILE: &str = "gateway.key";
@@ -212,25 +212,25 @@ async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
             let (context, activity) = (context.clone(), activity.clone());
             hyper::service::service_fn(move |req: Request<Incoming>| {
                 let busy = activity.begin();
-                let context = context.clone();
+                let (context, activity) = (context.clone(), activity.clone());
                 async move {
                     let response = handle(&context, remote, req).await;
                     // In progress until hyper has taken the answer's last byte.
-                    Ok::<_, Infallible>(response.map(|inner| {
-                        s3s::Body::http_body(Tracked {
-                            inner,
-                            busy: Some(busy),
-                        })
-                    }))
+                    Ok::<_, Infallible>(
+                        response.map(|inner| s3s::Body::http_body(activity.track(inner, busy))),
+                    )
                 }
             })
         };
         let http = http.clone();
         let stalls = context.metrics.send_stalls.clone();
         let stall = context.limits.send_stall;
-        let stream = StallGuard::new(stream, stall, move || {
-            tracing::info!(%remote, "the client read nothing of an answer for {stall:?}; closing");
-            stalls.inc();
+        let stream = StallGuard::new(stream, stall, {
+            let stalls = stalls.clone();
+            move || {
+                tracing::info!(%remote, "the client read nothing of an answer for {stall:?}; closing");
+                stalls.inc();
+            }
         });
         tokio::spawn(async move {
             let _slot = slot;
@@ -244,6 +244,15 @@ async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
             // alike (hyper closes neither on its own: HTTP/2 has no idle timeout at all).
             let result = tokio::select! {
                 result = conn.as_mut() => result,
+                // An answer hyper cannot send because the client takes none of it, while
+                // the socket itself moves (HTTP/2: a stream whose window it never opens):
+                // the connection goes, and with it the answer's body and the read
+                // behind it. hyper cannot reset one stream from outside.
+                () = activity.stalled_answer(stall) => {
+                    tracing::info!(%remote, "the client took nothing of an answer for {stall:?}; closing");
+                    stalls.inc();
+                    return;
+                }
                 () = activity.idle_for(header) => {
                     if activity.begun() == 0 {
                         tracing::debug!(%remote, "no request head within {header:?}; closing");

@@ -1,11 +1,14 @@
 //! Time limits on what a client sends and reads: each wait for a byte of a request body
-//! ([`IdleBody`]), a connection's time with no request in progress ([`Activity`]), and
-//! each wait for the client to take a byte of what the gateway writes ([`StallGuard`]).
+//! ([`IdleBody`]), a connection's time with no request in progress ([`Activity`]), each
+//! wait for the client to take a byte of what the gateway writes ([`StallGuard`]), and
+//! each wait of an answer's body for hyper to ask for its next frame
+//! ([`Activity::stalled_answer`]): an HTTP/2 client that never opens a stream's
+//! flow-control window stalls that answer while the socket itself keeps moving.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -208,11 +211,57 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
 
 /// What one connection is doing: the requests in progress on it (from the head read to the
 /// last byte of the answer handed to hyper), for closing it once it has been idle.
-#[derive(Default)]
 pub(crate) struct Activity {
     open: AtomicUsize,
     begun: AtomicU64,
     changed: Notify,
+    /// The answers handed to hyper whose bodies are not finished.
+    answers: Mutex<Vec<Weak<Handed>>>,
+    /// What [`Handed`] times count from.
+    epoch: Instant,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
+            changed: Notify::new(),
+            answers: Mutex::new(Vec::new()),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// One answer's body as hyper sees it: since when (milliseconds after the connection's
+/// epoch, plus one; 0 while hyper is waiting on the body instead) hyper has held its
+/// head or latest frame without asking for the next. hyper asks for the next frame once
+/// it can send it, so a long wait here is a client that takes nothing of this answer.
+pub(crate) struct Handed {
+    since: AtomicU64,
+    epoch: Instant,
+}
+
+impl Handed {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn hand_over(&self) {
+        self.since.store(self.now(), Ordering::SeqCst);
+    }
+
+    fn asked(&self) {
+        self.since.store(0, Ordering::SeqCst);
+    }
+
+    /// How long hyper has held what it was handed, if it holds anything.
+    fn held(&self) -> Option<Duration> {
+        match self.since.load(Ordering::SeqCst) {
+            0 => None,
+            since => Some(Duration::from_millis(self.now().saturating_sub(since))),
+        }
+    }
 }
 
 impl Activity {
@@ -222,6 +271,60 @@ impl Activity {
         self.open.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
         Busy(self.clone())
+    }
+
+    /// Wraps an answer's body handed to hyper now: it counts as in progress (`busy`) until
+    /// hyper has taken its last frame, and is watched by [`Activity::stalled_answer`].
+    pub(crate) fn track(&self, inner: s3s::Body, busy: Busy) -> Tracked {
+        let handed = Arc::new(Handed {
+            since: AtomicU64::new(0),
+            epoch: self.epoch,
+        });
+        handed.hand_over();
+        if let Ok(mut answers) = self.answers.lock() {
+            answers.retain(|answer| answer.strong_count() > 0);
+            answers.push(Arc::downgrade(&handed));
+        }
+        self.changed.notify_waiters();
+        Tracked {
+            inner,
+            busy: Some(busy),
+            handed,
+        }
+    }
+
+    /// Returns once some answer on this connection has waited `limit` for hyper to ask
+    /// for its next frame: the client took nothing of it for that long, whether its socket
+    /// is full or (HTTP/2) it never opened the stream's window. Checked a few times per
+    /// `limit`, and not at all while no answer is out.
+    pub(crate) async fn stalled_answer(&self, limit: Duration) {
+        let tick = (limit / 4).max(Duration::from_millis(50));
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (out, stalled) = match self.answers.lock() {
+                Ok(mut answers) => {
+                    answers.retain(|answer| answer.strong_count() > 0);
+                    let stalled = answers.iter().any(|answer| {
+                        answer
+                            .upgrade()
+                            .and_then(|handed| handed.held())
+                            .is_some_and(|held| held >= limit)
+                    });
+                    (!answers.is_empty(), stalled)
+                }
+                Err(_) => (false, false),
+            };
+            if stalled {
+                return;
+            }
+            if out {
+                tokio::time::sleep(tick).await;
+            } else {
+                changed.await;
+            }
+        }
     }
 
     /// Requests begun so far.
@@ -263,10 +366,12 @@ impl Drop for Busy {
 }
 
 /// An answer's body that keeps its request marked in progress until hyper has taken its
-/// last frame (or dropped it).
+/// last frame (or dropped it), and notes when hyper asks for frames (made by
+/// [`Activity::track`]).
 pub(crate) struct Tracked {
-    pub(crate) inner: s3s::Body,
-    pub(crate) busy: Option<Busy>,
+    inner: s3s::Body,
+    busy: Option<Busy>,
+    handed: Arc<Handed>,
 }
 
 impl Body for Tracked {
@@ -278,9 +383,12 @@ impl Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, StdError>>> {
         let this = self.get_mut();
+        this.handed.asked();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.busy = None;
+        match polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.busy = None,
+            Poll::Ready(Some(Ok(_))) => this.handed.hand_over(),
+            Poll::Pending => {}
         }
         polled
     }
@@ -322,5 +430,54 @@ mod tests {
         drop(activity.begin());
         let waited = watcher.await.unwrap();
         assert_eq!(waited, Duration::from_secs(45));
+    }
+
+    /// An answer whose frames hyper keeps asking for is never stalled, however long it
+    /// takes; one whose frame hyper holds past the limit is.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_is_stalled_only_while_hyper_holds_what_it_was_handed() {
+        struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+        impl Body for Channel {
+            type Data = Bytes;
+            type Error = StdError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, StdError>>> {
+                self.0
+                    .poll_recv(cx)
+                    .map(|bytes| bytes.map(|bytes| Ok(Frame::data(bytes))))
+            }
+        }
+        let limit = Duration::from_secs(10);
+        let activity = Arc::new(Activity::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let body = s3s::Body::http_body(Channel(rx));
+        let mut tracked = activity.track(body, activity.begin());
+        let watcher = {
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                activity.stalled_answer(limit).await;
+                started.elapsed()
+            })
+        };
+        // Hyper asks at once and waits 30 s on a slow body: not the client's doing.
+        let asking = tokio::spawn(async move {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut tracked).poll_frame(cx)).await;
+            (tracked, frame.is_some())
+        });
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        tx.send(Bytes::from_static(b"x")).await.unwrap();
+        let (tracked, answered) = asking.await.unwrap();
+        assert!(answered);
+        assert!(!watcher.is_finished());
+        // Then hyper holds the frame and never asks again.
+        let waited = watcher.await.unwrap();
+        assert!(
+            waited >= Duration::from_secs(40) && waited <= Duration::from_secs(43),
+            "{waited:?}"
+        );
+        drop(tracked);
     }
 }

@@ -386,8 +386,11 @@ impl Reader {
     }
 
     /// The wanted bytes from the data shards that hold them, one piece per shard, each
-    /// verified and unmasked as it arrives. On failure, the indices of the shards that
-    /// failed.
+    /// verified and unmasked as it arrives. On failure, the indices of the shards whose
+    /// nodes answered wrongly (bad bytes, a refusal of their own), which decoding leaves
+    /// out. A node that was slow, unreachable or recently marked down is not among them:
+    /// decoding asks it again beside the others, since one that merely restarted or
+    /// stalled may be just what the segment needs when others are gone too.
     async fn fast(
         &self,
         segment: &SegmentRecord,
@@ -396,19 +399,16 @@ impl Reader {
     ) -> Result<Vec<Bytes>, Vec<usize>> {
         let shard_len = self.codec.shard_len(segment.len);
         let pieces = data_pieces(shard_len, &wanted);
-        // A node that just failed is not waited for again: straight to decoding.
-        let down: Vec<usize> = pieces
-            .iter()
-            .filter(|(i, _)| {
-                segment
-                    .shards
-                    .get(*i)
-                    .is_some_and(|s| self.path.is_down(&s.node))
-            })
-            .map(|(i, _)| *i)
-            .collect();
-        if !down.is_empty() {
-            return Err(down);
+        // A node that just failed is not waited for again: straight to decoding, which
+        // asks every shard at once.
+        let down = pieces.iter().any(|(i, _)| {
+            segment
+                .shards
+                .get(*i)
+                .is_some_and(|s| self.path.is_down(&s.node))
+        });
+        if down {
+            return Err(Vec::new());
         }
         let fetches = pieces.iter().map(|(i, piece)| {
             // Where the piece sits in the segment, which is where its keystream starts.
@@ -427,18 +427,20 @@ impl Reader {
         });
         let results = futures_util::future::join_all(fetches).await;
         let mut out = Vec::with_capacity(results.len());
-        let mut failed = Vec::new();
+        let mut failed = false;
+        let mut blamed = Vec::new();
         for (i, result) in results {
             match result {
                 Ok(bytes) => out.push(Bytes::from(bytes)),
-                Err(_) => failed.push(i),
+                Err(failure) => {
+                    failed = true;
+                    if failure.answered {
+                        blamed.push(i);
+                    }
+                }
             }
         }
-        if failed.is_empty() {
-            Ok(out)
-        } else {
-            Err(failed)
-        }
+        if failed { Err(blamed) } else { Ok(out) }
     }
 
     /// Fetches `range` of shard `i`, giving up on the node after `limit`, and verifies it
@@ -454,7 +456,7 @@ impl Reader {
         range: Range<u64>,
         limit: Duration,
         unmask: Option<(SegmentNonce, u64)>,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, Failure> {
         let shard = segment.shards.get(i).ok_or("shard index out of range")?;
         let order = orders
             .get(i)
@@ -506,21 +508,22 @@ impl Reader {
                 };
                 match tokio::task::spawn_blocking(verify).await {
                     Ok(Ok((out, Ok(())))) => Ok(out),
-                    Ok(Ok((_, Err(err)))) => return Err(format!("unmasking: {err}")),
+                    Ok(Ok((_, Err(err)))) => return Err(format!("unmasking: {err}").into()),
                     Ok(Err(err)) => Err(err),
-                    Err(err) => return Err(format!("verifying task: {err}")),
+                    Err(err) => return Err(format!("verifying task: {err}").into()),
                 }
             }
             Ok(Err(err)) => Err(err),
             Err(_) => {
                 self.path.mark_down(shard.node);
                 tracing::warn!(node = %shard.node, shard = %shard.id, "shard read timed out");
-                return Err(format!("no answer within {limit:?}"));
+                return Err(format!("no answer within {limit:?}").into());
             }
         };
         result.map_err(|err| {
             let problem =
                 ShardProblem::from_error(&self.bucket, &self.key, shard.node, shard.id, &err);
+            let answered = problem.is_some() || matches!(err, ClientError::Protocol(_));
             if let Some(problem) = problem {
                 (self.report)(problem);
             }
@@ -528,12 +531,17 @@ impl Reader {
                 self.path.mark_down(shard.node);
             }
             tracing::warn!(node = %shard.node, shard = %shard.id, %err, "shard read failed");
-            err.to_string()
+            Failure {
+                message: err.to_string(),
+                answered,
+            }
         })
     }
 
     /// The wanted bytes, as stored, decoded from the same columns of any `k` shards other
-    /// than those that just failed, asked all at once; the first `k` verified answers win.
+    /// than those whose nodes just answered wrongly, asked all at once (nodes marked down
+    /// too, whose answers are only waited for while nothing else has come); the first `k`
+    /// verified answers win.
     async fn degraded(
         &self,
         index: usize,
@@ -580,7 +588,7 @@ impl Reader {
                         break;
                     }
                 }
-                Err(err) => errors.push(format!("shard {i}: {err}")),
+                Err(failure) => errors.push(format!("shard {i}: {}", failure.message)),
             }
         }
         drop(pending);
@@ -610,6 +618,34 @@ impl Reader {
         }
         tracing::info!(segment = index, "served a segment range by decoding");
         Ok(out)
+    }
+}
+
+/// Why one shard read failed.
+struct Failure {
+    message: String,
+    /// The node answered and its answer was the problem: bytes failing verification, a
+    /// refusal of its own, or a broken protocol. Asking it again for the same segment
+    /// would only get the same. (A timeout, a lost connection or an order the reader got
+    /// wrong are not the node's answer.)
+    answered: bool,
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure {
+            message: message.to_string(),
+            answered: false,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            answered: false,
+        }
     }
 }
 
