@@ -2,17 +2,17 @@
 //! answers differ:
 //!
 //! - Control characters. An object key may hold any UTF-8 character, control characters
-//!   included, and many answers echo a key without url encoding (listings without `encoding-type`,
-//!   ListMultipartUploads, CompleteMultipartUpload, DeleteObjects results, error
-//!   messages). s3s's XML writer escapes only `&`, `<`, `>`, `'` and `"`, so a key holding
-//!   U+0001 went out raw and made the whole answer unreadable to every XML parser, and a
-//!   key holding `\r` came back as `\n` (XML parsers normalise line ends). Each C0 control
-//!   character other than tab and line feed goes out as a character reference, as S3
-//!   writes them: `&#xD;` is well-formed XML 1.0 and reads back as `\r` everywhere;
-//!   XML 1.0 has no way at all to carry the others, and S3 writes the same references
-//!   (`&#x1;`), which lenient readers (the Rust, Go and JavaScript SDKs) take back exactly
-//!   and strict ones (expat, so boto3; Java's SAX) refuse as they refuse S3's. Those
-//!   clients list such keys with `encoding-type=url`.
+//!   included, and many answers echo a key without url encoding (listings without
+//!   `encoding-type`, ListMultipartUploads, CompleteMultipartUpload, DeleteObjects
+//!   results, error messages). s3s's XML writer escapes only `&`, `<`, `>`, `'` and `"`,
+//!   so a key holding U+0001 went out raw and made the whole answer unreadable to every
+//!   XML parser, and a key holding `\r` came back as `\n` (XML parsers normalise line
+//!   ends). Each C0 control character other than tab and line feed goes out as a
+//!   character reference, as S3 writes them: `&#xD;` is well-formed XML 1.0 and reads
+//!   back as `\r` everywhere; XML 1.0 has no way at all to carry the others, and S3
+//!   writes the same references (`&#x1;`), which lenient readers (the AWS SDK for Rust)
+//!   take back exactly and strict ones (expat, so boto3; Java's SAX) refuse as they refuse
+//!   S3's. Those clients list such keys with `encoding-type=url`.
 //! - GetObjectAttributes' ETag. S3 answers it unquoted there, unlike every other answer;
 //!   s3s writes every ETag quoted.
 //!

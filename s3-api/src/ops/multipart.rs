@@ -253,9 +253,9 @@ impl Gateway {
     /// (each listed part's, and the whole object's in the request's headers) and returns the
     /// object's checksum, derived from the listed parts' as the upload's checksum type says
     /// (for an upload created without an algorithm: a FULL_OBJECT CRC when every part
-    /// carries one of the same algorithm). A part checksum that differs from the stored one answers InvalidPart, a whole-object
-    /// one BadDigest, as S3 does; a part that is missing or has another ETag is left for
-    /// the coordinator to refuse.
+    /// carries one of the same algorithm). A part checksum that differs from the stored one
+    /// answers InvalidPart, a whole-object one BadDigest, as S3 does; a part that is missing
+    /// or has another ETag is left for the coordinator to refuse.
     async fn completion_checksum(
         &self,
         input: &CompleteMultipartUploadInput,
