@@ -481,6 +481,36 @@ pub(crate) fn multipart_checksum(
     }))
 }
 
+/// The checksum of an object completed from an upload created without an algorithm:
+/// FULL_OBJECT when every part carries a CRC of one algorithm (current SDKs send CRC32 with
+/// each part by default even when the upload declared none), since combining the parts'
+/// CRCs gives exactly the CRC of the whole object; `None` otherwise (no parts, a part
+/// without a checksum, mixed algorithms, or SHA digests, which do not combine).
+pub(crate) fn derived_checksum(
+    parts: &[(u64, Option<&ObjectChecksum>)],
+) -> S3Result<Option<ObjectChecksum>> {
+    let Some((_, Some(first))) = parts.first() else {
+        return Ok(None);
+    };
+    let algorithm = first.algorithm;
+    let crc = matches!(
+        algorithm,
+        ChecksumAlgorithm::Crc32 | ChecksumAlgorithm::Crc32c | ChecksumAlgorithm::Crc64Nvme
+    );
+    if !crc
+        || !parts
+            .iter()
+            .all(|(_, c)| c.is_some_and(|c| c.algorithm == algorithm))
+    {
+        return Ok(None);
+    }
+    let upload = UploadChecksum {
+        algorithm,
+        kind: ChecksumType::FullObject,
+    };
+    multipart_checksum(upload, parts)
+}
+
 fn mismatch(name: &str) -> S3Error {
     S3Error::with_message(
         S3ErrorCode::BadDigest,
@@ -585,5 +615,32 @@ mod tests {
         assert!(kind(Some("CRC64NVME"), Some("COMPOSITE")).is_err());
         assert!(kind(None, Some("COMPOSITE")).is_err());
         assert_eq!(kind(None, None).unwrap(), None);
+    }
+
+    /// An upload created without an algorithm whose parts all carry one CRC gets that CRC
+    /// of the whole object; SHA parts, mixed algorithms or a part without one give none.
+    #[test]
+    fn parts_of_one_crc_give_a_full_object_checksum_without_a_declared_algorithm() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 13 + i / 77) as u8).collect();
+        let (a, b) = data.split_at(20_000);
+        let crc = |d: &[u8]| checksum_of(ChecksumAlgorithm::Crc32, d);
+        let (ca, cb) = (crc(a), crc(b));
+        let derived = derived_checksum(&[(a.len() as u64, Some(&ca)), (b.len() as u64, Some(&cb))])
+            .unwrap()
+            .expect("a checksum");
+        assert_eq!(derived, crc(&data));
+        let sha = checksum_of(ChecksumAlgorithm::Sha256, b);
+        let crc32c = checksum_of(ChecksumAlgorithm::Crc32c, b);
+        for second in [Some(&sha), Some(&crc32c), None] {
+            let parts = [(a.len() as u64, Some(&ca)), (b.len() as u64, second)];
+            assert_eq!(derived_checksum(&parts).unwrap(), None, "{second:?}");
+        }
+        let sha_a = checksum_of(ChecksumAlgorithm::Sha256, a);
+        assert_eq!(
+            derived_checksum(&[(a.len() as u64, Some(&sha_a)), (b.len() as u64, Some(&sha))])
+                .unwrap(),
+            None
+        );
+        assert_eq!(derived_checksum(&[]).unwrap(), None);
     }
 }

@@ -439,9 +439,10 @@ async fn handle(
     {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
+    let name = operation.name();
+    crate::answers::as_s3_writes(&mut response, &name);
     crate::errors::stamp_request_id(&mut response, &id);
     let status = response.status();
-    let name = operation.name();
     if status.is_server_error() {
         tracing::warn!(request_id = %id, operation = %name, %status, "S3 request failed");
     } else {

@@ -11,6 +11,7 @@
 //! gives up on request bodies and connections a client leaves idle.
 
 pub mod access;
+mod answers;
 mod checksums;
 pub mod config;
 pub mod daemon;

@@ -6,7 +6,6 @@ use std::ops::Range;
 
 use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, NewBody, ObjectRead};
 use cairn_client::records::ObjectRecord;
-use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
@@ -15,7 +14,7 @@ use crate::errors::from_write;
 use crate::ops::acl::requested_acl;
 use crate::ops::put::Policy;
 use crate::service::{
-    Gateway, ObjectMeta, etag, expires_header, hex, object_headers, quoted, timestamp, unexpected,
+    Gateway, ObjectMeta, etag, expires_header, object_headers, quoted, timestamp, unexpected,
 };
 use crate::store::{read_range, write_body};
 
@@ -188,13 +187,20 @@ impl Gateway {
             0..source.size,
             self.reporter(),
         );
-        let mut md5 = Md5::new();
+        // The copy is a new object of one part, as S3 makes it even of a multipart source:
+        // its ETag is its MD5, it has no part boundaries, and a source's checksum becomes
+        // a full-object one of the same algorithm (a composite one described the source's
+        // parts), computed from the bytes as they are copied.
+        let mut checks = BodyChecks::new(&http::HeaderMap::new(), None, None)?;
+        if let Some(kept) = &source.checksum {
+            checks.require(kept.algorithm)?;
+        }
         let written = write_body(
             &self.path,
             &target,
             Box::pin(stream),
             |chunk| {
-                md5.update(chunk);
+                checks.update(chunk);
                 policy.update(chunk)
             },
             false,
@@ -202,27 +208,26 @@ impl Gateway {
         .await
         .map_err(from_write)?;
         policy.finish(&input.key)?;
-        // Multipart sources keep their ETag; single-part ones are their MD5 either way.
-        let tag = if source.etag.contains('-') {
-            source.etag.trim_matches('"').to_string()
-        } else {
-            hex(&md5.finalize())
-        };
+        let (tag, checksum) = checks.finish_with_checksum()?;
         let modified = std::time::SystemTime::now();
-        // The copy holds the very bytes of the source, so the source's checksum holds too.
+        let mut result = CopyObjectResult {
+            e_tag: Some(etag(&tag)),
+            last_modified: Some(Timestamp::from(modified)),
+            ..Default::default()
+        };
+        crate::checksums::put_checksum!(result, checksum.as_ref());
+        if checksum.is_some() {
+            result.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
+        }
         let meta = ObjectMeta {
             headers,
             acl,
-            checksum: source.checksum.clone(),
+            checksum,
         };
         self.commit_object(input.bucket, input.key, written, &tag, meta, None)
             .await?;
         Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(etag(&tag)),
-                last_modified: Some(Timestamp::from(modified)),
-                ..Default::default()
-            }),
+            copy_object_result: Some(result),
             ..Default::default()
         }))
     }

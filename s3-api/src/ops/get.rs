@@ -315,7 +315,9 @@ fn part_range(object: &ObjectRecord, number: i32) -> S3Result<PartRead> {
     };
     if object.parts.is_empty() {
         if object.etag.contains('-') {
-            // Completed from parts before their boundaries were kept.
+            // Completed from parts before their boundaries were kept (or copied, before
+            // copies became objects of one part, from such an object): nothing says where
+            // its parts end.
             return Err(S3Error::with_message(
                 S3ErrorCode::NotImplemented,
                 "this object was completed from parts before Cairn kept their boundaries; \

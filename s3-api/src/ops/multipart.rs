@@ -237,10 +237,9 @@ impl Gateway {
                     key: Some(input.key.clone()),
                     e_tag: Some(etag(&tag)),
                     location: Some(format!("/{}/{}", input.bucket, input.key)),
-                    checksum_type: upload
-                        .checksum
-                        .filter(|_| checksum.is_some())
-                        .map(|c| ChecksumType::from_static(crate::checksums::type_name(c.kind))),
+                    checksum_type: checksum
+                        .as_ref()
+                        .and_then(|c| crate::checksums::as_dto(c).checksum_type),
                     ..Default::default()
                 };
                 put_checksum!(out, checksum.as_ref());
@@ -252,10 +251,11 @@ impl Gateway {
 
     /// Checks the checksums a CompleteMultipartUpload carries against the stored parts'
     /// (each listed part's, and the whole object's in the request's headers) and returns the
-    /// object's checksum, derived from the listed parts' as the upload's checksum type says.
-    /// A part checksum that differs from the stored one answers InvalidPart, a whole-object
-    /// one BadDigest, as S3 does; a part that is missing or has another ETag is left for
-    /// the coordinator to refuse.
+    /// object's checksum, derived from the listed parts' as the upload's checksum type says
+    /// (for an upload created without an algorithm: a FULL_OBJECT CRC when every part
+    /// carries one of the same algorithm). A part checksum that differs from the stored one
+    /// answers InvalidPart, a whole-object one BadDigest, as S3 does; a part that is missing
+    /// or has another ETag is left for the coordinator to refuse.
     async fn completion_checksum(
         &self,
         input: &CompleteMultipartUploadInput,
@@ -277,13 +277,6 @@ impl Gateway {
                     crate::checksums::type_name(created.kind)
                 ),
             ));
-        }
-        if upload.checksum.is_none()
-            && whole.is_empty()
-            && sent.iter().all(Vec::is_empty)
-            && input.mpu_object_size.is_none()
-        {
-            return Ok(None);
         }
         let stored = self.stored_parts(&input.upload_id).await?;
         let mut listed = Vec::with_capacity(parts.len());
@@ -320,8 +313,32 @@ impl Gateway {
         }
         let checksum = match upload.checksum {
             Some(created) => crate::checksums::multipart_checksum(created, &listed)?,
-            None => None,
+            None => crate::checksums::derived_checksum(&listed)?,
         };
+        // Parts stored before Cairn kept part checksums leave an upload created with an
+        // algorithm without an object checksum. A whole-object checksum of that algorithm
+        // cannot be checked then; storing the object as if it had been would tell the
+        // client its bytes were verified. The part is what lacks, so the part is named.
+        if let Some(created) = upload.checksum
+            && checksum.is_none()
+            && whole.iter().any(|c| c.algorithm == created.algorithm)
+            && let Some(((number, _), _)) = parts
+                .iter()
+                .zip(&listed)
+                .find(|(_, (_, c))| !c.is_some_and(|c| c.algorithm == created.algorithm))
+        {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidPart,
+                format!(
+                    "part {number} was stored without a {algorithm} checksum (before Cairn \
+                     kept part checksums), so the object's {algorithm} cannot be checked; \
+                     upload part {number} again, or complete without x-amz-checksum-{lower}",
+                    algorithm = crate::checksums::algorithm_name(created.algorithm),
+                    lower =
+                        crate::checksums::algorithm_name(created.algorithm).to_ascii_lowercase(),
+                ),
+            ));
+        }
         for expected in &whole {
             let matches = checksum.as_ref().is_some_and(|c| {
                 c.algorithm == expected.algorithm
