@@ -141,11 +141,11 @@ struct LiarCluster {
 /// Six honest nodes in three organisations and a `cairn-chaos-node` started with
 /// `args(gateway endpoint)` in a fourth; the coordinator audits every 300 ms (`AUDITS`,
 /// then `flags`) and vets nobody, so every node gets an equal share; the objects under
-/// `mixed/` uploaded through the gateway as `upload` says, after which the liar must have
+/// `mixed/` uploaded through the gateway as `how` says, after which the liar must have
 /// received shards, or have been judged on some already.
 fn liar_cluster(
     flags: &[&str],
-    upload: Upload,
+    how: Upload,
     args: impl FnOnce(&str) -> Vec<String>,
 ) -> LiarCluster {
     let cluster_flags: Vec<&str> = AUDITS
@@ -160,7 +160,7 @@ fn liar_cluster(
     let args = args(&gateway.endpoint);
     let liar = cluster.add_node_as("d", &chaos(&args)).id.to_string();
     cluster.wait_nodes(|node| node["last_heartbeat_ms"].is_u64());
-    match upload {
+    match how {
         Upload::ReadBack => {
             upload(&cluster, &gateway, &key);
             // Audits can disqualify a liar and move its shards before the upload's end is
