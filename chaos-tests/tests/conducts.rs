@@ -97,7 +97,7 @@ async fn a_node_dropping_a_share_loses_exactly_the_picked_shards_and_serves_the_
             .get_shard(&signer.get(node.id, id, &data), None)
             .await;
         let audit = client
-            .audit(&signer.audit(node.id, id, &data), vec![0..1024])
+            .audit(&signer.audit(node.id, id, &data), vec![0..1024, 2048..3072])
             .await;
         if drops_shard(&id, 0.2) {
             dropped += 1;
