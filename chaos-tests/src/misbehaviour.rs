@@ -19,6 +19,10 @@ pub enum Misbehaviour {
     Honest,
     /// Store the shard, sign the receipt, delete the bytes and keep claiming them.
     DropAfterReceipt,
+    /// Like [`Misbehaviour::DropAfterReceipt`] for the shards [`drops_shard`] picks with
+    /// this probability (0 to 1), and honest with the rest: a node that loses a share of
+    /// what it stores.
+    DropShare(f64),
     /// Serve GETs and audits with one shard byte flipped.
     FlipBytes,
     /// Answer every audit this much later than it could.
@@ -40,6 +44,7 @@ impl Misbehaviour {
         match self {
             Misbehaviour::Honest => Arc::new(Honest),
             Misbehaviour::DropAfterReceipt => Arc::new(DropAfterReceipt::default()),
+            Misbehaviour::DropShare(share) => Arc::new(DropShare::new(*share)),
             Misbehaviour::FlipBytes => Arc::new(FlipBytes),
             Misbehaviour::LateAudits(delay) => Arc::new(LateAudits(*delay)),
             Misbehaviour::RefetchAudits(objects) => Arc::new(RefetchAudits {
@@ -95,6 +100,66 @@ impl Conduct for DropAfterReceipt {
         "drop-after-receipt: stores each shard, signs its receipt, deletes the bytes and keeps \
          claiming them"
             .into()
+    }
+}
+
+/// The key of the hash that decides which shards a [`DropShare`] node drops.
+const DROP_SHARE_CONTEXT: &str = "cairn-chaos 2026-12 drop-share shard pick v1";
+
+/// Whether a node dropping `share` (0 to 1) of its shards drops `shard`: a keyed hash of
+/// the id, read as a fraction of 2⁶⁴, falls below `share`. The pick depends on the id
+/// alone, so a test that sees the catalog's shard ids knows exactly which ones a
+/// [`DropShare`] node lost; ids are random, so about `share` of them are picked.
+pub fn drops_shard(shard: &ShardId, share: f64) -> bool {
+    if share >= 1.0 {
+        return true;
+    }
+    let hash = blake3::derive_key(DROP_SHARE_CONTEXT, &shard.0);
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&hash[..8]);
+    // 2⁶⁴ · share, exact enough: f64 keeps 53 bits, far more than a test's share needs.
+    let below = share.max(0.0) * 18_446_744_073_709_551_616.0;
+    (u64::from_le_bytes(head) as f64) < below
+}
+
+/// Drops the shards [`drops_shard`] picks right after signing their receipts, keeps
+/// claiming them (and answers for them as [`DropAfterReceipt`] does: not found on GETs and
+/// audits), and stores and serves every other shard honestly.
+#[derive(Debug)]
+pub struct DropShare {
+    share: f64,
+    dropped: DropAfterReceipt,
+}
+
+impl DropShare {
+    /// A node that drops `share` (0 to 1) of the shards it stores.
+    pub fn new(share: f64) -> Self {
+        Self {
+            share,
+            dropped: DropAfterReceipt::default(),
+        }
+    }
+}
+
+impl Conduct for DropShare {
+    fn drop_after_receipt(&self, shard: ShardId, root: ShardRoot, size: u64) -> bool {
+        drops_shard(&shard, self.share) && self.dropped.drop_after_receipt(shard, root, size)
+    }
+
+    fn claimed_shards(&self) -> Vec<ShardId> {
+        self.dropped.claimed_shards()
+    }
+
+    fn release_claim(&self, shard: ShardId) -> bool {
+        self.dropped.release_claim(shard)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "drop-share: drops {} % of its shards after signing their receipts, keeps claiming \
+             them, and serves the rest honestly",
+            self.share * 100.0
+        )
     }
 }
 

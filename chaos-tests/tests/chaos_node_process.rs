@@ -198,6 +198,7 @@ fn the_command_line_explains_itself_and_refuses_nonsense() {
         "--join",
         "--honest",
         "--drop-after-receipt",
+        "--drop-share",
         "--flip-bytes",
         "--late-audits",
         "--refetch-audits",
@@ -233,6 +234,9 @@ fn the_command_line_explains_itself_and_refuses_nonsense() {
         ],
         // Refetch options without refetching.
         vec!["--config", &config, "--honest", "--k", "4"],
+        // A share that is not one.
+        vec!["--config", &config, "--drop-share", "1.5"],
+        vec!["--config", &config, "--drop-share", "a fifth"],
         // An impossible link.
         vec![
             "--config",

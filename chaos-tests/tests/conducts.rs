@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cairn_chaos_tests::misbehaviour::{DropAfterReceipt, FlipBytes, LateAudits, Misbehaviour};
+use cairn_chaos_tests::misbehaviour::{
+    DropAfterReceipt, FlipBytes, LateAudits, Misbehaviour, drops_shard,
+};
 use cairn_chaos_tests::refetch::PublicObjects;
 use cairn_client::node::ClientError;
 use cairn_erasure::{Codec, ShardRoot};
@@ -71,6 +73,55 @@ async fn a_dropped_shard_is_still_claimed_but_cannot_be_read_or_audited() {
         .await
         .unwrap();
     assert!(inventory.is_empty(), "{inventory:?}");
+    node.shutdown().await;
+}
+
+/// A node dropping a fifth of its shards loses exactly the ones `drops_shard` picks (about
+/// a fifth), answers for those as a node that lost them (not found), still claims every
+/// one, and serves the rest byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_dropping_a_share_loses_exactly_the_picked_shards_and_serves_the_rest() {
+    const SHARDS: u64 = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::new();
+    let node = start_node(dir.path(), &signer, Misbehaviour::DropShare(0.2).conduct()).await;
+    let client = signer.client(node.quic_addr, node.id);
+    let mut dropped = 0;
+    for n in 0..SHARDS {
+        let (data, id) = (bytes(4096, n), shard_id(n));
+        client
+            .put_shard(&signer.put(node.id, id, &data), &data)
+            .await
+            .expect("every shard is acknowledged");
+        let get = client
+            .get_shard(&signer.get(node.id, id, &data), None)
+            .await;
+        let audit = client
+            .audit(&signer.audit(node.id, id, &data), vec![0..1024, 2048..3072])
+            .await;
+        if drops_shard(&id, 0.2) {
+            dropped += 1;
+            assert_eq!(refused(get), ErrorCode::NotFound, "shard {n}");
+            assert_eq!(refused(audit), ErrorCode::NotFound, "shard {n}");
+        } else {
+            assert_eq!(get.expect("a kept shard is served"), data, "shard {n}");
+            assert!(audit.is_ok(), "shard {n}: {audit:?}");
+        }
+    }
+    // The pick is a fifth of random ids: 12 of these 60 expected, never none or all.
+    assert!((3..=25).contains(&dropped), "{dropped} of {SHARDS} dropped");
+    assert_eq!(node.store.shard_count() as u64, SHARDS - dropped);
+    let mut inventory = client
+        .inventory(&signer.order(node.id, Action::Inventory))
+        .await
+        .unwrap();
+    inventory.sort();
+    let mut all: Vec<ShardId> = (0..SHARDS).map(shard_id).collect();
+    all.sort();
+    assert_eq!(inventory, all, "every shard is claimed, dropped or not");
+    // The pick is the hash's, not the node's: none below 0, all at 1.
+    assert!((0..SHARDS).all(|n| !drops_shard(&shard_id(n), 0.0)));
+    assert!((0..SHARDS).all(|n| drops_shard(&shard_id(n), 1.0)));
     node.shutdown().await;
 }
 

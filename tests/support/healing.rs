@@ -171,6 +171,14 @@ pub fn fill(cluster: &TestCluster) -> (GatewayProcess, (String, String)) {
 /// Makes the public 4 + 2 bucket with 1 MiB segments and uploads (then checks) the
 /// objects under `mixed/` through `gateway` with `key`.
 pub fn upload(cluster: &TestCluster, gateway: &GatewayProcess, key: &(String, String)) {
+    create_bucket(cluster, "1MiB");
+    objects("put", &gateway.endpoint, key).unwrap();
+    objects("check", &gateway.endpoint, key).unwrap();
+}
+
+/// Makes the public 4 + 2 bucket with segments of `segment_size` (`1MiB`, `128KiB`…):
+/// smaller segments make more shards of the same objects.
+pub fn create_bucket(cluster: &TestCluster, segment_size: &str) {
     admin(
         &cluster.coordinator,
         &[
@@ -183,12 +191,10 @@ pub fn upload(cluster: &TestCluster, gateway: &GatewayProcess, key: &(String, St
             "--m",
             "2",
             "--segment-size",
-            "1MiB",
+            segment_size,
         ],
     )
     .unwrap();
-    objects("put", &gateway.endpoint, key).unwrap();
-    objects("check", &gateway.endpoint, key).unwrap();
 }
 
 /// The keys of the objects tests/s3/objects.py writes under `prefix`.

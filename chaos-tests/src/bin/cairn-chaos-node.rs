@@ -23,15 +23,15 @@ use clap::{ArgGroup, Parser};
 
 /// The real Cairn storage node, misbehaving on purpose (test use only).
 ///
-/// Choose exactly one of --honest, --drop-after-receipt, --flip-bytes, --late-audits,
-/// --refetch-audits, --refuse and --refuse-reads; any of them may run behind a lossy link (--link-*).
+/// Choose exactly one of --honest, --drop-after-receipt, --drop-share, --flip-bytes,
+/// --late-audits, --refetch-audits, --refuse and --refuse-reads; any of them may run behind a lossy link (--link-*).
 #[derive(Parser, Debug)]
 #[command(name = "cairn-chaos-node", version)]
 #[command(group(
     ArgGroup::new("misbehaviour")
         .required(true)
         .multiple(false)
-        .args(["honest", "drop_after_receipt", "flip_bytes", "late_audits", "refetch_audits", "refuse", "refuse_reads"])
+        .args(["honest", "drop_after_receipt", "drop_share", "flip_bytes", "late_audits", "refetch_audits", "refuse", "refuse_reads"])
 ))]
 struct Args {
     /// The node's TOML config file: the same fields as `cairn node --config` (data_dir,
@@ -52,6 +52,12 @@ struct Args {
     /// shard in inventories: only audits can catch it.
     #[arg(long)]
     drop_after_receipt: bool,
+
+    /// Like --drop-after-receipt, but only for a share P (0 to 1, e.g. 0.2) of the shards,
+    /// picked by a keyed hash of each shard id (`misbehaviour::drops_shard`); the others
+    /// are stored and served honestly.
+    #[arg(long, value_name = "P", value_parser = parse_share)]
+    drop_share: Option<f64>,
 
     /// Serve every GET and audit with one shard byte flipped (proofs otherwise as computed,
     /// so clients' verification catches it).
@@ -119,6 +125,9 @@ impl Args {
     fn misbehaviour(&self) -> Result<Misbehaviour, String> {
         if self.drop_after_receipt {
             return Ok(Misbehaviour::DropAfterReceipt);
+        }
+        if let Some(share) = self.drop_share {
+            return Ok(Misbehaviour::DropShare(share));
         }
         if self.flip_bytes {
             return Ok(Misbehaviour::FlipBytes);
@@ -307,4 +316,12 @@ fn parse_code(name: &str) -> Result<ErrorCode, String> {
     .into_iter()
     .find(|code| code.as_str() == name)
     .ok_or_else(|| format!("no error code named {name:?}"))
+}
+
+/// A share of shards to drop: a number from 0 to 1 (`0.2` drops a fifth).
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{text:?} is not a share between 0 and 1")),
+    }
 }
