@@ -90,12 +90,21 @@ fn bench_catalog_loads_a_mix_and_times_each_loop_from_the_index() {
         "gc_compare_one_node",
         "rebalance_candidates",
         "survey",
+        "survey_round_healthy",
+        "survey_round_node_lost",
+        "survey_pass_node_lost",
     ] {
         assert!(json[format!("{round}_ms")].is_f64(), "{round}: {json}");
     }
     // 600 NARs of 16 shards on 16 nodes: every node holds one shard of each.
     assert!(stdout.contains("600 shards"), "{stdout}");
     assert!(stdout.contains("600 segments"), "{stdout}");
+    // The incremental survey with node 0 lost rebuilds exactly the node's segments.
+    assert!(
+        stdout.contains("600 rebuilds of the node's 600 shards, pass complete"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("600 rebuilds in 1 rounds"), "{stdout}");
 }
 
 #[test]

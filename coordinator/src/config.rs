@@ -59,6 +59,11 @@ pub struct CoordinatorConfig {
     /// Move shards from the fullest to the emptiest nodes when their utilisation (bytes
     /// placed ÷ capacity) differs by more than this many thousandths; 0 never rebalances.
     pub rebalance_threshold_permille: u16,
+    /// Segments the durability survey's background pass reads per round to check the
+    /// spread rule (and cross-check the shards-by-node index): a full pass over `S`
+    /// segments takes `S ÷ this` rounds. The default takes about 8 hours over 1 M segments
+    /// at the default interval; 0 never checks the spread.
+    pub spread_check_segments: usize,
     /// Milliseconds between garbage collection rounds (each also checks every node's
     /// inventory against the catalog).
     pub gc_interval_ms: u64,
@@ -115,6 +120,7 @@ impl Default for CoordinatorConfig {
             repair_bandwidth: ByteSize(64 << 20),
             repair_lease_secs: 600,
             rebalance_threshold_permille: 100,
+            spread_check_segments: crate::durability::SPREAD_SEGMENTS_PER_ROUND,
             gc_interval_ms: 60_000,
             gc_delay_secs: 3_600,
             orphan_delay_secs: 86_400,

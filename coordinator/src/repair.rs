@@ -29,7 +29,7 @@ use cairn_proto::ids::ShardId;
 
 use crate::catalog::model::NodeState;
 use crate::catalog::{Catalog, Command, CommandResult, MoveReason};
-use crate::durability::{Need, Survey, survey};
+use crate::durability::{Need, Survey, SurveyLimits, Surveyor};
 use crate::raft::types::TypeConfig;
 
 /// Limits and pace of repair.
@@ -50,6 +50,8 @@ pub struct RepairSettings {
     pub rebalance_permille: u16,
     /// Silence after which a node is lost (the first part of every repair's delay).
     pub lost_after: Duration,
+    /// Segments the survey's spread pass reads per round (0: none).
+    pub spread_check_segments: usize,
 }
 
 impl From<&crate::config::CoordinatorConfig> for RepairSettings {
@@ -62,6 +64,7 @@ impl From<&crate::config::CoordinatorConfig> for RepairSettings {
             lease: Duration::from_secs(config.repair_lease_secs),
             rebalance_permille: config.rebalance_threshold_permille,
             lost_after: Duration::from_secs(config.lost_after_secs),
+            spread_check_segments: config.spread_check_segments,
         }
     }
 }
@@ -209,6 +212,22 @@ impl Repairs {
             .unwrap_or_default()
     }
 
+    /// [`Repairs::missing`] with the node each shard is missing from: where the survey
+    /// finds it in the shards-by-node index.
+    pub fn missing_on(&self) -> HashMap<ShardId, NodeId> {
+        self.state
+            .lock()
+            .map(|state| {
+                state
+                    .missing
+                    .iter()
+                    .map(|(shard, node)| (*shard, *node))
+                    .chain(state.failed.iter().map(|(shard, f)| (*shard, f.node)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Records that the holder of `shard` failed an audit of it: its copy is wrong or gone
     /// (whatever the node's inventory claims), so the next survey counts the shard lost and
     /// repair rebuilds it elsewhere, without waiting for the node to be disqualified.
@@ -298,20 +317,29 @@ impl Repairs {
         }
     }
 
-    /// Replaces the queue with a new survey's needs, leaving out leased segments.
-    fn install(&self, found: Survey, needs: Vec<Need>) {
+    /// Replaces the queue with a survey round's needs (or, for a round continuing a
+    /// survey pass, adds them), leaving out leased segments; records the totals when the
+    /// round finished a pass.
+    fn install(&self, found: Option<Survey>, needs: Vec<Need>, replace: bool) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
         expire(&mut state);
-        let leases = &state.leases;
-        let queue: VecDeque<Need> = needs
+        let State { queue, leases, .. } = &mut *state;
+        let fresh = needs
             .into_iter()
-            .filter(|need| !leases.contains_key(&key_of(need)))
-            .collect();
-        state.queue = queue;
-        state.survey = Some(found);
-        state.surveyed_ms = Some(unix_now_ms());
+            .filter(|need| !leases.contains_key(&key_of(need)));
+        if replace {
+            *queue = fresh.collect();
+        } else {
+            // A pass over several rounds keeps the whole queue most urgent first.
+            queue.extend(fresh);
+            crate::durability::sort_needs(queue.make_contiguous());
+        }
+        if let Some(found) = found {
+            state.survey = Some(found);
+            state.surveyed_ms = Some(unix_now_ms());
+        }
     }
 
     /// Queues rebalancing moves behind whatever else waits.
@@ -439,15 +467,23 @@ pub fn reason(need: &Need) -> MoveReason {
 /// Most rebalancing moves planned per survey.
 const MAX_MOVES: usize = 256;
 
-/// Surveys the catalog every `interval` while this member leads; idle (and with an empty
-/// queue) otherwise. A draining node is retired once no shard is placed on it and the
-/// collector has deleted the copies it moved, so a gone node holds nothing. Returns when
-/// Raft shuts down.
+/// Surveys the catalog every `interval` while this member leads ([`Surveyor`]: the
+/// segments that can need work, from the shards-by-node index, and a slow spread pass);
+/// idle (and with an empty queue) otherwise. A draining node is retired once no shard is
+/// placed on it and the collector has deleted the copies it moved, so a gone node holds
+/// nothing. Returns when Raft shuts down.
 pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>) {
     let mut ticks = crate::raft::leader_ticks::LeaderTicks::new(&raft, repairs.settings.interval);
+    let limits = SurveyLimits {
+        spread_per_round: repairs.settings.spread_check_segments,
+        ..SurveyLimits::default()
+    };
+    // A new leader starts its passes afresh: the cursors are this member's own.
+    let mut surveyor = Some(Surveyor::new(limits));
     while let Some(leading) = ticks.next().await {
         if !leading {
             repairs.clear();
+            surveyor = Some(Surveyor::new(limits));
             continue;
         }
         // The survey must see every commit of earlier terms, or it would rebuild shards
@@ -458,53 +494,81 @@ pub async fn run(raft: Raft<TypeConfig>, catalog: Catalog, repairs: Arc<Repairs>
         }
         let snapshot = catalog.clone();
         let threshold = repairs.settings.threshold;
-        let missing = repairs.missing();
+        let missing = repairs.missing_on();
+        let mut taken = surveyor.take().unwrap_or_else(|| Surveyor::new(limits));
         let surveyed = tokio::task::spawn_blocking(move || {
-            let nodes = snapshot.nodes()?;
-            let states: HashMap<NodeId, NodeState> =
-                nodes.iter().map(|n| (n.id, n.state)).collect();
-            // Organisations able to take the shards a respread moves.
-            let mut room: HashMap<String, usize> = HashMap::new();
-            for node in nodes.iter().filter(|n| n.state.accepts_new_shards()) {
-                *room.entry(node.org.clone()).or_default() += 1;
-            }
-            let orgs: HashMap<NodeId, String> = nodes.into_iter().map(|n| (n.id, n.org)).collect();
-            let garbage = snapshot.garbage_by_node()?;
-            survey(&snapshot, &states, &orgs, &room, &missing, threshold)
-                .map(|found| (found, states, garbage))
+            let result = (|| {
+                let nodes = snapshot.nodes()?;
+                let states: HashMap<NodeId, NodeState> =
+                    nodes.iter().map(|n| (n.id, n.state)).collect();
+                // Organisations able to take the shards a respread moves.
+                let mut room: HashMap<String, usize> = HashMap::new();
+                for node in nodes.iter().filter(|n| n.state.accepts_new_shards()) {
+                    *room.entry(node.org.clone()).or_default() += 1;
+                }
+                let orgs: HashMap<NodeId, String> =
+                    nodes.into_iter().map(|n| (n.id, n.org)).collect();
+                let round = taken.round(&snapshot, &states, &orgs, &room, &missing, threshold)?;
+                // Only draining nodes can be retired: their garbage is read per node.
+                let garbage = match &round.survey {
+                    Some(found) => drained_candidates(&snapshot, &states, found)?,
+                    None => Vec::new(),
+                };
+                Ok::<_, crate::catalog::CatalogFault>((round, states, garbage))
+            })();
+            (taken, result)
         })
         .await;
         match surveyed {
-            Ok(Ok(((found, needs), states, garbage))) => {
-                if !needs.is_empty() {
-                    tracing::debug!(
-                        queue = needs.len(),
-                        segments = found.segments,
-                        "durability survey: segments need work"
-                    );
-                }
-                let drained: Vec<NodeId> = states
-                    .iter()
-                    .filter(|(id, state)| {
-                        **state == NodeState::Draining
-                            && !found.shards_by_node.contains_key(id)
-                            && !garbage.contains_key(id)
-                    })
-                    .map(|(id, _)| *id)
-                    .collect();
-                let quiet = needs.is_empty() && repairs.idle();
-                repairs.install(found, needs);
-                for node in drained {
-                    finish_drain(&raft, node).await;
-                }
-                if quiet && repairs.settings.rebalance_permille > 0 {
-                    plan_rebalance(&catalog, &repairs, &states).await;
+            Ok((taken, result)) => {
+                surveyor = Some(taken);
+                match result {
+                    Ok((round, states, drained)) => {
+                        if !round.needs.is_empty() {
+                            tracing::debug!(
+                                queue = round.needs.len(),
+                                "durability survey: segments need work"
+                            );
+                        }
+                        let quiet = round.needs.is_empty() && repairs.idle();
+                        let finished = round.survey.is_some();
+                        repairs.install(round.survey, round.needs, round.replace);
+                        for node in drained {
+                            finish_drain(&raft, node).await;
+                        }
+                        if finished && quiet && repairs.settings.rebalance_permille > 0 {
+                            plan_rebalance(&catalog, &repairs, &states).await;
+                        }
+                    }
+                    Err(err) => tracing::warn!(%err, "durability survey failed"),
                 }
             }
-            Ok(Err(err)) => tracing::warn!(%err, "durability survey failed"),
             Err(err) => tracing::warn!(%err, "durability survey panicked"),
         }
     }
+}
+
+/// Draining nodes nothing is placed on any more and that hold no garbage: done.
+fn drained_candidates(
+    catalog: &Catalog,
+    states: &HashMap<NodeId, NodeState>,
+    found: &Survey,
+) -> Result<Vec<NodeId>, crate::catalog::CatalogFault> {
+    let empty: Vec<NodeId> = states
+        .iter()
+        .filter(|(id, state)| {
+            **state == NodeState::Draining && !found.shards_by_node.contains_key(id)
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    if empty.is_empty() {
+        return Ok(empty);
+    }
+    let garbage = catalog.garbage_by_node()?;
+    Ok(empty
+        .into_iter()
+        .filter(|id| !garbage.contains_key(id))
+        .collect())
 }
 
 /// Queues moves from over-full nodes to under-full ones if utilisation is uneven.
@@ -591,6 +655,7 @@ mod tests {
             lease: Duration::from_secs(60),
             rebalance_permille: 0,
             lost_after: Duration::from_secs(60),
+            spread_check_segments: 0,
         });
         let key = |n: u8| cairn_proto::identity::SecretKey::from_seed([n; 32]).public();
         let (gateway, other, node) = (key(1), key(2), key(3));

@@ -2,7 +2,8 @@
 //! any sequence of commands that place, move or drop shards (puts, overwrites, deletes,
 //! multipart parts, completions, aborts, shard replacements in objects and in parts,
 //! bucket deletion), after a snapshot stream is installed elsewhere, and after a catalog of
-//! the previous format (no index) is opened.
+//! the previous formats (no index; no segment-shape counters) is opened. The segment-shape
+//! counters kept beside the index are checked with it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -594,4 +595,48 @@ fn a_catalog_of_the_previous_format_gets_its_index_at_open() {
     let reopened = Catalog::new(Arc::new(redb::Database::open(&path).unwrap())).unwrap();
     assert_eq!(reopened.check_shard_index().unwrap(), Ok(()));
     assert_eq!(index_rows(&reopened), expected);
+}
+
+/// A catalog of format 3 (the index, no segment-shape counters) gets its counters at open,
+/// equal to a walk of its records.
+#[test]
+fn a_catalog_of_format_3_gets_its_shape_counters_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.redb");
+    let mut model = Model::new();
+    for key in 0..KEYS {
+        model.apply(&Op::Put {
+            key,
+            segments: key + 1,
+            seed: key as u64 * 3,
+            reuse: None,
+        });
+    }
+    model.apply(&Op::CreateUpload { upload: 1 });
+    model.apply(&Op::PutPart {
+        upload: 1,
+        number: 2,
+        seed: 5,
+    });
+    let expected = model.catalog.segment_shapes().unwrap();
+    assert_eq!(
+        expected.values().map(|t| t.segments).sum::<u64>(),
+        (1..=KEYS as u64).sum::<u64>() + 1
+    );
+    let dump = catalog::export(&model.catalog.database().begin_read().unwrap()).unwrap();
+    {
+        let db = Arc::new(redb::Database::create(&path).unwrap());
+        let fresh = Catalog::new(db.clone()).unwrap();
+        let txn = fresh.database().begin_write().unwrap();
+        catalog::import(&txn, &dump).unwrap();
+        let shapes: redb::TableDefinition<(u16, u16), (u64, u64)> =
+            redb::TableDefinition::new("segment_shapes");
+        txn.delete_table(shapes).unwrap();
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("format", 3).unwrap();
+        txn.commit().unwrap();
+    }
+    let reopened = Catalog::new(Arc::new(redb::Database::open(&path).unwrap())).unwrap();
+    assert_eq!(reopened.check_shard_index().unwrap(), Ok(()));
+    assert_eq!(reopened.segment_shapes().unwrap(), expected);
 }

@@ -1,6 +1,7 @@
 //! `cairn bench catalog`: a catalog of N objects loaded straight into redb (no Raft), its
 //! bytes on disk per object, and the time and memory of one round of each background
-//! loop's catalog work against it.
+//! loop's catalog work against it. `survey` is the full walk (the reference the leader no
+//! longer runs); the `survey round`/`pass` rows are the leader's incremental survey.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use cairn_coordinator::catalog::model::{
     ObjectRecord, SegmentRecord, ShardRecord,
 };
 use cairn_coordinator::catalog::{self, Catalog, Command};
+use cairn_coordinator::durability::{SurveyLimits, Surveyor};
 use cairn_erasure::ShardRoot;
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
@@ -271,6 +273,62 @@ fn measure(dir: &std::path::Path, args: &CatalogBenchArgs) -> anyhow::Result<Mea
             )?)
         },
         |(survey, _)| format!("{} segments", survey.segments),
+    )?);
+    let no_missing = HashMap::new();
+    rounds.push(round(
+        "survey round healthy",
+        || {
+            let mut surveyor = Surveyor::new(SurveyLimits::default());
+            Ok(surveyor.round(&catalog, &states, &orgs, &room, &no_missing, 4)?)
+        },
+        |r| {
+            format!(
+                "{} segments, {} needs",
+                r.survey.as_ref().map_or(0, |s| s.segments),
+                r.needs.len()
+            )
+        },
+    )?);
+    // One node lost: the pass reads that node's range of the index and the records it
+    // names, so its cost follows the node's shards, not the catalog. A threshold of m
+    // queues every segment that lost a shard.
+    let rebuild_at = PROFILE.m;
+    let mut lost = states.clone();
+    lost.insert(node, NodeState::Lost);
+    let on_node = catalog.placed_totals(&node)?.shards;
+    rounds.push(round(
+        "survey round node lost",
+        || {
+            let mut surveyor = Surveyor::new(SurveyLimits::default());
+            Ok(surveyor.round(&catalog, &lost, &orgs, &room, &no_missing, rebuild_at)?)
+        },
+        |r| {
+            format!(
+                "{} rebuilds of the node's {on_node} shards, pass {}",
+                r.needs.iter().filter(|n| !n.missing.is_empty()).count(),
+                if r.survey.is_some() {
+                    "complete"
+                } else {
+                    "continues next round"
+                }
+            )
+        },
+    )?);
+    rounds.push(round(
+        "survey pass node lost",
+        || {
+            let mut surveyor = Surveyor::new(SurveyLimits::default());
+            let mut needs = 0;
+            for rounds in 1.. {
+                let r = surveyor.round(&catalog, &lost, &orgs, &room, &no_missing, rebuild_at)?;
+                needs += r.needs.iter().filter(|n| !n.missing.is_empty()).count();
+                if r.survey.is_some() {
+                    return Ok((rounds, needs));
+                }
+            }
+            unreachable!()
+        },
+        |(rounds, needs)| format!("{needs} rebuilds in {rounds} rounds"),
     )?);
     Ok((per_object, load, rounds))
 }

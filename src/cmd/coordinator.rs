@@ -113,6 +113,11 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     rebalance_threshold_permille: Option<u16>,
+    /// Segments each durability round reads to check the spread rule, a slow pass over
+    /// the whole catalog; 0 never checks [default: 1000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spread_check_segments: Option<usize>,
     /// Milliseconds between garbage collection rounds, which also check node inventories
     /// against the catalog [default: 60000].
     #[arg(long)]

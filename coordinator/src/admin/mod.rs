@@ -339,6 +339,8 @@ fn durability(
         segments: survey.segments,
         unreadable: survey.unreadable,
         below_spread: survey.below_spread,
+        spread_checked: survey.spread_checked,
+        spread_passes: survey.spread_passes,
         repair_queue: view.queue,
         repairs_in_progress: view.in_progress,
         moved,
@@ -940,6 +942,11 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             "cairn_coordinator_segments_below_spread",
             "Segments with more shards in one organisation than their bucket's spread rule allows.",
             survey.below_spread,
+        );
+        gauge(
+            "cairn_coordinator_spread_check_segments",
+            "Segments the spread check under way has read (it reads a bounded number per survey round).",
+            survey.spread_checked,
         );
         gauge(
             "cairn_coordinator_stored_bytes",

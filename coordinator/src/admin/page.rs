@@ -291,6 +291,13 @@ fn durability(out: &mut String, page: &Page) {
             "Segments below the organisation spread rule".to_string(),
             d.below_spread.to_string(),
         ),
+        (
+            "Spread check under way".to_string(),
+            format!(
+                "{} of {} segments read (passes done: {})",
+                d.spread_checked, d.segments, d.spread_passes
+            ),
+        ),
     ];
     for (margin, count) in d.segments_by_margin.iter().rev() {
         rows.push((format!("Segments at margin {margin}"), count.to_string()));
@@ -654,6 +661,8 @@ mod tests {
                 segments: 9,
                 unreadable: 0,
                 below_spread: 3,
+                spread_checked: 4,
+                spread_passes: 1,
                 repair_queue: 2,
                 repairs_in_progress: 1,
                 moved: [(

@@ -46,6 +46,13 @@ pub struct DurabilityView {
     /// allows (placement fell back to a weaker spread, or too few organisations).
     #[serde(default)]
     pub below_spread: u64,
+    /// Segments the spread check under way has read: it reads a bounded number each
+    /// round, and `below_spread` is the count of its last complete pass.
+    #[serde(default)]
+    pub spread_checked: u64,
+    /// Complete passes of the spread check since the leader was elected.
+    #[serde(default)]
+    pub spread_passes: u64,
     /// Segments waiting to be rebuilt or moved.
     pub repair_queue: u64,
     /// Repair jobs out with gateways now.

@@ -412,7 +412,7 @@ pub fn apply(txn: &WriteTransaction, command: &Command) -> Result<CommandResult,
                 return refused(CatalogError::NoSuchUpload(upload.to_string()));
             };
             remove_upload(txn, upload, &record)?;
-            let stored = take_parts(txn, upload)?;
+            let stored = take_parts(txn, upload, &record.erasure)?;
             collect_shards(
                 txn,
                 stored.iter().flat_map(|(_, p)| p.segments.iter()),
@@ -516,7 +516,7 @@ fn put_part(
         .transpose()?;
     let mut index = ShardIndex::open(txn)?;
     if let Some(previous) = &previous {
-        index.remove(Holder::Part, &key, &previous.segments)?;
+        index.remove(Holder::Part, &key, &record.erasure, &previous.segments)?;
     }
     index.add(Holder::Part, &key, &record.erasure, &part.segments)?;
     drop(index);
@@ -555,7 +555,7 @@ fn complete_upload(
     if let Some(err) = check_condition(txn, target.0, target.1, condition)? {
         return refused(err);
     }
-    let stored = take_parts(txn, upload)?;
+    let stored = take_parts(txn, upload, &record.erasure)?;
     let assembled = match assemble(&record, &stored, parts, checksum, now_ms)
         .and_then(|object| as_checked(&record, &stored, verified).map(|()| object))
     {
@@ -827,7 +827,7 @@ fn reindex_segment(
 ) -> Result<(), CatalogFault> {
     let mut index = ShardIndex::open(txn)?;
     if let Some(before) = &before {
-        index.remove_segment(holder, key, segment, before)?;
+        index.remove_segment(holder, key, erasure, segment, before)?;
     }
     if let Some(after) = &after {
         index.add_segment(holder, key, erasure, segment, after)?;
@@ -948,7 +948,7 @@ fn abort_uploads_of(txn: &WriteTransaction, bucket: &str, now_ms: u64) -> Result
     }
     for (id, record) in open {
         remove_upload(txn, &id, &record)?;
-        let parts = take_parts(txn, &id)?;
+        let parts = take_parts(txn, &id, &record.erasure)?;
         collect_shards(
             txn,
             parts.iter().flat_map(|(_, p)| p.segments.iter()),
@@ -981,6 +981,7 @@ fn read_upload(txn: &WriteTransaction, id: &str) -> Result<Option<UploadRecord>,
 fn take_parts(
     txn: &WriteTransaction,
     upload: &str,
+    erasure: &ErasureProfile,
 ) -> Result<Vec<(u32, PartRecord)>, CatalogFault> {
     let mut table = txn.open_table(PARTS)?;
     let from = part_key(upload, 0);
@@ -996,7 +997,12 @@ fn take_parts(
     drop(table);
     let mut index = ShardIndex::open(txn)?;
     for (number, part) in &out {
-        index.remove(Holder::Part, &part_key(upload, *number), &part.segments)?;
+        index.remove(
+            Holder::Part,
+            &part_key(upload, *number),
+            erasure,
+            &part.segments,
+        )?;
     }
     Ok(out)
 }

@@ -14,6 +14,10 @@
 //! an object or part keeps. Records are as in format 2; opening a format-2 catalog builds
 //! the index once. The marker moves so that a release which does not keep the index
 //! refuses a catalog that has one, instead of letting it go stale.
+//!
+//! Format 4 adds the segments-by-shape counters (`segment_shapes`, kept beside the index
+//! by the same code), from which the durability survey takes its totals without a walk.
+//! Opening a format-2 or format-3 catalog builds the index and the counters once.
 
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Serialize;
@@ -31,7 +35,7 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 const FORMAT_KEY: &str = "format";
 
 /// The catalog format this build writes and reads.
-pub const FORMAT: u64 = 3;
+pub const FORMAT: u64 = 4;
 
 /// The version byte of records whose layout never changed since format 2, and of objects
 /// and uploads written before [`RECORD_V2`].
@@ -177,8 +181,8 @@ pub(crate) fn check_or_migrate(txn: &WriteTransaction) -> Result<bool, CatalogFa
                  reads format {FORMAT} and older: upgrade cairn to open it"
             )));
         }
-        Some(2) => {
-            tracing::info!("catalog migrated from format 2 to format {FORMAT}");
+        Some(older @ (2 | 3)) => {
+            tracing::info!("catalog migrated from format {older} to format {FORMAT}");
         }
         Some(other) => {
             return Err(CatalogFault(format!(

@@ -32,7 +32,7 @@ use model::{
     AccessKey, Bucket, GarbageShard, GatewayRecord, Invite, NodeRecord, ObjectRecord, PartRecord,
     UploadRecord,
 };
-pub use shard_index::{Holder, Locator, PlacedTotals, Placement};
+pub use shard_index::{Holder, Locator, PlacedTotals, Placement, ShapeTotals};
 
 pub(crate) const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 /// Objects by [`object_key`]: all keys of a bucket are contiguous and in S3 listing order.
@@ -345,6 +345,105 @@ impl CatalogView {
         Ok(self.txn.open_table(GARBAGE)?.len()?)
     }
 
+    /// Segments and their shard bytes per shape, (`k`, shards in the segment), in this
+    /// view: counters `apply` keeps, one row per erasure width in use.
+    pub fn segment_shapes(
+        &self,
+    ) -> Result<std::collections::BTreeMap<(u16, u16), ShapeTotals>, CatalogFault> {
+        shard_index::shapes_of(&self.txn)
+    }
+
+    /// [`Catalog::placed_totals_by_node`] in this view.
+    pub fn placed_totals_by_node(
+        &self,
+    ) -> Result<std::collections::BTreeMap<NodeId, PlacedTotals>, CatalogFault> {
+        placed_totals_by_node(&self.txn)
+    }
+
+    /// The record of a part of an upload in progress by its key in the parts table (a
+    /// [`Placement`]'s key), with its upload's id and record; `None` if either is gone.
+    pub fn part_at(
+        &self,
+        raw: &[u8],
+    ) -> Result<Option<(String, u32, UploadRecord, PartRecord)>, CatalogFault> {
+        let Some((id, number)) = split_part_key(raw) else {
+            return Ok(None);
+        };
+        let Some(upload) = self
+            .txn
+            .open_table(UPLOADS)?
+            .get(id)?
+            .map(|v| decode::<UploadRecord>(v.value()))
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let Some(v) = self.txn.open_table(PARTS)?.get(raw)? else {
+            return Ok(None);
+        };
+        Ok(Some((id.to_string(), number, upload, decode(v.value())?)))
+    }
+
+    /// Up to `max` objects whose keys sort after `after` (from the first when `None`), in
+    /// key order, with their raw keys: a bounded step of a pass over every object.
+    pub fn objects_after(
+        &self,
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, ObjectRecord)>, CatalogFault> {
+        let table = self.txn.open_table(OBJECTS)?;
+        let range = match after {
+            Some(after) => table
+                .range::<&[u8]>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
+            None => table.range::<&[u8]>(..)?,
+        };
+        let mut out = Vec::new();
+        for item in range.take(max) {
+            let (k, v) = item?;
+            out.push((k.value().to_vec(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` keys of parts whose keys sort after `after` (from the first when
+    /// `None`), in key order.
+    pub fn part_keys_after(
+        &self,
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<Vec<Vec<u8>>, CatalogFault> {
+        let table = self.txn.open_table(PARTS)?;
+        let range = match after {
+            Some(after) => table
+                .range::<&[u8]>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
+            None => table.range::<&[u8]>(..)?,
+        };
+        let mut out = Vec::new();
+        for item in range.take(max) {
+            out.push(item?.0.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Where the catalog places `shard` on `node`, if it does.
+    pub fn placement(
+        &self,
+        node: &NodeId,
+        shard: &ShardId,
+    ) -> Result<Option<Placement>, CatalogFault> {
+        let table = self.txn.open_table(shard_index::SHARDS_BY_NODE)?;
+        table
+            .get(shard_index::index_key(node, shard))?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// A bucket by name, in this view.
+    pub fn bucket(&self, name: &str) -> Result<Option<Bucket>, CatalogFault> {
+        let table = self.txn.open_table(BUCKETS)?;
+        table.get(name)?.map(|v| decode(v.value())).transpose()
+    }
+
     /// An object record by its key in the objects table (a [`Placement`]'s key), with its
     /// bucket and key.
     pub fn object_at(
@@ -364,6 +463,33 @@ impl CatalogView {
             decode(v.value())?,
         )))
     }
+}
+
+/// The upload id and part number a [`part_key`] names (`None` if it is not one).
+pub fn split_part_key(raw: &[u8]) -> Option<(&str, u32)> {
+    let (&len, rest) = raw.split_first()?;
+    let (id, number) = rest.split_at_checked(usize::from(len))?;
+    Some((
+        std::str::from_utf8(id).ok()?,
+        u32::from_be_bytes(number.try_into().ok()?),
+    ))
+}
+
+/// Every row of the per-node placed totals in `txn`.
+fn placed_totals_by_node(
+    txn: &ReadTransaction,
+) -> Result<std::collections::BTreeMap<NodeId, PlacedTotals>, CatalogFault> {
+    let table = txn.open_table(shard_index::PLACED_BY_NODE)?;
+    let mut out = std::collections::BTreeMap::new();
+    for item in table.iter()? {
+        let (k, v) = item?;
+        let (shards, bytes) = v.value();
+        out.insert(
+            NodeId::from_bytes(k.value()),
+            PlacedTotals { shards, bytes },
+        );
+    }
+    Ok(out)
 }
 
 /// The bucket and key an [`object_key`] names (`None` if it is not one).
@@ -833,18 +959,15 @@ impl Catalog {
     pub fn placed_totals_by_node(
         &self,
     ) -> Result<std::collections::BTreeMap<NodeId, PlacedTotals>, CatalogFault> {
-        let txn = self.read()?;
-        let table = txn.open_table(shard_index::PLACED_BY_NODE)?;
-        let mut out = std::collections::BTreeMap::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let (shards, bytes) = v.value();
-            out.insert(
-                NodeId::from_bytes(k.value()),
-                PlacedTotals { shards, bytes },
-            );
-        }
-        Ok(out)
+        placed_totals_by_node(&self.read()?)
+    }
+
+    /// Segments and their shard bytes per shape (`k`, shards in the segment): counters
+    /// `apply` keeps with every change, so the durability totals need no walk.
+    pub fn segment_shapes(
+        &self,
+    ) -> Result<std::collections::BTreeMap<(u16, u16), ShapeTotals>, CatalogFault> {
+        shard_index::shapes_of(&self.read()?)
     }
 
     /// A consistent read-only view of the catalog as it is now, for comparisons that must
@@ -903,6 +1026,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.open_table(REQUESTS_BY_TIME)?;
     txn.open_table(shard_index::SHARDS_BY_NODE)?;
     txn.open_table(shard_index::PLACED_BY_NODE)?;
+    txn.open_table(shard_index::SEGMENT_SHAPES)?;
     index_garbage(txn)?;
     index_uploads(txn)?;
     Ok(())

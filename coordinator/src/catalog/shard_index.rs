@@ -34,6 +34,23 @@ pub(crate) const SHARDS_BY_NODE: TableDefinition<[u8; 48], &[u8]> =
 pub(crate) const PLACED_BY_NODE: TableDefinition<[u8; 32], (u64, u64)> =
     TableDefinition::new("placed_by_node");
 
+/// Segments by shape, (data shards `k`, shards in the segment): (segments, bytes of all
+/// their shards). Every segment an object or a part of an upload in progress holds counts
+/// once per record naming it, as the durability survey counts it; a segment whose code is
+/// impossible is not counted (the survey skips it).
+pub(crate) const SEGMENT_SHAPES: TableDefinition<(u16, u16), (u64, u64)> =
+    TableDefinition::new("segment_shapes");
+
+/// The segments of one shape and the bytes of their shards, as [`SEGMENT_SHAPES`] holds
+/// them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapeTotals {
+    /// Segments of the shape.
+    pub segments: u64,
+    /// Bytes of all their shards (shards in the segment × each shard's length).
+    pub bytes: u64,
+}
+
 /// The key of a shard in [`SHARDS_BY_NODE`].
 pub fn index_key(node: &NodeId, shard: &ShardId) -> [u8; 48] {
     let mut key = [0u8; 48];
@@ -52,7 +69,7 @@ pub fn split_index_key(key: &[u8; 48]) -> (NodeId, ShardId) {
 }
 
 /// Which table the record placing a shard lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Holder {
     /// An object: the locator's key is its `object_key`.
     Object,
@@ -104,12 +121,13 @@ pub struct PlacedTotals {
 pub(crate) struct ShardIndex<'txn> {
     shards: redb::Table<'txn, [u8; 48], &'static [u8]>,
     totals: redb::Table<'txn, [u8; 32], (u64, u64)>,
+    shapes: redb::Table<'txn, (u16, u16), (u64, u64)>,
 }
 
 impl<'txn> ShardIndex<'txn> {
     /// The live index inside `txn`.
     pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, CatalogFault> {
-        Self::open_tables(txn, SHARDS_BY_NODE, PLACED_BY_NODE)
+        Self::open_tables(txn, SHARDS_BY_NODE, PLACED_BY_NODE, SEGMENT_SHAPES)
     }
 
     /// The index in the given tables (the importer's staging tables).
@@ -117,10 +135,12 @@ impl<'txn> ShardIndex<'txn> {
         txn: &'txn WriteTransaction,
         shards: TableDefinition<[u8; 48], &'static [u8]>,
         totals: TableDefinition<[u8; 32], (u64, u64)>,
+        shapes: TableDefinition<(u16, u16), (u64, u64)>,
     ) -> Result<Self, CatalogFault> {
         Ok(Self {
             shards: txn.open_table(shards)?,
             totals: txn.open_table(totals)?,
+            shapes: txn.open_table(shapes)?,
         })
     }
 
@@ -148,6 +168,7 @@ impl<'txn> ShardIndex<'txn> {
         segment: &SegmentRecord,
     ) -> Result<(), CatalogFault> {
         let size = shard_len(erasure, segment);
+        self.count_shape(erasure, segment, 1)?;
         for (index, shard) in segment.shards.iter().enumerate() {
             let k = index_key(&shard.node, &shard.id);
             let existing = self
@@ -184,10 +205,11 @@ impl<'txn> ShardIndex<'txn> {
         &mut self,
         holder: Holder,
         key: &[u8],
+        erasure: &ErasureProfile,
         segments: &[SegmentRecord],
     ) -> Result<(), CatalogFault> {
         for (number, segment) in segments.iter().enumerate() {
-            self.remove_segment(holder, key, number as u32, segment)?;
+            self.remove_segment(holder, key, erasure, number as u32, segment)?;
         }
         Ok(())
     }
@@ -198,9 +220,11 @@ impl<'txn> ShardIndex<'txn> {
         &mut self,
         holder: Holder,
         key: &[u8],
+        erasure: &ErasureProfile,
         number: u32,
         segment: &SegmentRecord,
     ) -> Result<(), CatalogFault> {
+        self.count_shape(erasure, segment, -1)?;
         for (index, shard) in segment.shards.iter().enumerate() {
             let k = index_key(&shard.node, &shard.id);
             let existing = self
@@ -259,8 +283,35 @@ impl<'txn> ShardIndex<'txn> {
     ) -> Result<(), CatalogFault> {
         match &object.body {
             ObjectBody::Inline(_) => Ok(()),
-            ObjectBody::Segments { segments, .. } => self.remove(Holder::Object, key, segments),
+            ObjectBody::Segments { erasure, segments } => {
+                self.remove(Holder::Object, key, erasure, segments)
+            }
         }
+    }
+
+    /// Counts one segment of `erasure` in (`by` 1) or out (`by` -1) of its shape.
+    fn count_shape(
+        &mut self,
+        erasure: &ErasureProfile,
+        segment: &SegmentRecord,
+        by: i128,
+    ) -> Result<(), CatalogFault> {
+        let Some(shape) = shape_of(erasure, segment) else {
+            return Ok(());
+        };
+        let bytes = segment_bytes(erasure, segment);
+        let (segments, now_bytes) = self.shapes.get(shape)?.map(|v| v.value()).unwrap_or((0, 0));
+        let clamp = |v: i128| v.clamp(0, i128::from(u64::MAX)) as u64;
+        let next = (
+            clamp(i128::from(segments) + by),
+            clamp(i128::from(now_bytes) + by * i128::from(bytes)),
+        );
+        if next.0 == 0 {
+            self.shapes.remove(shape)?;
+        } else {
+            self.shapes.insert(shape, next)?;
+        }
+        Ok(())
     }
 
     fn count(&mut self, node: &NodeId, shards: i128, bytes: i128) -> Result<(), CatalogFault> {
@@ -290,11 +341,24 @@ pub(crate) fn shard_len(erasure: &ErasureProfile, segment: &SegmentRecord) -> u6
         .unwrap_or(0)
 }
 
+/// The [`SEGMENT_SHAPES`] key of a segment: `k` and its number of shards (`None` for an
+/// impossible code, which the survey does not count either).
+pub(crate) fn shape_of(erasure: &ErasureProfile, segment: &SegmentRecord) -> Option<(u16, u16)> {
+    cairn_erasure::Codec::new(usize::from(erasure.k), usize::from(erasure.m)).ok()?;
+    Some((erasure.k, u16::try_from(segment.shards.len()).ok()?))
+}
+
+/// Bytes of all the shards of `segment`.
+fn segment_bytes(erasure: &ErasureProfile, segment: &SegmentRecord) -> u64 {
+    shard_len(erasure, segment).saturating_mul(segment.shards.len() as u64)
+}
+
 /// Empties the live index and builds it again from every object and part in `txn`: once,
 /// when a catalog of an older format is opened, and after an in-memory import.
 pub(crate) fn rebuild(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.delete_table(SHARDS_BY_NODE)?;
     txn.delete_table(PLACED_BY_NODE)?;
+    txn.delete_table(SEGMENT_SHAPES)?;
     let mut index = ShardIndex::open(txn)?;
     let objects = txn.open_table(OBJECTS)?;
     for item in objects.iter()? {
@@ -337,11 +401,12 @@ pub(crate) fn part_erasure(
 }
 
 /// What a full walk of the records says the index holds: per (node, shard) the number of
-/// records naming it and its size, and per node the totals. The index must equal this
-/// after any sequence of commands (tests compare them).
+/// records naming it and its size, per node the totals, and the segments per shape. The
+/// index must equal this after any sequence of commands (tests compare them).
 pub(crate) type Walked = (
     BTreeMap<(NodeId, ShardId), (u32, u64)>,
     BTreeMap<NodeId, PlacedTotals>,
+    BTreeMap<(u16, u16), ShapeTotals>,
 );
 
 /// Every place the records name each (node, shard).
@@ -352,9 +417,15 @@ pub(crate) type Named = BTreeMap<(NodeId, ShardId), Vec<Locator>>;
 pub(crate) fn walk(txn: &redb::ReadTransaction) -> Result<(Walked, Named), CatalogFault> {
     let mut shards: BTreeMap<(NodeId, ShardId), (u32, u64)> = BTreeMap::new();
     let mut named: BTreeMap<(NodeId, ShardId), Vec<Locator>> = BTreeMap::new();
+    let mut shapes: BTreeMap<(u16, u16), ShapeTotals> = BTreeMap::new();
     let mut visit =
         |holder: Holder, key: &[u8], erasure: &ErasureProfile, segments: &[SegmentRecord]| {
             for (number, segment) in segments.iter().enumerate() {
+                if let Some(shape) = shape_of(erasure, segment) {
+                    let totals = shapes.entry(shape).or_default();
+                    totals.segments += 1;
+                    totals.bytes += segment_bytes(erasure, segment);
+                }
                 let size = shard_len(erasure, segment);
                 for (index, shard) in segment.shards.iter().enumerate() {
                     let entry = shards.entry((shard.node, shard.id)).or_insert((0, size));
@@ -392,7 +463,7 @@ pub(crate) fn walk(txn: &redb::ReadTransaction) -> Result<(Walked, Named), Catal
         t.shards += 1;
         t.bytes += size;
     }
-    Ok(((shards, totals), named))
+    Ok(((shards, totals, shapes), named))
 }
 
 /// Index entries whose places are not exactly where the records name the shard.
@@ -440,5 +511,18 @@ pub(crate) fn indexed(txn: &redb::ReadTransaction) -> Result<Walked, CatalogFaul
             },
         );
     }
-    Ok((shards, totals))
+    Ok((shards, totals, shapes_of(txn)?))
+}
+
+/// Every row of [`SEGMENT_SHAPES`] in `txn`.
+pub(crate) fn shapes_of(
+    txn: &redb::ReadTransaction,
+) -> Result<BTreeMap<(u16, u16), ShapeTotals>, CatalogFault> {
+    let mut shapes = BTreeMap::new();
+    for item in txn.open_table(SEGMENT_SHAPES)?.iter()? {
+        let (k, v) = item?;
+        let (segments, bytes) = v.value();
+        shapes.insert(k.value(), ShapeTotals { segments, bytes });
+    }
+    Ok(shapes)
 }

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use super::format::{decode_record, is_known_record};
 use super::model::{GarbageShard, ObjectRecord, PartRecord, UploadRecord};
-use super::shard_index::{self, Holder, PLACED_BY_NODE, SHARDS_BY_NODE, ShardIndex};
+use super::shard_index::{
+    self, Holder, PLACED_BY_NODE, SEGMENT_SHAPES, SHARDS_BY_NODE, ShardIndex,
+};
 use super::{
     ACCESS_KEYS, BUCKETS, COUNTERS, CatalogDump, CatalogFault, CommandResult, GARBAGE, GARBAGE_DUE,
     GATEWAYS, INVITES, NODES, OBJECTS, PARTS, REQUESTS, REQUESTS_BY_TIME, UPLOADS, UPLOADS_BY_TIME,
@@ -423,6 +425,7 @@ staging! {
     S_REQUESTS_BY_TIME: [u8; 24] => () = "staging.requests_by_time";
     S_SHARDS_BY_NODE: [u8; 48] => &[u8] = "staging.shards_by_node";
     S_PLACED_BY_NODE: [u8; 32] => (u64, u64) = "staging.placed_by_node";
+    S_SEGMENT_SHAPES: (u16, u16) => (u64, u64) = "staging.segment_shapes";
 }
 
 /// Drops every staging table (what an interrupted import left).
@@ -443,6 +446,7 @@ pub(crate) fn drop_staging(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.delete_table(S_REQUESTS_BY_TIME)?;
     txn.delete_table(S_SHARDS_BY_NODE)?;
     txn.delete_table(S_PLACED_BY_NODE)?;
+    txn.delete_table(S_SEGMENT_SHAPES)?;
     Ok(())
 }
 
@@ -539,6 +543,7 @@ impl<'db> Importer<'db> {
         swap(&txn, S_REQUESTS_BY_TIME, REQUESTS_BY_TIME)?;
         swap(&txn, S_SHARDS_BY_NODE, SHARDS_BY_NODE)?;
         swap(&txn, S_PLACED_BY_NODE, PLACED_BY_NODE)?;
+        swap(&txn, S_SEGMENT_SHAPES, SEGMENT_SHAPES)?;
         bookkeeping(&txn)?;
         txn.commit()?;
         Ok(())
@@ -549,7 +554,8 @@ impl<'db> Importer<'db> {
 /// already; the index is still staged). Parts are few, since uploads expire, and are
 /// indexed here rather than as they stream so that their uploads are all known.
 fn index_staged_parts(txn: &WriteTransaction) -> Result<(), CatalogFault> {
-    let mut index = ShardIndex::open_tables(txn, S_SHARDS_BY_NODE, S_PLACED_BY_NODE)?;
+    let mut index =
+        ShardIndex::open_tables(txn, S_SHARDS_BY_NODE, S_PLACED_BY_NODE, S_SEGMENT_SHAPES)?;
     let parts = txn.open_table(PARTS)?;
     let uploads = txn.open_table(UPLOADS)?;
     for item in parts.iter()? {
@@ -594,7 +600,8 @@ fn insert_rows(txn: &WriteTransaction, table: Table, rows: &[Row]) -> Result<(),
         Table::Buckets => plain!(S_BUCKETS, |k| str_key(k)?),
         Table::Objects => {
             let mut t = txn.open_table(S_OBJECTS)?;
-            let mut index = ShardIndex::open_tables(txn, S_SHARDS_BY_NODE, S_PLACED_BY_NODE)?;
+            let mut index =
+                ShardIndex::open_tables(txn, S_SHARDS_BY_NODE, S_PLACED_BY_NODE, S_SEGMENT_SHAPES)?;
             for (k, v) in rows {
                 let object: ObjectRecord = decode_record(v)?;
                 if t.insert(k.as_slice(), v.as_slice())?.is_some() {
@@ -683,7 +690,7 @@ pub fn import_dump(
 }
 
 /// The names of the staging tables (a test checks none is left behind).
-pub fn staging_table_names() -> [&'static str; 16] {
+pub fn staging_table_names() -> [&'static str; 17] {
     [
         S_BUCKETS.name(),
         S_OBJECTS.name(),
@@ -701,5 +708,6 @@ pub fn staging_table_names() -> [&'static str; 16] {
         S_REQUESTS_BY_TIME.name(),
         S_SHARDS_BY_NODE.name(),
         S_PLACED_BY_NODE.name(),
+        S_SEGMENT_SHAPES.name(),
     ]
 }
