@@ -276,17 +276,30 @@ impl Repairs {
 
     /// The oldest shard reports asked to audit on each node `ready` accepts (one each),
     /// taken off the queue; a node still answering for an earlier challenge keeps its
-    /// requests for later.
+    /// requests for later. A shard already counted lost (it failed an audit, or an
+    /// inventory lacks it) is dropped from the queue unasked: judging it again before it
+    /// is rebuilt would count one loss twice against the node.
     pub fn take_audit_requests(&self, ready: impl Fn(&NodeId) -> bool) -> Vec<AuditRequest> {
         let Ok(mut state) = self.state.lock() else {
             return Vec::new();
         };
+        let State {
+            audit_requests,
+            missing,
+            failed,
+            ..
+        } = &mut *state;
         let mut taken = Vec::new();
-        state.audit_requests.retain(|node, queue| {
-            if ready(node)
-                && let Some(request) = queue.pop_front()
-            {
-                taken.push(request);
+        audit_requests.retain(|node, queue| {
+            if ready(node) {
+                while let Some(request) = queue.pop_front() {
+                    let lost = failed.contains_key(&request.shard)
+                        || missing.get(&request.shard) == Some(&request.at.node);
+                    if !lost {
+                        taken.push(request);
+                        break;
+                    }
+                }
             }
             !queue.is_empty()
         });
@@ -687,5 +700,16 @@ mod tests {
             repairs.failed().is_empty(),
             "a refusal marks no shard failed"
         );
+
+        // A shard that already failed an audit is not asked again on a later report; the
+        // next report in the node's queue is.
+        let (third, second) = (key(4), ShardId([8; 16]));
+        assert!(repairs.take_report(third, shard, at.clone()));
+        assert!(repairs.take_report(third, second, at.clone()));
+        repairs.report_failed(shard, at.clone());
+        let taken = repairs.take_audit_requests(all);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].shard, second);
+        assert!(repairs.take_audit_requests(all).is_empty());
     }
 }
