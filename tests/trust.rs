@@ -13,7 +13,8 @@
 //! elsewhere, and a reader checking every object byte-exact all along never saw a wrong
 //! byte. A node that silently loses only a fifth of its shards passes the audits of the
 //! rest, yet its failures bring its score under the line: it is disqualified by audits
-//! alone, and only shards it lost leave it before that. A shard whose audit fails is
+//! alone, and only shards it lost leave it before that; one losing a twentieth is caught
+//! the same way, or has every loss found and rebuilt first. A shard whose audit fails is
 //! rebuilt elsewhere at once, even when its node is never disqualified. An honest node behind a slow, lossy link passes its audits and is
 //! vetted.
 //! Nodes presenting another identity, or an invitation for another organisation, are
@@ -24,7 +25,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cairn_chaos_tests::misbehaviour::drops_shard;
 use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
@@ -140,7 +141,7 @@ struct LiarCluster {
 
 /// Six honest nodes in three organisations and a `cairn-chaos-node` started with
 /// `args(gateway endpoint)` in a fourth; the coordinator audits every 300 ms (`AUDITS`,
-/// then `flags`) and vets nobody, so every node gets an equal share; the objects under
+/// each overridden by the same flag in `flags`, then the rest of `flags`) and vets nobody, so every node gets an equal share; the objects under
 /// `mixed/` uploaded through the gateway as `how` says, after which the liar must have
 /// received shards, or have been judged on some already.
 fn liar_cluster(
@@ -148,8 +149,11 @@ fn liar_cluster(
     how: Upload,
     args: impl FnOnce(&str) -> Vec<String>,
 ) -> LiarCluster {
+    // A flag in `flags` replaces AUDITS' value of it (the coordinator refuses one twice).
     let cluster_flags: Vec<&str> = AUDITS
-        .iter()
+        .chunks(2)
+        .filter(|pair| !flags.contains(&pair[0]))
+        .flatten()
         .copied()
         .chain(["--vetting-audits", "1000000"])
         .chain(flags.iter().copied())
@@ -322,7 +326,65 @@ fn audits_metric(cluster: &TestCluster, result: &str) -> u64 {
 /// byte-exact.
 #[test]
 fn a_node_that_silently_drops_a_fifth_of_its_shards_is_disqualified_and_repaired() {
-    const SHARE: f64 = 0.2;
+    // 128 KiB segments: the dropper is offered a shard of ~180 segments.
+    let caught = dropper_is_caught(0.2, "128KiB", "300", Duration::from_secs(60));
+    assert!(caught.disqualified, "{caught:?}");
+    // The 99 % bound is 40 audits; past 200 would be far beyond any run of the policy's
+    // simulation (a test asserting a 99 % bound fails one run in a hundred).
+    assert!(caught.audits <= 200, "{caught:?}");
+}
+
+/// A node that silently loses a twentieth of what it stores, the smallest loss the
+/// stated bound covers (ARCHITECTURE.md, "Reputation"): it is offered a shard of some 700
+/// segments (32 KiB each), about 35 of them lost, and is audited one challenge a round,
+/// every 100 ms, from its first shard on.
+/// Its failure rate is low enough that a run of passes can outlast its losses: each
+/// failed audit rebuilds that shard elsewhere at once, so the losses can all be found and
+/// repaired before the score crosses the line (in the policy's simulation, about one run
+/// in five for a node holding 150 shards, fewer the more it holds). Either way nothing is lost: the test waits until the node is
+/// disqualified or every shard it dropped has been found by an audit and rebuilt
+/// elsewhere, and asserts that no shard it kept left it before a verdict, that honest
+/// nodes failed nothing, and that every object reads back byte-exact.
+#[test]
+fn a_node_that_silently_drops_a_twentieth_of_its_shards_is_caught_and_every_loss_rebuilt() {
+    let caught = dropper_is_caught(0.05, "32KiB", "100", Duration::from_secs(420));
+    if caught.disqualified {
+        // The 99 % bound is 230 audits while its losses outnumber the failures needed.
+        assert!(caught.audits <= 1_500, "{caught:?}");
+    } else {
+        // Without a verdict, only because its losses were all found first.
+        assert!(caught.dropped >= 1, "{caught:?}");
+    }
+}
+
+/// How a dropper's run ended.
+#[derive(Debug)]
+struct Caught {
+    /// Whether the node was disqualified (else every shard it dropped was found and
+    /// rebuilt elsewhere without a verdict).
+    disqualified: bool,
+    /// Audits judged against it by then.
+    audits: u64,
+    /// Shards ever seen placed on it.
+    placed: usize,
+    /// Those of them it dropped.
+    dropped: usize,
+}
+
+/// Runs a `--drop-share share` node in a cluster auditing every `round_ms`, with the
+/// objects uploaded in `segment_size` segments while the catalog is watched, until the
+/// node is disqualified or (the upload done) no shard it dropped is placed on it any
+/// more, within `limit`. Asserts what holds in either case: only dropped shards left it
+/// before a verdict, at least one audit failed, honest nodes failed none, nothing was
+/// read from it (the audits alone judged), and in the end every segment is at full
+/// margin, nothing it dropped (or, if disqualified, nothing at all) is placed on it, and
+/// every object reads back byte-exact.
+fn dropper_is_caught(
+    share: f64,
+    segment_size: &'static str,
+    round_ms: &str,
+    limit: Duration,
+) -> Caught {
     let LiarCluster {
         cluster,
         gateway,
@@ -330,10 +392,18 @@ fn a_node_that_silently_drops_a_fifth_of_its_shards_is_disqualified_and_repaired
         liar,
     } = liar_cluster(
         // Rebalancing off: before the verdict only a failed audit moves a shard off it.
-        // 128 KiB segments: the liar is offered a shard of ~180 segments.
-        &["--rebalance-threshold-permille", "0"],
-        Upload::BucketOnly("128KiB"),
-        |_| vec!["--drop-share".into(), SHARE.to_string()],
+        // Small segments make a part's upload long on a loaded machine: its put orders
+        // get the time to be committed (half the orphan delay).
+        &[
+            "--rebalance-threshold-permille",
+            "0",
+            "--audit-interval-ms",
+            round_ms,
+            "--orphan-delay-secs",
+            "600",
+        ],
+        Upload::BucketOnly(segment_size),
+        |_| vec!["--drop-share".into(), share.to_string()],
     );
     let uploading = {
         let (endpoint, key) = (gateway.endpoint.clone(), key.clone());
@@ -345,13 +415,13 @@ fn a_node_that_silently_drops_a_fifth_of_its_shards_is_disqualified_and_repaired
     let mut seen = std::collections::BTreeSet::new();
     let mut moved_before_verdict = std::collections::BTreeSet::new();
     let started = Instant::now();
-    wait_until("the dropper is disqualified", || {
+    let disqualified = loop {
         let now = catalog.placed_ids(&liar);
         // Read after the placement: if not disqualified now, it was not when those
         // shards left it either (a verdict is never lifted).
         let state = entry(&cluster, &liar)["state"].clone();
         if state == "disqualified" {
-            return true;
+            break true;
         }
         // A node taken for lost (silent too long) has its shards rebuilt too.
         assert!(
@@ -359,14 +429,26 @@ fn a_node_that_silently_drops_a_fifth_of_its_shards_is_disqualified_and_repaired
             "the dropper's heartbeats lapsed: {state}"
         );
         moved_before_verdict.extend(seen.difference(&now).copied());
-        seen.extend(now);
-        false
-    });
+        seen.extend(now.iter().copied());
+        if uploading.is_finished() && !now.iter().any(|id| drops_shard(id, share)) {
+            break false;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "after {limit:?} the dropper is neither disqualified nor rid of what it \
+             dropped: {} of its {} shards were dropped, {} found so far; {}",
+            seen.iter().filter(|id| drops_shard(id, share)).count(),
+            seen.len(),
+            moved_before_verdict.len(),
+            entry(&cluster, &liar)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let caught_after = started.elapsed();
     let view = entry(&cluster, &liar);
     let kept: Vec<_> = moved_before_verdict
         .iter()
-        .filter(|id| !drops_shard(id, SHARE))
+        .filter(|id| !drops_shard(id, share))
         .collect();
     assert!(
         kept.is_empty(),
@@ -374,30 +456,37 @@ fn a_node_that_silently_drops_a_fifth_of_its_shards_is_disqualified_and_repaired
     );
     let failed = view["audits_failed"].as_u64().unwrap();
     let passed = view["audits_passed"].as_u64().unwrap();
-    assert!(view["score"].as_f64().unwrap() < 0.975, "{view}");
-    assert!(failed >= FAILURES_TO_DISQUALIFY, "{view}");
+    assert!(failed >= 1, "{view}");
+    if disqualified {
+        assert!(view["score"].as_f64().unwrap() < 0.975, "{view}");
+        assert!(failed >= FAILURES_TO_DISQUALIFY, "{view}");
+    }
     // Nothing read its shards: the audits alone judged it.
     assert_eq!(view["bad_reads"], 0, "{view}");
-    // The 99 % bound is 40 audits; past 200 would be far beyond any run of the policy's
-    // simulation (a test asserting a 99 % bound fails one run in a hundred).
-    assert!(
-        passed + failed <= 200,
-        "disqualified only after {} audits: {view}",
-        passed + failed
-    );
     // Every failure counted is the dropper's: the honest nodes failed none.
     for node in cluster.nodes_view() {
         if node["id"] != liar.as_str() {
             assert_eq!(node["audits_failed"], 0, "{node}");
         }
     }
-    let dropped = seen.iter().filter(|id| drops_shard(id, SHARE)).count();
+    let caught = Caught {
+        disqualified,
+        audits: passed + failed,
+        placed: seen.len(),
+        dropped: seen.iter().filter(|id| drops_shard(id, share)).count(),
+    };
     eprintln!(
-        "dropper disqualified {caught_after:?} into the upload, after {} audits ({passed} \
-         passed, {failed} failed); it had been placed {} shards, {dropped} of them dropped; \
-         {} dropped shards rebuilt elsewhere before the verdict",
-        passed + failed,
-        seen.len(),
+        "dropper of {share}: {} {caught_after:?} into the run, after {} audits ({passed} \
+         passed, {failed} failed); it had been placed {} shards, {} of them dropped; {} \
+         dropped shards rebuilt elsewhere before any verdict",
+        if disqualified {
+            "disqualified"
+        } else {
+            "rid of every dropped shard"
+        },
+        caught.audits,
+        caught.placed,
+        caught.dropped,
         moved_before_verdict.len()
     );
 
@@ -408,13 +497,17 @@ fn a_node_that_silently_drops_a_fifth_of_its_shards_is_disqualified_and_repaired
         eprintln!("PUTs failed around the verdict, written again: {err}");
         objects("put", &gateway.endpoint, &key).unwrap();
     }
-    // Its shards count as lost and are rebuilt on honest nodes; every object reads back
-    // byte-exact.
+    // Its lost shards (all of its shards, if disqualified) are rebuilt on honest nodes;
+    // every object reads back byte-exact.
     full_margin(&cluster);
-    wait_until("nothing placed on the dropper", || {
-        placed_on(&cluster, &liar, usize::MAX) == 0
+    wait_until("nothing the dropper lost placed on it", || {
+        catalog
+            .placed_ids(&liar)
+            .iter()
+            .all(|id| !disqualified && !drops_shard(id, share))
     });
     objects("check", &gateway.endpoint, &key).unwrap();
+    caught
 }
 
 /// Reads which shards the catalog places where, with one registered gateway key of the
@@ -505,8 +598,9 @@ fn a_node_that_answers_audits_but_refuses_every_read_is_judged_by_reads() {
     } = liar_cluster(&[], Upload::ReadBack, |_| {
         vec!["--refuse-reads".into(), "busy".into()]
     });
+    // The upload's read-back may already have moved some of its shards: the failed reads
+    // asserted below are what proves it held any.
     let held = placed_on(&cluster, &liar, usize::MAX);
-    assert!(held > 0, "the liar received no shards to refuse");
 
     // Readers fetch data shards (indices 0..4) only: each one the liar holds is refused,
     // reported, asked again as a read, refused again and rebuilt elsewhere.
@@ -550,8 +644,10 @@ fn a_node_that_answers_audits_from_the_public_object_is_disqualified() {
 #[test]
 fn a_shard_that_fails_its_audit_is_rebuilt_without_waiting_for_disqualification() {
     let (cluster, gateway, key, liar) = flipper_cluster(AUDITS);
+    // Audits run from the liar's first shard on, so by now some (or all) of its shards may
+    // already be rebuilt elsewhere; the failed audits asserted below are what proves it
+    // held shards to lie about, since only shards placed on a node are audited there.
     let held = placed_on(&cluster, &liar, usize::MAX);
-    assert!(held > 0, "the liar received no shards to lie about");
 
     wait_until("nothing placed on the liar", || {
         placed_on(&cluster, &liar, usize::MAX) == 0
@@ -564,7 +660,10 @@ fn a_shard_that_fails_its_audit_is_rebuilt_without_waiting_for_disqualification(
     );
     let failed = view["audits_failed"].as_u64().unwrap();
     assert!(failed >= 1, "shards moved without a failed audit: {view}");
-    eprintln!("{held} shards rebuilt away from the liar after {failed} failed audits");
+    eprintln!(
+        "{held} shards still on the liar after the upload, all rebuilt away after {failed} \
+         failed audits"
+    );
     objects("check", &gateway.endpoint, &key).unwrap();
 }
 
