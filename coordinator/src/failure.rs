@@ -244,16 +244,6 @@ async fn commit(
 mod tests {
     use super::*;
 
-    const ALL: [NodeState; 7] = [
-        NodeState::Vetting,
-        NodeState::Active,
-        NodeState::Suspect,
-        NodeState::Lost,
-        NodeState::Draining,
-        NodeState::Gone,
-        NodeState::Disqualified,
-    ];
-
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
     }
@@ -297,7 +287,10 @@ mod tests {
             NodeState::Suspect.after_heartbeat(false),
             Some(NodeState::Vetting)
         );
-        for state in ALL.into_iter().filter(|s| *s != NodeState::Suspect) {
+        for state in NodeState::ALL
+            .into_iter()
+            .filter(|s| *s != NodeState::Suspect)
+        {
             for vetted in [false, true] {
                 assert_eq!(state.after_heartbeat(vetted), None, "{state:?}");
             }

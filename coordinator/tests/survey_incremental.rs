@@ -30,15 +30,7 @@ const ERASURE: ErasureProfile = ErasureProfile {
     segment_size: 8 << 20,
 };
 const WIDTH: usize = 4;
-const STATES: [NodeState; 7] = [
-    NodeState::Vetting,
-    NodeState::Active,
-    NodeState::Suspect,
-    NodeState::Lost,
-    NodeState::Draining,
-    NodeState::Gone,
-    NodeState::Disqualified,
-];
+const STATES: [NodeState; 7] = NodeState::ALL;
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -436,6 +436,17 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    /// Every state, in lifecycle order: for listings that show zeros rather than gaps.
+    pub const ALL: [NodeState; 7] = [
+        NodeState::Vetting,
+        NodeState::Active,
+        NodeState::Suspect,
+        NodeState::Lost,
+        NodeState::Draining,
+        NodeState::Gone,
+        NodeState::Disqualified,
+    ];
+
     /// Lower-case name for status pages and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
