@@ -574,14 +574,13 @@ fn drained_candidates(
         })
         .map(|(id, _)| *id)
         .collect();
-    if empty.is_empty() {
-        return Ok(empty);
+    let mut drained = Vec::with_capacity(empty.len());
+    for id in empty {
+        if !catalog.holds_garbage(&id)? {
+            drained.push(id);
+        }
     }
-    let garbage = catalog.garbage_by_node()?;
-    Ok(empty
-        .into_iter()
-        .filter(|id| !garbage.contains_key(id))
-        .collect())
+    Ok(drained)
 }
 
 /// Queues moves from over-full nodes to under-full ones if utilisation is uneven.

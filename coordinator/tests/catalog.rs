@@ -931,7 +931,8 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
 
 /// The garbage queue is read by due time: entries not yet due never hide due ones, a shard
 /// queued again counts from its later time, forgotten and re-referenced shards leave the
-/// index with the queue, and a restored dump has the same index.
+/// index with the queue, and a restored dump has the same index. Its index by node says
+/// which nodes deletion still has to reach, through the same changes.
 #[test]
 fn garbage_is_read_oldest_first_up_to_the_cutoff() {
     let (_dir, catalog) = open();
@@ -990,6 +991,58 @@ fn garbage_is_read_oldest_first_up_to_the_cutoff() {
         .map(|(id, _)| id.0[0])
         .collect();
     assert_eq!(restored, vec![12, 20, 21, 22]);
+    assert_eq!(other.check_garbage_index().unwrap(), Ok(()));
+
+    // Shard i of each object is on node i: 20 on the first, 21 on the second, 12 and 22
+    // on the third.
+    assert_eq!(catalog.check_garbage_index().unwrap(), Ok(()));
+    let holding = |catalog: &Catalog| n.map(|node| catalog.holds_garbage(&node).unwrap());
+    assert_eq!(holding(&catalog), [true, true, true]);
+    run(
+        &catalog,
+        &Command::ForgetGarbage {
+            shards: vec![ShardId([20; 16]), ShardId([12; 16])],
+        },
+    );
+    assert_eq!(holding(&catalog), [false, true, true]);
+    run(&catalog, &put("cache", "b", stored(10, n, 20)));
+    assert_eq!(holding(&catalog), [false, false, false]);
+    assert_eq!(catalog.check_garbage_index().unwrap(), Ok(()));
+    assert!(
+        trio()
+            .iter()
+            .all(|stranger| !catalog.holds_garbage(stranger).unwrap())
+    );
+}
+
+/// A catalog of format 4 (before the garbage queue's node index) gets the index built from
+/// its queue when this release opens it, and is marked format 5.
+#[test]
+fn a_catalog_of_format_4_gets_its_garbage_node_index_at_open() {
+    let (dir, catalog) = open();
+    let n = trio();
+    run(&catalog, &bucket("cache"));
+    register(&catalog, &n);
+    run(&catalog, &put("cache", "a", stored(10, n, 0)));
+    run(&catalog, &put("cache", "a", stored(10, n, 10)));
+    assert_eq!(catalog.garbage(100).unwrap().len(), 3);
+    let path = dir.path().join("catalog.redb");
+    {
+        let txn = catalog.database().begin_write().unwrap();
+        let by_node: redb::TableDefinition<[u8; 48], ()> =
+            redb::TableDefinition::new("garbage_by_node");
+        txn.delete_table(by_node).unwrap();
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("format", 4).unwrap();
+        txn.commit().unwrap();
+    }
+    // The index is gone (reading it fails) until the catalog is opened again.
+    assert!(!matches!(catalog.check_garbage_index(), Ok(Ok(()))));
+    drop(catalog);
+    let reopened = Catalog::new(Arc::new(redb::Database::open(&path).unwrap())).unwrap();
+    assert_eq!(reopened.check_garbage_index().unwrap(), Ok(()));
+    assert!(n.iter().all(|node| reopened.holds_garbage(node).unwrap()));
+    assert_eq!(reopened.check_shard_index().unwrap(), Ok(()));
 }
 
 /// Uploads are indexed by age for expiry; completing one whose part lost more shards than

@@ -18,6 +18,10 @@
 //! Format 4 adds the segments-by-shape counters (`segment_shapes`, kept beside the index
 //! by the same code), from which the durability survey takes its totals without a walk.
 //! Opening a format-2 or format-3 catalog builds the index and the counters once.
+//!
+//! Format 5 adds the garbage queue's index by node (`garbage_by_node`), so whether a
+//! draining node still has deletions due is one range read; opening an older catalog
+//! builds it once from the queue.
 
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Serialize;
@@ -35,7 +39,7 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 const FORMAT_KEY: &str = "format";
 
 /// The catalog format this build writes and reads.
-pub const FORMAT: u64 = 4;
+pub const FORMAT: u64 = 5;
 
 /// The version byte of records whose layout never changed since format 2, and of objects
 /// and uploads written before [`RECORD_V2`].
@@ -166,22 +170,24 @@ pub(crate) fn upgrade_record(bare: &[u8]) -> Vec<u8> {
 /// their version byte, then it is marked), all in `txn`, so a crash leaves it wholly old or
 /// wholly new.
 ///
-/// Returns whether the catalog was marked just now (new, or of an older format): its
-/// derived shards-by-node index is then for the caller to build in `txn`.
-pub(crate) fn check_or_migrate(txn: &WriteTransaction) -> Result<bool, CatalogFault> {
+/// Returns the format the catalog had: [`FORMAT`] if it was current, 1 if it was new or
+/// of format 1. What later formats derive (the shards-by-node index and shape counters
+/// from format 4 on, the garbage node index from 5) is then for the caller to build in
+/// `txn`.
+pub(crate) fn check_or_migrate(txn: &WriteTransaction) -> Result<u64, CatalogFault> {
     let found = {
         let meta = txn.open_table(META)?;
         meta.get(FORMAT_KEY)?.map(|v| v.value())
     };
     match found {
-        Some(FORMAT) => return Ok(false),
+        Some(FORMAT) => return Ok(FORMAT),
         Some(newer) if newer > FORMAT => {
             return Err(CatalogFault(format!(
                 "catalog format {newer} was written by a newer release of Cairn; this one \
                  reads format {FORMAT} and older: upgrade cairn to open it"
             )));
         }
-        Some(older @ (2 | 3)) => {
+        Some(older @ (2..=4)) => {
             tracing::info!("catalog migrated from format {older} to format {FORMAT}");
         }
         Some(other) => {
@@ -198,7 +204,7 @@ pub(crate) fn check_or_migrate(txn: &WriteTransaction) -> Result<bool, CatalogFa
         }
     }
     txn.open_table(META)?.insert(FORMAT_KEY, FORMAT)?;
-    Ok(true)
+    Ok(found.unwrap_or(1))
 }
 
 /// Format 1 → 2: every record gets its version byte. Indexes and counters hold no records

@@ -55,18 +55,44 @@ pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("co
 /// id, so the collector reads the entries that are due, oldest first, without a scan.
 pub(crate) const GARBAGE_DUE: TableDefinition<[u8; 24], ()> = TableDefinition::new("garbage_due");
 
-/// The garbage queue and its index by time, changed together so they never disagree.
+/// [`GARBAGE`] by node: the node's id then the shard id, so whether a node still has
+/// garbage to delete is one range read, however long the queue (format 5).
+pub(crate) const GARBAGE_BY_NODE: TableDefinition<[u8; 48], ()> =
+    TableDefinition::new("garbage_by_node");
+
+/// The key of a queued shard in [`GARBAGE_BY_NODE`].
+pub(crate) fn garbage_node_key(node: &NodeId, shard: &[u8; 16]) -> [u8; 48] {
+    let mut key = [0u8; 48];
+    key[..32].copy_from_slice(node.as_bytes());
+    key[32..].copy_from_slice(shard);
+    key
+}
+
+/// The garbage queue and its indexes by time and by node, changed together so they never
+/// disagree.
 pub(crate) struct GarbageQueue<'txn> {
     shards: redb::Table<'txn, [u8; 16], &'static [u8]>,
     due: redb::Table<'txn, [u8; 24], ()>,
+    by_node: redb::Table<'txn, [u8; 48], ()>,
 }
 
 impl<'txn> GarbageQueue<'txn> {
     /// The queue inside `txn`.
     pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, CatalogFault> {
+        Self::open_tables(txn, GARBAGE, GARBAGE_DUE, GARBAGE_BY_NODE)
+    }
+
+    /// The queue in the given tables of `txn` (a snapshot install fills staging copies).
+    pub(crate) fn open_tables(
+        txn: &'txn WriteTransaction,
+        shards: TableDefinition<[u8; 16], &'static [u8]>,
+        due: TableDefinition<[u8; 24], ()>,
+        by_node: TableDefinition<[u8; 48], ()>,
+    ) -> Result<Self, CatalogFault> {
         Ok(Self {
-            shards: txn.open_table(GARBAGE)?,
-            due: txn.open_table(GARBAGE_DUE)?,
+            shards: txn.open_table(shards)?,
+            due: txn.open_table(due)?,
+            by_node: txn.open_table(by_node)?,
         })
     }
 
@@ -83,9 +109,26 @@ impl<'txn> GarbageQueue<'txn> {
             .transpose()?;
         if let Some(previous) = previous {
             self.due.remove(time_key(previous.since_ms, &shard.0))?;
+            self.by_node
+                .remove(garbage_node_key(&previous.node, &shard.0))?;
         }
         self.due.insert(time_key(entry.since_ms, &shard.0), ())?;
+        self.by_node
+            .insert(garbage_node_key(&entry.node, &shard.0), ())?;
         Ok(())
+    }
+
+    /// Queues `shard` unless it is queued already; whether it was new.
+    pub(crate) fn insert_new(
+        &mut self,
+        shard: ShardId,
+        entry: &GarbageShard,
+    ) -> Result<bool, CatalogFault> {
+        if self.shards.get(shard.0)?.is_some() {
+            return Ok(false);
+        }
+        self.queue(shard, entry)?;
+        Ok(true)
     }
 
     /// Takes `shard` out of the queue, if it is there.
@@ -97,6 +140,8 @@ impl<'txn> GarbageQueue<'txn> {
             .transpose()?;
         if let Some(removed) = removed {
             self.due.remove(time_key(removed.since_ms, &shard.0))?;
+            self.by_node
+                .remove(garbage_node_key(&removed.node, &shard.0))?;
         }
         Ok(())
     }
@@ -523,10 +568,13 @@ impl Catalog {
     /// what an interrupted snapshot install left is dropped.
     pub fn new(db: Arc<Database>) -> Result<Self, CatalogFault> {
         let txn = db.begin_write()?;
-        let older = format::check_or_migrate(&txn)?;
+        let found = format::check_or_migrate(&txn)?;
         stream::drop_staging(&txn)?;
+        // Builds the garbage queue's indexes where missing (format 5 added one).
         create_tables(&txn)?;
-        if older {
+        // The shards-by-node index and the shape counters came with formats 3 and 4: a
+        // walk of every record, once, only for catalogs from before them.
+        if found < 4 {
             shard_index::rebuild(&txn)?;
         }
         txn.commit()?;
@@ -762,15 +810,51 @@ impl Catalog {
         table.iter()?.map(|item| decode(item?.1.value())).collect()
     }
 
-    /// Garbage shards per node: what deletion still has to reach.
-    pub fn garbage_by_node(&self) -> Result<std::collections::HashMap<NodeId, u64>, CatalogFault> {
+    /// Whether any shard queued as garbage is on `node` (deletion still has to reach it):
+    /// one range read of the queue's node index.
+    pub fn holds_garbage(&self, node: &NodeId) -> Result<bool, CatalogFault> {
         let txn = self.read()?;
-        let mut out = std::collections::HashMap::new();
+        let table = txn.open_table(GARBAGE_BY_NODE)?;
+        let first = garbage_node_key(node, &[0; 16]);
+        let last = garbage_node_key(node, &[0xff; 16]);
+        Ok(table.range(first..=last)?.next().transpose()?.is_some())
+    }
+
+    /// Checks the garbage queue's indexes (by time, by node) against the queue itself;
+    /// the difference, if any, as text. Reads the whole queue: for tests and tools.
+    pub fn check_garbage_index(&self) -> Result<Result<(), String>, CatalogFault> {
+        let txn = self.read()?;
+        let mut due = std::collections::BTreeSet::new();
+        let mut by_node = std::collections::BTreeSet::new();
         for item in txn.open_table(GARBAGE)?.iter()? {
-            let entry: GarbageShard = decode(item?.1.value())?;
-            *out.entry(entry.node).or_default() += 1;
+            let (k, v) = item?;
+            let entry: GarbageShard = decode(v.value())?;
+            due.insert(time_key(entry.since_ms, &k.value()));
+            by_node.insert(garbage_node_key(&entry.node, &k.value()));
         }
-        Ok(out)
+        let mut indexed_due = std::collections::BTreeSet::new();
+        for item in txn.open_table(GARBAGE_DUE)?.iter()? {
+            indexed_due.insert(item?.0.value());
+        }
+        let mut indexed_by_node = std::collections::BTreeSet::new();
+        for item in txn.open_table(GARBAGE_BY_NODE)?.iter()? {
+            indexed_by_node.insert(item?.0.value());
+        }
+        if due != indexed_due {
+            return Ok(Err(format!(
+                "the time index holds {} entries for {} queued shards, or other ones",
+                indexed_due.len(),
+                due.len()
+            )));
+        }
+        if by_node != indexed_by_node {
+            return Ok(Err(format!(
+                "the node index holds {} entries for {} queued shards, or other ones",
+                indexed_by_node.len(),
+                by_node.len()
+            )));
+        }
+        Ok(Ok(()))
     }
 
     /// Shards waiting in the garbage queue.
@@ -1051,18 +1135,27 @@ fn index_uploads(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     Ok(())
 }
 
-/// Builds the garbage queue's time index where it is missing (a catalog written before it
-/// existed): once, at open, in proportion to the queue.
+/// Builds the garbage queue's indexes by time and by node where they are missing (a
+/// catalog written before them): once, at open, in proportion to the queue. Format 5
+/// brought the node index, so no release that leaves it unkept writes a catalog that has
+/// it.
 fn index_garbage(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     let mut due = txn.open_table(GARBAGE_DUE)?;
+    let mut by_node = txn.open_table(GARBAGE_BY_NODE)?;
     let shards = txn.open_table(GARBAGE)?;
-    if !due.is_empty()? || shards.is_empty()? {
+    let (no_due, no_by_node) = (due.is_empty()?, by_node.is_empty()?);
+    if !(no_due || no_by_node) || shards.is_empty()? {
         return Ok(());
     }
     for item in shards.iter()? {
         let (k, v) = item?;
         let entry: GarbageShard = decode(v.value())?;
-        due.insert(time_key(entry.since_ms, &k.value()), ())?;
+        if no_due {
+            due.insert(time_key(entry.since_ms, &k.value()), ())?;
+        }
+        if no_by_node {
+            by_node.insert(garbage_node_key(&entry.node, &k.value()), ())?;
+        }
     }
     Ok(())
 }
@@ -1161,6 +1254,7 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     txn.delete_table(NODES)?;
     txn.delete_table(GARBAGE)?;
     txn.delete_table(GARBAGE_DUE)?;
+    txn.delete_table(GARBAGE_BY_NODE)?;
     txn.delete_table(COUNTERS)?;
     txn.delete_table(INVITES)?;
     txn.delete_table(GATEWAYS)?;

@@ -29,9 +29,9 @@ use super::shard_index::{
     self, Holder, PLACED_BY_NODE, SEGMENT_SHAPES, SHARDS_BY_NODE, ShardIndex,
 };
 use super::{
-    ACCESS_KEYS, BUCKETS, COUNTERS, CatalogDump, CatalogFault, CommandResult, GARBAGE, GARBAGE_DUE,
-    GATEWAYS, INVITES, NODES, OBJECTS, PARTS, REQUESTS, REQUESTS_BY_TIME, UPLOADS, UPLOADS_BY_TIME,
-    request_time_key, time_key, upload_time_key,
+    ACCESS_KEYS, BUCKETS, COUNTERS, CatalogDump, CatalogFault, CommandResult, GARBAGE,
+    GARBAGE_BY_NODE, GARBAGE_DUE, GATEWAYS, GarbageQueue, INVITES, NODES, OBJECTS, PARTS, REQUESTS,
+    REQUESTS_BY_TIME, UPLOADS, UPLOADS_BY_TIME, request_time_key, upload_time_key,
 };
 
 /// The chunk size snapshots and backups are cut into unless told otherwise.
@@ -415,6 +415,7 @@ staging! {
     S_NODES: [u8; 32] => &[u8] = "staging.nodes";
     S_GARBAGE: [u8; 16] => &[u8] = "staging.garbage";
     S_GARBAGE_DUE: [u8; 24] => () = "staging.garbage_due";
+    S_GARBAGE_BY_NODE: [u8; 48] => () = "staging.garbage_by_node";
     S_COUNTERS: &str => u64 = "staging.counters";
     S_INVITES: [u8; 32] => &[u8] = "staging.invites";
     S_GATEWAYS: [u8; 32] => &[u8] = "staging.gateways";
@@ -436,6 +437,7 @@ pub(crate) fn drop_staging(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.delete_table(S_NODES)?;
     txn.delete_table(S_GARBAGE)?;
     txn.delete_table(S_GARBAGE_DUE)?;
+    txn.delete_table(S_GARBAGE_BY_NODE)?;
     txn.delete_table(S_COUNTERS)?;
     txn.delete_table(S_INVITES)?;
     txn.delete_table(S_GATEWAYS)?;
@@ -532,6 +534,7 @@ impl<'db> Importer<'db> {
         swap(&txn, S_NODES, NODES)?;
         swap(&txn, S_GARBAGE, GARBAGE)?;
         swap(&txn, S_GARBAGE_DUE, GARBAGE_DUE)?;
+        swap(&txn, S_GARBAGE_BY_NODE, GARBAGE_BY_NODE)?;
         swap(&txn, S_COUNTERS, COUNTERS)?;
         swap(&txn, S_INVITES, INVITES)?;
         swap(&txn, S_GATEWAYS, GATEWAYS)?;
@@ -624,15 +627,15 @@ fn insert_rows(txn: &WriteTransaction, table: Table, rows: &[Row]) -> Result<(),
             }
         }
         Table::Garbage => {
-            let mut t = txn.open_table(S_GARBAGE)?;
-            let mut due = txn.open_table(S_GARBAGE_DUE)?;
+            // The queue's own code keeps its indexes, as apply does.
+            let mut queue =
+                GarbageQueue::open_tables(txn, S_GARBAGE, S_GARBAGE_DUE, S_GARBAGE_BY_NODE)?;
             for (k, v) in rows {
                 let id = array::<16>(k)?;
                 let entry: GarbageShard = decode_record(v)?;
-                if t.insert(id, v.as_slice())?.is_some() {
+                if !queue.insert_new(ShardId(id), &entry)? {
                     return Err(duplicate(table));
                 }
-                due.insert(time_key(entry.since_ms, &ShardId(id).0), ())?;
             }
         }
         Table::Uploads => {
@@ -690,7 +693,7 @@ pub fn import_dump(
 }
 
 /// The names of the staging tables (a test checks none is left behind).
-pub fn staging_table_names() -> [&'static str; 17] {
+pub fn staging_table_names() -> [&'static str; 18] {
     [
         S_BUCKETS.name(),
         S_OBJECTS.name(),
@@ -698,6 +701,7 @@ pub fn staging_table_names() -> [&'static str; 17] {
         S_NODES.name(),
         S_GARBAGE.name(),
         S_GARBAGE_DUE.name(),
+        S_GARBAGE_BY_NODE.name(),
         S_COUNTERS.name(),
         S_INVITES.name(),
         S_GATEWAYS.name(),
