@@ -108,6 +108,61 @@ pub async fn start(
 ) -> Result<RunningCoordinator, StartError> {
     config.validate().map_err(StartError::Config)?;
     std::fs::create_dir_all(&config.data_dir)?;
+    let key = coordinator_key(&config, init, restore)?;
+    let (member_key, _) = SecretKey::load_or_create(&config.data_dir.join(MEMBER_KEY_FILE))?;
+    let (token, new_token) = admin_token(&config.data_dir)?;
+    let (log, sm) = open_storage(&config.data_dir).await?;
+    let catalog = sm.catalog().clone();
+    if let Some(path) = restore {
+        restore_catalog(&sm, &catalog, path).await?;
+    }
+    let endpoint = server_endpoint(
+        config.listen,
+        &key,
+        &[RAFT_ALPN, COORDINATOR_ALPN, GATEWAY_ALPN],
+        PeerPolicy::Any,
+    )?;
+    let quic_addr = endpoint.local_addr()?;
+    let raft = start_raft(&config, &endpoint, &key, &member_key, log, sm).await?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
+    let admin_addr = admin_listener.local_addr()?;
+    let me = advertised_member(&config, quic_addr, admin_addr, &member_key);
+
+    let services = Services::new(&config, &raft, &catalog, &endpoint, &key);
+    let tasks = vec![
+        services.spawn_quic(&config),
+        services.spawn_admin_api(&config, admin_listener, token),
+        services.spawn_repairs(),
+        services.spawn_gc(&config),
+        services.spawn_audits(&config),
+        services.spawn_failure_detector(&config),
+    ];
+
+    if init {
+        form_group(&raft, config.id, me, restore.is_some()).await?;
+    }
+    tracing::info!(id = config.id, quic = %quic_addr, admin = %admin_addr, key = %key.public(), "coordinator member serving");
+    Ok(RunningCoordinator {
+        id: config.id,
+        key: key.public(),
+        member_key: member_key.public(),
+        quic_addr,
+        admin_addr,
+        new_token,
+        raft,
+        catalog,
+        endpoint,
+        tasks,
+    })
+}
+
+/// The coordinator key this member serves under: a restore's must be the one its backup
+/// names, `init` creates one if missing, any other start needs a copy of the group's.
+fn coordinator_key(
+    config: &CoordinatorConfig,
+    init: bool,
+    restore: Option<&Path>,
+) -> Result<SecretKey, StartError> {
     let key_path = config
         .key_file
         .clone()
@@ -123,23 +178,25 @@ pub async fn start(
         }
         None => None,
     };
-    let key = if let Some(needed) = backup.flatten() {
-        restore_key(&key_path, &needed)?
+    if let Some(needed) = backup.flatten() {
+        restore_key(&key_path, &needed)
     } else if init {
-        SecretKey::load_or_create(&key_path)?.0
+        Ok(SecretKey::load_or_create(&key_path)?.0)
     } else if key_path.exists() {
-        SecretKey::load(&key_path)?
+        Ok(SecretKey::load(&key_path)?)
     } else {
-        return Err(StartError::Key(format!(
+        Err(StartError::Key(format!(
             "{} is missing: copy it from an existing member (or start the first member with --init)",
             key_path.display()
-        )));
-    };
-    let (member_key, _) = SecretKey::load_or_create(&config.data_dir.join(MEMBER_KEY_FILE))?;
-    let (token, new_token) = admin_token(&config.data_dir)?;
+        )))
+    }
+}
 
-    let dir = config.data_dir.clone();
-    let (log, sm) = tokio::task::spawn_blocking(move || {
+/// Opens the Raft log and the state machine (with the catalog) in `dir`, off the async
+/// threads: opening may migrate or rebuild indexes.
+async fn open_storage(dir: &Path) -> Result<(LogStore<TypeConfig>, StateMachine), StartError> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
         let log = LogStore::<TypeConfig>::open(&dir.join("raft-log.redb"))
             .map_err(|err| StartError::Storage(err.to_string()))?;
         let sm = StateMachine::open(&dir.join("catalog.redb"))
@@ -147,40 +204,49 @@ pub async fn start(
         Ok::<_, StartError>((log, sm))
     })
     .await
-    .map_err(|err| StartError::Other(err.to_string()))??;
-    let catalog = sm.catalog().clone();
-    if let Some(path) = restore {
-        if !catalog
-            .buckets()
-            .map_err(|e| StartError::Storage(e.to_string()))?
-            .is_empty()
-        {
-            return Err(StartError::Config(
-                "--restore needs an empty data dir".into(),
-            ));
-        }
-        let restoring = sm.clone();
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            restoring
-                .restore_file(&path)
-                .map_err(|err| StartError::Storage(err.to_string()))
-        })
-        .await
-        .map_err(|err| StartError::Other(err.to_string()))??;
-        let stats = catalog
-            .stats()
-            .map_err(|e| StartError::Storage(e.to_string()))?;
-        tracing::info!(objects = stats.objects, "catalog restored from backup");
-    }
+    .map_err(|err| StartError::Other(err.to_string()))?
+}
 
-    let endpoint = server_endpoint(
-        config.listen,
-        &key,
-        &[RAFT_ALPN, COORDINATOR_ALPN, GATEWAY_ALPN],
-        PeerPolicy::Any,
-    )?;
-    let quic_addr = endpoint.local_addr()?;
+/// Streams the backup at `path` into the state machine's catalog, which must be empty.
+async fn restore_catalog(
+    sm: &StateMachine,
+    catalog: &Catalog,
+    path: &Path,
+) -> Result<(), StartError> {
+    if !catalog
+        .buckets()
+        .map_err(|e| StartError::Storage(e.to_string()))?
+        .is_empty()
+    {
+        return Err(StartError::Config(
+            "--restore needs an empty data dir".into(),
+        ));
+    }
+    let restoring = sm.clone();
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        restoring
+            .restore_file(&path)
+            .map_err(|err| StartError::Storage(err.to_string()))
+    })
+    .await
+    .map_err(|err| StartError::Other(err.to_string()))??;
+    let stats = catalog
+        .stats()
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    tracing::info!(objects = stats.objects, "catalog restored from backup");
+    Ok(())
+}
+
+/// Starts this member's Raft node on `endpoint`, speaking as its member key.
+async fn start_raft(
+    config: &CoordinatorConfig,
+    endpoint: &quinn::Endpoint,
+    key: &SecretKey,
+    member_key: &SecretKey,
+    log: LogStore<TypeConfig>,
+    sm: StateMachine,
+) -> Result<Raft<TypeConfig>, StartError> {
     let raft_config = Config {
         cluster_name: "cairn".into(),
         heartbeat_interval: config.raft_heartbeat_ms,
@@ -199,25 +265,31 @@ pub async fn start(
     }
     .validate()
     .map_err(|err| StartError::Config(err.to_string()))?;
-    let raft = Raft::new(
+    Raft::new(
         config.id,
         Arc::new(raft_config),
         Network::new(
             endpoint.clone(),
             member_key.clone(),
             key.public(),
-            MemberCredential::issue(&key, &member_key.public()),
+            MemberCredential::issue(key, &member_key.public()),
         ),
         log,
         sm,
     )
     .await
-    .map_err(|err| StartError::Other(err.to_string()))?;
+    .map_err(|err| StartError::Other(err.to_string()))
+}
 
-    let liveness = Arc::new(Liveness::default());
-    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
-    let admin_addr = admin_listener.local_addr()?;
-    let me = Member {
+/// This member as the membership records it: the addresses others reach it at (advertised
+/// ones if configured, else the bound ones) and its member key.
+fn advertised_member(
+    config: &CoordinatorConfig,
+    quic_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    member_key: &SecretKey,
+) -> Member {
+    Member {
         addr: config
             .advertise
             .clone()
@@ -227,121 +299,175 @@ pub async fn start(
             .clone()
             .unwrap_or_else(|| admin_addr.to_string()),
         key: member_key.public().to_string(),
-    };
+    }
+}
 
-    let mut tasks = Vec::new();
-    let repairs = crate::repair::Repairs::new(crate::repair::RepairSettings::from(&config));
-    let gc_stats = Arc::new(crate::gc::GcStats::default());
-    let audit_stats = Arc::new(crate::audit::AuditStats::default());
-    let rpc = RpcContext {
-        repairs: repairs.clone(),
-        commit_within: std::time::Duration::from_secs(config.orphan_delay_secs / 2),
-        quorum_lease: std::time::Duration::from_millis(config.election_timeout_ms * 2),
-        raft: raft.clone(),
-        catalog: catalog.clone(),
-        liveness: liveness.clone(),
-        key: key.clone(),
-        default_erasure: ErasureProfile {
-            k: config.default_k,
-            m: config.default_m,
-            segment_size: ErasureProfile::PRODUCTION.segment_size,
-        },
-    };
-    let nodes = NodeRpc::new(
-        raft.clone(),
-        catalog.clone(),
-        liveness.clone(),
-        endpoint.clone(),
-        key.clone(),
-    );
-    tasks.push(tokio::spawn(serve_quic(endpoint.clone(), rpc, nodes)));
-    let state = AdminState::from(AdminContext {
-        raft: raft.clone(),
-        catalog: catalog.clone(),
-        token,
-        id: config.id,
-        liveness: liveness.clone(),
-        default_k: config.default_k,
-        default_m: config.default_m,
-        key: key.public(),
-        repairs: repairs.clone(),
-        gc: gc_stats.clone(),
-        audits: audit_stats.clone(),
-    });
-    tasks.push(tokio::spawn(admin::serve(admin_listener, state)));
-    tasks.push(tokio::spawn(crate::repair::run(
-        raft.clone(),
-        catalog.clone(),
-        repairs.clone(),
-    )));
-    tasks.push(tokio::spawn(crate::gc::run(
-        crate::gc::GcContext {
+/// What the member's services share, and how each is started: the QUIC service (Raft,
+/// node and gateway RPC), the admin API, and the leader's loops (repair, garbage
+/// collection, audits, failure detection), each of which idles while another member leads.
+struct Services {
+    raft: Raft<TypeConfig>,
+    catalog: Catalog,
+    endpoint: quinn::Endpoint,
+    key: SecretKey,
+    liveness: Arc<Liveness>,
+    repairs: Arc<crate::repair::Repairs>,
+    gc_stats: Arc<crate::gc::GcStats>,
+    audit_stats: Arc<crate::audit::AuditStats>,
+}
+
+impl Services {
+    fn new(
+        config: &CoordinatorConfig,
+        raft: &Raft<TypeConfig>,
+        catalog: &Catalog,
+        endpoint: &quinn::Endpoint,
+        key: &SecretKey,
+    ) -> Self {
+        Self {
             raft: raft.clone(),
             catalog: catalog.clone(),
             endpoint: endpoint.clone(),
             key: key.clone(),
-            liveness: liveness.clone(),
-            repairs: repairs.clone(),
-            stats: gc_stats,
-        },
-        crate::gc::GcSettings::from(&config),
-    )));
-    tasks.push(tokio::spawn(crate::audit::run(
-        crate::audit::AuditContext {
-            raft: raft.clone(),
-            catalog: catalog.clone(),
-            endpoint: endpoint.clone(),
-            key: key.clone(),
-            liveness: liveness.clone(),
-            repairs,
-            stats: audit_stats,
-        },
-        crate::audit::AuditSettings::from(&config),
-    )));
-    tasks.push(tokio::spawn(failure::run(
-        raft.clone(),
-        catalog.clone(),
-        liveness,
-        failure::Settings::from(&config),
-    )));
+            liveness: Arc::new(Liveness::default()),
+            repairs: crate::repair::Repairs::new(crate::repair::RepairSettings::from(config)),
+            gc_stats: Arc::new(crate::gc::GcStats::default()),
+            audit_stats: Arc::new(crate::audit::AuditStats::default()),
+        }
+    }
 
+    /// The QUIC service: Raft between members, the node RPC, the gateway RPC.
+    fn spawn_quic(&self, config: &CoordinatorConfig) -> JoinHandle<()> {
+        let rpc = RpcContext {
+            repairs: self.repairs.clone(),
+            commit_within: std::time::Duration::from_secs(config.orphan_delay_secs / 2),
+            quorum_lease: std::time::Duration::from_millis(config.election_timeout_ms * 2),
+            raft: self.raft.clone(),
+            catalog: self.catalog.clone(),
+            liveness: self.liveness.clone(),
+            key: self.key.clone(),
+            default_erasure: ErasureProfile {
+                k: config.default_k,
+                m: config.default_m,
+                segment_size: ErasureProfile::PRODUCTION.segment_size,
+            },
+        };
+        let nodes = NodeRpc::new(
+            self.raft.clone(),
+            self.catalog.clone(),
+            self.liveness.clone(),
+            self.endpoint.clone(),
+            self.key.clone(),
+        );
+        tokio::spawn(serve_quic(self.endpoint.clone(), rpc, nodes))
+    }
+
+    /// The admin API on `listener`.
+    fn spawn_admin_api(
+        &self,
+        config: &CoordinatorConfig,
+        listener: tokio::net::TcpListener,
+        token: String,
+    ) -> JoinHandle<()> {
+        let state = AdminState::from(AdminContext {
+            raft: self.raft.clone(),
+            catalog: self.catalog.clone(),
+            token,
+            id: config.id,
+            liveness: self.liveness.clone(),
+            default_k: config.default_k,
+            default_m: config.default_m,
+            key: self.key.public(),
+            repairs: self.repairs.clone(),
+            gc: self.gc_stats.clone(),
+            audits: self.audit_stats.clone(),
+        });
+        tokio::spawn(admin::serve(listener, state))
+    }
+
+    /// The repair loop: surveys, rebuilds, drains, rebalancing.
+    fn spawn_repairs(&self) -> JoinHandle<()> {
+        tokio::spawn(crate::repair::run(
+            self.raft.clone(),
+            self.catalog.clone(),
+            self.repairs.clone(),
+        ))
+    }
+
+    /// Garbage collection: expired uploads, queued garbage, orphans found in inventories.
+    fn spawn_gc(&self, config: &CoordinatorConfig) -> JoinHandle<()> {
+        tokio::spawn(crate::gc::run(
+            crate::gc::GcContext {
+                raft: self.raft.clone(),
+                catalog: self.catalog.clone(),
+                endpoint: self.endpoint.clone(),
+                key: self.key.clone(),
+                liveness: self.liveness.clone(),
+                repairs: self.repairs.clone(),
+                stats: self.gc_stats.clone(),
+            },
+            crate::gc::GcSettings::from(config),
+        ))
+    }
+
+    /// The audit loop: challenges, judgements, reputation.
+    fn spawn_audits(&self, config: &CoordinatorConfig) -> JoinHandle<()> {
+        tokio::spawn(crate::audit::run(
+            crate::audit::AuditContext {
+                raft: self.raft.clone(),
+                catalog: self.catalog.clone(),
+                endpoint: self.endpoint.clone(),
+                key: self.key.clone(),
+                liveness: self.liveness.clone(),
+                repairs: self.repairs.clone(),
+                stats: self.audit_stats.clone(),
+            },
+            crate::audit::AuditSettings::from(config),
+        ))
+    }
+
+    /// The failure detector: nodes not heard from turn suspect, then lost.
+    fn spawn_failure_detector(&self, config: &CoordinatorConfig) -> JoinHandle<()> {
+        tokio::spawn(failure::run(
+            self.raft.clone(),
+            self.catalog.clone(),
+            self.liveness.clone(),
+            failure::Settings::from(config),
+        ))
+    }
+}
+
+/// Forms a new group with `me` as its only voter (`--init`), unless it is formed already;
+/// a restored catalog is then compacted into a snapshot.
+async fn form_group(
+    raft: &Raft<TypeConfig>,
+    id: u64,
+    me: Member,
+    restored: bool,
+) -> Result<(), StartError> {
     // A member that already holds a vote or log is past forming (a restart with --init):
     // asking openraft again would only log an error.
     let formed = raft
         .is_initialized()
         .await
         .map_err(|err| StartError::Other(err.to_string()))?;
-    if init && formed {
+    if formed {
         tracing::info!("coordinator group already formed");
+        return Ok(());
     }
-    if init && !formed {
-        let members = BTreeMap::from([(config.id, me)]);
-        match raft.initialize(members).await {
-            Ok(()) => {
-                tracing::info!(id = config.id, "formed a new coordinator group");
-                if restore.is_some() {
-                    compact_after_restore(&raft).await?;
-                }
+    match raft.initialize(BTreeMap::from([(id, me)])).await {
+        Ok(()) => {
+            tracing::info!(id, "formed a new coordinator group");
+            if restored {
+                compact_after_restore(raft).await?;
             }
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                tracing::info!("coordinator group already formed");
-            }
-            Err(err) => return Err(StartError::Other(format!("cannot form the group: {err}"))),
         }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+            tracing::info!("coordinator group already formed");
+        }
+        Err(err) => return Err(StartError::Other(format!("cannot form the group: {err}"))),
     }
-    tracing::info!(id = config.id, quic = %quic_addr, admin = %admin_addr, key = %key.public(), "coordinator member serving");
-    Ok(RunningCoordinator {
-        id: config.id,
-        key: key.public(),
-        member_key: member_key.public(),
-        quic_addr,
-        admin_addr,
-        new_token,
-        raft,
-        catalog,
-        endpoint,
-        tasks,
-    })
+    Ok(())
 }
 
 /// How long the leader waits for a follower to answer one snapshot chunk, the last one's

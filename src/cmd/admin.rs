@@ -392,162 +392,187 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.endpoint, &args.token);
     let json = args.json;
     match args.command {
-        AdminCommand::Status => {
-            let status: StatusView = api.get("/v1/status")?;
-            print(json, &status, || {
-                let leader = status.leader.map_or("none".to_string(), |l| l.to_string());
-                println!(
-                    "member {}  leader {leader}  term {}  applied {}",
-                    status.member,
-                    status.term,
-                    status.last_applied.unwrap_or(0)
-                );
-                println!("coordinator key {}", status.coordinator_key);
-                println!(
-                    "buckets {}  objects {}  logical {}",
-                    status.buckets,
-                    status.objects,
-                    ByteSize(status.logical_bytes)
-                );
-                let states: Vec<String> = status
-                    .nodes_by_state
-                    .iter()
-                    .map(|(s, n)| format!("{s} {n}"))
-                    .collect();
-                println!(
-                    "nodes: {}",
-                    if states.is_empty() {
-                        "none".into()
-                    } else {
-                        states.join(", ")
-                    }
-                );
-                match &status.durability {
-                    Some(d) => {
-                        let margins: Vec<String> = d
-                            .segments_by_margin
-                            .iter()
-                            .rev()
-                            .map(|(margin, n)| format!("{n} at margin {margin}"))
-                            .collect();
-                        println!(
-                            "segments: {}  ({} unreadable)",
-                            if margins.is_empty() {
-                                "none".into()
-                            } else {
-                                margins.join(", ")
-                            },
-                            d.unreadable
-                        );
-                        let moved: Vec<String> = d
-                            .moved
-                            .iter()
-                            .map(|(reason, m)| format!("{reason} {} shards", m.shards))
-                            .collect();
-                        println!(
-                            "repair queue {}  in progress {}  moved: {}  stored {}  stored/logical {}",
-                            d.repair_queue,
-                            d.repairs_in_progress,
-                            moved.join(", "),
-                            ByteSize(d.stored_bytes),
-                            d.stored_per_logical
-                                .map_or("-".to_string(), |r| format!("{r:.2}"))
-                        );
-                        println!(
-                            "modelled annual loss probability {:.2e}  ({:.2} node failures per node-year, repair window {:.0} s)",
-                            d.loss_model.annual_loss_probability,
-                            d.loss_model.failures_per_node_year,
-                            d.loss_model.repair_window_secs
-                        );
-                    }
-                    None => println!("durability: not surveyed (ask the leader)"),
-                }
-                print_members(&status.members);
-            })
+        AdminCommand::Status => status(&api, json),
+        AdminCommand::Members { action } => members(&api, json, action),
+        AdminCommand::Nodes => list_nodes(&api, json),
+        AdminCommand::NodeState { id, state } => set_node_state(&api, json, &id, state),
+        AdminCommand::Node { action } => node(&api, json, action),
+        AdminCommand::Buckets => bucket(&api, json, BucketAction::List),
+        AdminCommand::Bucket { action } => bucket(&api, json, action),
+        AdminCommand::Keys => key(&api, json, KeyAction::List),
+        AdminCommand::Key { action } => key(&api, json, action),
+        AdminCommand::Gateways => gateway(&api, json, GatewayAction::List),
+        AdminCommand::Gateway { action } => gateway(&api, json, action),
+        AdminCommand::Backup { file } => backup(&api, json, &file),
+        AdminCommand::Verify(args) => verify(&api, json, *args),
+        AdminCommand::Invite { valid_hours, org } => invite(&api, json, valid_hours, org),
+    }
+}
+
+/// `cairn admin status`.
+fn status(api: &Api, json: bool) -> anyhow::Result<()> {
+    let status: StatusView = api.get("/v1/status")?;
+    print(json, &status, || print_status(&status))
+}
+
+/// The status as a table: the member, the catalog's totals, node states, durability, the
+/// members.
+fn print_status(status: &StatusView) {
+    let leader = status.leader.map_or("none".to_string(), |l| l.to_string());
+    println!(
+        "member {}  leader {leader}  term {}  applied {}",
+        status.member,
+        status.term,
+        status.last_applied.unwrap_or(0)
+    );
+    println!("coordinator key {}", status.coordinator_key);
+    println!(
+        "buckets {}  objects {}  logical {}",
+        status.buckets,
+        status.objects,
+        ByteSize(status.logical_bytes)
+    );
+    let states: Vec<String> = status
+        .nodes_by_state
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    println!(
+        "nodes: {}",
+        if states.is_empty() {
+            "none".into()
+        } else {
+            states.join(", ")
         }
-        AdminCommand::Members { action: None } => {
-            let members: Vec<MemberView> = api.get("/v1/members")?;
-            print(json, &members, || print_members(&members))
-        }
-        AdminCommand::Members {
-            action:
-                Some(MemberAction::Add {
-                    id,
-                    addr,
-                    admin,
-                    key,
-                }),
-        } => {
-            let members: Vec<MemberView> = api.post(
-                "/v1/members",
-                &AddMember {
-                    id,
-                    addr,
-                    admin,
-                    key,
+    );
+    match &status.durability {
+        Some(d) => {
+            let margins: Vec<String> = d
+                .segments_by_margin
+                .iter()
+                .rev()
+                .map(|(margin, n)| format!("{n} at margin {margin}"))
+                .collect();
+            println!(
+                "segments: {}  ({} unreadable)",
+                if margins.is_empty() {
+                    "none".into()
+                } else {
+                    margins.join(", ")
                 },
-            )?;
-            print(json, &members, || print_members(&members))
+                d.unreadable
+            );
+            let moved: Vec<String> = d
+                .moved
+                .iter()
+                .map(|(reason, m)| format!("{reason} {} shards", m.shards))
+                .collect();
+            println!(
+                "repair queue {}  in progress {}  moved: {}  stored {}  stored/logical {}",
+                d.repair_queue,
+                d.repairs_in_progress,
+                moved.join(", "),
+                ByteSize(d.stored_bytes),
+                d.stored_per_logical
+                    .map_or("-".to_string(), |r| format!("{r:.2}"))
+            );
+            println!(
+                "modelled annual loss probability {:.2e}  ({:.2} node failures per node-year, repair window {:.0} s)",
+                d.loss_model.annual_loss_probability,
+                d.loss_model.failures_per_node_year,
+                d.loss_model.repair_window_secs
+            );
         }
-        AdminCommand::NodeState { id, state } => {
-            let node: NodeView =
-                api.post(&format!("/v1/nodes/{id}/state"), &SetNodeState { state })?;
-            print(json, &node, || {
-                println!("node {} is {}", node.id, node.state)
-            })
+        None => println!("durability: not surveyed (ask the leader)"),
+    }
+    print_members(&status.members);
+}
+
+/// `cairn admin members [add]`.
+fn members(api: &Api, json: bool, action: Option<MemberAction>) -> anyhow::Result<()> {
+    let members: Vec<MemberView> = match action {
+        None => api.get("/v1/members")?,
+        Some(MemberAction::Add {
+            id,
+            addr,
+            admin,
+            key,
+        }) => api.post(
+            "/v1/members",
+            &AddMember {
+                id,
+                addr,
+                admin,
+                key,
+            },
+        )?,
+    };
+    print(json, &members, || print_members(&members))
+}
+
+/// `cairn admin nodes`.
+fn list_nodes(api: &Api, json: bool) -> anyhow::Result<()> {
+    let nodes: Vec<NodeView> = api.get("/v1/nodes")?;
+    print(json, &nodes, || {
+        println!(
+            "{:<52}  {:<12}  {:<16}  {:<10}  {:>21}  {:>10}  {:>5}  {:>13}  {:>9}",
+            "id",
+            "state",
+            "org",
+            "site",
+            "used / capacity",
+            "heartbeat",
+            "score",
+            "audits ok/bad",
+            "bad reads"
+        );
+        for n in &nodes {
+            let beat = n.last_heartbeat_ms.map_or("-".to_string(), |ms| {
+                format!("{:.1}s ago", ms as f64 / 1000.0)
+            });
+            let audits = format!("{}/{}", n.audits_passed, n.audits_failed);
+            // Used is known only from heartbeats, which reach the leader.
+            let fill = match n.used {
+                Some(used) => format!("{} / {}", ByteSize(used), ByteSize(n.capacity)),
+                None => format!("- / {}", ByteSize(n.capacity)),
+            };
+            println!(
+                "{:<52}  {:<12}  {:<16}  {:<10}  {:>21}  {:>10}  {:>5.3}  {:>13}  {:>9}",
+                n.id, n.state, n.org, n.site, fill, beat, n.score, audits, n.bad_reads
+            );
         }
-        AdminCommand::Node {
-            action: NodeAction::Drain { id, no_wait },
-        } => {
-            let node: NodeView = api.post(
-                &format!("/v1/nodes/{id}/state"),
-                &SetNodeState {
-                    state: "draining".into(),
-                },
-            )?;
-            if no_wait || json {
-                return print(json, &node, || {
-                    println!("node {} is {}", node.id, node.state)
-                });
-            }
-            follow_drain(&api, &node.id)
-        }
-        AdminCommand::Nodes => {
-            let nodes: Vec<NodeView> = api.get("/v1/nodes")?;
-            print(json, &nodes, || {
-                println!(
-                    "{:<52}  {:<12}  {:<16}  {:<10}  {:>21}  {:>10}  {:>5}  {:>13}  {:>9}",
-                    "id",
-                    "state",
-                    "org",
-                    "site",
-                    "used / capacity",
-                    "heartbeat",
-                    "score",
-                    "audits ok/bad",
-                    "bad reads"
-                );
-                for n in &nodes {
-                    let beat = n.last_heartbeat_ms.map_or("-".to_string(), |ms| {
-                        format!("{:.1}s ago", ms as f64 / 1000.0)
-                    });
-                    let audits = format!("{}/{}", n.audits_passed, n.audits_failed);
-                    // Used is known only from heartbeats, which reach the leader.
-                    let fill = match n.used {
-                        Some(used) => format!("{} / {}", ByteSize(used), ByteSize(n.capacity)),
-                        None => format!("- / {}", ByteSize(n.capacity)),
-                    };
-                    println!(
-                        "{:<52}  {:<12}  {:<16}  {:<10}  {:>21}  {:>10}  {:>5.3}  {:>13}  {:>9}",
-                        n.id, n.state, n.org, n.site, fill, beat, n.score, audits, n.bad_reads
-                    );
-                }
-            })
-        }
-        AdminCommand::Buckets
-        | AdminCommand::Bucket {
-            action: BucketAction::List,
-        } => {
+    })
+}
+
+/// `cairn admin node-state ID STATE`.
+fn set_node_state(api: &Api, json: bool, id: &str, state: String) -> anyhow::Result<()> {
+    let node: NodeView = api.post(&format!("/v1/nodes/{id}/state"), &SetNodeState { state })?;
+    print(json, &node, || {
+        println!("node {} is {}", node.id, node.state)
+    })
+}
+
+/// `cairn admin node drain`.
+fn node(api: &Api, json: bool, action: NodeAction) -> anyhow::Result<()> {
+    let NodeAction::Drain { id, no_wait } = action;
+    let node: NodeView = api.post(
+        &format!("/v1/nodes/{id}/state"),
+        &SetNodeState {
+            state: "draining".into(),
+        },
+    )?;
+    if no_wait || json {
+        return print(json, &node, || {
+            println!("node {} is {}", node.id, node.state)
+        });
+    }
+    follow_drain(api, &node.id)
+}
+
+/// `cairn admin bucket create|list` (and `buckets`).
+fn bucket(api: &Api, json: bool, action: BucketAction) -> anyhow::Result<()> {
+    match action {
+        BucketAction::List => {
             let buckets: Vec<BucketView> = api.get("/v1/buckets")?;
             print(json, &buckets, || {
                 for b in &buckets {
@@ -563,18 +588,15 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
             })
         }
-        AdminCommand::Bucket {
-            action:
-                BucketAction::Create {
-                    name,
-                    public_read,
-                    nix_cache,
-                    trusted_keys,
-                    k,
-                    m,
-                    segment_size,
-                    failure_tolerance,
-                },
+        BucketAction::Create {
+            name,
+            public_read,
+            nix_cache,
+            trusted_keys,
+            k,
+            m,
+            segment_size,
+            failure_tolerance,
         } => {
             let request = CreateBucket {
                 name,
@@ -594,10 +616,13 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 )
             })
         }
-        AdminCommand::Keys
-        | AdminCommand::Key {
-            action: KeyAction::List,
-        } => {
+    }
+}
+
+/// `cairn admin key create|list|revoke` (and `keys`).
+fn key(api: &Api, json: bool, action: KeyAction) -> anyhow::Result<()> {
+    match action {
+        KeyAction::List => {
             let keys: Vec<KeyView> = api.get("/v1/keys")?;
             print(json, &keys, || {
                 for k in &keys {
@@ -610,9 +635,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
             })
         }
-        AdminCommand::Key {
-            action: KeyAction::Create { name },
-        } => {
+        KeyAction::Create { name } => {
             let key: NewKey = api.post("/v1/keys", &CreateKey { name })?;
             print(json, &key, || {
                 println!("access key id:     {}", key.id);
@@ -620,60 +643,17 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("(the secret is not shown again)");
             })
         }
-        AdminCommand::Backup { file } => {
-            let bytes = api.get_bytes("/v1/backup")?;
-            // Checked before it is kept: a backup that does not read back is no backup.
-            let backup = cairn_coordinator::catalog::read_backup(&bytes).map_err(|err| {
-                anyhow::anyhow!("the coordinator sent an unreadable backup: {err}")
-            })?;
-            write_atomically(&file, &bytes)?;
-            let needs = backup.coordinator.map(|key| key.to_string());
-            let summary = serde_json::json!({
-                "file": file.display().to_string(),
-                "bytes": bytes.len(),
-                "coordinator_key": needs,
-            });
-            print(json, &summary, || {
-                println!(
-                    "wrote {} bytes of catalog to {}",
-                    bytes.len(),
-                    file.display()
-                );
-                if let Some(key) = &needs {
-                    println!(
-                        "restoring it needs the coordinator key {key}: keep a copy of \
-                         coordinator.key (escrowed, apart from the backup)"
-                    );
-                }
-            })
-        }
-        AdminCommand::Verify(verify) => {
-            // The bucket's mode and trusted keys come from the coordinator; the walk itself
-            // goes through the S3 gateway.
-            let buckets: Vec<BucketView> = api.get("/v1/buckets")?;
-            super::verify::run(*verify, &buckets, json)
-        }
-        AdminCommand::Invite { valid_hours, org } => {
-            let request = CreateInvite {
-                valid_hours: Some(valid_hours),
-                org: Some(org),
-            };
-            let invite: InviteView = api.post("/v1/invites", &request)?;
-            print(json, &invite, || {
-                println!("{}", invite.token);
-                eprintln!("(one node may join with this token; valid for {valid_hours} h)");
-            })
-        }
-        AdminCommand::Key {
-            action: KeyAction::Revoke { id },
-        } => {
+        KeyAction::Revoke { id } => {
             let key: KeyView = api.call::<(), _>("POST", &format!("/v1/keys/{id}/revoke"), None)?;
             print(json, &key, || println!("revoked {}", key.id))
         }
-        AdminCommand::Gateways
-        | AdminCommand::Gateway {
-            action: GatewayAction::List,
-        } => {
+    }
+}
+
+/// `cairn admin gateway add|list|remove` (and `gateways`).
+fn gateway(api: &Api, json: bool, action: GatewayAction) -> anyhow::Result<()> {
+    match action {
+        GatewayAction::List => {
             let gateways: Vec<GatewayView> = api.get("/v1/gateways")?;
             print(json, &gateways, || {
                 for g in &gateways {
@@ -681,17 +661,13 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
             })
         }
-        AdminCommand::Gateway {
-            action: GatewayAction::Add { key, name },
-        } => {
+        GatewayAction::Add { key, name } => {
             let gateway: GatewayView = api.post("/v1/gateways", &RegisterGateway { key, name })?;
             print(json, &gateway, || {
                 println!("registered gateway {} ({})", gateway.key, gateway.name)
             })
         }
-        AdminCommand::Gateway {
-            action: GatewayAction::Remove { key },
-        } => {
+        GatewayAction::Remove { key } => {
             let gateway: GatewayView =
                 api.call::<(), _>("DELETE", &format!("/v1/gateways/{key}"), None)?;
             print(json, &gateway, || {
@@ -699,6 +675,55 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `cairn admin backup FILE`.
+fn backup(api: &Api, json: bool, file: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = api.get_bytes("/v1/backup")?;
+    // Checked before it is kept: a backup that does not read back is no backup.
+    let backup = cairn_coordinator::catalog::read_backup(&bytes)
+        .map_err(|err| anyhow::anyhow!("the coordinator sent an unreadable backup: {err}"))?;
+    write_atomically(file, &bytes)?;
+    let needs = backup.coordinator.map(|key| key.to_string());
+    let summary = serde_json::json!({
+        "file": file.display().to_string(),
+        "bytes": bytes.len(),
+        "coordinator_key": needs,
+    });
+    print(json, &summary, || {
+        println!(
+            "wrote {} bytes of catalog to {}",
+            bytes.len(),
+            file.display()
+        );
+        if let Some(key) = &needs {
+            println!(
+                "restoring it needs the coordinator key {key}: keep a copy of \
+                 coordinator.key (escrowed, apart from the backup)"
+            );
+        }
+    })
+}
+
+/// `cairn admin verify`.
+fn verify(api: &Api, json: bool, args: super::verify::VerifyArgs) -> anyhow::Result<()> {
+    // The bucket's mode and trusted keys come from the coordinator; the walk itself goes
+    // through the S3 gateway.
+    let buckets: Vec<BucketView> = api.get("/v1/buckets")?;
+    super::verify::run(args, &buckets, json)
+}
+
+/// `cairn admin invite --org ORG`.
+fn invite(api: &Api, json: bool, valid_hours: u64, org: String) -> anyhow::Result<()> {
+    let request = CreateInvite {
+        valid_hours: Some(valid_hours),
+        org: Some(org),
+    };
+    let invite: InviteView = api.post("/v1/invites", &request)?;
+    print(json, &invite, || {
+        println!("{}", invite.token);
+        eprintln!("(one node may join with this token; valid for {valid_hours} h)");
+    })
 }
 
 /// Writes `bytes` to `path` via a temporary file, fsynced, then renamed over it.

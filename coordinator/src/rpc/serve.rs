@@ -1,39 +1,34 @@
-//! The coordinator side of the gateway RPC.
+//! The coordinator side of the gateway RPC: [`serve_gateway`] checks each request's
+//! gateway and this member's leadership, and `answer` hands the request to the function for
+//! it, kept with the others of its family: [`credentials`] (access keys, the mask key),
+//! [`buckets`], [`objects`] (listings, placement, commits), [`reads`] (read orders),
+//! [`multipart`], [`reports`] (gateways' reports about reads); repair jobs are
+//! `super::repair`'s.
 
 // Handlers fail with the response to send, built once per request; its size is not a cost.
 #![allow(clippy::result_large_err)]
 
+mod buckets;
+mod credentials;
+mod multipart;
+mod objects;
+mod reads;
+mod reports;
+
 use std::time::Duration;
 
-use cairn_erasure::Codec;
-use cairn_proto::identity::{NodeId, PublicKey};
-use cairn_proto::ids::ShardId;
+use cairn_proto::identity::PublicKey;
 use cairn_proto::wire::{WireError, read_frame_within, write_frame_within};
 
 use cairn_client::gateway_rpc::{
-    GatewayRequest, GatewayResponse, MAX_RPC_FRAME, MAX_RPC_REQUEST, NewBody, NewObject,
-    NewSegment, ObjectRead, PlacedShard, READ_WINDOW, ReadOrders, RpcCode,
+    GatewayRequest, GatewayResponse, MAX_RPC_FRAME, MAX_RPC_REQUEST, RpcCode,
 };
 
-use super::context::{
-    Answer, RpcContext, address, bucket_record, candidates, commit, error, internal, now_ms,
-};
+use super::context::{Answer, RpcContext, commit, error, internal, now_ms};
 use super::once::{ChangeKind, settle};
-use super::orders::{fresh_enough, random, sign_get, sign_put};
-use super::verify_segments;
-use crate::catalog::model::{
-    Bucket, BucketMode, ErasureProfile, NodeState, ObjectBody, ObjectRecord, ObjectVersion,
-    PartRecord, UploadRecord,
-};
-use crate::catalog::{Catalog, CatalogFault, Command, CommandResult, ListQuery, RequestId};
-use crate::placement::{PlacementRequest, place};
+use crate::catalog::{Command, CommandResult, RequestId};
 use crate::raft::types::Member;
 
-/// Largest inline body the coordinator accepts; gateways inline at most 4 KiB, the margin
-/// only bounds what one log entry may carry.
-const MAX_INLINE: usize = 64 << 10;
-/// Most shards of one segment a reader may ask orders for (a code is at most 255 wide).
-const MAX_SHARDS_PER_SEGMENT: usize = 256;
 /// Most entries of one listing page.
 const MAX_LIST: usize = 1_000;
 
@@ -200,6 +195,7 @@ async fn linearizable(ctx: &RpcContext) -> Result<(), GatewayResponse> {
 }
 
 /// Answers `request`; `once` is the client's id for it when it asked for its change to be
+/// Answers `request`; `once` is the client's id for it when it asked for its change to be
 /// applied at most once (every change the gateway makes does).
 async fn answer(
     ctx: &RpcContext,
@@ -207,219 +203,62 @@ async fn answer(
     request: GatewayRequest,
     once: Option<RequestId>,
 ) -> Answer {
-    let catalog = &ctx.catalog;
-    let fault = |err: CatalogFault| internal(err);
-    let change = |command: Command| commit_once(ctx, command, once);
+    use GatewayRequest as R;
     match request {
-        GatewayRequest::AccessKey { id } => {
-            let key = catalog.access_key(&id).map_err(fault)?;
-            Ok(GatewayResponse::AccessKey(
-                key.filter(|k| !k.revoked).map(Into::into),
-            ))
-        }
-        GatewayRequest::ListBuckets => Ok(GatewayResponse::Buckets(
-            catalog
-                .buckets()
-                .map_err(fault)?
-                .into_iter()
-                .map(Into::into)
-                .collect(),
+        R::Ping => Ok(GatewayResponse::Done),
+        R::Once { .. } => Err(error(
+            RpcCode::InvalidRequest,
+            "a request cannot wrap another request",
         )),
-        GatewayRequest::Bucket { name } => Ok(GatewayResponse::Bucket(
-            catalog.bucket(&name).map_err(fault)?.map(Into::into),
-        )),
-        GatewayRequest::CreateBucket { name, public_read } => {
-            let bucket = Bucket {
-                name,
-                created_ms: now_ms(),
-                public_read,
-                mode: BucketMode::Plain,
-                erasure: ctx.default_erasure,
-                failure_tolerance: crate::placement::DEFAULT_FAILURE_TOLERANCE as u8,
-            };
-            change(Command::CreateBucket { bucket }).await?;
-            Ok(GatewayResponse::Done)
+        R::AccessKey { id } => credentials::access_key(ctx, &id),
+        R::MaskKey => credentials::mask_key(ctx),
+        R::ListBuckets => buckets::list_buckets(ctx),
+        R::Bucket { name } => buckets::bucket(ctx, &name),
+        R::CreateBucket { name, public_read } => {
+            buckets::create_bucket(ctx, name, public_read, once).await
         }
-        GatewayRequest::SetBucketPublicRead { name, public_read } => {
-            change(Command::SetBucketPublicRead { name, public_read }).await?;
-            Ok(GatewayResponse::Done)
+        R::SetBucketPublicRead { name, public_read } => {
+            buckets::set_bucket_public_read(ctx, name, public_read, once).await
         }
-        GatewayRequest::SetObjectAcl { bucket, key, acl } => {
-            bucket_record(catalog, &bucket)?;
-            change(Command::SetObjectAcl {
-                bucket,
-                key,
-                acl: acl.into(),
-            })
-            .await?;
-            Ok(GatewayResponse::Done)
+        R::DeleteBucket { name } => buckets::delete_bucket(ctx, name, once).await,
+        R::Object { bucket, key } => objects::object(ctx, &bucket, &key),
+        R::List { bucket, query } => objects::list(ctx, &bucket, query),
+        R::Place {
+            bucket,
+            shard_size,
+            roots,
+            avoid,
+        } => objects::place_segment(ctx, peer, &bucket, shard_size, roots, &avoid),
+        R::Put {
+            bucket,
+            key,
+            object,
+            condition,
+        } => objects::put(ctx, peer, bucket, key, object, condition, once).await,
+        R::SetObjectAcl { bucket, key, acl } => {
+            objects::set_object_acl(ctx, bucket, key, acl, once).await
         }
-        GatewayRequest::DeleteBucket { name } => {
-            let now_ms = now_ms();
-            change(Command::DeleteBucket { name, now_ms }).await?;
-            Ok(GatewayResponse::Done)
-        }
-        GatewayRequest::Object { bucket, key } => {
-            bucket_record(catalog, &bucket)?;
-            Ok(GatewayResponse::Object(
-                catalog
-                    .object(&bucket, &key)
-                    .map_err(fault)?
-                    .map(|object| Box::new(object.into())),
-            ))
-        }
-        GatewayRequest::Read { bucket, key, range } => {
-            bucket_record(catalog, &bucket)?;
-            let Some(object) = catalog.object(&bucket, &key).map_err(fault)? else {
-                return Ok(GatewayResponse::Read(None));
-            };
-            let window = match &range {
-                Some(range) => Window::Bytes(range.clone()),
-                None => Window::Nothing,
-            };
-            let read = object_read(ctx, peer, object, window)?;
-            Ok(GatewayResponse::Read(Some(Box::new(read))))
-        }
-        GatewayRequest::ReadPart { upload, number } => {
-            let Some(record) = catalog.upload(&upload).map_err(fault)? else {
-                return Err(error(RpcCode::NoSuchUpload, format!("no upload {upload}")));
-            };
-            let part = catalog
-                .parts(&upload, number.saturating_sub(1), 1)
-                .map_err(fault)?
-                .into_iter()
-                .find(|(n, _)| *n == number)
-                .map(|(_, part)| part)
-                .ok_or_else(|| {
-                    error(
-                        RpcCode::InvalidPart,
-                        format!("upload {upload} has no part {number}"),
-                    )
-                })?;
-            // A part read as an object of its own; its orders cover every segment at once
-            // (a part is at most 5 GiB, so at most a few hundred segments).
-            let object = part.as_object(&record);
-            let read = object_read(ctx, peer, object, Window::Everything)?;
-            Ok(GatewayResponse::Read(Some(Box::new(read))))
-        }
-        GatewayRequest::ReadOrders {
+        R::Delete { bucket, key } => objects::delete(ctx, bucket, key, once).await,
+        R::Read { bucket, key, range } => reads::read(ctx, peer, &bucket, &key, range),
+        R::ReadOrders {
             bucket,
             key,
             version,
             from,
             count,
             range,
-        } => {
-            let object = catalog.object(&bucket, &key).map_err(fault)?;
-            let version = ObjectVersion::from(version);
-            let Some(object) = object.filter(|o| o.version() == version) else {
-                return Err(error(
-                    RpcCode::Changed,
-                    format!("{bucket}/{key} no longer holds version {version}"),
-                ));
-            };
-            let count = count.min(READ_WINDOW) as usize;
-            Ok(GatewayResponse::ReadOrders(
-                read_orders(ctx, peer, &object, from, count, range).map_err(internal)?,
-            ))
-        }
-        GatewayRequest::RetiredOrders { first, segments } => {
-            retired_orders(ctx, peer, first, &segments)
-        }
-        GatewayRequest::List { bucket, query } => {
-            bucket_record(catalog, &bucket)?;
-            let query = ListQuery {
-                max: query.max.min(MAX_LIST),
-                ..query.into()
-            };
-            Ok(GatewayResponse::Listing(
-                catalog.list(&bucket, &query).map_err(fault)?.into(),
-            ))
-        }
-        GatewayRequest::Ping => Ok(GatewayResponse::Done),
-        GatewayRequest::Once { .. } => Err(error(
-            RpcCode::InvalidRequest,
-            "a request cannot wrap another request",
-        )),
-        GatewayRequest::MaskKey => Ok(GatewayResponse::MaskKey(super::mask_key(&ctx.key))),
-        GatewayRequest::RepairJob => Ok(super::repair::next_job(ctx, peer)),
-        GatewayRequest::RepairDone { ticket, stored } => {
-            super::repair::finish(ctx, peer, ticket, stored).await
-        }
-        GatewayRequest::RepairFailed { ticket, problem } => {
-            Ok(super::repair::failed(ctx, peer, &ticket, &problem))
-        }
-        GatewayRequest::Place {
-            bucket,
-            shard_size,
-            roots,
-            avoid,
-        } => {
-            let bucket = bucket_record(catalog, &bucket)?;
-            place_segment(ctx, peer, &bucket, shard_size, roots, &avoid)
-        }
-        GatewayRequest::Put {
-            bucket,
-            key,
-            object,
-            condition,
-        } => {
-            let record = bucket_record(catalog, &bucket)?;
-            let object = new_object(ctx, peer, &record, object)?;
-            let now_ms = now_ms();
-            let result = change(Command::PutObject {
-                bucket,
-                key,
-                object,
-                condition: condition.map(Into::into),
-                now_ms,
-            })
-            .await?;
-            Ok(stored(result))
-        }
-        GatewayRequest::Delete { bucket, key } => {
-            let now_ms = now_ms();
-            let result = change(Command::DeleteObject {
-                bucket,
-                key,
-                now_ms,
-            })
-            .await?;
-            Ok(stored(result))
-        }
-        GatewayRequest::CreateUpload {
+        } => reads::read_orders(ctx, peer, &bucket, &key, version, from, count, range),
+        R::RetiredOrders { first, segments } => reads::retired_orders(ctx, peer, first, &segments),
+        R::ReadPart { upload, number } => reads::read_part(ctx, peer, &upload, number),
+        R::CreateUpload {
             bucket,
             key,
             headers,
             acl,
             checksum,
-        } => {
-            let record = bucket_record(catalog, &bucket)?;
-            // A retried creation must name the upload the first attempt created.
-            let id = match once {
-                Some(once) => once.to_string(),
-                None => hex(&random::<16>().map_err(internal)?),
-            };
-            let upload = UploadRecord {
-                bucket,
-                key,
-                initiated_ms: now_ms(),
-                headers: headers.into(),
-                erasure: record.erasure,
-                acl: acl.into(),
-                checksum: checksum.map(Into::into),
-            };
-            change(Command::CreateUpload {
-                id: id.clone(),
-                upload,
-            })
-            .await?;
-            Ok(GatewayResponse::UploadCreated { id })
-        }
-        GatewayRequest::Upload { id } => Ok(GatewayResponse::Upload(
-            catalog.upload(&id).map_err(fault)?.map(Into::into),
-        )),
-        GatewayRequest::PutPart {
+        } => multipart::create_upload(ctx, bucket, key, headers, acl, checksum, once).await,
+        R::Upload { id } => multipart::upload(ctx, &id),
+        R::PutPart {
             upload,
             number,
             size,
@@ -427,162 +266,47 @@ async fn answer(
             segments,
             checksum,
         } => {
-            let Some(record) = catalog.upload(&upload).map_err(fault)? else {
-                return Err(error(RpcCode::NoSuchUpload, format!("no upload {upload}")));
-            };
-            let segments = checked_segments(ctx, peer, record.erasure, &segments)?;
-            let part = PartRecord {
-                size,
-                etag,
-                last_modified_ms: now_ms(),
-                segments,
-                checksum: checksum.map(Into::into),
-            };
-            let now_ms = now_ms();
-            change(Command::PutPart {
-                upload,
-                number,
-                part,
-                now_ms,
-            })
-            .await?;
-            Ok(GatewayResponse::Done)
+            multipart::put_part(
+                ctx, peer, upload, number, size, etag, segments, checksum, once,
+            )
+            .await
         }
-        GatewayRequest::CompleteUpload {
+        R::CompleteUpload {
             upload,
             parts,
             verified,
             checksum,
             condition,
         } => {
-            let now_ms = now_ms();
-            match change(Command::CompleteUpload {
-                upload,
-                parts,
-                verified: verified
-                    .into_iter()
-                    .map(|(number, version)| (number, version.into()))
-                    .collect(),
-                checksum: checksum.map(Into::into),
-                condition: condition.map(Into::into),
-                now_ms,
-            })
-            .await?
-            {
-                CommandResult::Completed { etag, size } => {
-                    Ok(GatewayResponse::Completed { etag, size })
-                }
-                other => Err(internal(format!("unexpected result {other:?}"))),
-            }
+            multipart::complete_upload(ctx, upload, parts, verified, checksum, condition, once)
+                .await
         }
-        GatewayRequest::AbortUpload { upload } => {
-            let now_ms = now_ms();
-            change(Command::AbortUpload { upload, now_ms }).await?;
-            Ok(GatewayResponse::Done)
-        }
-        GatewayRequest::ListUploads {
+        R::AbortUpload { upload } => multipart::abort_upload(ctx, upload, once).await,
+        R::ListUploads {
             bucket,
             prefix,
             max,
-        } => {
-            bucket_record(catalog, &bucket)?;
-            let max = (max as usize).min(MAX_LIST);
-            Ok(GatewayResponse::Uploads(
-                catalog
-                    .uploads(&bucket, &prefix, max)
-                    .map_err(fault)?
-                    .into_iter()
-                    .map(|(id, upload)| (id, upload.into()))
-                    .collect(),
-            ))
-        }
-        GatewayRequest::ReportRefusal {
+        } => multipart::list_uploads(ctx, &bucket, &prefix, max),
+        R::ListParts { upload, after, max } => multipart::list_parts(ctx, &upload, after, max),
+        R::ReportShard {
             bucket,
             key,
             node,
             shard,
             problem,
-        } => {
-            if !placed_on(catalog, &bucket, &key, node, shard)? {
-                tracing::info!(%node, %shard, gateway = %peer, problem, "ignoring a refused-read report about a shard not placed on that node");
-                return Ok(GatewayResponse::Done);
-            }
-            let failed = crate::repair::FailedShard { node, bucket, key };
-            if ctx.repairs.take_refusal(peer, shard, failed) {
-                // A refusal is the node's word about itself, which a gateway could also
-                // make up: the audit it asks for judges, nothing else.
-                tracing::info!(%node, %shard, gateway = %peer, problem, "node refused a read; auditing the shard");
-            } else {
-                tracing::debug!(%node, %shard, gateway = %peer, "repeated refused-read report ignored");
-            }
-            Ok(GatewayResponse::Done)
-        }
-        GatewayRequest::ReportShard {
+        } => reports::report_shard(ctx, peer, bucket, key, node, shard, &problem).await,
+        R::ReportRefusal {
             bucket,
             key,
             node,
             shard,
             problem,
-        } => {
-            // Judged only against the catalog: a report about a shard moved or deleted
-            // since the read (or never placed there) is no evidence about the node.
-            let placed = placed_on(catalog, &bucket, &key, node, shard)?;
-            if !placed {
-                tracing::info!(%node, %shard, gateway = %peer, problem, "ignoring a bad-read report about a shard not placed on that node");
-                return Ok(GatewayResponse::Done);
-            }
-            let failed = crate::repair::FailedShard { node, bucket, key };
-            if !ctx.repairs.take_report(peer, shard, failed.clone()) {
-                tracing::debug!(%node, %shard, gateway = %peer, "repeated bad-read report ignored");
-                return Ok(GatewayResponse::Done);
-            }
-            tracing::warn!(%node, %shard, gateway = %peer, problem, "gateway reports a bad shard read; auditing it");
-            commit(ctx, Command::ReportBadRead { node }).await?;
-            // The copy is rebuilt elsewhere at once (a second copy costs little; a reader
-            // met a bad one); the node is judged by the audit the report asked for.
-            ctx.repairs.report_failed(shard, failed);
-            Ok(GatewayResponse::Done)
+        } => reports::report_refusal(ctx, peer, bucket, key, node, shard, &problem),
+        R::RepairJob => Ok(super::repair::next_job(ctx, peer)),
+        R::RepairDone { ticket, stored } => super::repair::finish(ctx, peer, ticket, stored).await,
+        R::RepairFailed { ticket, problem } => {
+            Ok(super::repair::failed(ctx, peer, &ticket, &problem))
         }
-        GatewayRequest::ListParts { upload, after, max } => {
-            if catalog.upload(&upload).map_err(fault)?.is_none() {
-                return Err(error(RpcCode::NoSuchUpload, format!("no upload {upload}")));
-            }
-            let max = (max as usize).min(MAX_LIST);
-            Ok(GatewayResponse::Parts(
-                catalog
-                    .parts(&upload, after, max)
-                    .map_err(fault)?
-                    .into_iter()
-                    .map(|(number, part)| (number, part.into()))
-                    .collect(),
-            ))
-        }
-    }
-}
-
-/// Whether the catalog places `shard` of `bucket`/`key` on `node` now.
-fn placed_on(
-    catalog: &Catalog,
-    bucket: &str,
-    key: &str,
-    node: NodeId,
-    shard: ShardId,
-) -> Result<bool, GatewayResponse> {
-    Ok(catalog
-        .object(bucket, key)
-        .map_err(internal)?
-        .is_some_and(|object| {
-            object
-                .body
-                .shards()
-                .any(|s| s.id == shard && s.node == node)
-        }))
-}
-
-fn stored(result: CommandResult) -> GatewayResponse {
-    match result {
-        CommandResult::Object { existed } => GatewayResponse::Stored { existed },
-        _ => GatewayResponse::Stored { existed: false },
     }
 }
 
@@ -603,293 +327,13 @@ async fn commit_once(
     commit(ctx, command).await
 }
 
-/// Turns a gateway's object into a catalog record, checking the proof of its shards.
-fn new_object(
-    ctx: &RpcContext,
-    peer: PublicKey,
-    bucket: &Bucket,
-    object: NewObject,
-) -> Result<ObjectRecord, GatewayResponse> {
-    let body = match object.body {
-        NewBody::Inline(bytes) => {
-            if bytes.len() > MAX_INLINE {
-                return Err(error(
-                    RpcCode::InvalidRequest,
-                    format!(
-                        "inline bodies are at most {MAX_INLINE} bytes, got {}",
-                        bytes.len()
-                    ),
-                ));
-            }
-            ObjectBody::Inline(bytes)
-        }
-        NewBody::Segments(segments) => ObjectBody::Segments {
-            erasure: bucket.erasure,
-            segments: checked_segments(ctx, peer, bucket.erasure, &segments)?,
-        },
-    };
-    Ok(ObjectRecord {
-        size: object.size,
-        etag: object.etag,
-        last_modified_ms: now_ms(),
-        headers: object.headers.into(),
-        body,
-        acl: object.acl.into(),
-        parts: Vec::new(),
-        checksum: object.checksum.map(Into::into),
-    })
-}
-
-fn checked_segments(
-    ctx: &RpcContext,
-    peer: PublicKey,
-    erasure: ErasureProfile,
-    segments: &[NewSegment],
-) -> Result<Vec<crate::catalog::model::SegmentRecord>, GatewayResponse> {
-    let catalog = &ctx.catalog;
-    for stored in segments.iter().flat_map(|s| s.shards.iter()) {
-        fresh_enough(ctx, stored)?;
-    }
-    verify_segments(&ctx.key.public(), &peer, erasure, segments, |node| {
-        catalog.node(node).ok().flatten()
-    })
-    .map_err(|err| {
-        error(
-            RpcCode::InvalidRequest,
-            format!("proof of storage refused: {err}"),
-        )
-    })
-}
-
-/// Places one segment and signs a put order per shard.
-fn place_segment(
-    ctx: &RpcContext,
-    peer: PublicKey,
-    bucket: &Bucket,
-    shard_size: u64,
-    roots: Vec<cairn_erasure::ShardRoot>,
-    avoid: &[NodeId],
-) -> Answer {
-    let ErasureProfile {
-        k, m, segment_size, ..
-    } = bucket.erasure;
-    let codec = Codec::new(usize::from(k), usize::from(m)).map_err(internal)?;
-    if roots.len() != codec.total_shards() {
-        return Err(error(
-            RpcCode::InvalidRequest,
-            format!(
-                "{} roots, the bucket's {k}+{m} code makes {} shards",
-                roots.len(),
-                codec.total_shards()
-            ),
-        ));
-    }
-    if shard_size == 0 || shard_size > codec.shard_len(segment_size) {
-        return Err(error(
-            RpcCode::InvalidRequest,
-            format!(
-                "shard size {shard_size} is not between 1 and {}",
-                codec.shard_len(segment_size)
-            ),
-        ));
-    }
-    let nodes = ctx.catalog.nodes().map_err(internal)?;
-    let candidates = candidates(ctx, &nodes, avoid);
-    let request = PlacementRequest {
-        failure_tolerance: usize::from(bucket.failure_tolerance),
-        ..PlacementRequest::new(usize::from(k), usize::from(m), shard_size)
-    };
-    let seed = u64::from_le_bytes(random::<8>().map_err(internal)?);
-    let placement = place(&candidates, &request, seed)
-        .map_err(|err| error(RpcCode::NotEnoughNodes, err.to_string()))?;
-    let mut placed = Vec::with_capacity(roots.len());
-    for (node, root) in placement.nodes.iter().zip(roots) {
-        placed.push(PlacedShard {
-            addr: address(&nodes, node),
-            order: sign_put(ctx, peer, *node, root, shard_size).map_err(internal)?,
-        });
-    }
-    Ok(GatewayResponse::Placed(placed))
-}
-
-/// An object with the addresses of its nodes and read orders for its first `window`
-/// segments.
-/// Which read orders come with an [`ObjectRead`].
-enum Window {
-    /// None: the reader asks with [`GatewayRequest::ReadOrders`] once it knows what it needs.
-    Nothing,
-    /// The data shards holding these object bytes, in up to [`READ_WINDOW`] segments from
-    /// the first the range touches.
-    Bytes(std::ops::Range<u64>),
-    /// Every shard of every segment (a multipart part read back whole, at most 5 GiB).
-    Everything,
-}
-
-fn object_read(
-    ctx: &RpcContext,
-    peer: PublicKey,
-    object: ObjectRecord,
-    window: Window,
-) -> Result<ObjectRead, GatewayResponse> {
-    let mut nodes: Vec<(NodeId, String, bool)> = Vec::new();
-    for shard in object.body.shards() {
-        if nodes.iter().any(|(id, _, _)| *id == shard.node) {
-            continue;
-        }
-        if let Some(record) = ctx.catalog.node(&shard.node).map_err(internal)? {
-            let serving = record.state.accepts_new_shards() || record.state == NodeState::Draining;
-            nodes.push((record.id, record.addr, serving));
-        }
-    }
-    let orders = match window {
-        Window::Nothing => ReadOrders {
-            first: 0,
-            segments: Vec::new(),
-        },
-        Window::Bytes(range) => {
-            let first = first_segment(&object, range.start);
-            read_orders(ctx, peer, &object, first, READ_WINDOW as usize, Some(range))
-                .map_err(internal)?
-        }
-        Window::Everything => {
-            read_orders(ctx, peer, &object, 0, usize::MAX, None).map_err(internal)?
-        }
-    };
-    Ok(ObjectRead {
-        object: object.into(),
-        nodes,
-        orders,
-    })
-}
-
-/// The index of the segment holding byte `offset` of `object` (0 for an inline body; the
-/// segment count past the end).
-fn first_segment(object: &ObjectRecord, offset: u64) -> u32 {
-    let ObjectBody::Segments { segments, .. } = &object.body else {
-        return 0;
-    };
-    let mut start = 0u64;
-    for (index, segment) in segments.iter().enumerate() {
-        start = start.saturating_add(segment.len);
-        if offset < start {
-            return index as u32;
-        }
-    }
-    segments.len() as u32
-}
-
-/// Read orders for segments `from..from + window` of `object`: with `range`, only for the
-/// data shards holding those object bytes (a reader with nothing lost reads nothing else;
-/// `None` elsewhere), without, for every shard.
-fn read_orders(
-    ctx: &RpcContext,
-    peer: PublicKey,
-    object: &ObjectRecord,
-    from: u32,
-    window: usize,
-    range: Option<std::ops::Range<u64>>,
-) -> Result<ReadOrders, String> {
-    let mut out = ReadOrders {
-        first: from,
-        segments: Vec::new(),
-    };
-    let ObjectBody::Segments { erasure, segments } = &object.body else {
-        return Ok(out);
-    };
-    let codec =
-        Codec::new(usize::from(erasure.k), usize::from(erasure.m)).map_err(|e| e.to_string())?;
-    let mut start: u64 = segments
-        .iter()
-        .take(from as usize)
-        .map(|s| s.len)
-        .fold(0u64, u64::saturating_add);
-    for segment in segments.iter().skip(from as usize).take(window) {
-        let span = start..start.saturating_add(segment.len);
-        start = span.end;
-        if range.as_ref().is_some_and(|r| span.start >= r.end) {
-            break;
-        }
-        let size = codec.shard_len(segment.len);
-        // The segment's own bytes wanted; data shard i holds bytes i·size..(i+1)·size.
-        let wanted = range.as_ref().map(|r| {
-            r.start.max(span.start) - span.start..r.end.min(span.end).max(span.start) - span.start
-        });
-        let mut orders = Vec::with_capacity(segment.shards.len());
-        for (i, shard) in segment.shards.iter().enumerate() {
-            let needed = match &wanted {
-                None => true,
-                Some(wanted) => {
-                    let held = (i as u64).saturating_mul(size)..(i as u64 + 1).saturating_mul(size);
-                    i < usize::from(erasure.k) && held.start < wanted.end && wanted.start < held.end
-                }
-            };
-            orders.push(if needed {
-                Some(sign_get(ctx, peer, shard, size).map_err(|e| e.to_string())?)
-            } else {
-                None
-            });
-        }
-        out.segments.push(orders);
-    }
-    Ok(out)
-}
-
-/// Orders for the shards of a replaced version that the garbage queue still holds on the
-/// node the reader names (the queue keeps them for the garbage delay so reads in progress
-/// can finish); `None` for the rest.
-fn retired_orders(
-    ctx: &RpcContext,
-    peer: PublicKey,
-    first: u32,
-    segments: &[cairn_client::gateway_rpc::RetiredSegment],
-) -> Answer {
-    if segments.len() > READ_WINDOW as usize
-        || segments
-            .iter()
-            .any(|s| s.shards.len() > MAX_SHARDS_PER_SEGMENT)
-    {
-        return Err(error(
-            RpcCode::InvalidRequest,
-            format!("at most {READ_WINDOW} segments of at most {MAX_SHARDS_PER_SEGMENT} shards"),
-        ));
-    }
-    let mut out = ReadOrders {
-        first,
-        segments: Vec::with_capacity(segments.len()),
-    };
-    for segment in segments {
-        let mut orders = Vec::with_capacity(segment.shards.len());
-        for shard in &segment.shards {
-            let queued = ctx
-                .catalog
-                .garbage_shard(&shard.id)
-                .map_err(internal)?
-                .is_some_and(|entry| entry.node == shard.node);
-            orders.push(if queued {
-                Some(
-                    sign_get(ctx, peer, &shard.clone().into(), segment.shard_size)
-                        .map_err(internal)?,
-                )
-            } else {
-                None
-            });
-        }
-        out.segments.push(orders);
-    }
-    Ok(GatewayResponse::ReadOrders(out))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use cairn_proto::identity::SecretKey;
     use cairn_proto::ids::ShardId;
     use cairn_proto::order::{Action, Order, Receipt, SignedOrder, SignedReceipt};
 
-    use cairn_client::gateway_rpc::StoredShard;
+    use cairn_client::gateway_rpc::{NewBody, NewObject, NewSegment, StoredShard};
     use cairn_client::records::{ObjectHeaders, WriteCondition};
 
     use super::*;
