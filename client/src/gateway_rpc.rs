@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 use crate::records::{
     AccessKey, Bucket, CannedAcl, ErasureProfile, ListQuery, Listing, MoveReason, ObjectChecksum,
     ObjectHeaders, ObjectRecord, ObjectVersion, PartRecord, RequestId, ShardRecord, UploadChecksum,
-    UploadRecord, WriteCondition,
+    UploadListing, UploadQuery, UploadRecord, WriteCondition,
 };
 
 /// ALPN of the gateway RPC. Version 2: object records carry an ACL, part boundaries, a
 /// checksum and `Expires`; uploads an ACL; objects' and buckets' ACLs can be set.
-pub const GATEWAY_ALPN: &[u8] = b"cairn-gateway/3";
+/// Version 3: checksums in uploads and parts. Version 4: uploads are listed a page at a
+/// time from markers, rolled up at a delimiter by the coordinator.
+pub const GATEWAY_ALPN: &[u8] = b"cairn-gateway/4";
 
 /// Largest RPC frame, and so largest response (a part's read orders, a listing page, a
 /// repair job); the sender of responses is the coordinator. Requests have their own,
@@ -208,14 +210,12 @@ pub enum GatewayRequest {
         /// Upload id.
         upload: String,
     },
-    /// Uploads in progress in a bucket.
+    /// One page of the uploads in progress in a bucket.
     ListUploads {
         /// Bucket name.
         bucket: String,
-        /// Only keys starting with this.
-        prefix: String,
-        /// At most this many.
-        max: u32,
+        /// Which page.
+        query: UploadQuery,
     },
     /// Parts of an upload.
     ListParts {
@@ -561,7 +561,7 @@ pub enum GatewayResponse {
         size: u64,
     },
     /// See [`GatewayRequest::ListUploads`].
-    Uploads(Vec<(String, UploadRecord)>),
+    Uploads(UploadListing),
     /// See [`GatewayRequest::ListParts`].
     Parts(Vec<(u32, PartRecord)>),
     /// This member is not the leader; ask `leader` (its QUIC address) if known.

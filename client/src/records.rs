@@ -422,6 +422,41 @@ pub struct ListQuery {
     pub max: usize,
 }
 
+/// What one page of a listing of uploads in progress asks for (S3's
+/// ListMultipartUploads).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadQuery {
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Roll keys up at the first occurrence of this after the prefix.
+    pub delimiter: Option<String>,
+    /// Start after this key (S3's key marker), or after everything under it when it is a
+    /// rolled-up prefix.
+    pub key_marker: Option<String>,
+    /// With a key marker: start after this upload of that key (S3's upload id marker).
+    pub upload_id_marker: Option<String>,
+    /// Most uploads plus common prefixes to return.
+    pub max: u32,
+}
+
+/// One entry of a page of uploads in progress, in S3's order (key, then start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UploadEntry {
+    /// An upload: its id and record.
+    Upload(String, UploadRecord),
+    /// Keys rolled up at the delimiter.
+    Prefix(String),
+}
+
+/// One page of uploads in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadListing {
+    /// Uploads and rolled-up prefixes, in order.
+    pub entries: Vec<UploadEntry>,
+    /// Whether more entries follow.
+    pub truncated: bool,
+}
+
 /// One page of an object listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listing {

@@ -9,7 +9,9 @@ use cairn_coordinator::catalog::model::{
     NodeRecord, NodeState, ObjectBody, ObjectChecksum, ObjectHeaders, ObjectRecord, PartRecord,
     PartSummary, SegmentRecord, ShardRecord, UploadChecksum, UploadRecord,
 };
-use cairn_coordinator::catalog::{self, Catalog, CatalogError, Command, CommandResult, ListQuery};
+use cairn_coordinator::catalog::{
+    self, Catalog, CatalogError, Command, CommandResult, ListQuery, UploadEntry, UploadQuery,
+};
 use cairn_erasure::ShardRoot;
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
@@ -1015,8 +1017,8 @@ fn garbage_is_read_oldest_first_up_to_the_cutoff() {
     );
 }
 
-/// A catalog of format 4 (before the garbage queue's node index) gets the index built from
-/// its queue when this release opens it, and is marked format 5.
+/// A catalog of format 4 (before the garbage queue's node index and the uploads' key
+/// index) gets both built from its queue and its uploads when this release opens it.
 #[test]
 fn a_catalog_of_format_4_gets_its_garbage_node_index_at_open() {
     let (dir, catalog) = open();
@@ -1026,12 +1028,31 @@ fn a_catalog_of_format_4_gets_its_garbage_node_index_at_open() {
     run(&catalog, &put("cache", "a", stored(10, n, 0)));
     run(&catalog, &put("cache", "a", stored(10, n, 10)));
     assert_eq!(catalog.garbage(100).unwrap().len(), 3);
+    let upload = Command::CreateUpload {
+        id: "u".into(),
+        upload: UploadRecord {
+            bucket: "cache".into(),
+            key: "k".into(),
+            initiated_ms: 1,
+            headers: ObjectHeaders::default(),
+            erasure: ErasureProfile {
+                k: 2,
+                m: 1,
+                segment_size: 1 << 20,
+            },
+            acl: Default::default(),
+            checksum: None,
+        },
+    };
+    run(&catalog, &upload);
     let path = dir.path().join("catalog.redb");
     {
         let txn = catalog.database().begin_write().unwrap();
         let by_node: redb::TableDefinition<[u8; 48], ()> =
             redb::TableDefinition::new("garbage_by_node");
         txn.delete_table(by_node).unwrap();
+        let by_key: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("uploads_by_key");
+        txn.delete_table(by_key).unwrap();
         let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
         txn.open_table(meta).unwrap().insert("format", 4).unwrap();
         txn.commit().unwrap();
@@ -1043,6 +1064,12 @@ fn a_catalog_of_format_4_gets_its_garbage_node_index_at_open() {
     assert_eq!(reopened.check_garbage_index().unwrap(), Ok(()));
     assert!(n.iter().all(|node| reopened.holds_garbage(node).unwrap()));
     assert_eq!(reopened.check_shard_index().unwrap(), Ok(()));
+    assert_eq!(reopened.check_upload_index().unwrap(), Ok(()));
+    let all = UploadQuery {
+        max: 10,
+        ..Default::default()
+    };
+    assert_eq!(reopened.uploads("cache", &all).unwrap().0.len(), 1);
 }
 
 /// Uploads are indexed by age for expiry; completing one whose part lost more shards than
@@ -1371,4 +1398,154 @@ fn the_survey_counts_segments_below_the_spread_rule_and_queues_them_for_moves() 
             cairn_coordinator::catalog::MoveReason::Spread
         );
     }
+}
+
+/// Uploads in progress are listed from their index by key, then start, then id, in pages
+/// from any marker: following the markers with any page size, with and without a
+/// delimiter, gives exactly the model's order, keys with 0 bytes and keys that extend
+/// one another included; other buckets never show; deleting the bucket aborts exactly
+/// its uploads and leaves both indexes matching the table.
+#[test]
+fn uploads_are_listed_page_by_page_from_their_index_in_s3_order() {
+    let (_dir, catalog) = open();
+    run(&catalog, &bucket("cache"));
+    run(&catalog, &bucket("other"));
+    let keys = [
+        "a", "a\0", "a\0\0b", "a\u{1}", "a/b", "a/b/c", "a/c", "ab", "b/x\0/y", "b/x/y", "é",
+    ];
+    let txn = catalog.database().begin_write().unwrap();
+    // (key, start, id) of every upload in "cache": a key's uploads begun in another order
+    // than their ids, and a thousand more than one page under "many/".
+    let mut model = Vec::new();
+    let mut create = |bucket: &str, key: &str, initiated_ms: u64, id: String| {
+        let command = Command::CreateUpload {
+            id: id.clone(),
+            upload: UploadRecord {
+                bucket: bucket.into(),
+                key: key.into(),
+                initiated_ms,
+                headers: ObjectHeaders::default(),
+                erasure: ErasureProfile {
+                    k: 2,
+                    m: 1,
+                    segment_size: 1 << 20,
+                },
+                acl: Default::default(),
+                checksum: None,
+            },
+        };
+        assert_eq!(catalog::apply(&txn, &command).unwrap(), CommandResult::Done);
+        if bucket == "cache" {
+            model.push((key.to_string(), initiated_ms, id));
+        }
+    };
+    for (i, key) in keys.iter().enumerate() {
+        for (j, at) in [30u64, 10, 20].into_iter().enumerate() {
+            create("cache", key, at, format!("u{i}-{j}"));
+        }
+        create("other", key, 5, format!("o{i}"));
+    }
+    for i in 0..1_200u64 {
+        create(
+            "cache",
+            &format!("many/{i:05}"),
+            1_000 - (i % 7),
+            format!("m{i}"),
+        );
+    }
+    txn.commit().unwrap();
+    model.sort();
+    assert_eq!(catalog.check_upload_index().unwrap(), Ok(()));
+
+    // Every page size, prefix and delimiter against the model.
+    for (prefix, delimiter) in [("", None), ("a", None), ("a/", Some("/")), ("", Some("/"))] {
+        let mut want: Vec<(String, Option<String>)> = Vec::new();
+        for (key, _, id) in model.iter().filter(|(k, _, _)| k.starts_with(prefix)) {
+            let rolled = delimiter.and_then(|d| {
+                key[prefix.len()..]
+                    .find(d)
+                    .map(|at| key[..prefix.len() + at + d.len()].to_string())
+            });
+            match rolled {
+                Some(common) if want.last() == Some(&(common.clone(), None)) => {}
+                Some(common) => want.push((common, None)),
+                None => want.push((key.clone(), Some(id.clone()))),
+            }
+        }
+        for max in [1, 7, 1000] {
+            let mut got: Vec<(String, Option<String>)> = Vec::new();
+            let mut query = UploadQuery {
+                prefix: prefix.into(),
+                delimiter: delimiter.map(String::from),
+                max,
+                ..Default::default()
+            };
+            loop {
+                let (page, truncated) = catalog.uploads("cache", &query).unwrap();
+                assert!(page.len() <= max);
+                for entry in &page {
+                    got.push(match entry {
+                        UploadEntry::Upload(id, upload) => {
+                            assert_eq!(upload.bucket, "cache");
+                            (upload.key.clone(), Some(id.clone()))
+                        }
+                        UploadEntry::Prefix(common) => (common.clone(), None),
+                    });
+                }
+                if !truncated {
+                    break;
+                }
+                let (key, id) = got.last().cloned().expect("a truncated page holds entries");
+                query.key_marker = Some(key);
+                query.upload_id_marker = id;
+            }
+            assert_eq!(
+                got, want,
+                "prefix {prefix:?}, delimiter {delimiter:?}, pages of {max}"
+            );
+        }
+    }
+    // A key marker alone skips every upload of that key; an upload marker naming no
+    // upload of it likewise.
+    let after = |key: &str, id: Option<&str>| {
+        let query = UploadQuery {
+            key_marker: Some(key.into()),
+            upload_id_marker: id.map(String::from),
+            max: 1,
+            ..Default::default()
+        };
+        match catalog.uploads("cache", &query).unwrap().0.first() {
+            Some(UploadEntry::Upload(id, upload)) => (upload.key.clone(), id.clone()),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(after("a", None), ("a\0".to_string(), "u1-1".to_string()));
+    assert_eq!(
+        after("a", Some("o0")),
+        ("a\0".to_string(), "u1-1".to_string())
+    );
+    // Within a key, by start: u0-1 (10), u0-2 (20), u0-0 (30).
+    assert_eq!(
+        after("a", Some("u0-1")),
+        ("a".to_string(), "u0-2".to_string())
+    );
+
+    // Deleting the bucket aborts its uploads, and only its.
+    run(
+        &catalog,
+        &Command::DeleteBucket {
+            name: "cache".into(),
+            now_ms: 1,
+        },
+    );
+    let everything = UploadQuery {
+        max: 100,
+        ..Default::default()
+    };
+    assert!(catalog.uploads("cache", &everything).unwrap().0.is_empty());
+    assert_eq!(
+        catalog.uploads("other", &everything).unwrap().0.len(),
+        keys.len()
+    );
+    assert_eq!(catalog.check_upload_index().unwrap(), Ok(()));
 }

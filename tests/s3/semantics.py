@@ -1192,7 +1192,9 @@ def multipart_checksums():
 
 def list_uploads():
     """ListMultipartUploads with a delimiter: keys roll up into CommonPrefixes as in
-    ListObjectsV2, each prefix one entry of a page."""
+    ListObjectsV2, each prefix one entry of a page; uploads of one key in the order they
+    began, with upload id markers between them; more uploads than one page, followed to
+    the end by boto3's paginator."""
     ids = {}
     for key in ["dir/a", "dir/b", "dir/sub/c", "top"]:
         ids[key] = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
@@ -1221,6 +1223,42 @@ def list_uploads():
           sorted(u["Key"] for u in plain["Uploads"]) == sorted(ids), plain)
     for key, upload in ids.items():
         s3.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload)
+
+    # Three uploads of one key: listed in the order they began, and a page can end
+    # between them (NextUploadIdMarker), the next going on after that upload.
+    same = [s3.create_multipart_upload(Bucket=BUCKET, Key="same/k")["UploadId"]
+            for _ in range(3)]
+    s3.create_multipart_upload(Bucket=BUCKET, Key="same/l")
+    seen, marker = [], {}
+    while True:
+        page = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="same/", MaxUploads=2, **marker)
+        seen += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
+        if not page["IsTruncated"]:
+            break
+        marker = {"KeyMarker": page["NextKeyMarker"],
+                  "UploadIdMarker": page["NextUploadIdMarker"]}
+    check("uploads of one key come in the order they began, pages split between them",
+          [u for k, u in seen if k == "same/k"] == same and len(seen) == 4, seen)
+    after_key = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="same/", KeyMarker="same/k")
+    check("  a key marker alone skips every upload of that key",
+          [u["Key"] for u in after_key.get("Uploads", [])] == ["same/l"], after_key)
+
+    # More uploads than one page holds: every one is reached by following the markers
+    # (a page is read from the coordinator's index at the marker, not cut from the first
+    # thousand).
+    many = {s3.create_multipart_upload(Bucket=BUCKET, Key=f"many/{i:04}")["UploadId"]
+            for i in range(1005)}
+    paginator = s3.get_paginator("list_multipart_uploads")
+    listed = [u["UploadId"] for page in paginator.paginate(Bucket=BUCKET, Prefix="many/")
+              for u in page.get("Uploads", [])]
+    check("past a thousand uploads, the markers reach every one exactly once",
+          len(listed) == len(many) and set(listed) == many, len(listed))
+    # Deleting the bucket's uploads is what aborting them all does; here one by one.
+    for page in paginator.paginate(Bucket=BUCKET):
+        for u in page.get("Uploads", []):
+            s3.abort_multipart_upload(Bucket=BUCKET, Key=u["Key"], UploadId=u["UploadId"])
+    left = s3.list_multipart_uploads(Bucket=BUCKET)
+    check("  and aborting each listed one leaves none", "Uploads" not in left, left)
 
 
 def control_keys():

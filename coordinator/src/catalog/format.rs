@@ -20,8 +20,9 @@
 //! Opening a format-2 or format-3 catalog builds the index and the counters once.
 //!
 //! Format 5 adds the garbage queue's index by node (`garbage_by_node`), so whether a
-//! draining node still has deletions due is one range read; opening an older catalog
-//! builds it once from the queue.
+//! draining node still has deletions due is one range read, and the uploads' index by
+//! bucket and key (`uploads_by_key`), so a listing of uploads reads only its page;
+//! opening an older catalog builds both once from the queue and the uploads.
 
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Serialize;

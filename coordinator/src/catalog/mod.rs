@@ -168,6 +168,111 @@ pub(crate) fn upload_time_key(initiated_ms: u64, id: &str) -> Vec<u8> {
     key
 }
 
+/// Uploads in progress by bucket and key, then start and id: [`upload_key_index`], so a
+/// listing reads one bucket's uploads under a prefix in S3's order (key, then start),
+/// from any marker, without reading the others (format 5).
+pub(crate) const UPLOADS_BY_KEY: TableDefinition<&[u8], ()> =
+    TableDefinition::new("uploads_by_key");
+
+/// The key of an upload in [`UPLOADS_BY_KEY`]: [`upload_key_head`] of its bucket and key,
+/// then its start (big-endian ms) and id.
+pub(crate) fn upload_key_index(bucket: &str, key: &str, initiated_ms: u64, id: &str) -> Vec<u8> {
+    let mut out = upload_key_head(bucket, key);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&initiated_ms.to_be_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out
+}
+
+/// The length-prefixed bucket, then the key with every 0 byte written as 0, 0xFF: no
+/// escaped key holds the pair 0, 0, which ends it in [`upload_key_index`], so index keys
+/// sort by key first, whatever bytes the keys hold, and the head of a prefix is a byte
+/// prefix of the index keys of every key under it.
+fn upload_key_head(bucket: &str, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + bucket.len() + key.len() + 12);
+    // Bucket names are at most 63 bytes (checked when buckets are created).
+    out.push(bucket.len() as u8);
+    out.extend_from_slice(bucket.as_bytes());
+    for &byte in key.as_bytes() {
+        out.push(byte);
+        if byte == 0 {
+            out.push(0xFF);
+        }
+    }
+    out
+}
+
+/// The two indexes of the uploads in progress, changed together with the uploads table.
+pub(crate) struct UploadIndexes<'txn> {
+    by_time: redb::Table<'txn, &'static [u8], ()>,
+    by_key: redb::Table<'txn, &'static [u8], ()>,
+}
+
+impl<'txn> UploadIndexes<'txn> {
+    /// The live indexes inside `txn`.
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, CatalogFault> {
+        Self::open_tables(txn, UPLOADS_BY_TIME, UPLOADS_BY_KEY)
+    }
+
+    /// The indexes in the given tables of `txn` (a snapshot install fills staging copies).
+    pub(crate) fn open_tables(
+        txn: &'txn WriteTransaction,
+        by_time: TableDefinition<&'static [u8], ()>,
+        by_key: TableDefinition<&'static [u8], ()>,
+    ) -> Result<Self, CatalogFault> {
+        Ok(Self {
+            by_time: txn.open_table(by_time)?,
+            by_key: txn.open_table(by_key)?,
+        })
+    }
+
+    /// Indexes upload `id`.
+    pub(crate) fn add(&mut self, id: &str, upload: &UploadRecord) -> Result<(), CatalogFault> {
+        self.by_time
+            .insert(upload_time_key(upload.initiated_ms, id).as_slice(), ())?;
+        self.by_key.insert(
+            upload_key_index(&upload.bucket, &upload.key, upload.initiated_ms, id).as_slice(),
+            (),
+        )?;
+        Ok(())
+    }
+
+    /// Takes upload `id` out of both indexes.
+    pub(crate) fn remove(&mut self, id: &str, upload: &UploadRecord) -> Result<(), CatalogFault> {
+        self.by_time
+            .remove(upload_time_key(upload.initiated_ms, id).as_slice())?;
+        self.by_key.remove(
+            upload_key_index(&upload.bucket, &upload.key, upload.initiated_ms, id).as_slice(),
+        )?;
+        Ok(())
+    }
+}
+
+/// What one page of a listing of uploads in progress asks for (S3's ListMultipartUploads).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadQuery {
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Roll keys up at the first occurrence of this after the prefix.
+    pub delimiter: Option<String>,
+    /// Start after this key (S3's key marker), or after everything under it when it is a
+    /// rolled-up prefix.
+    pub key_marker: Option<String>,
+    /// With a key marker: start after this upload of that key (S3's upload id marker).
+    pub upload_id_marker: Option<String>,
+    /// Most uploads plus common prefixes to return.
+    pub max: usize,
+}
+
+/// One entry of a page of uploads in progress, in S3's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadEntry {
+    /// An upload: its id and record.
+    Upload(String, UploadRecord),
+    /// Keys rolled up at the delimiter.
+    Prefix(String),
+}
+
 /// Results of recent [`Command::Once`] requests by request id: `(now_ms, CommandResult)`.
 pub(crate) const REQUESTS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("requests");
 /// [`REQUESTS`] by age: the leader's clock (big-endian) then the request id, so the oldest
@@ -722,29 +827,135 @@ impl Catalog {
         table.get(id)?.map(|v| decode(v.value())).transpose()
     }
 
-    /// Uploads in progress in `bucket` whose keys start with `prefix`, ordered by key then
-    /// initiation, at most `max`.
+    /// One page of the uploads in progress in `bucket`, as `query` asks, and whether more
+    /// follow: one range read of the by-key index from the marker on, however many
+    /// uploads the cluster holds; a rolled-up prefix is skipped in one seek.
     pub fn uploads(
         &self,
         bucket: &str,
-        prefix: &str,
-        max: usize,
-    ) -> Result<Vec<(String, UploadRecord)>, CatalogFault> {
+        query: &UploadQuery,
+    ) -> Result<(Vec<UploadEntry>, bool), CatalogFault> {
         let txn = self.read()?;
-        let table = txn.open_table(UPLOADS)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (id, v) = item?;
-            let upload: UploadRecord = decode(v.value())?;
-            if upload.bucket == bucket && upload.key.starts_with(prefix) {
-                out.push((id.value().to_string(), upload));
+        let index = txn.open_table(UPLOADS_BY_KEY)?;
+        let uploads = txn.open_table(UPLOADS)?;
+        let prefix = query.prefix.as_str();
+        let delimiter = query.delimiter.as_deref().filter(|d| !d.is_empty());
+        let head = upload_key_head(bucket, "");
+        let under = upload_key_head(bucket, prefix);
+        let mut start = under.clone();
+        if let Some(marker) = query.key_marker.as_deref().filter(|m| *m >= prefix) {
+            let rolled = delimiter
+                .is_some_and(|d| marker.starts_with(prefix) && marker[prefix.len()..].ends_with(d));
+            start = upload_key_head(bucket, marker);
+            let resume = query
+                .upload_id_marker
+                .as_deref()
+                .filter(|_| !rolled)
+                .map(|id| -> Result<_, CatalogFault> {
+                    let found = uploads.get(id)?.map(|v| decode::<UploadRecord>(v.value()));
+                    Ok(match found.transpose()? {
+                        Some(u) if u.bucket == bucket && u.key == marker => {
+                            Some(upload_key_index(bucket, marker, u.initiated_ms, id))
+                        }
+                        _ => None,
+                    })
+                })
+                .transpose()?
+                .flatten();
+            match resume {
+                // Just after that upload of the key (the range below starts inclusive).
+                Some(mut at) => {
+                    at.push(0);
+                    start = at;
+                }
+                // After everything under the rolled-up prefix: no key holds 0xFF.
+                None if rolled => start.push(0xFF),
+                // After every upload of the key (an upload marker naming no upload of it
+                // is taken as the end of the key), before any longer key.
+                None => start.extend_from_slice(&[0, 1]),
             }
         }
-        out.sort_by(|a, b| {
-            (&a.1.key, a.1.initiated_ms, &a.0).cmp(&(&b.1.key, b.1.initiated_ms, &b.0))
-        });
-        out.truncate(max);
-        Ok(out)
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        'seek: loop {
+            for item in index.range(start.as_slice()..)? {
+                let raw = item?.0.value().to_vec();
+                if !raw.starts_with(&under) {
+                    break 'seek;
+                }
+                let (key, id) = split_upload_key_index(&raw[head.len()..])
+                    .ok_or_else(|| CatalogFault("malformed uploads_by_key entry".into()))?;
+                if entries.len() == query.max {
+                    truncated = true;
+                    break 'seek;
+                }
+                let rest = &key[prefix.len()..];
+                if let Some(at) = delimiter.and_then(|d| rest.find(d).map(|at| at + d.len())) {
+                    let rolled = key[..prefix.len() + at].to_string();
+                    start = upload_key_head(bucket, &rolled);
+                    start.push(0xFF);
+                    entries.push(UploadEntry::Prefix(rolled));
+                    continue 'seek;
+                }
+                let record = uploads
+                    .get(id.as_str())?
+                    .map(|v| decode::<UploadRecord>(v.value()))
+                    .transpose()?
+                    .ok_or_else(|| CatalogFault(format!("indexed upload {id} has no record")))?;
+                entries.push(UploadEntry::Upload(id, record));
+            }
+            break;
+        }
+        Ok((entries, truncated))
+    }
+
+    /// Checks the uploads' indexes (by time, by key) against the uploads table; the
+    /// difference, if any, as text. Reads every upload: for tests and tools.
+    pub fn check_upload_index(&self) -> Result<Result<(), String>, CatalogFault> {
+        let txn = self.read()?;
+        let mut by_time = std::collections::BTreeSet::new();
+        let mut by_key = std::collections::BTreeSet::new();
+        for item in txn.open_table(UPLOADS)?.iter()? {
+            let (k, v) = item?;
+            let upload: UploadRecord = decode(v.value())?;
+            by_time.insert(upload_time_key(upload.initiated_ms, k.value()));
+            by_key.insert(upload_key_index(
+                &upload.bucket,
+                &upload.key,
+                upload.initiated_ms,
+                k.value(),
+            ));
+        }
+        let mut indexed_time = std::collections::BTreeSet::new();
+        for item in txn.open_table(UPLOADS_BY_TIME)?.iter()? {
+            indexed_time.insert(item?.0.value().to_vec());
+        }
+        let mut indexed_key = std::collections::BTreeSet::new();
+        for item in txn.open_table(UPLOADS_BY_KEY)?.iter()? {
+            indexed_key.insert(item?.0.value().to_vec());
+        }
+        if by_time != indexed_time {
+            return Ok(Err(format!(
+                "the time index holds {} entries for {} uploads, or other ones",
+                indexed_time.len(),
+                by_time.len()
+            )));
+        }
+        if by_key != indexed_key {
+            return Ok(Err(format!(
+                "the key index holds {} entries for {} uploads, or other ones",
+                indexed_key.len(),
+                by_key.len()
+            )));
+        }
+        Ok(Ok(()))
+    }
+
+    /// The ids of the uploads in progress in `bucket`, at most `max`: one range read of
+    /// the by-key index.
+    pub fn upload_ids_in(&self, bucket: &str, max: usize) -> Result<Vec<String>, CatalogFault> {
+        let txn = self.read()?;
+        upload_ids_in(&txn.open_table(UPLOADS_BY_KEY)?, bucket, max)
     }
 
     /// Parts of an upload numbered above `after`, ascending, at most `max`.
@@ -1116,23 +1327,83 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     Ok(())
 }
 
-/// Builds the uploads' time index where it is missing (a catalog written before it
-/// existed): once, at open, in proportion to the uploads in progress.
+/// Builds the uploads' indexes by time and by key where they are missing (a catalog
+/// written before them): once, at open, in proportion to the uploads in progress.
+/// Format 5 brought the key index, so no release that leaves it unkept writes a catalog
+/// that has it.
 fn index_uploads(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     let mut by_time = txn.open_table(UPLOADS_BY_TIME)?;
+    let mut by_key = txn.open_table(UPLOADS_BY_KEY)?;
     let uploads = txn.open_table(UPLOADS)?;
-    if !by_time.is_empty()? || uploads.is_empty()? {
+    let (no_time, no_key) = (by_time.is_empty()?, by_key.is_empty()?);
+    if !(no_time || no_key) || uploads.is_empty()? {
         return Ok(());
     }
     for item in uploads.iter()? {
         let (k, v) = item?;
         let upload: UploadRecord = decode(v.value())?;
-        by_time.insert(
-            upload_time_key(upload.initiated_ms, k.value()).as_slice(),
-            (),
-        )?;
+        if no_time {
+            by_time.insert(
+                upload_time_key(upload.initiated_ms, k.value()).as_slice(),
+                (),
+            )?;
+        }
+        if no_key {
+            by_key.insert(
+                upload_key_index(&upload.bucket, &upload.key, upload.initiated_ms, k.value())
+                    .as_slice(),
+                (),
+            )?;
+        }
     }
     Ok(())
+}
+
+/// The key and upload id an [`UPLOADS_BY_KEY`] entry names, from the escaped key on (the
+/// bucket's head already taken off).
+fn split_upload_key_index(raw: &[u8]) -> Option<(String, String)> {
+    let mut key = Vec::new();
+    let mut at = 0;
+    loop {
+        match (raw.get(at)?, raw.get(at + 1)) {
+            (0, Some(0)) => break,
+            (0, Some(0xFF)) => {
+                key.push(0);
+                at += 2;
+            }
+            (0, _) => return None,
+            (&byte, _) => {
+                key.push(byte);
+                at += 1;
+            }
+        }
+    }
+    // Past the end marker and the start time.
+    let id = raw.get(at + 2 + 8..)?;
+    Some((
+        String::from_utf8(key).ok()?,
+        std::str::from_utf8(id).ok()?.to_string(),
+    ))
+}
+
+/// [`Catalog::upload_ids_in`] inside a transaction's index table.
+pub(crate) fn upload_ids_in(
+    index: &impl ReadableTable<&'static [u8], ()>,
+    bucket: &str,
+    max: usize,
+) -> Result<Vec<String>, CatalogFault> {
+    let head = upload_key_head(bucket, "");
+    let mut ids = Vec::new();
+    for item in index.range(head.as_slice()..)? {
+        let raw = item?.0.value().to_vec();
+        if !raw.starts_with(&head) || ids.len() == max {
+            break;
+        }
+        let (_, id) = split_upload_key_index(&raw[head.len()..])
+            .ok_or_else(|| CatalogFault("malformed uploads_by_key entry".into()))?;
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// Builds the garbage queue's indexes by time and by node where they are missing (a
@@ -1260,6 +1531,7 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
     txn.delete_table(GATEWAYS)?;
     txn.delete_table(UPLOADS)?;
     txn.delete_table(UPLOADS_BY_TIME)?;
+    txn.delete_table(UPLOADS_BY_KEY)?;
     txn.delete_table(PARTS)?;
     txn.delete_table(REQUESTS)?;
     txn.delete_table(REQUESTS_BY_TIME)?;
@@ -1297,12 +1569,12 @@ pub fn import(txn: &WriteTransaction, dump: &CatalogDump) -> Result<(), CatalogF
         gateways.insert(*k, v.as_slice())?;
     }
     let mut uploads = txn.open_table(UPLOADS)?;
-    let mut uploads_by_time = txn.open_table(UPLOADS_BY_TIME)?;
+    let mut upload_indexes = UploadIndexes::open(txn)?;
     for (k, v) in &dump.uploads {
         uploads.insert(k.as_str(), v.as_slice())?;
-        let upload: UploadRecord = decode(v)?;
-        uploads_by_time.insert(upload_time_key(upload.initiated_ms, k).as_slice(), ())?;
+        upload_indexes.add(k, &decode(v)?)?;
     }
+    drop(upload_indexes);
     let mut parts = txn.open_table(PARTS)?;
     for (k, v) in &dump.parts {
         parts.insert(k.as_slice(), v.as_slice())?;

@@ -31,7 +31,7 @@ use super::shard_index::{
 use super::{
     ACCESS_KEYS, BUCKETS, COUNTERS, CatalogDump, CatalogFault, CommandResult, GARBAGE,
     GARBAGE_BY_NODE, GARBAGE_DUE, GATEWAYS, GarbageQueue, INVITES, NODES, OBJECTS, PARTS, REQUESTS,
-    REQUESTS_BY_TIME, UPLOADS, UPLOADS_BY_TIME, request_time_key, upload_time_key,
+    REQUESTS_BY_TIME, UPLOADS, UPLOADS_BY_KEY, UPLOADS_BY_TIME, UploadIndexes, request_time_key,
 };
 
 /// The chunk size snapshots and backups are cut into unless told otherwise.
@@ -421,6 +421,7 @@ staging! {
     S_GATEWAYS: [u8; 32] => &[u8] = "staging.gateways";
     S_UPLOADS: &str => &[u8] = "staging.uploads";
     S_UPLOADS_BY_TIME: &[u8] => () = "staging.uploads_by_time";
+    S_UPLOADS_BY_KEY: &[u8] => () = "staging.uploads_by_key";
     S_PARTS: &[u8] => &[u8] = "staging.parts";
     S_REQUESTS: [u8; 16] => &[u8] = "staging.requests";
     S_REQUESTS_BY_TIME: [u8; 24] => () = "staging.requests_by_time";
@@ -443,6 +444,7 @@ pub(crate) fn drop_staging(txn: &WriteTransaction) -> Result<(), CatalogFault> {
     txn.delete_table(S_GATEWAYS)?;
     txn.delete_table(S_UPLOADS)?;
     txn.delete_table(S_UPLOADS_BY_TIME)?;
+    txn.delete_table(S_UPLOADS_BY_KEY)?;
     txn.delete_table(S_PARTS)?;
     txn.delete_table(S_REQUESTS)?;
     txn.delete_table(S_REQUESTS_BY_TIME)?;
@@ -540,6 +542,7 @@ impl<'db> Importer<'db> {
         swap(&txn, S_GATEWAYS, GATEWAYS)?;
         swap(&txn, S_UPLOADS, UPLOADS)?;
         swap(&txn, S_UPLOADS_BY_TIME, UPLOADS_BY_TIME)?;
+        swap(&txn, S_UPLOADS_BY_KEY, UPLOADS_BY_KEY)?;
         swap(&txn, S_PARTS, PARTS)?;
         swap(&txn, S_REQUESTS, REQUESTS)?;
         index_staged_parts(&txn)?;
@@ -640,14 +643,14 @@ fn insert_rows(txn: &WriteTransaction, table: Table, rows: &[Row]) -> Result<(),
         }
         Table::Uploads => {
             let mut t = txn.open_table(S_UPLOADS)?;
-            let mut by_time = txn.open_table(S_UPLOADS_BY_TIME)?;
+            let mut indexes = UploadIndexes::open_tables(txn, S_UPLOADS_BY_TIME, S_UPLOADS_BY_KEY)?;
             for (k, v) in rows {
                 let id = str_key(k)?;
                 let upload: UploadRecord = decode_record(v)?;
                 if t.insert(id, v.as_slice())?.is_some() {
                     return Err(duplicate(table));
                 }
-                by_time.insert(upload_time_key(upload.initiated_ms, id).as_slice(), ())?;
+                indexes.add(id, &upload)?;
             }
         }
         Table::Requests => {
@@ -693,7 +696,7 @@ pub fn import_dump(
 }
 
 /// The names of the staging tables (a test checks none is left behind).
-pub fn staging_table_names() -> [&'static str; 18] {
+pub fn staging_table_names() -> [&'static str; 19] {
     [
         S_BUCKETS.name(),
         S_OBJECTS.name(),
@@ -707,6 +710,7 @@ pub fn staging_table_names() -> [&'static str; 18] {
         S_GATEWAYS.name(),
         S_UPLOADS.name(),
         S_UPLOADS_BY_TIME.name(),
+        S_UPLOADS_BY_KEY.name(),
         S_PARTS.name(),
         S_REQUESTS.name(),
         S_REQUESTS_BY_TIME.name(),

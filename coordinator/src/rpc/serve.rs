@@ -282,11 +282,7 @@ async fn answer(
                 .await
         }
         R::AbortUpload { upload } => multipart::abort_upload(ctx, upload, once).await,
-        R::ListUploads {
-            bucket,
-            prefix,
-            max,
-        } => multipart::list_uploads(ctx, &bucket, &prefix, max),
+        R::ListUploads { bucket, query } => multipart::list_uploads(ctx, &bucket, query),
         R::ListParts { upload, after, max } => multipart::list_parts(ctx, &upload, after, max),
         R::ReportShard {
             bucket,

@@ -6,7 +6,9 @@
 //! first read back and checked against its name), abort, and the two listings.
 
 use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
-use cairn_client::records::{BucketMode, ObjectChecksum, ObjectVersion, PartRecord, UploadRecord};
+use cairn_client::records::{
+    BucketMode, ObjectChecksum, ObjectVersion, PartRecord, UploadEntry, UploadQuery, UploadRecord,
+};
 use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
@@ -558,68 +560,46 @@ impl Gateway {
         let input = req.input;
         let url = wants_url(input.encoding_type.as_ref());
         let max = input.max_uploads.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
-        let uploads = match self
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        // The coordinator reads the page from its index, from the markers on, and rolls
+        // keys up at the delimiter (a common prefix counts as one entry of the page).
+        let page = match self
             .call(GatewayRequest::ListUploads {
                 bucket: input.bucket.clone(),
-                prefix: input.prefix.clone().unwrap_or_default(),
-                max: MAX_PAGE as u32,
+                query: UploadQuery {
+                    prefix: prefix.clone(),
+                    delimiter: delimiter.clone(),
+                    key_marker: input.key_marker.clone().filter(|k| !k.is_empty()),
+                    upload_id_marker: input.upload_id_marker.clone().filter(|u| !u.is_empty()),
+                    max: u32::try_from(max).unwrap_or(0),
+                },
             })
             .await?
         {
-            GatewayResponse::Uploads(uploads) => uploads,
+            GatewayResponse::Uploads(page) => page,
             other => return Err(unexpected(other)),
         };
-        // Markers: uploads after (key, upload id), in the coordinator's key order.
-        let after_key = input.key_marker.clone().unwrap_or_default();
-        let after_id = input.upload_id_marker.clone().unwrap_or_default();
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
-        // As in ListObjectsV2: keys with the delimiter after the prefix roll up into one
-        // common prefix each, which counts as one entry of the page; a key marker inside a
-        // common prefix (one returned as NextKeyMarker) skips all of it.
-        let mut entries: Vec<Listed> = Vec::new();
-        for (id, u) in uploads {
-            let after_marker = after_key.is_empty()
-                || u.key > after_key
-                || (u.key == after_key && !after_id.is_empty() && id > after_id);
-            if !after_marker {
-                continue;
-            }
-            let rolled = delimiter.as_ref().and_then(|d| {
-                let rest = u.key.get(prefix.len()..)?;
-                rest.find(d.as_str())
-                    .map(|at| u.key[..prefix.len() + at + d.len()].to_string())
-            });
-            match rolled {
-                Some(common) => {
-                    let seen =
-                        matches!(entries.last(), Some(Listed::Prefix(last)) if *last == common);
-                    let skipped = after_key.starts_with(common.as_str());
-                    if !seen && !skipped {
-                        entries.push(Listed::Prefix(common));
-                    }
-                }
-                None => entries.push(Listed::Upload(id, u)),
-            }
-        }
-        let truncated = entries.len() > max as usize;
-        entries.truncate(max as usize);
+        let truncated = page.truncated;
+        let entries = page.entries;
         let (next_key, next_id) = match entries.last() {
-            Some(Listed::Upload(id, u)) if truncated => (Some(u.key.clone()), Some(id.clone())),
-            Some(Listed::Prefix(common)) if truncated => (Some(common.clone()), None),
+            Some(UploadEntry::Upload(id, u)) if truncated => {
+                (Some(u.key.clone()), Some(id.clone()))
+            }
+            Some(UploadEntry::Prefix(common)) if truncated => (Some(common.clone()), None),
             _ => (None, None),
         };
         let mut listed = Vec::new();
         let mut common_prefixes = Vec::new();
         for entry in entries {
             match entry {
-                Listed::Upload(id, u) => listed.push(MultipartUpload {
+                UploadEntry::Upload(id, u) => listed.push(MultipartUpload {
                     key: Some(encode(&u.key, url)),
                     upload_id: Some(id),
                     initiated: Some(timestamp(u.initiated_ms)),
                     ..Default::default()
                 }),
-                Listed::Prefix(common) => common_prefixes.push(CommonPrefix {
+                UploadEntry::Prefix(common) => common_prefixes.push(CommonPrefix {
                     prefix: Some(encode(&common, url)),
                 }),
             }
@@ -640,12 +620,4 @@ impl Gateway {
             ..Default::default()
         }))
     }
-}
-
-/// One entry of a ListMultipartUploads page.
-enum Listed {
-    /// An upload: its id and record.
-    Upload(String, UploadRecord),
-    /// Keys rolled up by the delimiter.
-    Prefix(String),
 }

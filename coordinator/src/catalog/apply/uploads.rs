@@ -27,7 +27,8 @@ use crate::catalog::model::{
 };
 use crate::catalog::shard_index::{Holder, ShardIndex};
 use crate::catalog::{
-    CatalogFault, NODES, PARTS, UPLOADS, UPLOADS_BY_TIME, decode, encode, part_key, upload_time_key,
+    CatalogFault, NODES, PARTS, UPLOADS, UPLOADS_BY_KEY, UploadIndexes, decode, encode, part_key,
+    upload_ids_in,
 };
 
 /// [`Command::CreateUpload`](crate::catalog::Command::CreateUpload).
@@ -46,8 +47,7 @@ pub(super) fn create_upload(
         )));
     }
     uploads.insert(id, encode(upload)?.as_slice())?;
-    txn.open_table(UPLOADS_BY_TIME)?
-        .insert(upload_time_key(upload.initiated_ms, id).as_slice(), ())?;
+    UploadIndexes::open(txn)?.add(id, upload)?;
     Ok(CommandResult::Done)
 }
 
@@ -175,19 +175,18 @@ pub(super) fn abort_upload(
     Ok(CommandResult::Done)
 }
 
-/// Aborts every upload still open in `bucket`, queueing its parts' shards for collection.
-/// Uploads are few (they expire), so this reads them all rather than keep an index.
+/// Aborts every upload still open in `bucket`, queueing its parts' shards for collection:
+/// the bucket's range of the by-key index names them.
 pub(super) fn abort_uploads_of(
     txn: &WriteTransaction,
     bucket: &str,
     now_ms: u64,
 ) -> Result<(), CatalogFault> {
-    let mut open = Vec::new();
-    for item in txn.open_table(UPLOADS)?.iter()? {
-        let (k, v) = item?;
-        let record: UploadRecord = decode(v.value())?;
-        if record.bucket == bucket {
-            open.push((k.value().to_string(), record));
+    let ids = upload_ids_in(&txn.open_table(UPLOADS_BY_KEY)?, bucket, usize::MAX)?;
+    let mut open = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(record) = read_upload(txn, &id)? {
+            open.push((id, record));
         }
     }
     for (id, record) in open {
@@ -209,8 +208,7 @@ fn remove_upload(
     record: &UploadRecord,
 ) -> Result<(), CatalogFault> {
     txn.open_table(UPLOADS)?.remove(id)?;
-    txn.open_table(UPLOADS_BY_TIME)?
-        .remove(upload_time_key(record.initiated_ms, id).as_slice())?;
+    UploadIndexes::open(txn)?.remove(id, record)?;
     Ok(())
 }
 

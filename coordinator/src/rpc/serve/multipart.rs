@@ -3,14 +3,15 @@
 
 use cairn_client::gateway_rpc::{GatewayResponse, NewSegment, RpcCode};
 use cairn_client::records::{
-    CannedAcl, ObjectChecksum, ObjectHeaders, ObjectVersion, UploadChecksum, WriteCondition,
+    CannedAcl, ObjectChecksum, ObjectHeaders, ObjectVersion, UploadChecksum,
+    UploadEntry as WireUploadEntry, UploadListing, UploadQuery as WireUploadQuery, WriteCondition,
 };
 use cairn_proto::identity::PublicKey;
 
 use super::objects::checked_segments;
 use super::{MAX_LIST, commit_once};
 use crate::catalog::model::{PartRecord, UploadRecord};
-use crate::catalog::{Command, CommandResult, RequestId};
+use crate::catalog::{Command, CommandResult, RequestId, UploadEntry, UploadQuery};
 use crate::rpc::context::{Answer, RpcContext, bucket_record, error, internal, now_ms};
 use crate::rpc::orders::random;
 
@@ -129,18 +130,28 @@ pub(super) async fn abort_upload(
     Ok(GatewayResponse::Done)
 }
 
-/// `ListUploads`: a bucket's uploads in progress under `prefix`, at most [`MAX_LIST`].
-pub(super) fn list_uploads(ctx: &RpcContext, bucket: &str, prefix: &str, max: u32) -> Answer {
+/// `ListUploads`: one page of a bucket's uploads in progress, at most [`MAX_LIST`]
+/// entries.
+pub(super) fn list_uploads(ctx: &RpcContext, bucket: &str, query: WireUploadQuery) -> Answer {
     bucket_record(&ctx.catalog, bucket)?;
-    let max = (max as usize).min(MAX_LIST);
-    Ok(GatewayResponse::Uploads(
-        ctx.catalog
-            .uploads(bucket, prefix, max)
-            .map_err(internal)?
+    let query = UploadQuery {
+        prefix: query.prefix,
+        delimiter: query.delimiter,
+        key_marker: query.key_marker,
+        upload_id_marker: query.upload_id_marker,
+        max: (query.max as usize).min(MAX_LIST),
+    };
+    let (entries, truncated) = ctx.catalog.uploads(bucket, &query).map_err(internal)?;
+    Ok(GatewayResponse::Uploads(UploadListing {
+        entries: entries
             .into_iter()
-            .map(|(id, upload)| (id, upload.into()))
+            .map(|entry| match entry {
+                UploadEntry::Upload(id, upload) => WireUploadEntry::Upload(id, upload.into()),
+                UploadEntry::Prefix(prefix) => WireUploadEntry::Prefix(prefix),
+            })
             .collect(),
-    ))
+        truncated,
+    }))
 }
 
 /// `ListParts`: an upload's parts after number `after`, at most [`MAX_LIST`].
