@@ -3,7 +3,6 @@
 //! This file only parses the command line and hands off; each subcommand lives in its own
 //! module and the real work in the library crates.
 
-mod bench;
 mod cmd;
 mod migrate;
 
@@ -62,9 +61,6 @@ enum Command {
     /// status is non-zero if any object failed. Progress: a bar on a terminal, a line every
     /// --progress-interval seconds otherwise; a summary at the end (JSON with --json).
     Import(Box<cmd::import::ImportArgs>),
-    /// Measure this machine: erasure coding, hashing and shard transfer speed.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,7 +73,6 @@ fn main() -> std::process::ExitCode {
         Command::Dev(args) => cmd::dev::run(*args),
         Command::Admin(args) => cmd::admin::run(*args),
         Command::Import(args) => cmd::import::run(*args),
-        Command::Bench(command) => bench::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use crate::{
 
 /// Bytes of each shard handed to the Reed-Solomon engine per call.
 ///
-/// Whole multi-megabyte shards thrash the cache. Measured with `cairn bench erasure` at
+/// Whole multi-megabyte shards thrash the cache. Measured with `cairn-bench erasure` at
 /// 10+6, 128 KiB beat 16, 32 and 64 KiB for both encode and rebuild (`docs/benchmarks.md`).
 /// A multiple of [`SHARD_ALIGN`], so stripes never split an engine block.
 const STRIPE: usize = 128 * 1024;

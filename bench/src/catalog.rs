@@ -1,4 +1,4 @@
-//! `cairn bench catalog`: a catalog of N objects loaded straight into redb (no Raft), its
+//! `cairn-bench catalog`: a catalog of N objects loaded straight into redb (no Raft), its
 //! bytes on disk per object, and the time and memory of one round of each background
 //! loop's catalog work against it. `survey` is the full walk (the reference the leader no
 //! longer runs); the `survey round`/`pass` rows are the leader's incremental survey.
@@ -18,9 +18,9 @@ use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::ids::ShardId;
 use clap::Args;
 
-use super::measure::{peak_rss_bytes, pseudo_random};
+use crate::measure::{peak_rss_bytes, pseudo_random};
 
-/// Options of `cairn bench catalog`.
+/// Options of `cairn-bench catalog`.
 #[derive(Args)]
 pub struct CatalogBenchArgs {
     /// Objects to load: 70 % 1.5 KiB inline narinfos, 30 % one-segment NARs at 10+6.

@@ -1,4 +1,4 @@
-//! `cairn bench node`: shard PUT and GET throughput against a real node over loopback QUIC,
+//! `cairn-bench node`: shard PUT and GET throughput against a real node over loopback QUIC,
 //! beside a plain TCP copy of the same bytes in the same run.
 
 use std::sync::Arc;
@@ -17,9 +17,9 @@ use cairn_proto::transport::client_endpoint;
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::measure::pseudo_random;
+use crate::measure::pseudo_random;
 
-/// Options of `cairn bench node`.
+/// Options of `cairn-bench node`.
 #[derive(Args)]
 pub struct NodeBenchArgs {
     /// Size of each shard.
@@ -48,7 +48,7 @@ pub fn run(args: NodeBenchArgs) -> anyhow::Result<()> {
     };
     let cleanup = args.dir.is_none();
     println!(
-        "cairn bench node: {count} shards of {} ({} per phase), {concurrency} in flight, data in {}",
+        "cairn-bench node: {count} shards of {} ({} per phase), {concurrency} in flight, data in {}",
         args.shard_size,
         ByteSize(total),
         dir.display()

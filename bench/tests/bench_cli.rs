@@ -1,14 +1,14 @@
-//! `cairn bench erasure` runs end to end and ends with the JSON line scripts rely on.
+//! The `cairn-bench` commands run end to end and end with the JSON lines scripts rely on.
 
 use std::process::Command;
 
 #[test]
 fn bench_erasure_prints_a_table_and_a_json_line() {
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["bench", "erasure", "--k", "4", "--m", "2", "--size", "1MiB"])
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .args(["erasure", "--k", "4", "--m", "2", "--size", "1MiB"])
         .args(["--iterations", "1", "--stream", "8MiB"])
         .output()
-        .expect("run cairn");
+        .expect("run cairn-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -39,10 +39,10 @@ fn bench_erasure_prints_a_table_and_a_json_line() {
 
 #[test]
 fn bench_erasure_refuses_an_impossible_code() {
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["bench", "erasure", "--k", "0", "--stream", "0"])
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .args(["erasure", "--k", "0", "--stream", "0"])
         .output()
-        .expect("run cairn");
+        .expect("run cairn-bench");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("at least one data shard"), "{stderr}");
@@ -50,12 +50,12 @@ fn bench_erasure_refuses_an_impossible_code() {
 
 #[test]
 fn bench_coordinator_commits_through_raft_and_sizes_the_catalog() {
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["bench", "coordinator", "--members", "1", "--writes", "50"])
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .args(["coordinator", "--members", "1", "--writes", "50"])
         .args(["--concurrency", "4", "--catalog-objects", "1000"])
         .env("CAIRN_LOG", "warn")
         .output()
-        .expect("run cairn");
+        .expect("run cairn-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -71,11 +71,11 @@ fn bench_coordinator_commits_through_raft_and_sizes_the_catalog() {
 
 #[test]
 fn bench_catalog_loads_a_mix_and_times_each_loop_from_the_index() {
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["bench", "catalog", "--objects", "2000", "--nodes", "16"])
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .args(["catalog", "--objects", "2000", "--nodes", "16"])
         .env("CAIRN_LOG", "warn")
         .output()
-        .expect("run cairn");
+        .expect("run cairn-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -109,8 +109,8 @@ fn bench_catalog_loads_a_mix_and_times_each_loop_from_the_index() {
 
 #[test]
 fn bench_repair_restores_full_margin_after_losing_a_node() {
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["bench", "repair", "--nodes", "4", "--k", "2", "--m", "1"])
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .args(["repair", "--nodes", "4", "--k", "2", "--m", "1"])
         .args([
             "--data",
             "4MiB",
@@ -121,7 +121,7 @@ fn bench_repair_restores_full_margin_after_losing_a_node() {
         ])
         .env("CAIRN_LOG", "warn")
         .output()
-        .expect("run cairn");
+        .expect("run cairn-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -1,4 +1,4 @@
-//! `cairn bench coordinator`: committed small-object writes per second through Raft, and
+//! `cairn-bench coordinator`: committed small-object writes per second through Raft, and
 //! what each object costs in the catalog on disk.
 
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use cairn_coordinator::raft::types::Member;
 use clap::Args;
 use redb::ReadableDatabase;
 
-use super::measure::pseudo_random;
+use crate::measure::pseudo_random;
 
-/// Options of `cairn bench coordinator`.
+/// Options of `cairn-bench coordinator`.
 #[derive(Args)]
 pub struct CoordinatorBenchArgs {
     /// Members in the group (1 or 3 are the interesting cases).

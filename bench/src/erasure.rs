@@ -1,4 +1,4 @@
-//! `cairn bench erasure`: how fast this machine codes, hashes, masks and rebuilds segments.
+//! `cairn-bench erasure`: how fast this machine codes, hashes, masks and rebuilds segments.
 
 use std::hint::black_box;
 use std::pin::Pin;
@@ -10,10 +10,10 @@ use cairn_erasure::{Codec, MaskKey, SegmentEncoder, SegmentNonce};
 use clap::Args;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::measure::{gib_per_s, median_time, peak_rss_bytes, pseudo_random, time};
+use crate::measure::{gib_per_s, median_time, peak_rss_bytes, pseudo_random, time};
 use cairn_proto::bytesize::ByteSize;
 
-/// Options of `cairn bench erasure`.
+/// Options of `cairn-bench erasure`.
 #[derive(Args)]
 pub struct ErasureArgs {
     /// Data shards per segment.
@@ -53,7 +53,7 @@ pub fn run(args: ErasureArgs) -> anyhow::Result<()> {
     anyhow::ensure!(size > 0, "--size must be at least one byte");
     let lost = args.m.min(args.k);
     println!(
-        "cairn bench erasure: code {}+{}, segment {}, median of {} runs, one core",
+        "cairn-bench erasure: code {}+{}, segment {}, median of {} runs, one core",
         args.k, args.m, args.size, args.iterations
     );
 

@@ -1,4 +1,4 @@
-//! `cairn bench repair`: how long a cluster takes to restore full margin after losing the
+//! `cairn-bench repair`: how long a cluster takes to restore full margin after losing the
 //! node that holds the most data, against what the configured repair bandwidth allows.
 //!
 //! Everything runs in this process on loopback: one coordinator member with short failure
@@ -41,7 +41,7 @@ use cairn_proto::transport::client_endpoint;
 use cairn_s3_api::config::GatewayConfig;
 use clap::Args;
 
-use super::measure::pseudo_random;
+use crate::measure::pseudo_random;
 
 /// Name of the bucket the objects go to.
 const BUCKET: &str = "bench";
@@ -58,7 +58,7 @@ const UPLOADS_IN_FLIGHT: u64 = 2;
 /// How often the coordinator's state is sampled while waiting.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Options of `cairn bench repair`.
+/// Options of `cairn-bench repair`.
 #[derive(Args)]
 pub struct RepairBenchArgs {
     /// Storage nodes to run, each its own organisation (at least k + m + 1, so a lost
@@ -157,7 +157,7 @@ pub fn run(args: RepairBenchArgs) -> anyhow::Result<()> {
     let cleanup = args.dir.is_none();
     let bw = args.bandwidth.0;
     println!(
-        "cairn bench repair: {} nodes, {}+{}, {} in objects of {} ({} segments), repair \
+        "cairn-bench repair: {} nodes, {}+{}, {} in objects of {} ({} segments), repair \
          bandwidth {}, {} workers, {} jobs at once, data in {}",
         args.nodes,
         args.k,
