@@ -8,8 +8,9 @@
 //! asks them of the group's leader, one typed method per request ([`calls`]);
 //! [`node::NodeClient`] stores, reads, audits and deletes shards on one node, checking every
 //! byte it gets back. [`page`] holds what the operator pages of the coordinator and the node
-//! share.
+//! share; [`admin_views`] the JSON the coordinator's admin API and `cairn admin` exchange.
 
+pub mod admin_views;
 pub mod calls;
 pub mod coordinator;
 pub mod gateway_rpc;
