@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use cairn_client::admin_views::StatusView;
 use cairn_client::coordinator::CoordinatorClient;
 use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, NewBody, NewObject, NewSegment};
 use cairn_client::node::NodeClient;
-use cairn_coordinator::admin::views::StatusView;
 use cairn_coordinator::catalog::model::{
     Bucket, BucketMode, ErasureProfile, GatewayRecord, NodeState, ObjectBody,
 };

@@ -62,6 +62,10 @@ pub enum CallError {
     /// No member could be reached or none leads.
     #[error("coordinator unavailable: {0}")]
     Unavailable(String),
+    /// The coordinator answered with something that does not fit the request (names both):
+    /// a bug on one side or the other, never a refusal.
+    #[error("unexpected coordinator answer: {0}")]
+    Unexpected(String),
 }
 
 impl CoordinatorClient {

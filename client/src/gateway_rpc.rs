@@ -580,6 +580,35 @@ pub enum GatewayResponse {
     MaskKey(MaskKey),
 }
 
+impl GatewayResponse {
+    /// Short name for logs and errors; names the answer without printing what it carries
+    /// (an access key's secret, a page of records).
+    pub fn name(&self) -> &'static str {
+        match self {
+            GatewayResponse::Done => "done",
+            GatewayResponse::AccessKey(_) => "access_key",
+            GatewayResponse::Buckets(_) => "buckets",
+            GatewayResponse::Bucket(_) => "bucket",
+            GatewayResponse::Object(_) => "object",
+            GatewayResponse::Read(_) => "read",
+            GatewayResponse::ReadOrders(_) => "read_orders",
+            GatewayResponse::Listing(_) => "listing",
+            GatewayResponse::RepairJob(_) => "repair_job",
+            GatewayResponse::NoRepairWork { .. } => "no_repair_work",
+            GatewayResponse::Placed(_) => "placed",
+            GatewayResponse::Stored { .. } => "stored",
+            GatewayResponse::UploadCreated { .. } => "upload_created",
+            GatewayResponse::Upload(_) => "upload",
+            GatewayResponse::Completed { .. } => "completed",
+            GatewayResponse::Uploads(_) => "uploads",
+            GatewayResponse::Parts(_) => "parts",
+            GatewayResponse::NotLeader { .. } => "not_leader",
+            GatewayResponse::Error { .. } => "error",
+            GatewayResponse::MaskKey(_) => "mask_key",
+        }
+    }
+}
+
 /// Why a gateway request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RpcCode {

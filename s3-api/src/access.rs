@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::coordinator::CallError;
+use cairn_client::gateway_rpc::RpcCode;
 use prometheus::IntCounter;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
@@ -166,25 +167,14 @@ impl S3Auth for Auth {
             Remembered::Unknown => return Err(invalid_key()),
             Remembered::Ask => {}
         }
-        let request = GatewayRequest::AccessKey {
-            id: access_key.to_string(),
-        };
         self.keys.lookups.inc();
-        let secret = match self
+        let secret = self
             .path
             .coordinator
-            .call(&request)
+            .access_key(access_key)
             .await
             .map_err(from_call)?
-        {
-            GatewayResponse::AccessKey(key) => key.map(|k| k.secret),
-            other => {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::InternalError,
-                    format!("unexpected coordinator answer: {other:?}"),
-                ));
-            }
-        };
+            .map(|key| key.secret);
         self.keys
             .remember(access_key, secret.as_deref(), Instant::now());
         secret.map(SecretKey::from).ok_or_else(invalid_key)
@@ -262,18 +252,13 @@ impl Access {
         if let Some(public) = cached {
             return Ok(public);
         }
-        let request = GatewayRequest::Bucket {
-            name: bucket.to_string(),
-        };
-        let public = match self
-            .path
-            .coordinator
-            .call(&request)
-            .await
-            .map_err(from_call)?
-        {
-            GatewayResponse::Bucket(bucket) => bucket.map(|b| b.public_read),
-            _ => Some(false),
+        let public = match self.path.coordinator.bucket(bucket).await {
+            Ok(bucket) => Some(bucket.public_read),
+            Err(CallError::Refused {
+                code: RpcCode::NoSuchBucket,
+                ..
+            }) => None,
+            Err(err) => return Err(from_call(err)),
         };
         if let Ok(mut cache) = self.public.lock() {
             cache.insert(bucket.to_string(), (Instant::now(), public));

@@ -34,6 +34,11 @@ pub(crate) fn from_call(err: CallError) -> S3Error {
         CallError::Unavailable(message) => {
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, message)
         }
+        // A bug on one side or the other; retrying will not help.
+        err @ CallError::Unexpected(_) => {
+            tracing::error!(%err, "the coordinator's answer does not fit the request");
+            S3Error::with_message(S3ErrorCode::InternalError, err.to_string())
+        }
     }
 }
 

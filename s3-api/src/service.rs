@@ -26,17 +26,7 @@ impl Gateway {
         Self { path, metrics }
     }
 
-    /// Asks the coordinator for a change, applied at most once however often the
-    /// coordinator client has to resend it; failures become S3 errors.
-    pub(crate) async fn change(&self, request: GatewayRequest) -> S3Result<GatewayResponse> {
-        self.path
-            .coordinator
-            .change(request)
-            .await
-            .map_err(from_call)
-    }
-
-    /// Asks the coordinator; failures become S3 errors.
+    /// Asks the coordinator a request that has no typed method; failures become S3 errors.
     pub(crate) async fn call(&self, request: GatewayRequest) -> S3Result<GatewayResponse> {
         self.path
             .coordinator
@@ -47,19 +37,7 @@ impl Gateway {
 
     /// The bucket, or `NoSuchBucket`.
     pub(crate) async fn bucket(&self, name: &str) -> S3Result<Bucket> {
-        match self
-            .call(GatewayRequest::Bucket {
-                name: name.to_string(),
-            })
-            .await?
-        {
-            GatewayResponse::Bucket(Some(bucket)) => Ok(bucket),
-            GatewayResponse::Bucket(None) => Err(S3Error::with_message(
-                S3ErrorCode::NoSuchBucket,
-                format!("no bucket named {name}"),
-            )),
-            other => Err(unexpected(other)),
-        }
+        self.path.coordinator.bucket(name).await.map_err(from_call)
     }
 
     /// Makes a written body visible as `bucket`/`key` with the given ETag (hex) and
@@ -82,36 +60,20 @@ impl Gateway {
             acl: meta.acl,
             checksum: meta.checksum,
         };
-        match self
-            .change(GatewayRequest::Put {
-                bucket,
-                key,
-                object,
-                condition,
-            })
-            .await?
-        {
-            GatewayResponse::Stored { .. } => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.path
+            .coordinator
+            .put(&bucket, &key, object, condition)
+            .await
+            .map_err(from_call)
     }
 
     /// The record of `bucket`/`key`, or `NoSuchKey`.
     pub(crate) async fn object_record(&self, bucket: &str, key: &str) -> S3Result<ObjectRecord> {
-        match self
-            .call(GatewayRequest::Object {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-            })
-            .await?
-        {
-            GatewayResponse::Object(Some(object)) => Ok(*object),
-            GatewayResponse::Object(None) => Err(S3Error::with_message(
-                S3ErrorCode::NoSuchKey,
-                format!("no object {key} in {bucket}"),
-            )),
-            other => Err(unexpected(other)),
-        }
+        self.path
+            .coordinator
+            .object(bucket, key)
+            .await
+            .map_err(from_call)
     }
 
     /// What the data path calls when a node sends bad bytes or refuses a read: counted
@@ -141,30 +103,24 @@ impl Gateway {
                 }
             }
             let (path, reported) = (path.clone(), reported.clone());
-            let sent = (problem.node, problem.shard, problem.refused);
-            let request = if problem.refused {
-                GatewayRequest::ReportRefusal {
-                    bucket: problem.bucket,
-                    key: problem.key,
-                    node: problem.node,
-                    shard: problem.shard,
-                    problem: problem.problem,
-                }
-            } else {
-                GatewayRequest::ReportShard {
-                    bucket: problem.bucket,
-                    key: problem.key,
-                    node: problem.node,
-                    shard: problem.shard,
-                    problem: problem.problem,
-                }
-            };
+            let remembered = (problem.node, problem.shard, problem.refused);
             tokio::spawn(async move {
-                if let Err(err) = path.coordinator.call(&request).await {
+                let coordinator = &path.coordinator;
+                let (bucket, key, text) = (problem.bucket, problem.key, problem.problem);
+                let sent = if problem.refused {
+                    coordinator
+                        .report_refusal(bucket, key, problem.node, problem.shard, text)
+                        .await
+                } else {
+                    coordinator
+                        .report_shard(bucket, key, problem.node, problem.shard, text)
+                        .await
+                };
+                if let Err(err) = sent {
                     tracing::warn!(%err, "could not report a bad shard to the coordinator");
                     // Reported again the next time it happens.
                     if let Ok(mut reported) = reported.lock() {
-                        reported.remove(&sent);
+                        reported.remove(&remembered);
                     }
                 }
             });

@@ -1,7 +1,7 @@
 //! `cairn admin`: the operator's client for a coordinator's admin API.
 
 use anyhow::{Context as _, bail};
-use cairn_coordinator::admin::views::{
+use cairn_client::admin_views::{
     AddMember, BucketView, CreateBucket, CreateInvite, CreateKey, ErrorView, GatewayView,
     InviteView, KeyView, MemberView, NewKey, NodeView, RegisterGateway, SetNodeState, StatusView,
 };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cairn_coordinator::admin::views::BucketView;
+use cairn_client::admin_views::BucketView;
 use cairn_proto::bytesize::ByteSize;
 use cairn_s3_api::nix::keys::TrustedKey;
 use clap::Args;

@@ -2,9 +2,9 @@
 //! the status page `/` are open. Writes go through Raft on the leader; a follower answers
 //! 503 with the leader's admin address so clients can retry there.
 
+mod convert;
 mod metrics;
 mod page;
-pub mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cairn_client::admin_views::*;
 use cairn_proto::identity::PublicKey;
 use cairn_proto::order::unix_now_ms;
 use openraft::Raft;
@@ -27,7 +28,6 @@ use crate::catalog::model::{
 use crate::catalog::{Catalog, CatalogError, Command, CommandResult, MoveReason, RequestId};
 use crate::liveness::Liveness;
 use crate::raft::types::{Member, TypeConfig};
-use views::*;
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -353,7 +353,7 @@ fn durability(
         garbage_queue: state.inner.catalog.garbage_count()?,
         orphans_pending: state.inner.gc.orphans_pending.load(Ordering::Relaxed),
         collected_shards: state.inner.gc.deleted.load(Ordering::Relaxed),
-        loss_model,
+        loss_model: loss_model.into(),
     }))
 }
 
@@ -457,7 +457,7 @@ async fn nodes(State(state): State<AdminState>) -> ApiResult<Json<Vec<NodeView>>
     Ok(Json(
         nodes
             .iter()
-            .map(|n| NodeView::new(n, state.inner.liveness.last(&n.id), placed(&n.id)))
+            .map(|n| convert::node_view(n, state.inner.liveness.last(&n.id), placed(&n.id)))
             .collect(),
     ))
 }
@@ -524,7 +524,7 @@ async fn set_node_state(
     let placed = placed_shards(&state);
     record
         .map(|n| {
-            Json(NodeView::new(
+            Json(convert::node_view(
                 &n,
                 state.inner.liveness.last(&n.id),
                 placed(&n.id),

@@ -19,11 +19,11 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cairn_client::admin_views::{NodeView, StatusView};
 use cairn_client::page::{age, escape};
 use cairn_proto::bytesize::ByteSize;
 use cairn_proto::order::unix_now_ms;
 
-use super::views::{NodeView, StatusView};
 use super::{AdminState, placed_shards, status_view};
 
 /// Seconds between the page's own refreshes.
@@ -90,7 +90,7 @@ fn gather(state: &AdminState) -> Result<Page, super::ApiError> {
         .nodes()
         .map_err(super::internal)?
         .iter()
-        .map(|n| NodeView::new(n, state.inner.liveness.last(&n.id), placed(&n.id)))
+        .map(|n| super::convert::node_view(n, state.inner.liveness.last(&n.id), placed(&n.id)))
         .collect();
     let stats = &state.inner.audits;
     let audits = AuditCounts {
@@ -606,7 +606,7 @@ fn utc(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::views::{DurabilityView, MemberView, MovedView};
+    use cairn_client::admin_views::{DurabilityView, LossModelView, MemberView, MovedView};
 
     fn node(id: &str, org: &str, state: &str, since_ms: u64) -> NodeView {
         NodeView {
@@ -681,7 +681,7 @@ mod tests {
                 garbage_queue: 6,
                 orphans_pending: 0,
                 collected_shards: 0,
-                loss_model: crate::durability::LossModel {
+                loss_model: LossModelView {
                     failures_per_node_year: 1.0,
                     repair_window_secs: 300.0,
                     annual_loss_probability: 1.25e-7,

@@ -7,12 +7,12 @@
 //! ACL and the `x-amz-grant-*` headers answer `NotImplemented`, naming what was asked;
 //! `public-read-write` is refused, as anonymous writes never are allowed.
 
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
 use cairn_client::records::CannedAcl;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
-use crate::service::{Gateway, owner, unexpected};
+use crate::errors::from_call;
+use crate::service::{Gateway, owner};
 
 /// The headers that grant permissions one by one, which Cairn does not keep.
 const GRANT_HEADERS: [&str; 5] = [
@@ -154,16 +154,12 @@ impl Gateway {
             input.acl.as_ref().map(|a| a.as_str()),
             input.access_control_policy.is_some(),
         )?;
-        match self
-            .change(GatewayRequest::SetBucketPublicRead {
-                name: input.bucket,
-                public_read: acl == CannedAcl::PublicRead,
-            })
-            .await?
-        {
-            GatewayResponse::Done => Ok(S3Response::new(PutBucketAclOutput {})),
-            other => Err(unexpected(other)),
-        }
+        self.path
+            .coordinator
+            .set_bucket_public_read(&input.bucket, acl == CannedAcl::PublicRead)
+            .await
+            .map_err(from_call)?;
+        Ok(S3Response::new(PutBucketAclOutput {}))
     }
 
     pub(crate) async fn op_get_bucket_acl(
@@ -193,17 +189,12 @@ impl Gateway {
             input.acl.as_ref().map(|a| a.as_str()),
             input.access_control_policy.is_some(),
         )?;
-        match self
-            .change(GatewayRequest::SetObjectAcl {
-                bucket: input.bucket,
-                key: input.key,
-                acl,
-            })
-            .await?
-        {
-            GatewayResponse::Done => Ok(S3Response::new(PutObjectAclOutput::default())),
-            other => Err(unexpected(other)),
-        }
+        self.path
+            .coordinator
+            .set_object_acl(&input.bucket, &input.key, acl)
+            .await
+            .map_err(from_call)?;
+        Ok(S3Response::new(PutObjectAclOutput::default()))
     }
 
     pub(crate) async fn op_get_object_acl(

@@ -1,14 +1,14 @@
 //! ListBuckets, CreateBucket (with `x-amz-acl`), HeadBucket, DeleteBucket,
 //! GetBucketLocation.
 
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
 use cairn_client::records::CannedAcl;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
+use crate::errors::from_call;
 use crate::ops::acl::requested_acl;
 use crate::ops::list::{decode_token, encode_token};
-use crate::service::{Gateway, REGION, owner, timestamp, unexpected};
+use crate::service::{Gateway, REGION, owner, timestamp};
 
 /// Most buckets a ListBuckets page holds (and the most `max-buckets` may ask for).
 const MAX_BUCKETS: i32 = 10_000;
@@ -41,13 +41,7 @@ impl Gateway {
             .bucket_region
             .as_deref()
             .is_none_or(|region| region == REGION);
-        let GatewayResponse::Buckets(buckets) = self.call(GatewayRequest::ListBuckets).await?
-        else {
-            return Err(s3s::s3_error!(
-                InternalError,
-                "unexpected coordinator answer"
-            ));
-        };
+        let buckets = self.path.coordinator.buckets().await.map_err(from_call)?;
         let mut buckets: Vec<_> = buckets
             .into_iter()
             .filter(|b| in_region && b.name.starts_with(&prefix))
@@ -96,13 +90,13 @@ impl Gateway {
             }))
         };
         match self
-            .change(GatewayRequest::CreateBucket {
-                name: name.clone(),
-                public_read,
-            })
+            .path
+            .coordinator
+            .create_bucket(&name, public_read)
             .await
+            .map_err(from_call)
         {
-            Ok(GatewayResponse::Done) => created(),
+            Ok(()) => created(),
             // S3 in us-east-1, the one region here, answers 200 to creating a bucket the
             // caller already owns (for compatibility with its oldest clients) and leaves it
             // as it is; a request placing it in another region is refused. (S3 also resets
@@ -111,7 +105,6 @@ impl Gateway {
             Err(err) if *err.code() == S3ErrorCode::BucketAlreadyOwnedByYou && !elsewhere => {
                 created()
             }
-            Ok(other) => Err(unexpected(other)),
             Err(err) => Err(err),
         }
     }
@@ -128,15 +121,12 @@ impl Gateway {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        match self
-            .change(GatewayRequest::DeleteBucket {
-                name: req.input.bucket,
-            })
-            .await?
-        {
-            GatewayResponse::Done => Ok(S3Response::new(DeleteBucketOutput {})),
-            other => Err(unexpected(other)),
-        }
+        self.path
+            .coordinator
+            .delete_bucket(&req.input.bucket)
+            .await
+            .map_err(from_call)?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
     pub(crate) async fn op_get_bucket_location(

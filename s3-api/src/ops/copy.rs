@@ -4,17 +4,17 @@
 
 use std::ops::Range;
 
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, NewBody, ObjectRead};
+use cairn_client::gateway_rpc::{NewBody, ObjectRead};
 use cairn_client::records::ObjectRecord;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::checksums::BodyChecks;
-use crate::errors::from_write;
+use crate::errors::{from_call, from_write};
 use crate::ops::acl::requested_acl;
 use crate::ops::put::Policy;
 use crate::service::{
-    Gateway, ObjectMeta, etag, expires_header, object_headers, quoted, timestamp, unexpected,
+    Gateway, ObjectMeta, etag, expires_header, object_headers, quoted, timestamp,
 };
 use crate::store::{read_range, write_body};
 
@@ -117,23 +117,12 @@ impl Gateway {
         let acl = requested_acl(&req.headers, input.acl.as_ref().map(|a| a.as_str()))?
             .unwrap_or_default();
         let target = self.bucket(&input.bucket).await?;
-        let read = match self
-            .call(GatewayRequest::Read {
-                bucket: source_bucket.clone(),
-                key: source_key.clone(),
-                range: Some(0..u64::MAX),
-            })
-            .await?
-        {
-            GatewayResponse::Read(Some(read)) => *read,
-            GatewayResponse::Read(None) => {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::NoSuchKey,
-                    format!("no object {source_key} in {source_bucket}"),
-                ));
-            }
-            other => return Err(unexpected(other)),
-        };
+        let read = self
+            .path
+            .coordinator
+            .read(&source_bucket, &source_key, Some(0..u64::MAX))
+            .await
+            .map_err(from_call)?;
         let source = read.object.clone();
         let current = etag(&source.etag);
         if let Some(ETagCondition::ETag(tag)) = &input.copy_source_if_match
@@ -248,21 +237,13 @@ impl Gateway {
                 "only plain bucket/key copy sources (no versions, no access points)",
             ));
         };
-        match self
-            .call(GatewayRequest::Read {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                range: Some(0..u64::MAX),
-            })
-            .await?
-        {
-            GatewayResponse::Read(Some(read)) => Ok((bucket.to_string(), key.to_string(), *read)),
-            GatewayResponse::Read(None) => Err(S3Error::with_message(
-                S3ErrorCode::NoSuchKey,
-                format!("no object {key} in {bucket}"),
-            )),
-            other => Err(unexpected(other)),
-        }
+        let read = self
+            .path
+            .coordinator
+            .read(bucket, key, Some(0..u64::MAX))
+            .await
+            .map_err(from_call)?;
+        Ok((bucket.to_string(), key.to_string(), read))
     }
 
     pub(crate) async fn op_upload_part_copy(
@@ -325,31 +306,28 @@ impl Gateway {
             NewBody::Inline(_) => Vec::new(),
         };
         let modified = std::time::SystemTime::now();
-        match self
-            .change(GatewayRequest::PutPart {
-                upload: input.upload_id,
+        self.path
+            .coordinator
+            .put_part(
+                &input.upload_id,
                 number,
-                size: written.size,
-                etag: quoted(&tag),
+                written.size,
+                quoted(&tag),
                 segments,
-                checksum: checksum.clone(),
-            })
-            .await?
-        {
-            GatewayResponse::Done => {
-                let mut result = CopyPartResult {
-                    e_tag: Some(etag(&tag)),
-                    last_modified: Some(Timestamp::from(modified)),
-                    ..Default::default()
-                };
-                crate::checksums::put_checksum!(result, checksum.as_ref());
-                Ok(S3Response::new(UploadPartCopyOutput {
-                    copy_part_result: Some(result),
-                    ..Default::default()
-                }))
-            }
-            other => Err(unexpected(other)),
-        }
+                checksum.clone(),
+            )
+            .await
+            .map_err(from_call)?;
+        let mut result = CopyPartResult {
+            e_tag: Some(etag(&tag)),
+            last_modified: Some(Timestamp::from(modified)),
+            ..Default::default()
+        };
+        crate::checksums::put_checksum!(result, checksum.as_ref());
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(result),
+            ..Default::default()
+        }))
     }
 }
 

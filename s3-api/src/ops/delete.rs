@@ -1,26 +1,21 @@
 //! DeleteObject and DeleteObjects.
 
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
-use crate::service::{Gateway, unexpected};
+use crate::errors::from_call;
+use crate::service::Gateway;
 
 /// Most keys one DeleteObjects request may name (S3's limit).
 const MAX_DELETE: usize = 1000;
 
 impl Gateway {
     async fn delete_key(&self, bucket: &str, key: &str) -> S3Result<()> {
-        match self
-            .change(GatewayRequest::Delete {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-            })
-            .await?
-        {
-            GatewayResponse::Stored { .. } => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.path
+            .coordinator
+            .delete(bucket, key)
+            .await
+            .map_err(from_call)
     }
 
     pub(crate) async fn op_delete_object(

@@ -1,6 +1,6 @@
 //! GetObject and HeadObject: conditional requests, ranges, and the verified read stream.
 
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, ObjectRead};
+use cairn_client::gateway_rpc::ObjectRead;
 use cairn_client::records::ObjectRecord;
 use http::HeaderMap;
 use http::header::{ETAG, HeaderValue, LAST_MODIFIED};
@@ -10,8 +10,8 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use futures_util::StreamExt;
 
 use crate::access::{AnonymousInPrivateBucket, check_anonymous_read};
-use crate::errors::from_read;
-use crate::service::{Gateway, etag, metadata, stored_headers, timestamp, unexpected};
+use crate::errors::{from_call, from_read};
+use crate::service::{Gateway, etag, metadata, stored_headers, timestamp};
 use crate::store::read_range;
 
 /// The conditional headers of a GET or HEAD.
@@ -115,21 +115,11 @@ impl Gateway {
         key: &str,
         first: Option<std::ops::Range<u64>>,
     ) -> S3Result<ObjectRead> {
-        match self
-            .call(GatewayRequest::Read {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                range: first,
-            })
-            .await?
-        {
-            GatewayResponse::Read(Some(read)) => Ok(*read),
-            GatewayResponse::Read(None) => Err(S3Error::with_message(
-                S3ErrorCode::NoSuchKey,
-                format!("no object {key} in {bucket}"),
-            )),
-            other => Err(unexpected(other)),
-        }
+        self.path
+            .coordinator
+            .read(bucket, key, first)
+            .await
+            .map_err(from_call)
     }
 
     pub(crate) async fn op_get_object(

@@ -2,12 +2,12 @@
 //! pages of the coordinator's listing; the delimiter roll-up happens there.
 
 use base64::Engine as _;
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
 use cairn_client::records::{ListQuery, Listing};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
-use crate::service::{Gateway, etag, owner, timestamp, unexpected};
+use crate::errors::from_call;
+use crate::service::{Gateway, etag, owner, timestamp};
 
 /// Keys per page when the client does not say, and at most.
 const MAX_KEYS: i32 = 1000;
@@ -89,16 +89,13 @@ impl Gateway {
             after: after.filter(|a| !a.is_empty()),
             max: max as usize,
         };
-        match self
-            .call(GatewayRequest::List {
-                bucket: bucket.to_string(),
-                query,
-            })
-            .await?
-        {
-            GatewayResponse::Listing(listing) => Ok((listing, max)),
-            other => Err(unexpected(other)),
-        }
+        let listing = self
+            .path
+            .coordinator
+            .list(bucket, query)
+            .await
+            .map_err(from_call)?;
+        Ok((listing, max))
     }
 
     pub(crate) async fn op_list_objects_v2(

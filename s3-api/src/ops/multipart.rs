@@ -14,7 +14,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::checksums::{BodyChecks, given_checksums, put_checksum};
-use crate::errors::from_write;
+use crate::errors::{from_call, from_write};
 use crate::nix::nar::{ObjectKind, classify_key};
 use crate::ops::acl::requested_acl;
 use crate::ops::list::{encode, wants_url};
@@ -31,24 +31,14 @@ const MAX_PAGE: i32 = 1000;
 impl Gateway {
     /// The upload, checked to belong to `bucket`/`key`.
     pub(crate) async fn upload(&self, bucket: &str, key: &str, id: &str) -> S3Result<UploadRecord> {
-        let missing = || {
-            S3Error::with_message(
+        let upload = self.path.coordinator.upload(id).await.map_err(from_call)?;
+        if upload.bucket != bucket || upload.key != key {
+            return Err(S3Error::with_message(
                 S3ErrorCode::NoSuchUpload,
                 format!("no upload {id} for {bucket}/{key}"),
-            )
-        };
-        match self
-            .call(GatewayRequest::Upload { id: id.to_string() })
-            .await?
-        {
-            GatewayResponse::Upload(Some(upload))
-                if upload.bucket == bucket && upload.key == key =>
-            {
-                Ok(upload)
-            }
-            GatewayResponse::Upload(_) => Err(missing()),
-            other => Err(unexpected(other)),
+            ));
         }
+        Ok(upload)
     }
 
     pub(crate) async fn op_create_multipart_upload(
@@ -83,33 +73,23 @@ impl Gateway {
             input.metadata,
             expires_header(&req.headers),
         );
-        match self
-            .change(GatewayRequest::CreateUpload {
-                bucket: input.bucket.clone(),
-                key: input.key.clone(),
-                headers,
-                acl,
-                checksum,
-            })
-            .await?
-        {
-            GatewayResponse::UploadCreated { id } => {
-                Ok(S3Response::new(CreateMultipartUploadOutput {
-                    bucket: Some(input.bucket),
-                    key: Some(input.key),
-                    upload_id: Some(id),
-                    checksum_algorithm: checksum.map(|c| {
-                        ChecksumAlgorithm::from_static(crate::checksums::algorithm_name(
-                            c.algorithm,
-                        ))
-                    }),
-                    checksum_type: checksum
-                        .map(|c| ChecksumType::from_static(crate::checksums::type_name(c.kind))),
-                    ..Default::default()
-                }))
-            }
-            other => Err(unexpected(other)),
-        }
+        let id = self
+            .path
+            .coordinator
+            .create_upload(&input.bucket, &input.key, headers, acl, checksum)
+            .await
+            .map_err(from_call)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(id),
+            checksum_algorithm: checksum.map(|c| {
+                ChecksumAlgorithm::from_static(crate::checksums::algorithm_name(c.algorithm))
+            }),
+            checksum_type: checksum
+                .map(|c| ChecksumType::from_static(crate::checksums::type_name(c.kind))),
+            ..Default::default()
+        }))
     }
 
     pub(crate) async fn op_upload_part(
@@ -155,27 +135,24 @@ impl Gateway {
             cairn_client::gateway_rpc::NewBody::Segments(segments) => segments,
             cairn_client::gateway_rpc::NewBody::Inline(_) => Vec::new(),
         };
-        match self
-            .change(GatewayRequest::PutPart {
-                upload: input.upload_id,
+        self.path
+            .coordinator
+            .put_part(
+                &input.upload_id,
                 number,
-                size: written.size,
-                etag: quoted(&tag),
+                written.size,
+                quoted(&tag),
                 segments,
-                checksum: checksum.clone(),
-            })
-            .await?
-        {
-            GatewayResponse::Done => {
-                let mut out = UploadPartOutput {
-                    e_tag: Some(etag(&tag)),
-                    ..Default::default()
-                };
-                put_checksum!(out, checksum.as_ref());
-                Ok(S3Response::new(out))
-            }
-            other => Err(unexpected(other)),
-        }
+                checksum.clone(),
+            )
+            .await
+            .map_err(from_call)?;
+        let mut out = UploadPartOutput {
+            e_tag: Some(etag(&tag)),
+            ..Default::default()
+        };
+        put_checksum!(out, checksum.as_ref());
+        Ok(S3Response::new(out))
     }
 
     pub(crate) async fn op_complete_multipart_upload(
@@ -223,32 +200,30 @@ impl Gateway {
             }
             _ => Vec::new(),
         };
-        match self
-            .change(GatewayRequest::CompleteUpload {
-                upload: input.upload_id,
+        let tag = self
+            .path
+            .coordinator
+            .complete_upload(
+                &input.upload_id,
                 parts,
                 verified,
-                checksum: checksum.clone(),
+                checksum.clone(),
                 condition,
-            })
-            .await?
-        {
-            GatewayResponse::Completed { etag: tag, .. } => {
-                let mut out = CompleteMultipartUploadOutput {
-                    bucket: Some(input.bucket.clone()),
-                    key: Some(input.key.clone()),
-                    e_tag: Some(etag(&tag)),
-                    location: Some(format!("/{}/{}", input.bucket, input.key)),
-                    checksum_type: checksum
-                        .as_ref()
-                        .and_then(|c| crate::checksums::as_dto(c).checksum_type),
-                    ..Default::default()
-                };
-                put_checksum!(out, checksum.as_ref());
-                Ok(S3Response::new(out))
-            }
-            other => Err(unexpected(other)),
-        }
+            )
+            .await
+            .map_err(from_call)?;
+        let mut out = CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            e_tag: Some(etag(&tag)),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            checksum_type: checksum
+                .as_ref()
+                .and_then(|c| crate::checksums::as_dto(c).checksum_type),
+            ..Default::default()
+        };
+        put_checksum!(out, checksum.as_ref());
+        Ok(S3Response::new(out))
     }
 
     /// Checks the checksums a CompleteMultipartUpload carries against the stored parts'
@@ -383,17 +358,12 @@ impl Gateway {
         let mut all = std::collections::BTreeMap::new();
         let mut after = 0;
         loop {
-            let page = match self
-                .call(GatewayRequest::ListParts {
-                    upload: upload.to_string(),
-                    after,
-                    max: MAX_PAGE as u32,
-                })
-                .await?
-            {
-                GatewayResponse::Parts(parts) => parts,
-                other => return Err(unexpected(other)),
-            };
+            let page = self
+                .path
+                .coordinator
+                .list_parts(upload, after, MAX_PAGE as u32)
+                .await
+                .map_err(from_call)?;
             let full = page.len() >= MAX_PAGE as usize;
             for (number, part) in page {
                 after = after.max(number);
@@ -422,19 +392,12 @@ impl Gateway {
         use futures_util::StreamExt;
         let mut checked = Vec::with_capacity(parts.len());
         for (number, tag) in parts {
-            let read = match self
-                .call(GatewayRequest::ReadPart {
-                    upload: upload.to_string(),
-                    number: *number,
-                })
-                .await?
-            {
-                GatewayResponse::Read(Some(read)) => *read,
-                GatewayResponse::Read(None) => {
-                    return Err(s3s::s3_error!(InvalidPart, "part {number} is missing"));
-                }
-                other => return Err(unexpected(other)),
-            };
+            let read = self
+                .path
+                .coordinator
+                .read_part(upload, *number)
+                .await
+                .map_err(from_call)?;
             if read.object.etag != *tag {
                 return Err(s3s::s3_error!(
                     InvalidPart,
@@ -483,15 +446,12 @@ impl Gateway {
         let input = req.input;
         self.upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
-        match self
-            .change(GatewayRequest::AbortUpload {
-                upload: input.upload_id,
-            })
-            .await?
-        {
-            GatewayResponse::Done => Ok(S3Response::new(AbortMultipartUploadOutput::default())),
-            other => Err(unexpected(other)),
-        }
+        self.path
+            .coordinator
+            .abort_upload(&input.upload_id)
+            .await
+            .map_err(from_call)?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
     pub(crate) async fn op_list_parts(
@@ -507,17 +467,12 @@ impl Gateway {
             .part_number_marker
             .map_or(0, |m| u32::try_from(m).unwrap_or(0));
         // One more than asked tells whether the page is the last.
-        let parts = match self
-            .call(GatewayRequest::ListParts {
-                upload: input.upload_id.clone(),
-                after,
-                max: max as u32 + 1,
-            })
-            .await?
-        {
-            GatewayResponse::Parts(parts) => parts,
-            other => return Err(unexpected(other)),
-        };
+        let parts = self
+            .path
+            .coordinator
+            .list_parts(&input.upload_id, after, max as u32 + 1)
+            .await
+            .map_err(from_call)?;
         let truncated = parts.len() > max as usize;
         let page: Vec<_> = parts.into_iter().take(max as usize).collect();
         let next = page.last().map(|(n, _)| *n as i32);

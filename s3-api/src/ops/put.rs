@@ -1,13 +1,14 @@
 //! PutObject: the upload path, with the checks a bucket's mode asks for.
 
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
+use cairn_client::coordinator::CallError;
+use cairn_client::gateway_rpc::RpcCode;
 use cairn_client::records::WriteCondition;
 use cairn_client::records::{Bucket, BucketMode};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::checksums::BodyChecks;
-use crate::errors::from_write;
+use crate::errors::{from_call, from_write};
 use crate::nix::keys::{TrustedKey, verify_narinfo};
 use crate::nix::nar::{NarVerifier, ObjectKind, classify_key};
 use crate::ops::acl::requested_acl;
@@ -141,13 +142,20 @@ impl Gateway {
         if condition == Some(WriteCondition::Absent) {
             // Refused before the body is stored: a cache uploader sends If-None-Match: *
             // precisely to skip what exists. The commit checks again, atomically.
-            let exists = self
-                .call(GatewayRequest::Object {
-                    bucket: input.bucket.clone(),
-                    key: input.key.clone(),
-                })
-                .await?;
-            if matches!(exists, GatewayResponse::Object(Some(_))) {
+            let exists = match self
+                .path
+                .coordinator
+                .object(&input.bucket, &input.key)
+                .await
+            {
+                Ok(_) => true,
+                Err(CallError::Refused {
+                    code: RpcCode::NoSuchKey,
+                    ..
+                }) => false,
+                Err(err) => return Err(from_call(err)),
+            };
+            if exists {
                 return Err(S3Error::with_message(
                     S3ErrorCode::PreconditionFailed,
                     format!("{}/{} exists (If-None-Match: *)", input.bucket, input.key),

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_client::coordinator::{CallError, CoordinatorClient};
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
 use cairn_client::node::NodeClient;
 use cairn_erasure::MaskKey;
 use cairn_proto::identity::{NodeId, SecretKey};
@@ -72,14 +71,7 @@ impl DataPath {
     /// The cluster's segment mask key, fetched from the coordinator the first time.
     pub async fn mask_key(&self) -> Result<&MaskKey, CallError> {
         self.mask_key
-            .get_or_try_init(|| async {
-                match self.coordinator.call(&GatewayRequest::MaskKey).await? {
-                    GatewayResponse::MaskKey(key) => Ok(key),
-                    other => Err(CallError::Unavailable(format!(
-                        "coordinator answered the mask key request with {other:?}"
-                    ))),
-                }
-            })
+            .get_or_try_init(|| self.coordinator.mask_key())
             .await
     }
 

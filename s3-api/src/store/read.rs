@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_client::coordinator::CallError;
-use cairn_client::gateway_rpc::{
-    GatewayRequest, GatewayResponse, ObjectRead, READ_WINDOW, ReadOrders, RetiredSegment, RpcCode,
-};
+use cairn_client::gateway_rpc::{ObjectRead, READ_WINDOW, ReadOrders, RetiredSegment, RpcCode};
 use cairn_client::node::ClientError;
 use cairn_client::records::{ObjectBody, ObjectVersion, SegmentRecord};
 use cairn_erasure::{Codec, MaskKey, SegmentNonce};
@@ -346,15 +344,11 @@ impl Reader {
         range: Option<Range<u64>>,
     ) -> Result<ReadOrders, ReadError> {
         let (version, segments, codec) = (self.version, &self.segments, &self.codec);
-        let request = GatewayRequest::ReadOrders {
-            bucket: self.bucket.clone(),
-            key: self.key.clone(),
-            version,
-            from: from as u32,
-            count,
-            range,
-        };
-        let answer = match self.path.coordinator.call(&request).await {
+        let coordinator = &self.path.coordinator;
+        let asked = coordinator
+            .read_orders(&self.bucket, &self.key, version, from as u32, count, range)
+            .await;
+        match asked {
             Err(CallError::Refused {
                 code: RpcCode::Changed,
                 ..
@@ -369,19 +363,9 @@ impl Reader {
                     })
                     .collect();
                 tracing::debug!(bucket = %self.bucket, key = %self.key, from, "the key changed during the read; reading on from the replaced version");
-                let request = GatewayRequest::RetiredOrders {
-                    first: from as u32,
-                    segments: window,
-                };
-                self.path.coordinator.call(&request).await?
+                Ok(coordinator.retired_orders(from as u32, window).await?)
             }
-            answer => answer?,
-        };
-        match answer {
-            GatewayResponse::ReadOrders(orders) => Ok(orders),
-            other => Err(ReadError::Internal(format!(
-                "coordinator answered read orders with {other:?}"
-            ))),
+            answer => Ok(answer?),
         }
     }
 

@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_client::calls::RepairWork;
 use cairn_client::coordinator::CallError;
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, RepairJob, RpcCode, StoredShard};
+use cairn_client::gateway_rpc::{RepairJob, RpcCode, StoredShard};
 use cairn_client::node::ClientError;
 use cairn_erasure::Codec;
 use cairn_proto::order::Action;
@@ -38,24 +39,17 @@ pub async fn run_worker(
     done: Arc<dyn Fn(Repaired) + Send + Sync>,
 ) {
     loop {
-        let wait = match path.coordinator.call(&GatewayRequest::RepairJob).await {
-            Ok(GatewayResponse::RepairJob(job)) => {
+        let wait = match path.coordinator.repair_job().await {
+            Ok(RepairWork::Job(job)) => {
                 let ticket = job.ticket.clone();
-                let request = match execute(&path, &job, &report).await {
+                match execute(&path, &job, &report).await {
                     Ok(stored) => {
                         let repaired = Repaired {
                             shards: stored.len(),
                             bytes: stored.len() as u64 * shard_size(&job),
                         };
-                        match path
-                            .coordinator
-                            .call(&GatewayRequest::RepairDone {
-                                ticket: ticket.clone(),
-                                stored,
-                            })
-                            .await
-                        {
-                            Ok(_) => done(repaired),
+                        match path.coordinator.repair_done(ticket.clone(), stored).await {
+                            Ok(()) => done(repaired),
                             Err(err) => tracing::warn!(
                                 bucket = %ticket.bucket,
                                 key = %ticket.key,
@@ -65,25 +59,18 @@ pub async fn run_worker(
                                 "repair not committed"
                             ),
                         }
-                        None
                     }
-                    Err(problem) => Some(GatewayRequest::RepairFailed { ticket, problem }),
-                };
-                if let Some(request) = request
-                    && let Err(err) = path.coordinator.call(&request).await
-                {
-                    tracing::warn!(%err, "could not report a failed repair job");
+                    Err(problem) => {
+                        if let Err(err) = path.coordinator.repair_failed(ticket, problem).await {
+                            tracing::warn!(%err, "could not report a failed repair job");
+                        }
+                    }
                 }
                 Duration::ZERO
             }
-            Ok(GatewayResponse::NoRepairWork { retry_after_ms }) => {
-                Duration::from_millis(retry_after_ms).clamp(Duration::from_millis(20), BACKOFF * 12)
-            }
-            Ok(other) => {
-                tracing::warn!(
-                    ?other,
-                    "coordinator answered a repair ask with something else"
-                );
+            Ok(RepairWork::Later(after)) => after.clamp(Duration::from_millis(20), BACKOFF * 12),
+            Err(err @ CallError::Unexpected(_)) => {
+                tracing::warn!(%err, "coordinator answered a repair ask with something else");
                 BACKOFF
             }
             Err(CallError::Refused {

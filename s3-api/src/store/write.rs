@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_client::coordinator::CallError;
-use cairn_client::gateway_rpc::{
-    GatewayRequest, GatewayResponse, NewBody, NewSegment, RpcCode, StoredShard,
-};
+use cairn_client::gateway_rpc::{NewBody, NewSegment, RpcCode, StoredShard};
 use cairn_client::records::Bucket;
 use cairn_erasure::{Codec, EncodedSegment, SegmentNonce};
 use cairn_proto::identity::NodeId;
@@ -175,13 +173,16 @@ async fn store_segment(
     let mut failures = Vec::new();
     let mut attempt = 0;
     while attempt < PLACEMENT_ATTEMPTS {
-        let request = GatewayRequest::Place {
-            bucket: bucket.to_string(),
-            shard_size,
-            roots: segment.roots().to_vec(),
-            avoid: avoid.iter().chain(&recently_down).copied().collect(),
-        };
-        let answer = match path.coordinator.call(&request).await {
+        let placing = path
+            .coordinator
+            .place(
+                bucket,
+                shard_size,
+                segment.roots().to_vec(),
+                avoid.iter().chain(&recently_down).copied().collect(),
+            )
+            .await;
+        let placed = match placing {
             Err(CallError::Refused {
                 code: RpcCode::NotEnoughNodes,
                 ..
@@ -192,14 +193,13 @@ async fn store_segment(
             answer => answer?,
         };
         attempt += 1;
-        let placed = match answer {
-            GatewayResponse::Placed(placed) if placed.len() == segment.shard_count() => placed,
-            other => {
-                return Err(WriteError::Internal(format!(
-                    "coordinator answered a placement with {other:?}"
-                )));
-            }
-        };
+        if placed.len() != segment.shard_count() {
+            return Err(WriteError::Internal(format!(
+                "coordinator placed {} shards of a segment of {}",
+                placed.len(),
+                segment.shard_count()
+            )));
+        }
         let sends = placed.iter().enumerate().map(|(i, shard)| async move {
             let node = shard.order.order.node;
             let bytes = segment

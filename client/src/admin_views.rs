@@ -1,8 +1,11 @@
-//! JSON shapes of the admin API, shared with `cairn admin`.
+//! The admin API's JSON views: what the coordinator's admin API answers and takes, and what
+//! `cairn admin` reads and sends, as one set of types.
+//!
+//! The coordinator builds them from its catalog (its `admin/convert.rs`); nothing here
+//! knows the catalog. Their JSON shape is the API: a field added later is
+//! `#[serde(default)]`, so an older coordinator's answers still read.
 
 use serde::{Deserialize, Serialize};
-
-use crate::catalog::model::{AccessKey, Bucket, BucketMode, NodeRecord};
 
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,7 +78,23 @@ pub struct DurabilityView {
     /// Shards deleted from nodes since this member became leader.
     pub collected_shards: u64,
     /// The modelled chance of losing data within a year, from node churn and margins.
-    pub loss_model: crate::durability::LossModel,
+    pub loss_model: LossModelView,
+}
+
+/// The modelled chance of losing data within a year, from node churn and current margins.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossModelView {
+    /// Node failures per node-year: the observed ones plus one, over the node-years
+    /// observed (at least one), so a young cluster does not claim immortality.
+    pub failures_per_node_year: f64,
+    /// Seconds from a node failing until its shards are rebuilt: the lost timeout, a
+    /// survey, and moving its share of the data at the repair bandwidth.
+    pub repair_window_secs: f64,
+    /// Chance that some segment loses more shards than its margin within one repair
+    /// window, in a year (an upper bound: segments sharing nodes are counted separately).
+    pub annual_loss_probability: f64,
+    /// Segments expected to become unreadable per year.
+    pub expected_segments_lost_per_year: f64,
 }
 
 /// Shards moved for one reason.
@@ -163,34 +182,6 @@ pub struct NodeView {
     pub placed_shards: Option<u64>,
 }
 
-impl NodeView {
-    /// The view of a catalog record plus what the last heartbeat said.
-    pub fn new(
-        node: &NodeRecord,
-        last: Option<(std::time::Duration, cairn_proto::wire::Heartbeat)>,
-        placed_shards: Option<u64>,
-    ) -> Self {
-        Self {
-            id: node.id.to_string(),
-            addr: node.addr.clone(),
-            org: node.org.clone(),
-            site: node.site.clone(),
-            state: node.state.as_str().to_string(),
-            capacity: node.capacity,
-            used: last.as_ref().map(|(_, hb)| hb.used_bytes),
-            shards: last.as_ref().map(|(_, hb)| hb.shard_count),
-            last_heartbeat_ms: last.map(|(ago, _)| ago.as_millis() as u64),
-            state_since_ms: node.state_since_ms,
-            vetted: node.vetted,
-            bad_reads: node.reputation.bad_reads,
-            audits_passed: node.reputation.audits_passed,
-            audits_failed: node.reputation.audits_failed,
-            score: node.reputation.score(),
-            placed_shards,
-        }
-    }
-}
-
 /// A bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketView {
@@ -212,26 +203,6 @@ pub struct BucketView {
     pub failure_tolerance: u8,
     /// Creation time, ms since the epoch.
     pub created_ms: u64,
-}
-
-impl From<&Bucket> for BucketView {
-    fn from(bucket: &Bucket) -> Self {
-        let (mode, trusted_keys) = match &bucket.mode {
-            BucketMode::Plain => ("plain", Vec::new()),
-            BucketMode::NixCache { trusted_keys } => ("nix-cache", trusted_keys.clone()),
-        };
-        Self {
-            name: bucket.name.clone(),
-            public_read: bucket.public_read,
-            mode: mode.to_string(),
-            trusted_keys,
-            k: bucket.erasure.k,
-            m: bucket.erasure.m,
-            segment_size: bucket.erasure.segment_size,
-            failure_tolerance: bucket.failure_tolerance,
-            created_ms: bucket.created_ms,
-        }
-    }
 }
 
 /// `POST /v1/buckets`.
@@ -267,17 +238,6 @@ pub struct KeyView {
     pub created_ms: u64,
     /// Refused from now on.
     pub revoked: bool,
-}
-
-impl From<&AccessKey> for KeyView {
-    fn from(key: &AccessKey) -> Self {
-        Self {
-            id: key.id.clone(),
-            name: key.name.clone(),
-            created_ms: key.created_ms,
-            revoked: key.revoked,
-        }
-    }
 }
 
 /// `POST /v1/keys`.
@@ -338,16 +298,6 @@ pub struct GatewayView {
     pub name: String,
     /// Registration time, ms since the epoch.
     pub created_ms: u64,
-}
-
-impl From<&crate::catalog::model::GatewayRecord> for GatewayView {
-    fn from(gateway: &crate::catalog::model::GatewayRecord) -> Self {
-        Self {
-            key: gateway.key.to_string(),
-            name: gateway.name.clone(),
-            created_ms: gateway.created_ms,
-        }
-    }
 }
 
 /// `POST /v1/gateways`.
