@@ -23,7 +23,8 @@ use crate::gateway_rpc::{
 };
 use crate::records::{
     AccessKey, Bucket, CannedAcl, ListQuery, Listing, ObjectChecksum, ObjectHeaders, ObjectRecord,
-    ObjectVersion, PartRecord, UploadChecksum, UploadRecord, WriteCondition,
+    ObjectVersion, PartRecord, UploadChecksum, UploadListing, UploadQuery, UploadRecord,
+    WriteCondition,
 };
 
 /// What [`CoordinatorClient::repair_job`] hands out.
@@ -329,6 +330,22 @@ impl CoordinatorClient {
             upload: upload.to_string(),
         })
         .await
+    }
+
+    /// One page of the uploads in progress in `bucket`, as `query` asks.
+    pub async fn list_uploads(
+        &self,
+        bucket: &str,
+        query: UploadQuery,
+    ) -> Result<UploadListing, CallError> {
+        let request = GatewayRequest::ListUploads {
+            bucket: bucket.to_string(),
+            query,
+        };
+        match self.call(&request).await? {
+            GatewayResponse::Uploads(page) => Ok(page),
+            other => Err(unexpected(&request, &other)),
+        }
     }
 
     /// At most `max` parts of `upload` numbered above `after`, by number.

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse, NewObject};
+use cairn_client::gateway_rpc::NewObject;
 use cairn_client::records::WriteCondition;
 use cairn_client::records::{Bucket, CannedAcl, ObjectChecksum, ObjectHeaders, ObjectRecord};
 use s3s::dto::*;
-use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{S3, S3Request, S3Response, S3Result};
 
 use crate::errors::from_call;
 use crate::metrics::GatewayMetrics;
@@ -24,15 +24,6 @@ impl Gateway {
     /// A gateway over `path`, counting into `metrics`.
     pub fn new(path: Arc<DataPath>, metrics: Arc<GatewayMetrics>) -> Self {
         Self { path, metrics }
-    }
-
-    /// Asks the coordinator a request that has no typed method; failures become S3 errors.
-    pub(crate) async fn call(&self, request: GatewayRequest) -> S3Result<GatewayResponse> {
-        self.path
-            .coordinator
-            .call(&request)
-            .await
-            .map_err(from_call)
     }
 
     /// The bucket, or `NoSuchBucket`.
@@ -142,14 +133,6 @@ pub(crate) fn owner() -> Owner {
         display_name: Some("cairn".into()),
         id: Some("cairn".into()),
     }
-}
-
-/// A coordinator answer that does not fit the question: a bug, reported as such.
-pub(crate) fn unexpected(response: GatewayResponse) -> S3Error {
-    S3Error::with_message(
-        S3ErrorCode::InternalError,
-        format!("unexpected coordinator answer: {response:?}"),
-    )
 }
 
 /// A catalog time (ms since the epoch) as an S3 timestamp, truncated to the second as HTTP

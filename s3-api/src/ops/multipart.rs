@@ -5,7 +5,6 @@
 //! sizes and ETags and assembles the object in one commit; a NAR in a nix-cache bucket is
 //! first read back and checked against its name), abort, and the two listings.
 
-use cairn_client::gateway_rpc::{GatewayRequest, GatewayResponse};
 use cairn_client::records::{
     BucketMode, ObjectChecksum, ObjectVersion, PartRecord, UploadEntry, UploadQuery, UploadRecord,
 };
@@ -20,9 +19,7 @@ use crate::ops::acl::requested_acl;
 use crate::ops::list::{encode, wants_url};
 use crate::ops::put::{Policy, nix_refusal};
 use crate::request::upload_body;
-use crate::service::{
-    Gateway, etag, expires_header, hex, object_headers, quoted, timestamp, unexpected,
-};
+use crate::service::{Gateway, etag, expires_header, hex, object_headers, quoted, timestamp};
 use crate::store::write_body;
 
 /// Most parts or uploads one listing page returns.
@@ -519,22 +516,21 @@ impl Gateway {
         let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
         // The coordinator reads the page from its index, from the markers on, and rolls
         // keys up at the delimiter (a common prefix counts as one entry of the page).
-        let page = match self
-            .call(GatewayRequest::ListUploads {
-                bucket: input.bucket.clone(),
-                query: UploadQuery {
+        let page = self
+            .path
+            .coordinator
+            .list_uploads(
+                &input.bucket,
+                UploadQuery {
                     prefix: prefix.clone(),
                     delimiter: delimiter.clone(),
                     key_marker: input.key_marker.clone().filter(|k| !k.is_empty()),
                     upload_id_marker: input.upload_id_marker.clone().filter(|u| !u.is_empty()),
                     max: u32::try_from(max).unwrap_or(0),
                 },
-            })
-            .await?
-        {
-            GatewayResponse::Uploads(page) => page,
-            other => return Err(unexpected(other)),
-        };
+            )
+            .await
+            .map_err(from_call)?;
         let truncated = page.truncated;
         let entries = page.entries;
         let (next_key, next_id) = match entries.last() {
