@@ -100,14 +100,27 @@ fn status_pages_show_durability_and_a_lost_node_in_a_browser() {
     }
 
     // The new node is the emptiest, so it receives shards (rebalancing, or new placements).
+    // Rebalancing waits for a quiet survey pass and moves through the gateway's repair
+    // workers: seconds alone, minutes on a machine running other clusters beside it.
     let shards = wait_for(
         "the extra node to hold shards",
-        Duration::from_secs(90),
+        Duration::from_secs(240),
         || {
             let metrics = get(&format!("http://{}/metrics", node.metrics))?;
             match metric(&metrics, "cairn_node_stored_shards") {
                 Some(n) if n >= 1.0 => Ok(n as u64),
-                other => Err(format!("cairn_node_stored_shards {other:?}")),
+                other => {
+                    let state = admin_json(&dev, "nodes").ok().and_then(|nodes| {
+                        nodes
+                            .as_array()?
+                            .iter()
+                            .find(|n| n["id"] == node.id.as_str())
+                            .cloned()
+                    });
+                    Err(format!(
+                        "cairn_node_stored_shards {other:?}; the node: {state:?}"
+                    ))
+                }
             }
         },
     );
