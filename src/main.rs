@@ -141,4 +141,4 @@ const DEFAULT_LOG: &str = "warn,cairn=info";
 /// `cairn dev`'s: nodes, the coordinator's serving and joining announcements and the
 /// gateway's are what its banner prints; the coordinator's judgements (suspect, lost,
 /// repairs, audits) and every warning still show.
-const DEV_LOG: &str = "warn,cairn=info,cairn_node=warn,cairn_coordinator::daemon=warn,cairn_coordinator::node_rpc=warn,cairn_s3_api::daemon=warn";
+const DEV_LOG: &str = "warn,cairn=info,cairn_node=warn,cairn_coordinator::daemon=warn,cairn_coordinator::node_rpc=warn,cairn_gateway::daemon=warn";

@@ -29,6 +29,7 @@ use cairn_client::gateway_rpc::{
     GATEWAY_ALPN, GatewayRequest, GatewayResponse, MAX_RPC_FRAME, MAX_RPC_REQUEST, RpcCode,
 };
 use cairn_client::records::RequestId;
+use cairn_gateway::daemon::{HEADER_TIMEOUT, MAX_CONNECTIONS_PER_CLIENT};
 use cairn_proto::identity::SecretKey;
 use cairn_proto::ids::ShardId;
 use cairn_proto::invite::JoinToken;
@@ -41,7 +42,6 @@ use cairn_proto::wire::{
     MAX_NODE_REQUEST, NODE_ALPN, NodeRequest, NodeResponse, read_frame, read_frame_within,
     write_frame, write_frame_within,
 };
-use cairn_s3_api::daemon::{HEADER_TIMEOUT, MAX_CONNECTIONS_PER_CLIENT};
 use support::NodeProcess;
 use support::cluster::{GatewayProcess, TestCluster};
 use support::coordinator::invite;

@@ -32,13 +32,13 @@ use cairn_coordinator::catalog::{Catalog, Command, MoveReason};
 use cairn_coordinator::config::CoordinatorConfig;
 use cairn_coordinator::daemon::RunningCoordinator;
 use cairn_erasure::Codec;
+use cairn_gateway::config::GatewayConfig;
 use cairn_node::config::NodeConfig;
 use cairn_node::daemon::RunningNode;
 use cairn_proto::bytesize::ByteSize;
 use cairn_proto::identity::{NodeId, SecretKey};
 use cairn_proto::order::unix_now_ms;
 use cairn_proto::transport::client_endpoint;
-use cairn_s3_api::config::GatewayConfig;
 use clap::Args;
 
 use crate::measure::pseudo_random;
@@ -362,10 +362,10 @@ async fn measure(args: &RepairBenchArgs, dir: &Path) -> anyhow::Result<Report> {
     let gateway_dir = dir.join("gateway");
     std::fs::create_dir_all(&gateway_dir)?;
     let (gateway_key, _) =
-        SecretKey::load_or_create(&gateway_dir.join(cairn_s3_api::daemon::KEY_FILE))
+        SecretKey::load_or_create(&gateway_dir.join(cairn_gateway::daemon::KEY_FILE))
             .context("gateway key")?;
     register_gateway(&coordinator, &gateway_key, "bench-repair").await?;
-    let gateway = cairn_s3_api::daemon::start(GatewayConfig {
+    let gateway = cairn_gateway::daemon::start(GatewayConfig {
         data_dir: gateway_dir,
         listen: "127.0.0.1:0".parse()?,
         coordinators: vec![coordinator.quic_addr.to_string()],

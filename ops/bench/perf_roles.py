@@ -22,10 +22,10 @@ import sys
 ROLES = [
     ("node: read, prove (hash) and queue the proof", ["cairn_node::"]),
     ("gateway: verify + unmask", ["verify_into", "UnverifiedShard", "SliceProof", "cairn_erasure::mask"]),
-    ("gateway: receive, assemble, rest of the read path", ["cairn_s3_api::store::read", "cairn_client::node"]),
+    ("gateway: receive, assemble, rest of the read path", ["cairn_gateway::data_path::read", "cairn_client::node"]),
     ("QUIC send (packets built, sealed, sent)", ["poll_transmit", "quinn_udp::imp::send", "drive_transmit"]),
     ("QUIC receive (packets read, opened, streams filled)", ["handle_event", "handle_packet", "handle_datagram", "EndpointDriver", "quinn_udp::imp::recv", "process_payload", "drive_recv"]),
-    ("HTTP send (hyper, s3s)", ["hyper::", "s3s::", "cairn_s3_api::"]),
+    ("HTTP send (hyper, s3s)", ["hyper::", "s3s::", "cairn_gateway::"]),
     ("coordinator", ["cairn_coordinator::", "openraft::"]),
     # BLAKE3's assembly carries no unwind tables, so its samples end at the hash function:
     # the node's proof and the gateway's check together.

@@ -13,8 +13,8 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::host::{S3Host, VirtualHost};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
+use crate::data_path::DataPath;
 use crate::errors::from_call;
-use crate::store::DataPath;
 use crate::throttle::{ClientAddr, Throttle};
 
 /// How long a secret or a bucket's public flag is reused before asking again: revoking a

@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::access::{Access, AccessKeys, Auth, Host};
 use crate::config::{GatewayConfig, Network};
+use crate::data_path::{DataPath, Repaired, run_worker};
 use crate::metrics::GatewayMetrics;
 use crate::service::Gateway;
-use crate::store::{DataPath, Repaired, run_worker};
 use crate::throttle::{ClientAddr, Throttle, client_address, client_of};
 use crate::timeouts::{Activity, IdleBody, StallGuard};
 

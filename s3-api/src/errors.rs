@@ -4,7 +4,7 @@ use cairn_client::coordinator::CallError;
 use cairn_client::gateway_rpc::RpcCode;
 use s3s::{S3Error, S3ErrorCode};
 
-use crate::store::{ReadError, WriteError};
+use crate::data_path::{ReadError, WriteError};
 
 /// A coordinator failure as the S3 error a client should see.
 pub(crate) fn from_call(err: CallError) -> S3Error {

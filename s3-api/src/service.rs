@@ -10,9 +10,9 @@ use cairn_client::records::{Bucket, CannedAcl, ObjectChecksum, ObjectHeaders, Ob
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
+use crate::data_path::{DataPath, ShardProblem, Written};
 use crate::errors::from_call;
 use crate::metrics::GatewayMetrics;
-use crate::store::{DataPath, ShardProblem, Written};
 
 /// The S3 operations on top of the coordinator and the data path.
 pub struct Gateway {

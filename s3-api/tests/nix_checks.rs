@@ -5,11 +5,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use cairn_s3_api::nix::NixCheckError;
-use cairn_s3_api::nix::base32::{self, format_sha256};
-use cairn_s3_api::nix::keys::{TrustedKey, verify_narinfo};
-use cairn_s3_api::nix::nar::{Decompressed, NarMatch, NarVerifier, ObjectKind, classify_key};
-use cairn_s3_api::nix::narinfo::{NarInfo, NarInfoError};
+use cairn_gateway::nix::NixCheckError;
+use cairn_gateway::nix::base32::{self, format_sha256};
+use cairn_gateway::nix::keys::{TrustedKey, verify_narinfo};
+use cairn_gateway::nix::nar::{Decompressed, NarMatch, NarVerifier, ObjectKind, classify_key};
+use cairn_gateway::nix::narinfo::{NarInfo, NarInfoError};
 
 const CACHES: [&str; 4] = ["xz", "zstd", "bzip2", "none"];
 

@@ -15,10 +15,10 @@ use cairn_coordinator::catalog::model::{
 };
 use cairn_coordinator::config::CoordinatorConfig;
 use cairn_coordinator::daemon::RunningCoordinator;
+use cairn_gateway::config::GatewayConfig;
 use cairn_node::config::NodeConfig;
 use cairn_proto::bytesize::ByteSize;
 use cairn_proto::order::unix_now_ms;
-use cairn_s3_api::config::GatewayConfig;
 use clap::Args;
 
 /// Options of `cairn dev`.
@@ -149,7 +149,7 @@ async fn cluster(args: DevArgs) -> anyhow::Result<()> {
         }
     }
 
-    let gateway = cairn_s3_api::daemon::start(GatewayConfig {
+    let gateway = cairn_gateway::daemon::start(GatewayConfig {
         data_dir: dir.join("gateway"),
         listen: args.s3_listen,
         coordinators: vec![quic.to_string()],

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use cairn_s3_api::config::GatewayConfig;
+use cairn_gateway::config::GatewayConfig;
 use clap::Args;
 use serde::Serialize;
 
@@ -81,7 +81,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let config: GatewayConfig = super::merge_config(args.config.as_deref(), &args)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let gateway = cairn_s3_api::daemon::start(config)
+        let gateway = cairn_gateway::daemon::start(config)
             .await
             .map_err(|err| anyhow::anyhow!(err))?;
         // Plain lines on stdout for people and scripts; logs go to stderr.

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cairn_gateway::nix::keys::TrustedKey;
 use cairn_proto::bytesize::ByteSize;
-use cairn_s3_api::nix::keys::TrustedKey;
 use clap::Args;
 
 use crate::migrate::import::{Import, print_summary, run as run_import};

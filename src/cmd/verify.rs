@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cairn_client::admin_views::BucketView;
+use cairn_gateway::nix::keys::TrustedKey;
 use cairn_proto::bytesize::ByteSize;
-use cairn_s3_api::nix::keys::TrustedKey;
 use clap::Args;
 
 use crate::migrate::s3::{Endpoint, S3Client};

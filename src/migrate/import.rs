@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use cairn_s3_api::nix::keys::{TrustedKey, verify_narinfo};
-use cairn_s3_api::nix::nar::{NarVerifier, ObjectKind, classify_key};
+use cairn_gateway::nix::keys::{TrustedKey, verify_narinfo};
+use cairn_gateway::nix::nar::{NarVerifier, ObjectKind, classify_key};
 use md5::{Digest as _, Md5};
 use serde::Serialize;
 

@@ -3,7 +3,7 @@
 //!
 //! Both speak plain S3 to any endpoint ([`s3`]: rusty-s3 signs, ureq sends, a thread pool
 //! gives the concurrency), walk listings in key order page by page ([`listing`]) and reuse
-//! the gateway's own Nix checks (`cairn_s3_api::nix`): what an import refuses locally is
+//! the gateway's own Nix checks (`cairn_gateway::nix`): what an import refuses locally is
 //! exactly what a nix-cache bucket would refuse, and verification judges stored objects by
 //! the same rules.
 

@@ -24,11 +24,11 @@ use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use cairn_s3_api::nix::NixCheckError;
-use cairn_s3_api::nix::base32::{format_sha256, parse_sha256};
-use cairn_s3_api::nix::keys::{TrustedKey, verify_narinfo};
-use cairn_s3_api::nix::nar::{Decompressed, NarVerifier, ObjectKind, classify_key};
-use cairn_s3_api::nix::narinfo::NarInfo;
+use cairn_gateway::nix::NixCheckError;
+use cairn_gateway::nix::base32::{format_sha256, parse_sha256};
+use cairn_gateway::nix::keys::{TrustedKey, verify_narinfo};
+use cairn_gateway::nix::nar::{Decompressed, NarVerifier, ObjectKind, classify_key};
+use cairn_gateway::nix::narinfo::NarInfo;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 

@@ -22,8 +22,8 @@ use cairn_fuzz::{
     sample_join_shapes, sample_orders, sample_receipt, sample_requests, sample_responses,
 };
 use cairn_proto::wire::{self, MAX_FRAME, MAX_NODE_REQUEST};
-use cairn_s3_api::nix::keys::{TrustedKey, verify_narinfo};
-use cairn_s3_api::nix::narinfo::NarInfo;
+use cairn_gateway::nix::keys::{TrustedKey, verify_narinfo};
+use cairn_gateway::nix::narinfo::NarInfo;
 use serde::Serialize;
 
 fn main() {

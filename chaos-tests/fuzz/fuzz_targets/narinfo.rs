@@ -19,8 +19,8 @@ use cairn_fuzz::{
     FUZZ_CACHE_NAME, REAL_CACHE_KEY, REAL_SIGNED_FINGERPRINTS, fuzz_cache_public, fuzz_cache_sig,
     limit_allocations,
 };
-use cairn_s3_api::nix::keys::{TrustedKey, verify_narinfo};
-use cairn_s3_api::nix::narinfo::NarInfo;
+use cairn_gateway::nix::keys::{TrustedKey, verify_narinfo};
+use cairn_gateway::nix::narinfo::NarInfo;
 use libfuzzer_sys::fuzz_target;
 
 static TRUSTED: LazyLock<Vec<TrustedKey>> = LazyLock::new(|| {

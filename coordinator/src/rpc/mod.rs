@@ -11,7 +11,7 @@ mod convert;
 mod once;
 mod orders;
 mod receipts;
-mod repair;
+mod repair_jobs;
 pub(crate) mod serve;
 
 use cairn_erasure::MaskKey;

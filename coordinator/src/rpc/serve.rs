@@ -298,10 +298,12 @@ async fn answer(
             shard,
             problem,
         } => reports::report_refusal(ctx, peer, bucket, key, node, shard, &problem),
-        R::RepairJob => Ok(super::repair::next_job(ctx, peer)),
-        R::RepairDone { ticket, stored } => super::repair::finish(ctx, peer, ticket, stored).await,
+        R::RepairJob => Ok(super::repair_jobs::next_job(ctx, peer)),
+        R::RepairDone { ticket, stored } => {
+            super::repair_jobs::finish(ctx, peer, ticket, stored).await
+        }
         R::RepairFailed { ticket, problem } => {
-            Ok(super::repair::failed(ctx, peer, &ticket, &problem))
+            Ok(super::repair_jobs::failed(ctx, peer, &ticket, &problem))
         }
     }
 }

@@ -13,14 +13,14 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::checksums::{BodyChecks, given_checksums, put_checksum};
+use crate::data_path::write_body;
 use crate::errors::{from_call, from_write};
 use crate::nix::nar::{ObjectKind, classify_key};
-use crate::ops::acl::requested_acl;
-use crate::ops::list::{encode, wants_url};
-use crate::ops::put::{Policy, nix_refusal};
 use crate::request::upload_body;
+use crate::s3_operations::acl::requested_acl;
+use crate::s3_operations::list::{encode, wants_url};
+use crate::s3_operations::put::{Policy, nix_refusal};
 use crate::service::{Gateway, etag, expires_header, hex, object_headers, quoted, timestamp};
-use crate::store::write_body;
 
 /// Most parts or uploads one listing page returns.
 const MAX_PAGE: i32 = 1000;
@@ -182,7 +182,7 @@ impl Gateway {
         let checksum = self
             .completion_checksum(&input, &upload, &parts, &sent)
             .await?;
-        let condition = crate::ops::put::write_condition(&req.headers)?;
+        let condition = crate::s3_operations::put::write_condition(&req.headers)?;
         let bucket = self.bucket(&input.bucket).await?;
         let verified = match Policy::for_key(&bucket, &input.key)? {
             Policy::Nar(verifier) => {
@@ -406,7 +406,7 @@ impl Gateway {
             let size = read.object.size;
             let mut md5 = Md5::new();
             if size > 0 {
-                let mut stream = Box::pin(crate::store::read_range(
+                let mut stream = Box::pin(crate::data_path::read_range(
                     self.path.clone(),
                     bucket.to_string(),
                     key.to_string(),

@@ -8,13 +8,13 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::checksums::BodyChecks;
+use crate::data_path::write_body;
 use crate::errors::{from_call, from_write};
 use crate::nix::keys::{TrustedKey, verify_narinfo};
 use crate::nix::nar::{NarVerifier, ObjectKind, classify_key};
-use crate::ops::acl::requested_acl;
 use crate::request::upload_body;
+use crate::s3_operations::acl::requested_acl;
 use crate::service::{Gateway, ObjectMeta, etag, expires_header, object_headers, quoted};
-use crate::store::write_body;
 
 /// Largest narinfo accepted: real ones are 1–2 KiB; the bound keeps the buffer small.
 const MAX_NARINFO: usize = 64 << 10;

@@ -6,8 +6,8 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::errors::from_call;
-use crate::ops::acl::requested_acl;
-use crate::ops::list::{decode_token, encode_token};
+use crate::s3_operations::acl::requested_acl;
+use crate::s3_operations::list::{decode_token, encode_token};
 use crate::service::{Gateway, REGION, owner, timestamp};
 
 /// Most buckets a ListBuckets page holds (and the most `max-buckets` may ask for).

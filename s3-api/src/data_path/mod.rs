@@ -5,7 +5,7 @@
 //! identity and QUIC endpoint, and one [`NodeClient`] per node (each keeps its connection).
 
 mod read;
-mod repair;
+mod repair_worker;
 mod write;
 
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use cairn_erasure::MaskKey;
 use cairn_proto::identity::{NodeId, SecretKey};
 
 pub use read::{ReadError, ShardProblem, read_range};
-pub use repair::{Repaired, run_worker};
+pub use repair_worker::{Repaired, run_worker};
 pub use write::{WriteError, Written, write_body};
 
 /// How long a node that did not answer is skipped. Long enough to spare every request

@@ -10,13 +10,13 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::checksums::BodyChecks;
+use crate::data_path::{read_range, write_body};
 use crate::errors::{from_call, from_write};
-use crate::ops::acl::requested_acl;
-use crate::ops::put::Policy;
+use crate::s3_operations::acl::requested_acl;
+use crate::s3_operations::put::Policy;
 use crate::service::{
     Gateway, ObjectMeta, etag, expires_header, object_headers, quoted, timestamp,
 };
-use crate::store::{read_range, write_body};
 
 /// What `x-amz-copy-source-range` must look like, in S3's words.
 const RANGE_FORM: &str = "The x-amz-copy-source-range value must be of the form \

@@ -10,9 +10,9 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use futures_util::StreamExt;
 
 use crate::access::{AnonymousInPrivateBucket, check_anonymous_read};
+use crate::data_path::read_range;
 use crate::errors::{from_call, from_read};
 use crate::service::{Gateway, etag, metadata, stored_headers, timestamp};
-use crate::store::read_range;
 
 /// The conditional headers of a GET or HEAD.
 struct Conditions {
