@@ -75,6 +75,26 @@ fn register(catalog: &Catalog, nodes: &[NodeId]) {
     }
 }
 
+/// Creates upload `id` of `bucket`/`key`, begun at `initiated_ms`, with a 2 + 1 code.
+fn create_upload(id: &str, bucket: &str, key: &str, initiated_ms: u64) -> Command {
+    Command::CreateUpload {
+        id: id.into(),
+        upload: UploadRecord {
+            bucket: bucket.into(),
+            key: key.into(),
+            initiated_ms,
+            headers: ObjectHeaders::default(),
+            erasure: ErasureProfile {
+                k: 2,
+                m: 1,
+                segment_size: 1 << 20,
+            },
+            acl: Default::default(),
+            checksum: None,
+        },
+    }
+}
+
 fn stored(size: u64, nodes: [NodeId; 3], first_shard: u8) -> ObjectRecord {
     let shards = (0..3u8)
         .map(|i| ShardRecord {
@@ -844,22 +864,7 @@ fn multipart_retries_complete_once_and_refusals_keep_the_parts() {
     let n = trio();
     run(&catalog, &bucket("cache"));
     register(&catalog, &n);
-    let upload = |id: &str, bucket: &str| Command::CreateUpload {
-        id: id.into(),
-        upload: UploadRecord {
-            bucket: bucket.into(),
-            key: "big".into(),
-            initiated_ms: 1,
-            headers: ObjectHeaders::default(),
-            erasure: ErasureProfile {
-                k: 2,
-                m: 1,
-                segment_size: 1 << 20,
-            },
-            acl: Default::default(),
-            checksum: None,
-        },
-    };
+    let upload = |id: &str, bucket: &str| create_upload(id, bucket, "big", 1);
     let part = |first: u8| {
         let ObjectBody::Segments { segments, .. } = stored(6 << 20, n, first).body else {
             unreachable!()
@@ -1028,23 +1033,7 @@ fn a_catalog_of_format_4_gets_its_garbage_node_index_at_open() {
     run(&catalog, &put("cache", "a", stored(10, n, 0)));
     run(&catalog, &put("cache", "a", stored(10, n, 10)));
     assert_eq!(catalog.garbage(100).unwrap().len(), 3);
-    let upload = Command::CreateUpload {
-        id: "u".into(),
-        upload: UploadRecord {
-            bucket: "cache".into(),
-            key: "k".into(),
-            initiated_ms: 1,
-            headers: ObjectHeaders::default(),
-            erasure: ErasureProfile {
-                k: 2,
-                m: 1,
-                segment_size: 1 << 20,
-            },
-            acl: Default::default(),
-            checksum: None,
-        },
-    };
-    run(&catalog, &upload);
+    run(&catalog, &create_upload("u", "cache", "k", 1));
     let path = dir.path().join("catalog.redb");
     {
         let txn = catalog.database().begin_write().unwrap();
@@ -1082,21 +1071,8 @@ fn uploads_expire_by_age_refuse_unreadable_parts_and_go_with_their_bucket() {
     let n = trio();
     run(&catalog, &bucket("cache"));
     register(&catalog, &n);
-    let create = |id: &str, bucket: &str, initiated_ms: u64| Command::CreateUpload {
-        id: id.into(),
-        upload: UploadRecord {
-            bucket: bucket.into(),
-            key: format!("{id}.nar"),
-            initiated_ms,
-            headers: ObjectHeaders::default(),
-            erasure: ErasureProfile {
-                k: 2,
-                m: 1,
-                segment_size: 1 << 20,
-            },
-            acl: Default::default(),
-            checksum: None,
-        },
+    let create = |id: &str, bucket: &str, initiated_ms: u64| {
+        create_upload(id, bucket, &format!("{id}.nar"), initiated_ms)
     };
     let etag = "\"0123456789abcdef0123456789abcdef\"";
     let put_part = |upload: &str, first: u8| {
@@ -1418,22 +1394,7 @@ fn uploads_are_listed_page_by_page_from_their_index_in_s3_order() {
     // than their ids, and a thousand more than one page under "many/".
     let mut model = Vec::new();
     let mut create = |bucket: &str, key: &str, initiated_ms: u64, id: String| {
-        let command = Command::CreateUpload {
-            id: id.clone(),
-            upload: UploadRecord {
-                bucket: bucket.into(),
-                key: key.into(),
-                initiated_ms,
-                headers: ObjectHeaders::default(),
-                erasure: ErasureProfile {
-                    k: 2,
-                    m: 1,
-                    segment_size: 1 << 20,
-                },
-                acl: Default::default(),
-                checksum: None,
-            },
-        };
+        let command = create_upload(&id, bucket, key, initiated_ms);
         assert_eq!(catalog::apply(&txn, &command).unwrap(), CommandResult::Done);
         if bucket == "cache" {
             model.push((key.to_string(), initiated_ms, id));
